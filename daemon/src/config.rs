@@ -1,0 +1,153 @@
+//! Configuration: flags, each with an environment variable (the flag wins).
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// seqd: a per-host sidecar that hands out sequence numbers that never repeat.
+///
+/// With no Redis configured (neither --redis-url/REDIS_URL nor REDIS_HOST)
+/// seqd runs in local mode from its SQLite store.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "seqd", version, about, long_about = None)]
+pub struct Config {
+    /// The Unix socket to listen on.
+    #[arg(long, env = "SEQD_SOCKET", default_value = "/run/seqd/seqd.sock")]
+    pub socket: PathBuf,
+
+    /// Directory of the SQLite store `seqd.db` (created if missing).
+    #[arg(long, env = "SEQD_DATA_DIR", default_value = "/var/lib/seqd")]
+    pub data_dir: PathBuf,
+
+    /// Redis URL, e.g. redis://:pw@host:6379/0. Wins over REDIS_HOST & co.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis host, used when no URL is given.
+    #[arg(long, env = "REDIS_HOST")]
+    pub redis_host: Option<String>,
+
+    /// Redis port, used with REDIS_HOST.
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+
+    /// Redis password, used with REDIS_HOST.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// Redis database number, used with REDIS_HOST.
+    #[arg(long, env = "REDIS_DB", default_value_t = 0)]
+    pub redis_db: i64,
+
+    /// Multiplexed Redis connections. Each one pipelines the requests of
+    /// many clients, so a few are enough.
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub redis_pool_size: u32,
+
+    /// Time limit of one Redis operation, in milliseconds (connecting
+    /// included). An operation over it fails as a timeout.
+    #[arg(long, env = "SEQD_REDIS_TIMEOUT_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_timeout_ms: u64,
+
+    /// IANA zone for daily sequences when a request names none.
+    #[arg(long, env = "SEQD_DEFAULT_TZ", default_value = "UTC")]
+    pub default_tz: String,
+
+    /// Largest binary frame payload accepted, in bytes (at most 256 MiB).
+    #[arg(long, env = "SEQD_MAX_FRAME", default_value_t = seqd_protocol::DEFAULT_MAX_FRAME,
+          value_parser = parse_max_frame)]
+    pub max_frame: usize,
+
+    /// Longest text-protocol line accepted, in bytes.
+    #[arg(long, env = "SEQD_MAX_LINE", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(64..=268_435_456))]
+    pub max_line: u32,
+
+    /// Most client connections served at once; more wait to be accepted.
+    #[arg(long, env = "SEQD_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most requests in flight on one binary connection; further requests
+    /// wait until one completes (backpressure on that client only).
+    #[arg(long, env = "SEQD_MAX_INFLIGHT", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inflight: u32,
+
+    /// Time a new connection has to send its first byte (text) or complete
+    /// its hello (binary), in milliseconds.
+    #[arg(long, env = "SEQD_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout_ms: u64,
+
+    /// Log filter (tracing's env-filter syntax); RUST_LOG wins when set.
+    #[arg(long, env = "SEQD_LOG", default_value = "info")]
+    pub log: String,
+}
+
+fn parse_max_frame(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n < 64 || n > seqd_protocol::MAX_FRAME_CEILING {
+        return Err(format!(
+            "must be between 64 and {} bytes",
+            seqd_protocol::MAX_FRAME_CEILING
+        ));
+    }
+    Ok(n)
+}
+
+/// Where Redis is, when seqd runs in Redis mode.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    Url(String),
+    Host {
+        host: String,
+        port: u16,
+        password: Option<String>,
+        db: i64,
+    },
+}
+
+impl RedisTarget {
+    /// The address for logs, without the password.
+    pub fn display(&self) -> String {
+        match self {
+            RedisTarget::Url(u) => match redis::parse_redis_url(u) {
+                Some(url) => format!(
+                    "{}:{}/{}",
+                    url.host_str().unwrap_or("?"),
+                    url.port().unwrap_or(6379),
+                    url.path().trim_start_matches('/')
+                ),
+                None => "(unparsable URL)".to_string(),
+            },
+            RedisTarget::Host { host, port, db, .. } => format!("{host}:{port}/{db}"),
+        }
+    }
+}
+
+impl Config {
+    /// `None` means local mode.
+    pub fn redis_target(&self) -> Option<RedisTarget> {
+        if let Some(url) = self.redis_url.as_ref().filter(|u| !u.is_empty()) {
+            return Some(RedisTarget::Url(url.clone()));
+        }
+        let host = self.redis_host.as_ref().filter(|h| !h.is_empty())?;
+        Some(RedisTarget::Host {
+            host: host.clone(),
+            port: self.redis_port,
+            password: self.redis_password.clone().filter(|p| !p.is_empty()),
+            db: self.redis_db,
+        })
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}

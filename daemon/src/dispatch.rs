@@ -1,0 +1,104 @@
+//! Dispatch: one exhaustive `match` from a request to the function that
+//! answers it, plus the bookkeeping every request gets (timing, counting,
+//! mapping errors to wire codes). Both protocols come through here.
+
+use crate::backend::Issued;
+use crate::capabilities::sequences::{self, DAILY_WIDTH_MAX};
+use crate::context::Context;
+use crate::error::Error;
+use crate::metrics::IssuedLabels;
+use chrono::Utc;
+use seqd_protocol::{Conversation, DailyQuery, ErrorCode, Request, Response, WireError};
+use std::time::Instant;
+
+/// Answers one request: the outcome as it goes on the wire.
+pub async fn serve(ctx: &Context, request: Request) -> Result<Response, WireError> {
+    let op = request.op_name();
+    let started = Instant::now();
+    let result = handle(ctx, request).await.map_err(|e| {
+        let wire = e.to_wire();
+        match wire.code {
+            ErrorCode::Internal | ErrorCode::Unavailable => {
+                tracing::warn!(op, error = %e, "request failed")
+            }
+            _ => tracing::debug!(op, error = %e, "request refused"),
+        }
+        wire
+    });
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    };
+    ctx.metrics.observe_request(op, outcome, started.elapsed());
+    result
+}
+
+async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
+    match request {
+        Request::Ping => Ok(Response::Pong),
+        Request::DailyNext(q) => daily(ctx, &q, true).await,
+        Request::DailyGet(q) => daily(ctx, &q, false).await,
+        Request::ConvNext(c) => conv(ctx, &c, true).await,
+        Request::ConvGet(c) => conv(ctx, &c, false).await,
+        Request::Health => health(ctx).await,
+        Request::Metrics => Ok(metrics(ctx)),
+    }
+}
+
+async fn daily(ctx: &Context, q: &DailyQuery, next: bool) -> Result<Response, Error> {
+    let k = sequences::daily_key(q, ctx.default_tz, Utc::now())?;
+    let Issued { seq, source } = if next {
+        let issued = ctx.sequences.next(&k.key).await?;
+        count_issued(ctx, "daily", issued);
+        if issued.seq == DAILY_WIDTH_MAX + 1 {
+            // Exactly one request per key sees 100000, so this logs once
+            // per key across all hosts sharing the counter.
+            tracing::warn!(key = %k.key.key, "daily sequence passed 99999; numbers now have 6 digits (no wrap)");
+        }
+        issued
+    } else {
+        ctx.sequences.current(&k.key).await?
+    };
+    Ok(Response::Daily {
+        seq,
+        day: k.day,
+        source,
+    })
+}
+
+async fn conv(ctx: &Context, c: &Conversation, next: bool) -> Result<Response, Error> {
+    let key = sequences::conv_key(c)?;
+    let Issued { seq, source } = if next {
+        let issued = ctx.sequences.next(&key).await?;
+        count_issued(ctx, "conv", issued);
+        issued
+    } else {
+        ctx.sequences.current(&key).await?
+    };
+    Ok(Response::Conv { seq, source })
+}
+
+fn count_issued(ctx: &Context, kind: &'static str, issued: Issued) {
+    ctx.metrics
+        .issued
+        .get_or_create(&IssuedLabels {
+            kind,
+            source: issued.source.as_str(),
+        })
+        .inc();
+}
+
+async fn health(ctx: &Context) -> Result<Response, Error> {
+    let mut fields = ctx.sequences.health().await;
+    fields.push(("mode".into(), ctx.sequences.mode().into()));
+    fields.push(("local_marks".into(), ctx.store.len().to_string()));
+    fields.push(("version".into(), env!("CARGO_PKG_VERSION").into()));
+    Ok(Response::Health { fields })
+}
+
+fn metrics(ctx: &Context) -> Response {
+    ctx.metrics.local_marks.set(ctx.store.len() as i64);
+    Response::Metrics {
+        text: ctx.metrics.encode(),
+    }
+}

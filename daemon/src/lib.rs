@@ -1,0 +1,130 @@
+//! # seqd
+//!
+//! A per-host sidecar that hands out sequence numbers that never repeat,
+//! from Redis while it is healthy and from a SQLite store when it is not.
+//!
+//! # Layout
+//!
+//! The request path runs top to bottom:
+//!
+//! - [`server`]: binds the Unix socket, accepts connections (capped), drains
+//!   on shutdown.
+//! - [`transport`]: one connection; the first byte picks the
+//!   [`transport::binary`] or [`transport::text`] protocol. Framing limits
+//!   live here.
+//! - [`dispatch`]: one exhaustive `match` from request to handler; timing,
+//!   counting and the error-to-wire mapping of [`error`].
+//! - [`capabilities`]: what seqd offers, independent of wire and backend:
+//!   id rules and key schema ([`capabilities::sequences`]).
+//! - [`backend`]: the [`backend::Sequences`] interface and its two
+//!   implementations, local ([`backend::local`]) and Redis
+//!   ([`backend::redis`]), both recording high-water marks in the SQLite
+//!   [`backend::store`].
+//!
+//! Around them: [`config`] (flags and environment), [`context`] (the shared
+//! state, passed as an `Arc`; there are no globals), [`metrics`].
+
+pub mod backend;
+pub mod capabilities;
+pub mod config;
+pub mod context;
+pub mod dispatch;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod transport;
+
+use crate::backend::local::LocalSequences;
+use crate::backend::redis::{RedisPool, RedisSequences};
+use crate::backend::store::Store;
+use crate::backend::Sequences;
+use crate::config::Config;
+use crate::context::Context;
+use anyhow::Context as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often expired high-water marks are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Starts seqd with `config` and serves until `shutdown` completes; then
+/// drains, flushes the store and removes the socket.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let default_tz = capabilities::sequences::parse_tz(&config.default_tz)
+        .map_err(|e| anyhow::anyhow!("--default-tz: {e}"))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let data_dir = config.data_dir.clone();
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, chrono::Utc::now().timestamp()))
+            .await?
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+
+    let sequences: Arc<dyn Sequences> = match config.redis_target() {
+        Some(target) => {
+            let pool = RedisPool::new(
+                &target,
+                config.redis_pool_size as usize,
+                config.redis_timeout(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                redis = %target.display(),
+                pool = config.redis_pool_size,
+                timeout_ms = config.redis_timeout_ms,
+                "mode: Redis at {}", target.display()
+            );
+            Arc::new(RedisSequences::new(pool, store.clone()))
+        }
+        None => {
+            tracing::info!(
+                "mode: local (no Redis configured): numbers come from {} on this host only",
+                config.data_dir.join("seqd.db").display()
+            );
+            Arc::new(LocalSequences::new(store.clone()))
+        }
+    };
+
+    let socket = server::bind(&config.socket)
+        .with_context(|| format!("binding {}", config.socket.display()))?;
+    tracing::info!(socket = %config.socket.display(), marks = store.len(), "seqd ready");
+
+    let ctx = Arc::new(Context {
+        config,
+        default_tz,
+        sequences,
+        store: store.clone(),
+        metrics: metrics::Metrics::new(),
+    });
+    if ctx.sequences.mode() == "redis" {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let health = ctx.sequences.health().await;
+            if health.iter().any(|(k, v)| k == "redis" && v == "down") {
+                tracing::warn!(?health, "Redis is not reachable at start; serving anyway");
+            }
+        });
+    }
+    let pruner = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PRUNE_INTERVAL);
+            loop {
+                every.tick().await;
+                match store.prune(chrono::Utc::now().timestamp()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, "expired high-water marks pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning high-water marks failed"),
+                }
+            }
+        })
+    };
+
+    server::run(&socket.listener, ctx, shutdown).await;
+    pruner.abort();
+    store.flush().await.context("flushing the store")?;
+    drop(socket);
+    tracing::info!("seqd stopped");
+    Ok(())
+}

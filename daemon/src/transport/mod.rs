@@ -1,0 +1,49 @@
+//! Transport: sockets to requests and responses back.
+//!
+//! One Unix stream socket carries two protocols; the first byte a client
+//! sends decides which one its connection speaks ([`binary`] below 0x20,
+//! [`text`] otherwise). Either way, requests go to [`crate::dispatch`], and a
+//! client's bad input only ever affects that client's connection.
+
+pub mod binary;
+pub mod text;
+
+use crate::context::Context;
+use std::io::Cursor;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+
+/// Serves one connection until the client leaves, a fatal protocol error,
+/// or `shutdown` (then requests in flight are still answered).
+pub async fn serve_connection(ctx: Arc<Context>, stream: UnixStream, shutdown: CancellationToken) {
+    if let Ok(cred) = stream.peer_cred() {
+        tracing::debug!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "connection accepted");
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let mut first = [0u8; 1];
+    let read = tokio::select! {
+        r = tokio::time::timeout(ctx.config.handshake_timeout(), rd.read(&mut first)) => r,
+        _ = shutdown.cancelled() => return,
+    };
+    match read {
+        Ok(Ok(1)) => {}
+        Ok(_) => return, // closed before saying anything, or a read error
+        Err(_) => {
+            let _ = wr
+                .write_all(b"ERR bad_request nothing received within the handshake timeout\n")
+                .await;
+            return;
+        }
+    }
+    // Put the byte back in front of the stream for the protocol's framing.
+    let reader = Cursor::new(first).chain(rd);
+    if seqd_protocol::is_binary_first_byte(first[0]) {
+        ctx.metrics.count_connection("binary");
+        binary::serve(ctx, reader, wr, shutdown).await;
+    } else {
+        ctx.metrics.count_connection("text");
+        text::serve(ctx, reader, wr, shutdown).await;
+    }
+}

@@ -1,0 +1,118 @@
+//! Framing and payload encoding of the binary protocol.
+//!
+//! A frame is a 4-byte big-endian length `N` and then `N` bytes of payload.
+//! The payload is one [`ClientMessage`](crate::ClientMessage) or
+//! [`ServerMessage`](crate::ServerMessage) in bincode 1.3.3 with fixed-width
+//! little-endian integers, trailing bytes rejected, and a size limit equal to
+//! the frame limit (so a length prefix inside the payload can never make the
+//! decoder allocate more than the frame itself).
+//!
+//! The length is checked against the limit *before* any buffer for the
+//! payload is allocated.
+
+use bincode::Options;
+use serde::{de::DeserializeOwned, Serialize};
+use std::io::{self, Read, Write};
+
+/// Size of the length prefix in bytes.
+pub const LENGTH_PREFIX: usize = 4;
+/// Default maximum payload size of a frame: 8 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
+/// No configuration may raise the frame limit above 256 MiB. It also keeps
+/// the first byte of every binary connection below 0x20, which is how the
+/// daemon tells the binary protocol from the text one.
+pub const MAX_FRAME_CEILING: usize = 256 * 1024 * 1024;
+
+/// Why a frame could not be read or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+fn options(limit: usize) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .with_limit(limit as u64)
+}
+
+/// Encodes a message as a payload (without the length prefix).
+pub fn encode_payload<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, FrameError> {
+    let bytes = options(max)
+        .serialize(msg)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if bytes.len() > max {
+        return Err(FrameError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a payload (without the length prefix) into a message. Trailing
+/// bytes, unknown variants and lengths beyond the limit are errors.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], max: usize) -> Result<T, FrameError> {
+    if payload.len() > max {
+        return Err(FrameError::TooLarge {
+            len: payload.len(),
+            max,
+        });
+    }
+    options(max)
+        .deserialize(payload)
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Encodes a message as a whole frame: the length prefix and the payload.
+pub fn encode_frame<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, FrameError> {
+    let payload = encode_payload(msg, max)?;
+    let mut frame = Vec::with_capacity(LENGTH_PREFIX + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Writes one frame to a blocking writer.
+pub fn write_frame<W: Write, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+    max: usize,
+) -> Result<(), FrameError> {
+    let frame = encode_frame(msg, max)?;
+    w.write_all(&frame)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame from a blocking reader and decodes it. The length is
+/// checked before the payload buffer is allocated.
+pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R, max: usize) -> Result<T, FrameError> {
+    let mut len = [0u8; LENGTH_PREFIX];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    decode_payload(&payload, max)
+}
+
+/// tokio-util's length-delimited codec set up for seqd frames: a u32
+/// big-endian length that counts only the payload, and `max` enforced on
+/// the length before the payload is buffered.
+#[cfg(feature = "tokio")]
+pub fn length_delimited(max: usize) -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder()
+        .length_field_length(LENGTH_PREFIX)
+        .big_endian()
+        .max_frame_length(max.min(MAX_FRAME_CEILING))
+        .new_codec()
+}

@@ -1,0 +1,256 @@
+//! The text protocol: one command per line, for `socat` and shell scripts.
+//!
+//! This module owns the syntax only — words to [`Request`]s and
+//! [`Response`]s to lines — and does no I/O. Values (user ids, zones) are
+//! checked by the daemon, the same way for both protocols.
+//!
+//! Choices where SPEC §3.2 is silent:
+//! - words are separated by runs of spaces or tabs; a trailing `\r` is
+//!   dropped, so CRLF works;
+//! - an empty line (or one of only blanks) is ignored and gets no reply;
+//! - command words (`DAILY`, `next`, `Private`) and option names (`tz=`) are
+//!   case-insensitive; ids and values are taken as written;
+//! - an option given twice, or an unknown option, is `bad_request`;
+//! - `QUIT` answers `OK bye` and closes the connection.
+
+use crate::wire::{Conversation, DailyQuery, ErrorCode, Request, Response, WireError};
+
+/// One parsed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextCommand {
+    Help,
+    Quit,
+    Request(Request),
+}
+
+/// The `HELP` reply, one line per command; the caller adds the final `.`.
+pub const HELP_LINES: &[&str] = &[
+    "PING",
+    "HELP",
+    "QUIT",
+    "DAILY NEXT <user> [tz=<IANA zone>] [at=<RFC3339>]",
+    "DAILY GET <user> [tz=<IANA zone>] [at=<RFC3339>]",
+    "CONV NEXT private <a> <b>",
+    "CONV NEXT group <g>",
+    "CONV GET private <a> <b>",
+    "CONV GET group <g>",
+    "HEALTH",
+    "METRICS",
+];
+
+fn bad(msg: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::BadRequest, msg)
+}
+
+/// Splits a line into words on runs of spaces and tabs.
+fn words(line: &str) -> impl Iterator<Item = &str> {
+    line.split([' ', '\t']).filter(|w| !w.is_empty())
+}
+
+/// Parses one line (without its `\n`; a trailing `\r` is allowed).
+/// `Ok(None)` means a blank line, which gets no reply.
+pub fn parse_line(line: &[u8]) -> Result<Option<TextCommand>, WireError> {
+    let line = std::str::from_utf8(line).map_err(|_| bad("line is not valid UTF-8"))?;
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut w = words(line);
+    let Some(cmd) = w.next() else {
+        return Ok(None);
+    };
+    let cmd = cmd.to_ascii_uppercase();
+    let rest: Vec<&str> = w.collect();
+    let parsed = match cmd.as_str() {
+        "PING" => no_args(&cmd, &rest, TextCommand::Request(Request::Ping))?,
+        "HELP" => no_args(&cmd, &rest, TextCommand::Help)?,
+        "QUIT" => no_args(&cmd, &rest, TextCommand::Quit)?,
+        "HEALTH" => no_args(&cmd, &rest, TextCommand::Request(Request::Health))?,
+        "METRICS" => no_args(&cmd, &rest, TextCommand::Request(Request::Metrics))?,
+        "DAILY" => TextCommand::Request(parse_daily(&rest)?),
+        "CONV" => TextCommand::Request(parse_conv(&rest)?),
+        _ => {
+            return Err(WireError::new(
+                ErrorCode::UnknownCommand,
+                format!("unknown command '{}'; HELP lists the commands", clip(&cmd)),
+            ))
+        }
+    };
+    Ok(Some(parsed))
+}
+
+/// Shortens user input quoted back in an error message.
+fn clip(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}...")
+    }
+}
+
+fn no_args(cmd: &str, rest: &[&str], out: TextCommand) -> Result<TextCommand, WireError> {
+    if rest.is_empty() {
+        Ok(out)
+    } else {
+        Err(bad(format!("{cmd} takes no arguments")))
+    }
+}
+
+/// `NEXT` or `GET`, case-insensitive.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Next,
+    Get,
+}
+
+fn parse_verb(cmd: &str, word: Option<&&str>) -> Result<Verb, WireError> {
+    match word.map(|w| w.to_ascii_uppercase()).as_deref() {
+        Some("NEXT") => Ok(Verb::Next),
+        Some("GET") => Ok(Verb::Get),
+        Some(other) => Err(WireError::new(
+            ErrorCode::UnknownCommand,
+            format!(
+                "unknown command '{cmd} {}'; expected {cmd} NEXT or {cmd} GET",
+                clip(other)
+            ),
+        )),
+        None => Err(bad(format!("{cmd} needs NEXT or GET"))),
+    }
+}
+
+fn parse_daily(rest: &[&str]) -> Result<Request, WireError> {
+    const USAGE: &str = "usage: DAILY NEXT|GET <user> [tz=<IANA zone>] [at=<RFC3339>]";
+    let verb = parse_verb("DAILY", rest.first())?;
+    let user = rest.get(1).ok_or_else(|| bad(USAGE))?;
+    if user.contains('=') {
+        return Err(bad(USAGE));
+    }
+    let mut query = DailyQuery {
+        user: (*user).to_string(),
+        tz: None,
+        at_ms: None,
+    };
+    for opt in &rest[2..] {
+        let (name, value) = opt.split_once('=').ok_or_else(|| bad(USAGE))?;
+        match name.to_ascii_lowercase().as_str() {
+            "tz" if query.tz.is_none() => query.tz = Some(value.to_string()),
+            "at" if query.at_ms.is_none() => query.at_ms = Some(parse_rfc3339_ms(value)?),
+            "tz" | "at" => return Err(bad(format!("option {name}= given twice"))),
+            _ => return Err(bad(format!("unknown option '{}'; {USAGE}", clip(name)))),
+        }
+    }
+    Ok(match verb {
+        Verb::Next => Request::DailyNext(query),
+        Verb::Get => Request::DailyGet(query),
+    })
+}
+
+/// Parses an RFC 3339 instant (`2026-01-06T18:29:59Z`,
+/// `2026-01-07T00:00:00+05:30`) into milliseconds since the epoch.
+pub fn parse_rfc3339_ms(value: &str) -> Result<i64, WireError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            WireError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "malformed at='{}': expected an RFC 3339 instant such as 2026-01-06T18:29:59Z",
+                    clip(value)
+                ),
+            )
+        })
+}
+
+fn parse_conv(rest: &[&str]) -> Result<Request, WireError> {
+    const USAGE: &str = "usage: CONV NEXT|GET private <a> <b> | CONV NEXT|GET group <g>";
+    let verb = parse_verb("CONV", rest.first())?;
+    let kind = rest.get(1).map(|k| k.to_ascii_lowercase());
+    let conv = match (kind.as_deref(), &rest[rest.len().min(2)..]) {
+        (Some("private"), [a, b]) => Conversation::Private {
+            a: (*a).to_string(),
+            b: (*b).to_string(),
+        },
+        (Some("group"), [g]) => Conversation::Group {
+            id: (*g).to_string(),
+        },
+        _ => return Err(bad(USAGE)),
+    };
+    Ok(match verb {
+        Verb::Next => Request::ConvNext(conv),
+        Verb::Get => Request::ConvGet(conv),
+    })
+}
+
+/// Formats an outcome as its reply: one line without the final `\n`, or for
+/// multi-line replies several lines ending with a line holding only `.`.
+pub fn format_reply(result: &Result<Response, WireError>) -> String {
+    match result {
+        Ok(Response::Pong) => "OK pong".to_string(),
+        Ok(Response::Daily { seq, day, source }) => {
+            format!("OK seq={seq} day={day:08} source={}", source.as_str())
+        }
+        Ok(Response::Conv { seq, source }) => format!("OK seq={seq} source={}", source.as_str()),
+        Ok(Response::Health { fields }) => {
+            let mut line = String::from("OK");
+            for (k, v) in fields {
+                line.push(' ');
+                line.push_str(k);
+                line.push('=');
+                line.push_str(&one_word(v));
+            }
+            line
+        }
+        Ok(Response::Metrics { text }) => {
+            let mut out = String::with_capacity(text.len() + 2);
+            for l in text.lines().filter(|l| *l != ".") {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push('.');
+            out
+        }
+        Err(e) => format_error(e),
+    }
+}
+
+/// `ERR <code> <message>` on one line.
+pub fn format_error(e: &WireError) -> String {
+    format!("ERR {} {}", e.code, one_line(&e.message))
+}
+
+/// The `HELP` reply, ending with `.`.
+pub fn format_help() -> String {
+    let mut out = String::new();
+    for l in HELP_LINES {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push('.');
+    out
+}
+
+/// Keeps a reply on one line whatever a message contains.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A field value must be one word for `key=value` parsing to work.
+fn one_word(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Parses the `key=value` fields of an `OK` line (the inverse of the reply
+/// formats above), for clients and tests that read text replies.
+pub fn parse_ok_fields(line: &str) -> Option<Vec<(&str, &str)>> {
+    let rest = line.strip_prefix("OK")?;
+    Some(words(rest).filter_map(|w| w.split_once('=')).collect())
+}

@@ -1,0 +1,207 @@
+//! The messages of the binary protocol.
+//!
+//! Every type here is encoded with bincode 1.3.3 (see [`crate::codec`]); the
+//! order of enum variants and struct fields *is* the wire format, so new
+//! variants are only ever appended and existing ones never reordered.
+//! `PROTOCOL.md` documents the bytes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// Must be the first frame on a connection, and only the first.
+    Hello {
+        /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+        version: u32,
+        /// Free-form name for the daemon's logs (`"seqd-client/0.1"`).
+        client: String,
+    },
+    /// A request; its response repeats `id`, so a client may keep many in flight.
+    Request { id: u64, request: Request },
+}
+
+/// A frame sent by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The answer to a [`ClientMessage::Hello`] the daemon accepted.
+    Hello { version: u32, server: String },
+    /// The outcome of the request with this `id`. Responses may arrive in
+    /// any order.
+    Response {
+        id: u64,
+        result: Result<Response, WireError>,
+    },
+    /// A connection-level failure (bad framing, version mismatch, a request
+    /// before the hello). The daemon closes the connection after sending it.
+    Error { error: WireError },
+}
+
+/// What a client can ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    /// Issue the next daily sequence number of a user.
+    DailyNext(DailyQuery),
+    /// Read the current daily sequence number of a user (0 when none issued).
+    DailyGet(DailyQuery),
+    /// Issue the next message number of a conversation.
+    ConvNext(Conversation),
+    /// Read the current message number of a conversation (0 when none).
+    ConvGet(Conversation),
+    Health,
+    Metrics,
+}
+
+impl Request {
+    /// A short, stable name for logs and metric labels.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::DailyNext(_) => "daily_next",
+            Request::DailyGet(_) => "daily_get",
+            Request::ConvNext(_) => "conv_next",
+            Request::ConvGet(_) => "conv_get",
+            Request::Health => "health",
+            Request::Metrics => "metrics",
+        }
+    }
+}
+
+/// Which daily counter a request means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyQuery {
+    pub user: String,
+    /// IANA zone name; `None` means the daemon's default zone.
+    pub tz: Option<String>,
+    /// The instant whose local date picks the day, in milliseconds since the
+    /// Unix epoch; `None` means now.
+    pub at_ms: Option<i64>,
+}
+
+/// A chat conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Conversation {
+    /// A private chat between two users; the order of `a` and `b` does not
+    /// matter.
+    Private {
+        a: String,
+        b: String,
+    },
+    Group {
+        id: String,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Pong,
+    /// `day` is the local date as the number YYYYMMDD.
+    Daily {
+        seq: u64,
+        day: u32,
+        source: Source,
+    },
+    Conv {
+        seq: u64,
+        source: Source,
+    },
+    /// Ordered `name=value` pairs, the same ones the text `HEALTH` prints.
+    Health {
+        fields: Vec<(String, String)>,
+    },
+    /// Prometheus text exposition.
+    Metrics {
+        text: String,
+    },
+}
+
+/// Where a sequence number came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Source {
+    /// The shared Redis counter.
+    Redis,
+    /// This host's SQLite store (local mode, or Redis unavailable).
+    Local,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Redis => "redis",
+            Source::Local => "local",
+        }
+    }
+}
+
+/// The error codes of both protocols. The text protocol prints
+/// [`ErrorCode::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request is malformed: wrong number of words, bad framing, bad
+    /// encoding.
+    BadRequest,
+    /// The request is well-formed but a value is not acceptable (an id with
+    /// a forbidden character, an unknown time zone, ...).
+    InvalidArgument,
+    UnknownCommand,
+    Forbidden,
+    TooLarge,
+    /// The answer depends on a backend that cannot be reached now.
+    Unavailable,
+    Internal,
+    /// The hello named a protocol version the daemon does not speak.
+    VersionMismatch,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidArgument,
+        ErrorCode::UnknownCommand,
+        ErrorCode::Forbidden,
+        ErrorCode::TooLarge,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+        ErrorCode::VersionMismatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::VersionMismatch => "version_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as it travels on the wire: a code a program can act on and a
+/// message a person can read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+}
