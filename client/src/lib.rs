@@ -1,1 +1,342 @@
+//! # seqd-client
+//!
+//! A small blocking client for seqd's binary protocol, and (feature `cli`)
+//! the `seqctl` tool.
+//!
+//! ```no_run
+//! use seqd_client::{Client, format_daily_seq};
+//!
+//! let mut seqd = Client::connect("/run/seqd/seqd.sock")?;
+//! let daily = seqd.daily_next("123", Some("Asia/Kolkata"), None)?;
+//! let order_id = format!("ORD-{}-{}", daily.day, format_daily_seq(daily.seq));
+//! let msg_no = seqd.private_next("alice", "bob")?.seq;
+//! # Ok::<(), seqd_client::ClientError>(())
+//! ```
+//!
+//! A `Client` holds one connection. After the connection breaks, the next
+//! call reconnects, and a call that failed because the connection broke is
+//! retried once on a new one. For a `*_next` call that means the daemon may
+//! have issued a number whose reply was lost: that number is skipped, never
+//! handed out twice.
 
+use seqd_protocol::codec::{self, FrameError};
+use seqd_protocol::{
+    ClientMessage, Conversation, DailyQuery, Request, Response, ServerMessage, Source, WireError,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use seqd_protocol;
+
+/// The default socket path of a seqd installed as a service.
+pub const DEFAULT_SOCKET: &str = "/run/seqd/seqd.sock";
+/// Default time limit for connecting and for each reply.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon answered with an error code and message.
+    #[error("seqd: {0}")]
+    Server(WireError),
+    #[error("seqd connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("seqd protocol: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The daemon's error code, when the daemon answered with one.
+    pub fn code(&self) -> Option<seqd_protocol::ErrorCode> {
+        match self {
+            ClientError::Server(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    fn is_broken_connection(&self) -> bool {
+        matches!(self, ClientError::Io(_))
+    }
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => ClientError::Io(e),
+            other => ClientError::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// A daily sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailySeq {
+    pub seq: u64,
+    /// The local day, YYYYMMDD.
+    pub day: u32,
+    pub source: Source,
+}
+
+/// A conversation sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSeq {
+    pub seq: u64,
+    pub source: Source,
+}
+
+/// Formats a daily number in the 5-digit form of order ids (`00042`).
+/// Past 99999 the number keeps all its digits (`100000`): it never wraps.
+pub fn format_daily_seq(seq: u64) -> String {
+    format!("{seq:05}")
+}
+
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: BufWriter<UnixStream>,
+}
+
+/// A blocking connection to seqd.
+pub struct Client {
+    path: PathBuf,
+    timeout: Duration,
+    max_frame: usize,
+    conn: Option<Conn>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects to the socket at `path` and says hello.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        Client::connect_with_timeout(path, DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`Client::connect`], with a time limit for every reply.
+    pub fn connect_with_timeout(
+        path: impl AsRef<Path>,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client {
+            path: path.as_ref().to_path_buf(),
+            timeout,
+            max_frame: DEFAULT_MAX_FRAME,
+            conn: None,
+            next_id: 1,
+        };
+        client.conn = Some(client.open()?);
+        Ok(client)
+    }
+
+    fn open(&self) -> Result<Conn, ClientError> {
+        let stream = UnixStream::connect(&self.path)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
+        let mut conn = Conn {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: BufWriter::new(stream),
+        };
+        let hello = ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            client: format!("seqd-client/{}", env!("CARGO_PKG_VERSION")),
+        };
+        codec::write_frame(&mut conn.writer, &hello, self.max_frame)?;
+        match codec::read_frame::<_, ServerMessage>(&mut conn.reader, self.max_frame)? {
+            ServerMessage::Hello { .. } => Ok(conn),
+            ServerMessage::Error { error } => Err(ClientError::Server(error)),
+            other => Err(ClientError::Protocol(format!(
+                "unexpected answer to hello: {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends one request and waits for its response.
+    pub fn request(&mut self, request: Request) -> Result<Response, ClientError> {
+        let mut out = self.pipeline(vec![request])?;
+        out.pop()
+            .unwrap_or_else(|| Err(ClientError::Protocol("no response".into())))
+    }
+
+    /// Sends several requests back to back, then collects their responses
+    /// (which the daemon may send in any order), returned in request order.
+    /// The outer error is a connection failure; inner ones are per request.
+    pub fn pipeline(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Result<Response, ClientError>>, ClientError> {
+        match self.try_pipeline(&requests) {
+            Err(e) if e.is_broken_connection() => {
+                self.conn = None;
+                self.try_pipeline(&requests)
+            }
+            other => other,
+        }
+    }
+
+    fn try_pipeline(
+        &mut self,
+        requests: &[Request],
+    ) -> Result<Vec<Result<Response, ClientError>>, ClientError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.open()?);
+        }
+        let result = self.exchange(requests);
+        if matches!(&result, Err(e) if e.is_broken_connection() || matches!(e, ClientError::Protocol(_)))
+        {
+            // After a broken or confused exchange, start over next time.
+            self.conn = None;
+        }
+        result
+    }
+
+    fn exchange(
+        &mut self,
+        requests: &[Request],
+    ) -> Result<Vec<Result<Response, ClientError>>, ClientError> {
+        let max = self.max_frame;
+        let first_id = self.next_id;
+        self.next_id += requests.len() as u64;
+        let conn = self.conn.as_mut().expect("connected above");
+        for (i, request) in requests.iter().enumerate() {
+            let msg = ClientMessage::Request {
+                id: first_id + i as u64,
+                request: request.clone(),
+            };
+            let frame = codec::encode_frame(&msg, max)?;
+            conn.writer.write_all(&frame)?;
+        }
+        conn.writer.flush()?;
+        let mut results: HashMap<u64, Result<Response, ClientError>> =
+            HashMap::with_capacity(requests.len());
+        while results.len() < requests.len() {
+            match codec::read_frame::<_, ServerMessage>(&mut conn.reader, max)? {
+                ServerMessage::Response { id, result }
+                    if (first_id..self.next_id).contains(&id) =>
+                {
+                    results.insert(id, result.map_err(ClientError::Server));
+                }
+                ServerMessage::Response { id, .. } => {
+                    return Err(ClientError::Protocol(format!(
+                        "response for unknown request id {id}"
+                    )))
+                }
+                ServerMessage::Error { error } => {
+                    self.conn = None;
+                    return Err(ClientError::Server(error));
+                }
+                ServerMessage::Hello { .. } => {
+                    return Err(ClientError::Protocol("unexpected hello".into()))
+                }
+            }
+        }
+        Ok((0..requests.len() as u64)
+            .map(|i| results.remove(&(first_id + i)).expect("collected above"))
+            .collect())
+    }
+
+    pub fn ping(&mut self) -> Result<(), ClientError> {
+        match self.request(Request::Ping)? {
+            Response::Pong => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Issues the next daily number of `user`. `tz` is an IANA zone (the
+    /// daemon's default when `None`); `at_ms` picks the day (now when `None`).
+    pub fn daily_next(
+        &mut self,
+        user: &str,
+        tz: Option<&str>,
+        at_ms: Option<i64>,
+    ) -> Result<DailySeq, ClientError> {
+        self.daily(Request::DailyNext(daily_query(user, tz, at_ms)))
+    }
+
+    /// Reads the current daily number of `user` (0 when none was issued).
+    pub fn daily_get(
+        &mut self,
+        user: &str,
+        tz: Option<&str>,
+        at_ms: Option<i64>,
+    ) -> Result<DailySeq, ClientError> {
+        self.daily(Request::DailyGet(daily_query(user, tz, at_ms)))
+    }
+
+    fn daily(&mut self, request: Request) -> Result<DailySeq, ClientError> {
+        match self.request(request)? {
+            Response::Daily { seq, day, source } => Ok(DailySeq { seq, day, source }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Issues the next message number of a conversation.
+    pub fn conv_next(&mut self, conv: Conversation) -> Result<ConvSeq, ClientError> {
+        self.conv(Request::ConvNext(conv))
+    }
+
+    /// Reads the current message number of a conversation (0 when none).
+    pub fn conv_get(&mut self, conv: Conversation) -> Result<ConvSeq, ClientError> {
+        self.conv(Request::ConvGet(conv))
+    }
+
+    /// Next number of the private chat of `a` and `b` (in either order).
+    pub fn private_next(&mut self, a: &str, b: &str) -> Result<ConvSeq, ClientError> {
+        self.conv_next(Conversation::Private {
+            a: a.into(),
+            b: b.into(),
+        })
+    }
+
+    /// Next number of a group chat.
+    pub fn group_next(&mut self, group: &str) -> Result<ConvSeq, ClientError> {
+        self.conv_next(Conversation::Group { id: group.into() })
+    }
+
+    fn conv(&mut self, request: Request) -> Result<ConvSeq, ClientError> {
+        match self.request(request)? {
+            Response::Conv { seq, source } => Ok(ConvSeq { seq, source }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The daemon's health as `name=value` pairs (`redis`, `breaker`, ...).
+    pub fn health(&mut self) -> Result<Vec<(String, String)>, ClientError> {
+        match self.request(Request::Health)? {
+            Response::Health { fields } => Ok(fields),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The daemon's metrics in the Prometheus text format.
+    pub fn metrics(&mut self) -> Result<String, ClientError> {
+        match self.request(Request::Metrics)? {
+            Response::Metrics { text } => Ok(text),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn daily_query(user: &str, tz: Option<&str>, at_ms: Option<i64>) -> DailyQuery {
+    DailyQuery {
+        user: user.into(),
+        tz: tz.map(Into::into),
+        at_ms,
+    }
+}
+
+fn unexpected(r: Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected response {r:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daily_numbers_format_to_five_digits_without_wrapping() {
+        assert_eq!(format_daily_seq(1), "00001");
+        assert_eq!(format_daily_seq(99_999), "99999");
+        assert_eq!(format_daily_seq(100_000), "100000");
+    }
+}

@@ -119,7 +119,10 @@ impl RedisTarget {
                     "{}:{}/{}",
                     url.host_str().unwrap_or("?"),
                     url.port().unwrap_or(6379),
-                    url.path().trim_start_matches('/')
+                    match url.path().trim_start_matches('/') {
+                        "" => "0",
+                        db => db,
+                    }
                 ),
                 None => "(unparsable URL)".to_string(),
             },

@@ -1,1 +1,164 @@
-fn main() {}
+//! `seqctl`: seqd from the shell. Subcommands mirror the text protocol, and
+//! output is the text protocol's reply line, so scripts can parse either.
+//! Exit status: 0 on `OK`, 1 when seqd answered `ERR`, 2 when it could not
+//! be reached.
+
+use clap::{Parser, Subcommand};
+use seqd_client::seqd_protocol::text::{format_reply, parse_rfc3339_ms};
+use seqd_client::seqd_protocol::{Conversation, DailyQuery, Request, Response};
+use seqd_client::{Client, ClientError, DEFAULT_SOCKET};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "seqctl", version, about = "Talk to seqd")]
+struct Cli {
+    /// seqd's socket.
+    #[arg(long, env = "SEQD_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: String,
+    /// Time limit for each reply, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks that seqd answers.
+    Ping,
+    /// Redis and breaker state.
+    Health,
+    /// Prometheus metrics.
+    Metrics,
+    /// Per-user daily sequences.
+    Daily {
+        #[command(subcommand)]
+        verb: DailyVerb,
+    },
+    /// Chat conversation sequences.
+    Conv {
+        #[command(subcommand)]
+        verb: ConvVerb,
+    },
+}
+
+#[derive(clap::Args)]
+struct DailyArgs {
+    user: String,
+    /// IANA time zone (default: the daemon's).
+    #[arg(long)]
+    tz: Option<String>,
+    /// RFC 3339 instant whose local date picks the day (default: now).
+    #[arg(long)]
+    at: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DailyVerb {
+    /// Issues the next number.
+    Next(DailyArgs),
+    /// Shows the current number without issuing one.
+    Get(DailyArgs),
+}
+
+#[derive(Subcommand)]
+enum ConvTarget {
+    /// A private chat of two users (in either order).
+    Private { a: String, b: String },
+    /// A group chat.
+    Group { group: String },
+}
+
+#[derive(Subcommand)]
+enum ConvVerb {
+    /// Issues the next number.
+    Next {
+        #[command(subcommand)]
+        target: ConvTarget,
+    },
+    /// Shows the current number without issuing one.
+    Get {
+        #[command(subcommand)]
+        target: ConvTarget,
+    },
+}
+
+fn daily_query(args: DailyArgs) -> Result<DailyQuery, String> {
+    let at_ms = match args.at {
+        Some(at) => Some(parse_rfc3339_ms(&at).map_err(|e| e.message)?),
+        None => None,
+    };
+    Ok(DailyQuery {
+        user: args.user,
+        tz: args.tz,
+        at_ms,
+    })
+}
+
+fn conversation(t: ConvTarget) -> Conversation {
+    match t {
+        ConvTarget::Private { a, b } => Conversation::Private { a, b },
+        ConvTarget::Group { group } => Conversation::Group { id: group },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let request = match cli.command {
+        Command::Ping => Request::Ping,
+        Command::Health => Request::Health,
+        Command::Metrics => Request::Metrics,
+        Command::Daily { verb } => {
+            let (next, args) = match verb {
+                DailyVerb::Next(a) => (true, a),
+                DailyVerb::Get(a) => (false, a),
+            };
+            match daily_query(args) {
+                Ok(q) if next => Request::DailyNext(q),
+                Ok(q) => Request::DailyGet(q),
+                Err(e) => {
+                    eprintln!("ERR invalid_argument {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        Command::Conv { verb } => match verb {
+            ConvVerb::Next { target } => Request::ConvNext(conversation(target)),
+            ConvVerb::Get { target } => Request::ConvGet(conversation(target)),
+        },
+    };
+    let mut client =
+        match Client::connect_with_timeout(&cli.socket, Duration::from_millis(cli.timeout_ms)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("seqctl: cannot reach seqd at {}: {e}", cli.socket);
+                return ExitCode::from(2);
+            }
+        };
+    let result = match client.request(request) {
+        Ok(r) => Ok(r),
+        Err(ClientError::Server(e)) => Err(e),
+        Err(e) => {
+            eprintln!("seqctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Metrics go out as plain exposition text (no closing "." line), ready
+    // for a file or a pipe.
+    if let Ok(Response::Metrics { text }) = &result {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    let line = format_reply(&result);
+    match result {
+        Ok(_) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("{line}");
+            ExitCode::from(1)
+        }
+    }
+}
