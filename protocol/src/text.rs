@@ -254,3 +254,43 @@ pub fn parse_ok_fields(line: &str) -> Option<Vec<(&str, &str)>> {
     let rest = line.strip_prefix("OK")?;
     Some(words(rest).filter_map(|w| w.split_once('=')).collect())
 }
+
+/// Formats a request as a text command line (without `\n`), the inverse of
+/// [`parse_line`] for the requests the text protocol carries.
+pub fn format_request(request: &Request) -> String {
+    fn daily(verb: &str, q: &DailyQuery) -> String {
+        let mut line = format!("DAILY {verb} {}", q.user);
+        if let Some(tz) = &q.tz {
+            line.push_str(" tz=");
+            line.push_str(tz);
+        }
+        if let Some(ms) = q.at_ms {
+            line.push_str(" at=");
+            line.push_str(&format_rfc3339_ms(ms));
+        }
+        line
+    }
+    fn conv(verb: &str, c: &Conversation) -> String {
+        match c {
+            Conversation::Private { a, b } => format!("CONV {verb} private {a} {b}"),
+            Conversation::Group { id } => format!("CONV {verb} group {id}"),
+        }
+    }
+    match request {
+        Request::Ping => "PING".into(),
+        Request::Health => "HEALTH".into(),
+        Request::Metrics => "METRICS".into(),
+        Request::DailyNext(q) => daily("NEXT", q),
+        Request::DailyGet(q) => daily("GET", q),
+        Request::ConvNext(c) => conv("NEXT", c),
+        Request::ConvGet(c) => conv("GET", c),
+    }
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 in UTC
+/// (`2026-01-06T18:29:59.000Z`); out-of-range values print as the epoch.
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,282 @@
+//! Golden vectors: the exact bytes of representative frames, checked in at
+//! `protocol/golden/vectors.txt` and documented in `PROTOCOL.md`. A change
+//! to the wire format fails here before it reaches a client.
+//!
+//! To re-record after a deliberate, versioned change:
+//! `SEQD_BLESS_GOLDEN=1 cargo test -p seqd-protocol --test golden`.
+
+use seqd_protocol::codec::{decode_payload, encode_frame, LENGTH_PREFIX};
+use seqd_protocol::*;
+use std::fmt::Write as _;
+
+const MAX: usize = DEFAULT_MAX_FRAME;
+
+enum Msg {
+    C(ClientMessage),
+    S(ServerMessage),
+}
+
+fn vectors() -> Vec<(&'static str, Msg)> {
+    use Msg::*;
+    vec![
+        (
+            "hello",
+            C(ClientMessage::Hello {
+                version: 1,
+                client: "c".into(),
+            }),
+        ),
+        (
+            "ping",
+            C(ClientMessage::Request {
+                id: 1,
+                request: Request::Ping,
+            }),
+        ),
+        (
+            "daily_next_full",
+            C(ClientMessage::Request {
+                id: 7,
+                request: Request::DailyNext(DailyQuery {
+                    user: "123".into(),
+                    tz: Some("Asia/Kolkata".into()),
+                    // 2026-01-06T18:29:59Z
+                    at_ms: Some(1_767_724_199_000),
+                }),
+            }),
+        ),
+        (
+            "daily_get_defaults",
+            C(ClientMessage::Request {
+                id: 8,
+                request: Request::DailyGet(DailyQuery {
+                    user: "u".into(),
+                    tz: None,
+                    at_ms: None,
+                }),
+            }),
+        ),
+        (
+            "conv_next_private",
+            C(ClientMessage::Request {
+                id: 9,
+                request: Request::ConvNext(Conversation::Private {
+                    a: "a".into(),
+                    b: "b".into(),
+                }),
+            }),
+        ),
+        (
+            "conv_get_group",
+            C(ClientMessage::Request {
+                id: 10,
+                request: Request::ConvGet(Conversation::Group { id: "g".into() }),
+            }),
+        ),
+        (
+            "health",
+            C(ClientMessage::Request {
+                id: 11,
+                request: Request::Health,
+            }),
+        ),
+        (
+            "metrics",
+            C(ClientMessage::Request {
+                id: 12,
+                request: Request::Metrics,
+            }),
+        ),
+        (
+            "server_hello",
+            S(ServerMessage::Hello {
+                version: 1,
+                server: "s".into(),
+            }),
+        ),
+        (
+            "pong",
+            S(ServerMessage::Response {
+                id: 1,
+                result: Ok(Response::Pong),
+            }),
+        ),
+        (
+            "daily_reply",
+            S(ServerMessage::Response {
+                id: 7,
+                result: Ok(Response::Daily {
+                    seq: 1,
+                    day: 20_260_106,
+                    source: Source::Redis,
+                }),
+            }),
+        ),
+        (
+            "conv_reply_local",
+            S(ServerMessage::Response {
+                id: 9,
+                result: Ok(Response::Conv {
+                    seq: 300,
+                    source: Source::Local,
+                }),
+            }),
+        ),
+        (
+            "health_reply",
+            S(ServerMessage::Response {
+                id: 11,
+                result: Ok(Response::Health {
+                    fields: vec![("redis".into(), "up".into())],
+                }),
+            }),
+        ),
+        (
+            "metrics_reply",
+            S(ServerMessage::Response {
+                id: 12,
+                result: Ok(Response::Metrics {
+                    text: "m 1\n".into(),
+                }),
+            }),
+        ),
+        (
+            "error_reply",
+            S(ServerMessage::Response {
+                id: 5,
+                result: Err(WireError::new(ErrorCode::InvalidArgument, "bad")),
+            }),
+        ),
+        (
+            "fatal_version_mismatch",
+            S(ServerMessage::Error {
+                error: WireError::new(ErrorCode::VersionMismatch, "v"),
+            }),
+        ),
+    ]
+}
+
+fn encode(m: &Msg) -> Vec<u8> {
+    match m {
+        Msg::C(c) => encode_frame(c, MAX).unwrap(),
+        Msg::S(s) => encode_frame(s, MAX).unwrap(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/golden/vectors.txt");
+
+#[test]
+fn golden_vectors_match_the_checked_in_bytes() {
+    let vectors = vectors();
+    if std::env::var_os("SEQD_BLESS_GOLDEN").is_some() {
+        let mut out = String::from(
+            "# name hex-of-whole-frame (4-byte BE length + bincode payload); see PROTOCOL.md\n",
+        );
+        for (name, m) in &vectors {
+            writeln!(out, "{name} {}", hex(&encode(m))).unwrap();
+        }
+        std::fs::write(FILE, out).unwrap();
+    }
+    let text = std::fs::read_to_string(FILE).expect("golden/vectors.txt is checked in");
+    let recorded: Vec<(&str, &str)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once(' ').unwrap())
+        .collect();
+    assert_eq!(
+        recorded.len(),
+        vectors.len(),
+        "every vector is recorded once"
+    );
+    for ((name, m), (rec_name, rec_hex)) in vectors.iter().zip(recorded) {
+        assert_eq!(*name, rec_name);
+        let bytes = unhex(rec_hex);
+        assert_eq!(hex(&encode(m)), rec_hex, "encoding of {name} changed");
+        // And the recorded bytes decode back to the same message.
+        let len = u32::from_be_bytes(bytes[..LENGTH_PREFIX].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - LENGTH_PREFIX, "{name}: length prefix");
+        let payload = &bytes[LENGTH_PREFIX..];
+        match m {
+            Msg::C(c) => assert_eq!(
+                &decode_payload::<ClientMessage>(payload, MAX).unwrap(),
+                c,
+                "{name}"
+            ),
+            Msg::S(s) => assert_eq!(
+                &decode_payload::<ServerMessage>(payload, MAX).unwrap(),
+                s,
+                "{name}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn ping_request_bytes_are_as_documented() {
+    // The worked example of PROTOCOL.md, spelled out by hand.
+    let frame = encode_frame(
+        &ClientMessage::Request {
+            id: 1,
+            request: Request::Ping,
+        },
+        MAX,
+    )
+    .unwrap();
+    let expected: Vec<u8> = [
+        &[0, 0, 0, 16][..],        // length 16, big-endian
+        &[1, 0, 0, 0],             // ClientMessage::Request (variant 1), u32 LE
+        &[1, 0, 0, 0, 0, 0, 0, 0], // id = 1, u64 LE
+        &[0, 0, 0, 0],             // Request::Ping (variant 0)
+    ]
+    .concat();
+    assert_eq!(frame, expected);
+}
+
+#[test]
+fn trailing_bytes_are_rejected() {
+    let mut payload = seqd_protocol::codec::encode_payload(
+        &ClientMessage::Request {
+            id: 1,
+            request: Request::Ping,
+        },
+        MAX,
+    )
+    .unwrap();
+    payload.push(0);
+    assert!(decode_payload::<ClientMessage>(&payload, MAX).is_err());
+}
+
+#[test]
+fn a_string_length_beyond_the_limit_is_refused_without_allocating() {
+    // Hello with a client-name length of 2^62: must fail on the limit, not
+    // try to allocate.
+    let mut payload = vec![0, 0, 0, 0, 1, 0, 0, 0];
+    payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    assert!(decode_payload::<ClientMessage>(&payload, 1024).is_err());
+}
+
+#[test]
+fn an_oversized_length_prefix_is_refused_before_reading_the_payload() {
+    let mut only_prefix = std::io::Cursor::new(vec![0x0f, 0xff, 0xff, 0xff]);
+    match seqd_protocol::codec::read_frame::<_, ServerMessage>(&mut only_prefix, MAX) {
+        Err(FrameError::TooLarge { len, max }) => {
+            assert_eq!(len, 0x0fff_ffff);
+            assert_eq!(max, MAX);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}

@@ -1,0 +1,159 @@
+//! Property tests of both parsers: the text line parser, the line framing
+//! and the binary payload decoder. Whatever the input, they answer (a value
+//! or an error) and never panic; what they accept round-trips.
+
+use proptest::prelude::*;
+use seqd_protocol::codec::{decode_payload, encode_payload};
+use seqd_protocol::text::{format_reply, format_request, parse_line, TextCommand};
+use seqd_protocol::*;
+
+fn id() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9_.-]{1,64}"
+}
+
+fn daily_query() -> impl Strategy<Value = DailyQuery> {
+    (
+        id(),
+        proptest::option::of(prop_oneof![
+            Just("UTC".to_string()),
+            Just("Asia/Kolkata".to_string()),
+            "[A-Za-z_/]{1,30}"
+        ]),
+        // Whole milliseconds within chrono's RFC 3339 range (years 0000-9999).
+        proptest::option::of(-62_000_000_000_000i64..253_000_000_000_000i64),
+    )
+        .prop_map(|(user, tz, at_ms)| DailyQuery { user, tz, at_ms })
+}
+
+fn conversation() -> impl Strategy<Value = Conversation> {
+    prop_oneof![
+        (id(), id()).prop_map(|(a, b)| Conversation::Private { a, b }),
+        id().prop_map(|id| Conversation::Group { id }),
+    ]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        Just(Request::Ping),
+        Just(Request::Health),
+        Just(Request::Metrics),
+        daily_query().prop_map(Request::DailyNext),
+        daily_query().prop_map(Request::DailyGet),
+        conversation().prop_map(Request::ConvNext),
+        conversation().prop_map(Request::ConvGet),
+    ]
+}
+
+fn source() -> impl Strategy<Value = Source> {
+    prop_oneof![Just(Source::Redis), Just(Source::Local)]
+}
+
+fn response() -> impl Strategy<Value = Result<Response, WireError>> {
+    prop_oneof![
+        Just(Ok(Response::Pong)),
+        (any::<u64>(), any::<u32>(), source()).prop_map(|(seq, day, source)| Ok(Response::Daily {
+            seq,
+            day,
+            source
+        })),
+        (any::<u64>(), source()).prop_map(|(seq, source)| Ok(Response::Conv { seq, source })),
+        proptest::collection::vec(("[a-z_]{1,12}", ".{0,20}"), 0..5)
+            .prop_map(|fields| Ok(Response::Health { fields })),
+        ".{0,200}".prop_map(|text| Ok(Response::Metrics { text })),
+        (proptest::sample::select(ErrorCode::ALL.to_vec()), ".{0,40}")
+            .prop_map(|(code, message)| Err(WireError::new(code, message))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn text_parser_never_panics(line in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = parse_line(&line);
+    }
+
+    #[test]
+    fn text_parser_never_panics_on_near_commands(
+        words in proptest::collection::vec(
+            prop_oneof![
+                Just("DAILY".to_string()), Just("next".to_string()), Just("GET".to_string()),
+                Just("CONV".to_string()), Just("private".to_string()), Just("group".to_string()),
+                Just("tz=".to_string()), Just("at=".to_string()), Just("tz=UTC".to_string()),
+                Just("at=2026-01-06T18:29:59Z".to_string()), ".{0,8}",
+            ],
+            0..7,
+        ),
+        sep in prop_oneof![Just(" "), Just("\t"), Just("  ")],
+        crlf in any::<bool>(),
+    ) {
+        let mut line = words.join(sep);
+        if crlf { line.push('\r'); }
+        match parse_line(line.as_bytes()) {
+            Ok(_) => {}
+            Err(e) => {
+                prop_assert!(!e.message.contains('\n'));
+                prop_assert!(matches!(e.code, ErrorCode::BadRequest | ErrorCode::InvalidArgument | ErrorCode::UnknownCommand));
+            }
+        }
+    }
+
+    #[test]
+    fn text_requests_round_trip(req in request()) {
+        let line = format_request(&req);
+        prop_assert_eq!(parse_line(line.as_bytes()).unwrap(), Some(TextCommand::Request(req.clone())));
+        // Command words are case-insensitive, CRLF is accepted.
+        let lower = format!("{}\r", lower_command_words(&line));
+        prop_assert_eq!(parse_line(lower.as_bytes()).unwrap(), Some(TextCommand::Request(req)));
+    }
+
+    #[test]
+    fn text_replies_are_single_lines_or_dot_terminated(r in response()) {
+        let reply = format_reply(&r);
+        match &r {
+            Ok(Response::Metrics { .. }) => prop_assert!(reply == "." || reply.ends_with("\n.")),
+            _ => {
+                prop_assert!(!reply.contains('\n') && !reply.contains('\r'), "{:?}", reply);
+                prop_assert!(reply.starts_with("OK") || reply.starts_with("ERR "));
+            }
+        }
+    }
+
+    #[test]
+    fn binary_requests_round_trip(id in any::<u64>(), req in request()) {
+        let msg = ClientMessage::Request { id, request: req };
+        let bytes = encode_payload(&msg, DEFAULT_MAX_FRAME).unwrap();
+        prop_assert_eq!(decode_payload::<ClientMessage>(&bytes, DEFAULT_MAX_FRAME).unwrap(), msg);
+    }
+
+    #[test]
+    fn binary_responses_round_trip(id in any::<u64>(), result in response()) {
+        let msg = ServerMessage::Response { id, result };
+        let bytes = encode_payload(&msg, DEFAULT_MAX_FRAME).unwrap();
+        prop_assert_eq!(decode_payload::<ServerMessage>(&bytes, DEFAULT_MAX_FRAME).unwrap(), msg);
+    }
+
+    #[test]
+    fn binary_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode_payload::<ClientMessage>(&bytes, 4096);
+        let _ = decode_payload::<ServerMessage>(&bytes, 4096);
+    }
+
+    #[test]
+    fn truncated_binary_payloads_are_errors(id in any::<u64>(), req in request(), cut in any::<prop::sample::Index>()) {
+        let bytes = encode_payload(&ClientMessage::Request { id, request: req }, DEFAULT_MAX_FRAME).unwrap();
+        let cut = cut.index(bytes.len());
+        prop_assert!(decode_payload::<ClientMessage>(&bytes[..cut], DEFAULT_MAX_FRAME).is_err());
+    }
+}
+
+fn lower_command_words(line: &str) -> String {
+    let mut words: Vec<String> = line.split(' ').map(str::to_string).collect();
+    for (i, w) in words.iter_mut().enumerate() {
+        // The verb words; ids keep their case.
+        if i < 2 || w == "private" || w == "group" {
+            *w = w.to_ascii_lowercase();
+        }
+    }
+    words.join(" ")
+}
