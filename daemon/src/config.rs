@@ -89,7 +89,7 @@ pub struct Config {
 
 fn parse_max_frame(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("{e}"))?;
-    if n < 64 || n > seqd_protocol::MAX_FRAME_CEILING {
+    if !(64..=seqd_protocol::MAX_FRAME_CEILING).contains(&n) {
         return Err(format!(
             "must be between 64 and {} bytes",
             seqd_protocol::MAX_FRAME_CEILING

@@ -255,7 +255,7 @@ impl Store {
             .await
             .map_err(|_| StoreError::Stopped)?;
         match wait.await {
-            Ok(r) => r.map_err(|e| StoreError::Commit(e)),
+            Ok(r) => r.map_err(StoreError::Commit),
             Err(_) => Err(StoreError::Stopped),
         }
     }
@@ -268,7 +268,7 @@ impl Store {
             .await
             .map_err(|_| StoreError::Stopped)?;
         match wait.await {
-            Ok(r) => r.map_err(|e| StoreError::Commit(e)),
+            Ok(r) => r.map_err(StoreError::Commit),
             Err(_) => Err(StoreError::Stopped),
         }
     }

@@ -53,10 +53,9 @@ pub async fn serve<R>(
         }
         // Pipelined input: while another whole line is already buffered,
         // answer it before flushing, so a burst costs one write.
-        if quit || !lines.read_buffer().contains(&b'\n') {
-            if out.flush().await.is_err() {
-                return;
-            }
+        let more_buffered = lines.read_buffer().contains(&b'\n');
+        if (quit || !more_buffered) && out.flush().await.is_err() {
+            return;
         }
         if quit {
             break;

@@ -1,0 +1,159 @@
+//! The shell interfaces: `socat` on the text protocol and `seqctl`.
+
+use seqd_tests::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn socat(seqd: &Seqd, input: &str) -> String {
+    let mut child = Command::new("socat")
+        .arg("-")
+        .arg(format!("UNIX-CONNECT:{}", seqd.socket().display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("socat must be installed (the test script installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn seqctl(seqd: &Seqd, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(workspace_bin("seqctl"))
+        .arg("--socket")
+        .arg(seqd.socket())
+        .args(args)
+        .output()
+        .expect("running seqctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn socat_gets_the_readme_reply_in_both_modes() {
+    let today = today_in("Asia/Kolkata");
+    let redis = RedisServer::start();
+    let seqd = Seqd::start(SeqdOptions::redis(&redis));
+    assert_eq!(
+        socat(&seqd, "DAILY NEXT 123 tz=Asia/Kolkata\n"),
+        format!("OK seq=1 day={today} source=redis\n")
+    );
+    let local = Seqd::start(SeqdOptions::local());
+    assert_eq!(
+        socat(&local, "DAILY NEXT 123 tz=Asia/Kolkata\n"),
+        format!("OK seq=1 day={today} source=local\n")
+    );
+    assert_eq!(
+        socat(&local, "PING\nCONV NEXT group g\n"),
+        "OK pong\nOK seq=1 source=local\n"
+    );
+}
+
+#[test]
+fn seqctl_mirrors_the_text_commands() {
+    let seqd = Seqd::start(SeqdOptions::local());
+    assert_eq!(
+        seqctl(&seqd, &["ping"]),
+        (0, "OK pong\n".into(), String::new())
+    );
+    let (code, out, _) = seqctl(
+        &seqd,
+        &[
+            "daily",
+            "next",
+            "123",
+            "--tz",
+            "Asia/Kolkata",
+            "--at",
+            "2026-01-06T18:29:59Z",
+        ],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "OK seq=1 day=20260106 source=local\n")
+    );
+    let (_, out, _) = seqctl(
+        &seqd,
+        &[
+            "daily",
+            "get",
+            "123",
+            "--tz",
+            "Asia/Kolkata",
+            "--at",
+            "2026-01-06T18:29:59Z",
+        ],
+    );
+    assert_eq!(out, "OK seq=1 day=20260106 source=local\n");
+    let (_, out, _) = seqctl(&seqd, &["conv", "next", "private", "bob", "alice"]);
+    assert_eq!(out, "OK seq=1 source=local\n");
+    let (_, out, _) = seqctl(&seqd, &["conv", "get", "private", "alice", "bob"]);
+    assert_eq!(out, "OK seq=1 source=local\n");
+    let (_, out, _) = seqctl(&seqd, &["conv", "next", "group", "g1"]);
+    assert_eq!(out, "OK seq=1 source=local\n");
+    let (code, out, _) = seqctl(&seqd, &["health"]);
+    assert_eq!(code, 0);
+    assert_eq!(field(out.trim_end(), "redis"), "disabled");
+    let (code, out, _) = seqctl(&seqd, &["metrics"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("seqd_requests_total{op=\"conv_next\",outcome=\"ok\"} 2"),
+        "{out}"
+    );
+}
+
+#[test]
+fn seqctl_exit_status_tells_errors_from_unreachable() {
+    let seqd = Seqd::start(SeqdOptions::local());
+    let (code, out, err) = seqctl(&seqd, &["daily", "next", "a:b"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(err.starts_with("ERR invalid_argument "), "{err}");
+    let (code, _, err) = seqctl(&seqd, &["daily", "next", "u", "--at", "noon"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("ERR invalid_argument "), "{err}");
+    let out = Command::new(workspace_bin("seqctl"))
+        .args(["--socket", "/nonexistent/seqd.sock", "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_removes_the_socket() {
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    seqd.text().cmd("CONV NEXT group t");
+    let status = seqd.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", seqd.log_text());
+    assert!(!seqd.socket().exists());
+}
+
+#[test]
+fn a_second_seqd_refuses_a_live_socket_and_replaces_a_stale_one() {
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    let out = Command::new(workspace_bin("seqd"))
+        .arg("--socket")
+        .arg(seqd.socket())
+        .arg("--data-dir")
+        .arg(seqd.dir.path().join("other"))
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("served by a running process"));
+    assert_eq!(seqd.text().cmd("PING"), "OK pong");
+    // After a kill -9 the socket file stays behind; a restart replaces it.
+    seqd.kill9();
+    assert!(seqd.socket().exists());
+    seqd.restart();
+    assert_eq!(seqd.text().cmd("PING"), "OK pong");
+}
