@@ -78,7 +78,7 @@ pub struct Config {
 
     /// Time a new connection has to send its first byte (text) or complete
     /// its hello (binary), in milliseconds.
-    #[arg(long, env = "SEQD_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000,
+    #[arg(long, env = "SEQD_HANDSHAKE_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub handshake_timeout_ms: u64,
 
