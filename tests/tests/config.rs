@@ -1,0 +1,126 @@
+//! Configuration: the mode chosen from the environment, the seed's
+//! `REDIS_*` variables, the startup log, and the client's reconnect.
+
+use seqd_tests::*;
+
+fn info_commandstats(redis: &RedisServer) -> String {
+    match redis.cmd(&["INFO", "commandstats"]) {
+        Reply::Bulk(b) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `calls=` of one command in `INFO commandstats` (0 when never called).
+fn calls(stats: &str, cmd: &str) -> u64 {
+    stats
+        .lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+        .and_then(|l| l.split(['=', ',']).nth(1))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn startup_log_names_the_mode() {
+    let local = Seqd::start(SeqdOptions::local());
+    assert!(
+        local.log_text().contains("mode: local"),
+        "{}",
+        local.log_text()
+    );
+    let redis = RedisServer::start();
+    let seqd = Seqd::start(SeqdOptions::redis(&redis));
+    let want = format!("mode: Redis at 127.0.0.1:{}/0", redis.port);
+    assert!(seqd.log_text().contains(&want), "{}", seqd.log_text());
+}
+
+#[test]
+fn the_seeds_redis_host_variables_select_redis_mode() {
+    let redis = RedisServer::start();
+    redis.cmd(&["CONFIG", "SET", "requirepass", "s3cret"]);
+    let seqd = Seqd::start(SeqdOptions {
+        env: vec![
+            ("REDIS_HOST".into(), "127.0.0.1".into()),
+            ("REDIS_PORT".into(), redis.port.to_string()),
+            ("REDIS_PASSWORD".into(), "s3cret".into()),
+            ("REDIS_DB".into(), "3".into()),
+            ("REDIS_POOL_SIZE".into(), "2".into()),
+        ],
+        ..SeqdOptions::local()
+    });
+    assert_eq!(
+        seqd.text().cmd("CONV NEXT group cfg"),
+        "OK seq=1 source=redis"
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    assert_eq!(
+        resp(&mut s, &["AUTH", "s3cret"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        resp(&mut s, &["SELECT", "3"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        resp(&mut s, &["GET", "seq:group:cfg"]).unwrap(),
+        Reply::Bulk(b"1".to_vec())
+    );
+}
+
+#[test]
+fn seqd_starts_and_answers_when_redis_is_unreachable() {
+    let port = free_port();
+    let seqd = Seqd::start(SeqdOptions {
+        redis_url: Some(format!("redis://127.0.0.1:{port}/0")),
+        ..SeqdOptions::default()
+    });
+    let mut t = seqd.text();
+    assert_eq!(t.cmd("PING"), "OK pong");
+    assert_eq!(field(&t.cmd("HEALTH"), "redis"), "down");
+    assert!(t.cmd("CONV NEXT group g").starts_with("ERR unavailable "));
+}
+
+#[test]
+fn increments_run_the_script_by_its_sha() {
+    let redis = RedisServer::start();
+    let seqd = Seqd::start(SeqdOptions::redis(&redis));
+    let mut c = seqd.client();
+    for _ in 0..50 {
+        c.group_next("sha").unwrap();
+    }
+    let stats = info_commandstats(&redis);
+    assert_eq!(calls(&stats, "eval"), 0, "{stats}");
+    assert!(calls(&stats, "evalsha") >= 50, "{stats}");
+    // Loaded once (a few times at most if the first calls raced).
+    assert!(
+        calls(&stats, "script|load") + calls(&stats, "script") <= 4,
+        "{stats}"
+    );
+}
+
+#[test]
+fn the_client_reconnects_after_seqd_restarts() {
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    let mut c = seqd.client();
+    assert_eq!(c.group_next("rc").unwrap().seq, 1);
+    seqd.restart();
+    // The old connection is dead; the same Client carries on.
+    assert_eq!(c.group_next("rc").unwrap().seq, 2);
+    assert_eq!(c.group_next("rc").unwrap().seq, 3);
+}
+
+#[test]
+fn an_unknown_default_zone_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(workspace_bin("seqd"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .args(["--default-tz", "Mars/Olympus"])
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown time zone"));
+}
