@@ -51,6 +51,29 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_timeout_ms: u64,
 
+    /// Consecutive Redis transport failures or timeouts that open the
+    /// circuit breaker (requests are then answered from the local store).
+    #[arg(long, env = "SEQD_BREAKER_THRESHOLD", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub breaker_threshold: u32,
+
+    /// First wait before probing Redis after the breaker opened, in
+    /// milliseconds; it doubles after each failed probe (with jitter).
+    #[arg(long, env = "SEQD_PROBE_BASE_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub probe_base_ms: u64,
+
+    /// Longest wait between probes, in milliseconds.
+    #[arg(long, env = "SEQD_PROBE_MAX_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub probe_max_ms: u64,
+
+    /// Interval of the health PING while the breaker is closed, in
+    /// milliseconds (it also retries pending reconciliation).
+    #[arg(long, env = "SEQD_HEALTH_INTERVAL_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub health_interval_ms: u64,
+
     /// IANA zone for daily sequences when a request names none.
     #[arg(long, env = "SEQD_DEFAULT_TZ", default_value = "UTC")]
     pub default_tz: String,
@@ -148,6 +171,18 @@ impl Config {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn breaker(&self) -> crate::backend::breaker::BreakerConfig {
+        crate::backend::breaker::BreakerConfig {
+            threshold: self.breaker_threshold,
+            probe_base: Duration::from_millis(self.probe_base_ms),
+            probe_max: Duration::from_millis(self.probe_max_ms.max(self.probe_base_ms)),
+        }
+    }
+
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms)
     }
 
     pub fn handshake_timeout(&self) -> Duration {

@@ -14,5 +14,5 @@ pub struct Context {
     pub default_tz: Tz,
     pub sequences: Arc<dyn Sequences>,
     pub store: Store,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }

@@ -98,6 +98,9 @@ async fn health(ctx: &Context) -> Result<Response, Error> {
 
 fn metrics(ctx: &Context) -> Response {
     ctx.metrics.local_marks.set(ctx.store.len() as i64);
+    ctx.metrics
+        .pending_reconciliation
+        .set(ctx.store.pending() as i64);
     Response::Metrics {
         text: ctx.metrics.encode(),
     }

@@ -34,8 +34,9 @@ pub mod metrics;
 pub mod server;
 pub mod transport;
 
+use crate::backend::link::{RedisLink, RedisPool};
 use crate::backend::local::LocalSequences;
-use crate::backend::redis::{RedisPool, RedisSequences};
+use crate::backend::redis::RedisSequences;
 use crate::backend::store::Store;
 use crate::backend::Sequences;
 use crate::config::Config;
@@ -61,6 +62,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .await?
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
 
+    let metrics = Arc::new(metrics::Metrics::new());
+    let stop_supervisor = tokio_util::sync::CancellationToken::new();
     let sequences: Arc<dyn Sequences> = match config.redis_target() {
         Some(target) => {
             let pool = RedisPool::new(
@@ -73,9 +76,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 redis = %target.display(),
                 pool = config.redis_pool_size,
                 timeout_ms = config.redis_timeout_ms,
+                breaker_threshold = config.breaker_threshold,
+                pending_reconciliation = store.pending(),
                 "mode: Redis at {}", target.display()
             );
-            Arc::new(RedisSequences::new(pool, store.clone()))
+            let link = Arc::new(RedisLink::new(pool, config.breaker(), metrics.clone()));
+            let redis = Arc::new(RedisSequences::new(
+                link.clone(),
+                store.clone(),
+                metrics.clone(),
+            ));
+            // Starts at once: a first health PING tells whether Redis is
+            // there, and keys left pending by an earlier run get reconciled.
+            tokio::spawn(backend::link::supervise(
+                link,
+                vec![redis.clone()],
+                config.health_interval(),
+                stop_supervisor.clone(),
+            ));
+            redis
         }
         None => {
             tracing::info!(
@@ -95,17 +114,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         default_tz,
         sequences,
         store: store.clone(),
-        metrics: metrics::Metrics::new(),
+        metrics,
     });
-    if ctx.sequences.mode() == "redis" {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let health = ctx.sequences.health().await;
-            if health.iter().any(|(k, v)| k == "redis" && v == "down") {
-                tracing::warn!(?health, "Redis is not reachable at start; serving anyway");
-            }
-        });
-    }
     let pruner = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -122,6 +132,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
 
     server::run(&socket.listener, ctx, shutdown).await;
+    stop_supervisor.cancel();
     pruner.abort();
     store.flush().await.context("flushing the store")?;
     drop(socket);

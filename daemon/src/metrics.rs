@@ -34,6 +34,18 @@ pub struct ProtocolLabels {
     pub protocol: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// The state entered: `closed`, `open`, `half_open`.
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// `breaker_open` (Redis not tried) or `redis_failed` (tried, failed).
+    pub reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 10 µs .. ~5 s: covers a pipelined Redis round trip and a stalled one.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -50,6 +62,13 @@ pub struct Metrics {
     pub connections_total: Family<ProtocolLabels, Counter>,
     pub connections_open: Gauge,
     pub local_marks: Gauge,
+    pub breaker_state: Gauge,
+    pub breaker_transitions: Family<TransitionLabels, Counter>,
+    pub redis_consecutive_failures: Gauge,
+    pub fallback_answers: Family<FallbackLabels, Counter>,
+    pub pending_reconciliation: Gauge,
+    pub reconciled_keys: Counter,
+    pub redis_regressions: Counter,
 }
 
 impl Default for Metrics {
@@ -68,6 +87,13 @@ impl Metrics {
         let connections_total = Family::<ProtocolLabels, Counter>::default();
         let connections_open = Gauge::default();
         let local_marks = Gauge::default();
+        let breaker_state = Gauge::default();
+        let breaker_transitions = Family::<TransitionLabels, Counter>::default();
+        let redis_consecutive_failures = Gauge::default();
+        let fallback_answers = Family::<FallbackLabels, Counter>::default();
+        let pending_reconciliation = Gauge::default();
+        let reconciled_keys = Counter::default();
+        let redis_regressions = Counter::default();
         registry.register(
             "requests",
             "Requests answered, by operation and outcome",
@@ -98,6 +124,41 @@ impl Metrics {
             "Keys with a high-water mark in the local store",
             local_marks.clone(),
         );
+        registry.register(
+            "breaker_state",
+            "Redis circuit breaker: 0 closed, 1 open, 2 half_open",
+            breaker_state.clone(),
+        );
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker transitions, by state entered",
+            breaker_transitions.clone(),
+        );
+        registry.register(
+            "redis_consecutive_failures",
+            "Redis transport failures and timeouts since the last success",
+            redis_consecutive_failures.clone(),
+        );
+        registry.register(
+            "fallback_answers",
+            "Sequence numbers issued from the local store in Redis mode, by reason",
+            fallback_answers.clone(),
+        );
+        registry.register(
+            "pending_reconciliation",
+            "Keys with locally issued numbers that Redis has not been raised to yet",
+            pending_reconciliation.clone(),
+        );
+        registry.register(
+            "reconciled_keys",
+            "Redis counters raised to this seqd's high-water mark after local issuing",
+            reconciled_keys.clone(),
+        );
+        registry.register(
+            "redis_regressions",
+            "Times Redis answered at or below a high-water mark with nothing pending (Redis lost data)",
+            redis_regressions.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -106,6 +167,13 @@ impl Metrics {
             connections_total,
             connections_open,
             local_marks,
+            breaker_state,
+            breaker_transitions,
+            redis_consecutive_failures,
+            fallback_answers,
+            pending_reconciliation,
+            reconciled_keys,
+            redis_regressions,
         }
     }
 
@@ -116,6 +184,12 @@ impl Metrics {
         self.latency
             .get_or_create(&OpLabels { op })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_fallback(&self, reason: &'static str) {
+        self.fallback_answers
+            .get_or_create(&FallbackLabels { reason })
+            .inc();
     }
 
     pub fn count_connection(&self, protocol: &'static str) {

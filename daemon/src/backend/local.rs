@@ -23,7 +23,10 @@ impl LocalSequences {
 impl Sequences for LocalSequences {
     fn next<'a>(&'a self, key: &'a SeqKey) -> BoxFuture<'a, Result<Issued, Error>> {
         async move {
-            let seq = self.store.issue(&key.key, key.mark_expires_at).await?;
+            let seq = self
+                .store
+                .issue(&key.key, key.mark_expires_at, key.ttl_secs)
+                .await?;
             Ok(Issued {
                 seq,
                 source: Source::Local,

@@ -3,8 +3,14 @@
 //! [`Sequences`] is the one interface the capabilities use. It has two
 //! implementations: [`local::LocalSequences`] (local mode: the SQLite store
 //! alone) and [`redis::RedisSequences`] (Redis mode: the shared Redis counter,
-//! with every number also recorded in the store as a high-water mark).
+//! with every number also recorded in the store as a high-water mark, and
+//! the store answering while Redis cannot).
+//!
+//! Redis is reached through [`link::RedisLink`]: a connection pool with
+//! timeouts behind the [`breaker::Breaker`] state machine.
 
+pub mod breaker;
+pub mod link;
 pub mod local;
 pub mod redis;
 pub mod store;

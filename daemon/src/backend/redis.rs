@@ -1,42 +1,41 @@
-//! Redis mode: numbers come from the shared Redis counter.
+//! Redis mode: numbers come from the shared Redis counter, and from the
+//! local store whenever Redis cannot answer.
 //!
-//! # What it owns
+//! # What it guarantees (SPEC §4.3)
 //!
-//! A small pool of multiplexed Redis connections (each one pipelines the
-//! requests of many clients), the sequence script, and the rule that every
-//! operation ends within the configured timeout, connecting included. A
-//! connection that failed or timed out is dropped and rebuilt on next use,
-//! because the redis crate never abandons a hung connection by itself.
-//!
-//! # What it guarantees
-//!
-//! Every number is recorded in the local store as the key's high-water mark
-//! before it is returned, and the script never returns a number at or below
-//! the mark it is given: if Redis lost the counter (restart without
-//! persistence, failover to a lagging replica), it is raised past the mark
-//! in the same atomic step. The circuit breaker and local fallback build on
-//! this in the next layer.
+//! - **Never twice, strictly increasing** per key from this seqd: every
+//!   number, from Redis or from the store, is committed to the store as the
+//!   key's high-water mark before it is returned; the increment script
+//!   never returns a number at or below the mark it is given (it raises the
+//!   counter in the same atomic step when Redis lost data); and a Redis
+//!   answer that collides with a number the store issued meanwhile is
+//!   refused and asked again ([`Store::claim`]).
+//! - **Always answers**: with the breaker open, `NEXT` is answered from the
+//!   store at once; when a Redis operation fails or times out, from the
+//!   store right after (within the operation timeout).
+//! - **No regression**: keys issued from the store are *pending
+//!   reconciliation*; before the breaker closes, and in the background
+//!   while it is closed, their Redis counters are raised to at least the
+//!   mark by a script that only ever raises.
 
-use super::store::Store;
+use super::link::{LinkError, Recovery, RedisLink};
+use super::store::{Claim, PendingKey, Store};
 use super::{Issued, Sequences};
 use crate::capabilities::sequences::SeqKey;
-use crate::config::RedisTarget;
 use crate::error::{Error, RedisFailure};
-use futures_util::future::BoxFuture;
+use crate::metrics::Metrics;
+use chrono::{SecondsFormat, Utc};
+use futures_util::future::{join_all, BoxFuture};
 use futures_util::FutureExt;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisConnectionInfo};
 use seqd_protocol::Source;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
 
 /// Increments a counter atomically, never below a floor, and sets the TTL in
 /// the same step as the first increment.
 ///
 /// KEYS[1] = counter; ARGV[1] = TTL in seconds (0 = none); ARGV[2] = floor
 /// (the caller's high-water mark). Returns `{n, raised}`: the new number and
-/// 1 when the counter was at or below the floor (Redis lost data).
+/// 1 when the counter was at or below the floor.
 const NEXT_SCRIPT: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[2])
@@ -53,160 +52,81 @@ end
 return {n, raised}
 "#;
 
-/// One pool slot: a connection (or none yet) and a generation, so that a
-/// task reporting a failure on an old connection cannot drop a newer one.
-struct Slot {
-    conn: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
-}
+/// Raises a counter to at least a mark; never lowers it.
+///
+/// KEYS[1] = counter; ARGV[1] = mark; ARGV[2] = TTL for a key that has none
+/// (0 = none). Returns 1 when it raised the counter, 0 when it was already
+/// at or above the mark.
+const RAISE_SCRIPT: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local mark = tonumber(ARGV[1])
+if cur >= mark then
+  return 0
+end
+redis.call('SET', KEYS[1], mark, 'KEEPTTL')
+local ttl = tonumber(ARGV[2])
+if ttl > 0 and redis.call('TTL', KEYS[1]) == -1 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+return 1
+"#;
 
-/// A fixed set of multiplexed connections, used round-robin.
-pub struct RedisPool {
-    client: redis::Client,
-    slots: Vec<Slot>,
-    next: AtomicUsize,
-    generation: AtomicU64,
-    timeout: Duration,
-}
-
-impl RedisPool {
-    pub fn new(target: &RedisTarget, size: usize, timeout: Duration) -> Result<RedisPool, String> {
-        let info = match target {
-            RedisTarget::Url(url) => url.as_str().into_connection_info(),
-            RedisTarget::Host {
-                host,
-                port,
-                password,
-                db,
-            } => redis::ConnectionAddr::Tcp(host.clone(), *port)
-                .into_connection_info()
-                .map(|i| {
-                    let mut r = RedisConnectionInfo::default().set_db(*db);
-                    if let Some(pw) = password {
-                        r = r.set_password(pw);
-                    }
-                    i.set_redis_settings(r)
-                }),
-        }
-        .map_err(|e| format!("invalid Redis address: {e}"))?;
-        let client =
-            redis::Client::open(info).map_err(|e| format!("invalid Redis address: {e}"))?;
-        Ok(RedisPool {
-            client,
-            slots: (0..size.max(1))
-                .map(|_| Slot {
-                    conn: tokio::sync::Mutex::new(None),
-                })
-                .collect(),
-            next: AtomicUsize::new(0),
-            generation: AtomicU64::new(0),
-            timeout,
-        })
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// A connection from the next slot, connecting if the slot is empty.
-    async fn checkout(&self) -> Result<(usize, u64, MultiplexedConnection), RedisFailure> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].conn.lock().await;
-        if let Some((generation, conn)) = slot.as_ref() {
-            return Ok((i, *generation, conn.clone()));
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| RedisFailure::classify(&e))?;
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        *slot = Some((generation, conn.clone()));
-        Ok((i, generation, conn))
-    }
-
-    /// Drops the connection of slot `i` if it is still generation `gen`.
-    async fn discard(&self, i: usize, generation: u64) {
-        let mut slot = self.slots[i].conn.lock().await;
-        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *slot = None;
-        }
-    }
-
-    /// Runs one operation under the timeout (connecting included). A
-    /// transport failure or timeout discards the connection it used.
-    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let timeout_ms = self.timeout.as_millis() as u64;
-        let attempt = async {
-            let (i, generation, conn) = self.checkout().await?;
-            match op(conn).await {
-                Ok(v) => Ok(v),
-                Err(e) => {
-                    let failure = RedisFailure::classify(&e);
-                    if failure.is_transport() {
-                        self.discard(i, generation).await;
-                    }
-                    Err(failure)
-                }
-            }
-        };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(RedisFailure::Timeout(_))) => Err(RedisFailure::Timeout(timeout_ms)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                // Which slot hung is unknown here; drop them all so that the
-                // next operations start on fresh connections.
-                for i in 0..self.slots.len() {
-                    if let Ok(mut slot) = self.slots[i].conn.try_lock() {
-                        *slot = None;
-                    }
-                }
-                Err(RedisFailure::Timeout(timeout_ms))
-            }
-        }
-    }
-
-    /// `PING` under the timeout.
-    pub async fn ping(&self) -> Result<(), RedisFailure> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-            .await
-            .map(|_| ())
-    }
-}
+/// How often `next` asks Redis again after its answer collided with a
+/// number the store issued meanwhile, before answering from the store.
+const CLAIM_ATTEMPTS: usize = 3;
+/// Keys reconciled concurrently (pipelined on the multiplexed connections).
+const RECONCILE_BATCH: usize = 256;
 
 /// Sequences from the shared Redis counter, recorded in the local store.
 pub struct RedisSequences {
-    pool: RedisPool,
-    script: redis::Script,
+    link: Arc<RedisLink>,
+    next_script: redis::Script,
+    raise_script: redis::Script,
     store: Store,
+    metrics: Arc<Metrics>,
 }
 
-impl RedisSequences {
-    pub fn new(pool: RedisPool, store: Store) -> Self {
-        RedisSequences {
-            pool,
-            script: redis::Script::new(NEXT_SCRIPT),
-            store,
+/// Why Redis did not give a number.
+enum RedisMiss {
+    /// Answer from the store instead; the label says why.
+    Fallback(&'static str),
+    /// Fail the request (a logic error, the store failing).
+    Fail(Error),
+}
+
+impl From<LinkError> for RedisMiss {
+    fn from(e: LinkError) -> Self {
+        if e.is_unavailable() {
+            RedisMiss::Fallback(e.fallback_reason())
+        } else {
+            match e {
+                LinkError::Failed(f) => RedisMiss::Fail(Error::Redis(f)),
+                LinkError::BreakerOpen(_) => RedisMiss::Fallback("breaker_open"),
+            }
         }
     }
 }
 
-impl Sequences for RedisSequences {
-    fn next<'a>(&'a self, key: &'a SeqKey) -> BoxFuture<'a, Result<Issued, Error>> {
-        async move {
+impl RedisSequences {
+    pub fn new(link: Arc<RedisLink>, store: Store, metrics: Arc<Metrics>) -> Self {
+        RedisSequences {
+            link,
+            next_script: redis::Script::new(NEXT_SCRIPT),
+            raise_script: redis::Script::new(RAISE_SCRIPT),
+            store,
+            metrics,
+        }
+    }
+
+    async fn next_from_redis(&self, key: &SeqKey) -> Result<Issued, RedisMiss> {
+        for _ in 0..CLAIM_ATTEMPTS {
             let floor = self.store.mark(&key.key);
+            let pending = self.store.is_dirty(&key.key);
             let ttl = key.ttl_secs.unwrap_or(0);
-            let script = &self.script;
+            let script = &self.next_script;
             let (seq, raised): (u64, u64) = self
-                .pool
-                .run(|mut c| async move {
+                .link
+                .call(|mut c| async move {
                     script
                         .key(&key.key)
                         .arg(ttl)
@@ -215,14 +135,111 @@ impl Sequences for RedisSequences {
                         .await
                 })
                 .await?;
-            if raised == 1 {
-                tracing::warn!(key = %key.key, mark = floor, issued = seq,
-                    "Redis counter was below this seqd's high-water mark (Redis lost data); raised it");
+            match self
+                .store
+                .claim(&key.key, seq, key.mark_expires_at, key.ttl_secs)
+                .await
+            {
+                Ok(()) => {
+                    if raised == 1 {
+                        if pending {
+                            // The script raised the counter past numbers
+                            // issued locally: that key is reconciled.
+                            self.store
+                                .reconciled(&key.key, seq)
+                                .await
+                                .map_err(|e| RedisMiss::Fail(e.into()))?;
+                            self.metrics.reconciled_keys.inc();
+                        } else {
+                            self.metrics.redis_regressions.inc();
+                            tracing::warn!(key = %key.key, mark = floor, issued = seq,
+                                "Redis counter was below this seqd's high-water mark (Redis lost data); raised it");
+                        }
+                    }
+                    return Ok(Issued {
+                        seq,
+                        source: Source::Redis,
+                    });
+                }
+                // The store issued this number while Redis was answering:
+                // ask again, with the new mark as the floor.
+                Err(Claim::Taken { .. }) => continue,
+                Err(Claim::Failed(e)) => return Err(RedisMiss::Fail(e.into())),
             }
-            self.store.raise(&key.key, seq, key.mark_expires_at).await?;
+        }
+        Err(RedisMiss::Fallback("redis_failed"))
+    }
+
+    /// Raises Redis to the marks of up to [`RECONCILE_BATCH`] pending keys
+    /// at a time until none of those pending at the start is left.
+    async fn reconcile(&self, link: &RedisLink) -> Result<(), RedisFailure> {
+        let mut budget = self.store.pending();
+        while budget > 0 {
+            let batch = self.store.pending_batch(RECONCILE_BATCH.min(budget));
+            if batch.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(batch.len());
+            let results = join_all(batch.iter().map(|p| self.raise(link, p))).await;
+            for (p, r) in batch.iter().zip(results) {
+                match r {
+                    Ok(raised) => {
+                        if raised {
+                            self.metrics.reconciled_keys.inc();
+                        }
+                        if let Err(e) = self.store.reconciled(&p.key, p.value).await {
+                            tracing::warn!(key = %p.key, error = %e, "cannot record a reconciliation");
+                        }
+                    }
+                    Err(e) if e.is_transport() => return Err(e),
+                    Err(e) => {
+                        // A key Redis refuses to raise (it holds something
+                        // that is not a counter) must not block recovery of
+                        // the others; it stays pending and is logged.
+                        tracing::error!(key = %p.key, error = %e, "cannot reconcile key; it stays pending");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn raise(&self, link: &RedisLink, p: &PendingKey) -> Result<bool, RedisFailure> {
+        let script = &self.raise_script;
+        let ttl = p.ttl.unwrap_or(0);
+        let raised: u64 = link
+            .call_recovering(|mut c| async move {
+                script
+                    .key(&*p.key)
+                    .arg(p.value)
+                    .arg(ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(raised == 1)
+    }
+}
+
+impl Sequences for RedisSequences {
+    fn next<'a>(&'a self, key: &'a SeqKey) -> BoxFuture<'a, Result<Issued, Error>> {
+        async move {
+            let reason = match self.next_from_redis(key).await {
+                Ok(issued) => return Ok(issued),
+                Err(RedisMiss::Fail(e)) => return Err(e),
+                Err(RedisMiss::Fallback(reason)) => reason,
+            };
+            let seq = self
+                .store
+                .issue(&key.key, key.mark_expires_at, key.ttl_secs)
+                .await?;
+            self.metrics.count_fallback(reason);
+            // Let the supervisor reconcile the key once Redis is back (or
+            // now, if the breaker is still closed).
+            self.link.wake();
             Ok(Issued {
                 seq,
-                source: Source::Redis,
+                source: Source::Local,
             })
         }
         .boxed()
@@ -231,39 +248,72 @@ impl Sequences for RedisSequences {
     fn current<'a>(&'a self, key: &'a SeqKey) -> BoxFuture<'a, Result<Issued, Error>> {
         async move {
             let k = key.key.as_str();
-            let in_redis: Option<u64> = self
-                .pool
-                .run(|mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
-                .await?;
-            // If Redis lost the counter, the last number this seqd issued is
-            // still the current one.
-            Ok(Issued {
-                seq: in_redis.unwrap_or(0).max(self.store.mark(k)),
-                source: Source::Redis,
-            })
+            let in_redis: Result<Option<u64>, LinkError> = self
+                .link
+                .call(|mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
+                .await;
+            let mark = self.store.mark(k);
+            match in_redis {
+                // If Redis lost the counter, the last number this seqd
+                // issued is still the current one.
+                Ok(v) => Ok(Issued {
+                    seq: v.unwrap_or(0).max(mark),
+                    source: Source::Redis,
+                }),
+                Err(e) if e.is_unavailable() => Ok(Issued {
+                    seq: mark,
+                    source: Source::Local,
+                }),
+                Err(LinkError::Failed(f)) => Err(Error::Redis(f)),
+                Err(LinkError::BreakerOpen(_)) => unreachable!("breaker open is unavailable"),
+            }
         }
         .boxed()
     }
 
     fn health(&self) -> BoxFuture<'_, Vec<(String, String)>> {
+        let b = self.link.snapshot();
+        let pending = self.store.pending();
         async move {
-            let (redis, error) = match self.pool.ping().await {
-                Ok(()) => ("up", None),
-                Err(e) => ("down", Some(e.to_string())),
-            };
-            let mut fields = vec![
-                ("redis".to_string(), redis.to_string()),
-                ("breaker".to_string(), "closed".to_string()),
-            ];
-            if let Some(e) = error {
-                fields.push(("last_error".to_string(), e));
-            }
-            fields
+            let last_transition = chrono::DateTime::<Utc>::from(b.last_transition)
+                .to_rfc3339_opts(SecondsFormat::Secs, true);
+            vec![
+                (
+                    "redis".into(),
+                    if b.redis_up { "up" } else { "down" }.into(),
+                ),
+                ("breaker".into(), b.state.as_str().into()),
+                (
+                    "consecutive_failures".into(),
+                    b.consecutive_failures.to_string(),
+                ),
+                ("last_transition".into(), last_transition),
+                (
+                    "last_error".into(),
+                    b.last_error.unwrap_or_else(|| "none".into()),
+                ),
+                ("pending_reconciliation".into(), pending.to_string()),
+            ]
         }
         .boxed()
     }
 
     fn mode(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// Reconciliation as a recovery step of the breaker.
+impl Recovery for RedisSequences {
+    fn name(&self) -> &'static str {
+        "sequence reconciliation"
+    }
+
+    fn pending(&self) -> usize {
+        self.store.pending()
+    }
+
+    fn recover<'a>(&'a self, link: &'a RedisLink) -> BoxFuture<'a, Result<(), RedisFailure>> {
+        self.reconcile(link).boxed()
     }
 }

@@ -3,22 +3,27 @@
 //! # What it owns
 //!
 //! For every sequence key this seqd has issued a number for, the highest
-//! number issued (the *mark*), and when the mark may be forgotten. The marks
-//! live twice: in memory (read on every request, without blocking) and in
-//! `seqd.db` (so they survive a `kill -9`).
+//! number issued (the *mark*), when the mark may be forgotten, and whether
+//! the number came from this store rather than from Redis (*dirty*: Redis
+//! has not been raised to it yet, so it is pending reconciliation). The
+//! marks live twice: in memory (read on every request, without blocking)
+//! and in `seqd.db` (so they survive a `kill -9`).
 //!
 //! # What it guarantees
 //!
 //! - A mark only ever rises, in memory and on disk.
-//! - [`Store::issue`] and [`Store::raise`] return only after the new mark is
+//! - [`Store::issue`] and [`Store::claim`] return only after the new mark is
 //!   committed to SQLite, so a number is durable before its reply leaves.
+//! - [`Store::claim`] refuses a number Redis returned if this store has
+//!   itself issued it (or a higher one) for the key, so a Redis answer that
+//!   was in flight while the store issued numbers can never duplicate one.
 //! - SQLite runs on its own thread, fed by a bounded channel. The thread
 //!   takes everything queued, writes it in one transaction and fsyncs once
 //!   (group commit): N concurrent requests cost one commit, not N.
 //! - Expired marks are pruned from disk and memory by [`Store::prune`].
 
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +33,17 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 4096;
 /// Operations queued for the writer before senders wait (backpressure).
 const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// Why [`Store::claim`] refused a number.
+#[derive(Debug, thiserror::Error)]
+pub enum Claim {
+    /// The store issued this number (or a higher one) itself; ask Redis
+    /// again with `mark` as the floor.
+    #[error("number already issued locally; mark is {mark}")]
+    Taken { mark: u64 },
+    #[error(transparent)]
+    Failed(StoreError),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,9 +63,24 @@ struct Mark {
     value: u64,
     /// Unix seconds after which the mark may be dropped; `None` = never.
     expires_at: Option<i64>,
+    /// The highest number this store issued itself for the key since seqd
+    /// started (memory only: it guards against Redis answers in flight, and
+    /// none survive a restart).
+    local_hi: u64,
+    /// Redis TTL of the key, for reconciliation.
+    ttl: Option<u64>,
 }
 
 impl Mark {
+    fn new(value: u64, expires_at: Option<i64>, ttl: Option<u64>) -> Mark {
+        Mark {
+            value,
+            expires_at,
+            local_hi: 0,
+            ttl,
+        }
+    }
+
     fn merge_expiry(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         match (a, b) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -58,11 +89,28 @@ impl Mark {
     }
 }
 
+/// A key whose mark Redis has not been raised to yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKey {
+    pub key: Arc<str>,
+    pub value: u64,
+    pub ttl: Option<u64>,
+}
+
 enum Op {
     Raise {
         key: Arc<str>,
         value: u64,
         expires_at: Option<i64>,
+        ttl: Option<u64>,
+        /// True when the number came from the store, not Redis.
+        dirty: bool,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Redis holds at least `value` for `key` now.
+    Reconciled {
+        key: Arc<str>,
+        value: u64,
         done: oneshot::Sender<Result<(), String>>,
     },
     Prune {
@@ -74,11 +122,43 @@ enum Op {
     },
 }
 
+#[derive(Default)]
+struct Marks {
+    by_key: HashMap<Arc<str>, Mark>,
+    /// Keys whose mark is dirty (issued locally, Redis not raised yet).
+    dirty: HashSet<Arc<str>>,
+}
+
+impl Marks {
+    /// The stored `Arc` for `key`, inserting a fresh mark when missing.
+    fn entry(
+        &mut self,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> (Arc<str>, &mut Mark) {
+        let k: Arc<str> = match self.by_key.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(key);
+                self.by_key.insert(k.clone(), Mark::new(0, expires_at, ttl));
+                k
+            }
+        };
+        let m = self.by_key.get_mut(key).expect("present above");
+        m.expires_at = Mark::merge_expiry(m.expires_at, expires_at);
+        if ttl.is_some() {
+            m.ttl = ttl;
+        }
+        (k, m)
+    }
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     /// A `std::sync::Mutex`, not a Tokio one: nothing awaits while it is held.
-    marks: Arc<Mutex<HashMap<Arc<str>, Mark>>>,
+    marks: Arc<Mutex<Marks>>,
     tx: mpsc::Sender<Op>,
 }
 
@@ -95,13 +175,15 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS marks (
                  key TEXT PRIMARY KEY,
                  value INTEGER NOT NULL,
-                 expires_at INTEGER
+                 expires_at INTEGER,
+                 dirty INTEGER NOT NULL DEFAULT 0,
+                 ttl INTEGER
              ) WITHOUT ROWID;",
         )?;
-        let mut marks = HashMap::new();
+        let mut marks = Marks::default();
         {
             let mut stmt = conn.prepare(
-                "SELECT key, value, expires_at FROM marks
+                "SELECT key, value, expires_at, dirty, ttl FROM marks
                  WHERE expires_at IS NULL OR expires_at > ?1",
             )?;
             let rows = stmt.query_map([now], |r| {
@@ -109,17 +191,20 @@ impl Store {
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
                 ))
             })?;
             for row in rows {
-                let (key, value, expires_at) = row?;
-                marks.insert(
-                    Arc::from(key),
-                    Mark {
-                        value: value.max(0) as u64,
-                        expires_at,
-                    },
-                );
+                let (key, value, expires_at, dirty, ttl) = row?;
+                let key: Arc<str> = Arc::from(key);
+                let ttl = ttl.map(|t| t.max(0) as u64);
+                marks
+                    .by_key
+                    .insert(key.clone(), Mark::new(value.max(0) as u64, expires_at, ttl));
+                if dirty != 0 {
+                    marks.dirty.insert(key);
+                }
             }
         }
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -135,90 +220,126 @@ impl Store {
 
     /// The highest number issued for `key` (0 when none), from memory.
     pub fn mark(&self, key: &str) -> u64 {
-        self.lock().get(key).map_or(0, |m| m.value)
+        self.lock().by_key.get(key).map_or(0, |m| m.value)
+    }
+
+    /// True when `key` holds numbers issued locally that Redis has not been
+    /// raised to yet.
+    pub fn is_dirty(&self, key: &str) -> bool {
+        self.lock().dirty.contains(key)
     }
 
     /// How many keys have a mark in memory.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_key.len()
+    }
+
+    /// How many keys are pending reconciliation with Redis.
+    pub fn pending(&self) -> usize {
+        self.lock().dirty.len()
+    }
+
+    /// Up to `limit` keys pending reconciliation, with their marks.
+    pub fn pending_batch(&self, limit: usize) -> Vec<PendingKey> {
+        let marks = self.lock();
+        marks
+            .dirty
+            .iter()
+            .take(limit)
+            .filter_map(|k| {
+                marks.by_key.get(k).map(|m| PendingKey {
+                    key: k.clone(),
+                    value: m.value,
+                    ttl: m.ttl,
+                })
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Mark>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
         // A panic while holding this lock leaves the map consistent (every
         // update is a single insert), so poisoning is ignored.
         self.marks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Issues the next number for `key` from the store alone (local mode):
-    /// one more than the mark, made durable before it is returned.
-    pub async fn issue(&self, key: &str, expires_at: Option<i64>) -> Result<u64, StoreError> {
+    /// Issues the next number for `key` from the store alone (local mode,
+    /// or Redis unavailable): one more than the mark, made durable before it
+    /// is returned. The key becomes dirty: pending reconciliation with Redis.
+    pub async fn issue(
+        &self,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> Result<u64, StoreError> {
         let (key, value) = {
             let mut marks = self.lock();
-            let (key, mark) = match marks.get_key_value(key) {
-                Some((k, m)) => (k.clone(), *m),
-                None => (
-                    Arc::<str>::from(key),
-                    Mark {
-                        value: 0,
-                        expires_at,
-                    },
-                ),
-            };
+            let (key, mark) = marks.entry(key, expires_at, ttl);
             let value = mark
                 .value
                 .checked_add(1)
                 .filter(|v| *v <= i64::MAX as u64)
                 .ok_or_else(|| StoreError::Exhausted(key.to_string()))?;
-            marks.insert(
-                key.clone(),
-                Mark {
-                    value,
-                    expires_at: Mark::merge_expiry(mark.expires_at, expires_at),
-                },
-            );
+            mark.value = value;
+            mark.local_hi = value;
+            marks.dirty.insert(key.clone());
             (key, value)
         };
         // Commits may complete out of order relative to the in-memory
         // increments; that is safe because the disk only keeps the maximum.
-        self.persist(key, value, expires_at).await?;
+        self.persist(key, value, expires_at, ttl, true).await?;
         Ok(value)
     }
 
-    /// Raises the mark of `key` to at least `value` (Redis mode: a number
-    /// Redis issued), durable before it returns.
-    pub async fn raise(
+    /// Records `value`, a number Redis issued for `key`, as issued: raises
+    /// the mark to it, durable before it returns. Refuses (with the current
+    /// mark) a number this store issued itself, or one below it: Redis
+    /// answered for a counter that had not been raised past the local
+    /// numbers yet. The caller asks Redis again with the mark as floor.
+    pub async fn claim(
         &self,
         key: &str,
         value: u64,
         expires_at: Option<i64>,
-    ) -> Result<(), StoreError> {
+        ttl: Option<u64>,
+    ) -> Result<(), Claim> {
         if value > i64::MAX as u64 {
-            return Err(StoreError::Exhausted(key.to_string()));
+            return Err(Claim::Failed(StoreError::Exhausted(key.to_string())));
         }
         let key = {
             let mut marks = self.lock();
-            match marks.get_key_value(key) {
-                Some((k, m)) => {
-                    let k = k.clone();
-                    let merged = Mark {
-                        value: m.value.max(value),
-                        expires_at: Mark::merge_expiry(m.expires_at, expires_at),
-                    };
-                    marks.insert(k.clone(), merged);
-                    k
-                }
-                None => {
-                    let k = Arc::<str>::from(key);
-                    marks.insert(k.clone(), Mark { value, expires_at });
-                    k
-                }
+            let (key, mark) = marks.entry(key, expires_at, ttl);
+            if value <= mark.local_hi {
+                return Err(Claim::Taken { mark: mark.value });
             }
+            mark.value = mark.value.max(value);
+            key
         };
-        self.persist(key, value, expires_at).await
+        self.persist(key, value, expires_at, ttl, false)
+            .await
+            .map_err(Claim::Failed)
+    }
+
+    /// Records that Redis holds at least `value` for `key`: the key is no
+    /// longer pending, unless it was issued past `value` meanwhile.
+    pub async fn reconciled(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        let key = {
+            let mut marks = self.lock();
+            let Some((k, m)) = marks.by_key.get_key_value(key) else {
+                return Ok(());
+            };
+            if m.value > value {
+                return Ok(());
+            }
+            let k = k.clone();
+            marks.dirty.remove(&k);
+            k
+        };
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Reconciled { key, value, done }, wait).await
     }
 
     async fn persist(
@@ -226,20 +347,30 @@ impl Store {
         key: Arc<str>,
         value: u64,
         expires_at: Option<i64>,
+        ttl: Option<u64>,
+        dirty: bool,
     ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Op::Raise {
-                key,
-                value,
-                expires_at,
-                done,
-            })
-            .await
-            .map_err(|_| StoreError::Stopped)?;
+        let op = Op::Raise {
+            key,
+            value,
+            expires_at,
+            ttl,
+            dirty,
+            done,
+        };
+        self.send(op, wait).await
+    }
+
+    /// Queues `op` for the writer and waits for its commit.
+    async fn send<T>(
+        &self,
+        op: Op,
+        wait: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, StoreError> {
+        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
         match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Commit(e)),
+            Ok(r) => r.map_err(StoreError::Commit),
             Err(_) => Err(StoreError::Stopped),
         }
     }
@@ -247,42 +378,35 @@ impl Store {
     /// Drops marks that expired before `now`, on disk and in memory.
     /// Returns how many rows were deleted on disk.
     pub async fn prune(&self, now: i64) -> Result<usize, StoreError> {
-        self.lock()
-            .retain(|_, m| m.expires_at.is_none_or(|t| t > now));
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Op::Prune { now, done })
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        match wait.await {
-            Ok(r) => r.map_err(StoreError::Commit),
-            Err(_) => Err(StoreError::Stopped),
+        {
+            let mut marks = self.lock();
+            marks
+                .by_key
+                .retain(|_, m| m.expires_at.is_none_or(|t| t > now));
+            let Marks { by_key, dirty } = &mut *marks;
+            dirty.retain(|k| by_key.contains_key(k));
         }
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Prune { now, done }, wait).await
     }
 
     /// Waits until everything queued before this call is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Op::Flush { done })
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        match wait.await {
-            Ok(r) => r.map_err(StoreError::Commit),
-            Err(_) => Err(StoreError::Stopped),
-        }
+        self.send(Op::Flush { done }, wait).await
     }
 
-    /// The mark of `key` as stored on disk (for tests and diagnostics; runs
-    /// a blocking query on its own connection).
-    pub fn read_mark_from_disk(dir: &Path, key: &str) -> Result<Option<u64>, StoreError> {
+    /// The mark of `key` as stored on disk and its dirty flag (for tests
+    /// and diagnostics; runs a blocking query on its own connection).
+    pub fn read_mark_from_disk(dir: &Path, key: &str) -> Result<Option<(u64, bool)>, StoreError> {
         let conn = Connection::open(dir.join("seqd.db"))?;
         Ok(conn
-            .query_row("SELECT value FROM marks WHERE key = ?1", [key], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?
-            .map(|v| v as u64))
+            .query_row(
+                "SELECT value, dirty FROM marks WHERE key = ?1",
+                [key],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
+            )
+            .optional()?)
     }
 }
 
@@ -303,7 +427,7 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
         }
         for op in batch.drain(..) {
             match op {
-                Op::Raise { done, .. } | Op::Flush { done } => {
+                Op::Raise { done, .. } | Op::Reconciled { done, .. } | Op::Flush { done } => {
                     let _ = done.send(result.clone().map(|_| ()));
                 }
                 Op::Prune { done, .. } => {
@@ -318,7 +442,10 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
 fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
     // Fold repeated keys first: a hot key raised 500 times in one batch is
     // one row write.
-    let mut folded: HashMap<&str, (u64, Option<i64>)> = HashMap::new();
+    // Per key: highest value, latest expiry, TTL, and whether any of the
+    // numbers came from the store (dirty).
+    let mut folded: HashMap<&str, (u64, Option<i64>, Option<u64>, bool)> = HashMap::new();
+    let mut reconciled: Vec<(&str, u64)> = Vec::new();
     let mut prune_before = None;
     for op in batch {
         match op {
@@ -326,16 +453,21 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
                 key,
                 value,
                 expires_at,
+                ttl,
+                dirty,
                 ..
             } => {
                 folded
                     .entry(key)
-                    .and_modify(|(v, e)| {
+                    .and_modify(|(v, e, t, d)| {
                         *v = (*v).max(*value);
                         *e = Mark::merge_expiry(*e, *expires_at);
+                        *t = t.or(*ttl);
+                        *d |= *dirty;
                     })
-                    .or_insert((*value, *expires_at));
+                    .or_insert((*value, *expires_at, *ttl, *dirty));
             }
+            Op::Reconciled { key, value, .. } => reconciled.push((key, *value)),
             Op::Prune { now, .. } => prune_before = Some(*now),
             Op::Flush { .. } => {}
         }
@@ -343,15 +475,30 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
     {
         let mut upsert = tx.prepare_cached(
-            "INSERT INTO marks (key, value, expires_at) VALUES (?1, ?2, ?3)
+            "INSERT INTO marks (key, value, expires_at, dirty, ttl) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(key) DO UPDATE SET
                  value = max(value, excluded.value),
                  expires_at = CASE
                      WHEN expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL
-                     ELSE max(expires_at, excluded.expires_at) END",
+                     ELSE max(expires_at, excluded.expires_at) END,
+                 dirty = max(dirty, excluded.dirty),
+                 ttl = coalesce(excluded.ttl, ttl)",
         )?;
-        for (key, (value, expires_at)) in &folded {
-            upsert.execute(params![key, *value as i64, expires_at])?;
+        for (key, (value, expires_at, ttl, dirty)) in &folded {
+            upsert.execute(params![
+                key,
+                *value as i64,
+                expires_at,
+                *dirty as i64,
+                ttl.map(|t| t as i64)
+            ])?;
+        }
+        // After the raises of the same batch: a key issued past the
+        // reconciled value stays dirty.
+        let mut clean =
+            tx.prepare_cached("UPDATE marks SET dirty = 0 WHERE key = ?1 AND value <= ?2")?;
+        for (key, value) in &reconciled {
+            clean.execute(params![key, *value as i64])?;
         }
     }
     let pruned = match prune_before {
@@ -373,19 +520,20 @@ mod tests {
     async fn issued_numbers_survive_reopen_and_only_rise() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 0).unwrap();
-        assert_eq!(store.issue("k", None).await.unwrap(), 1);
-        assert_eq!(store.issue("k", None).await.unwrap(), 2);
-        store.raise("k", 10, None).await.unwrap();
-        store.raise("k", 5, None).await.unwrap();
+        assert_eq!(store.issue("k", None, None).await.unwrap(), 1);
+        assert_eq!(store.issue("k", None, None).await.unwrap(), 2);
+        store.claim("k", 10, None, None).await.unwrap();
+        store.claim("k", 5, None, None).await.unwrap();
         assert_eq!(store.mark("k"), 10);
         assert_eq!(
             Store::read_mark_from_disk(dir.path(), "k").unwrap(),
-            Some(10)
+            Some((10, true))
         );
         drop(store);
         let store = Store::open(dir.path(), 0).unwrap();
         assert_eq!(store.mark("k"), 10);
-        assert_eq!(store.issue("k", None).await.unwrap(), 11);
+        assert!(store.is_dirty("k"), "dirty survives a restart");
+        assert_eq!(store.issue("k", None, None).await.unwrap(), 11);
     }
 
     #[tokio::test]
@@ -395,9 +543,9 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let s = store.clone();
-            tasks.push(tokio::spawn(
-                async move { s.issue("hot", None).await.unwrap() },
-            ));
+            tasks.push(tokio::spawn(async move {
+                s.issue("hot", None, None).await.unwrap()
+            }));
         }
         let mut got = Vec::new();
         for t in tasks {
@@ -407,7 +555,76 @@ mod tests {
         assert_eq!(got, (1..=200).collect::<Vec<u64>>());
         assert_eq!(
             Store::read_mark_from_disk(dir.path(), "hot").unwrap(),
-            Some(200)
+            Some((200, true))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redis_number_the_store_issued_itself_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        store.claim("k", 5, None, None).await.unwrap();
+        // Redis answers 6 and 7 were in flight while the store issued 6.
+        assert_eq!(store.issue("k", None, None).await.unwrap(), 6);
+        assert!(matches!(
+            store.claim("k", 6, None, None).await,
+            Err(Claim::Taken { mark: 6 })
+        ));
+        assert!(matches!(
+            store.claim("k", 4, None, None).await,
+            Err(Claim::Taken { mark: 6 })
+        ));
+        store.claim("k", 7, None, None).await.unwrap();
+        assert_eq!(store.mark("k"), 7);
+        // Concurrent Redis answers out of order are both fine when the store
+        // has not issued them.
+        store.claim("k", 9, None, None).await.unwrap();
+        store.claim("k", 8, None, None).await.unwrap();
+        assert_eq!(store.mark("k"), 9);
+    }
+
+    #[tokio::test]
+    async fn reconciliation_clears_dirty_unless_issued_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        store.issue("a", None, Some(172_800)).await.unwrap();
+        store.issue("b", None, None).await.unwrap();
+        store.claim("c", 3, None, None).await.unwrap();
+        assert_eq!(store.pending(), 2);
+        let mut batch = store.pending_batch(10);
+        batch.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(
+            batch,
+            vec![
+                PendingKey {
+                    key: "a".into(),
+                    value: 1,
+                    ttl: Some(172_800)
+                },
+                PendingKey {
+                    key: "b".into(),
+                    value: 1,
+                    ttl: None
+                },
+            ]
+        );
+        store.reconciled("a", 1).await.unwrap();
+        // "b" was issued again before its reconciliation was recorded.
+        store.issue("b", None, None).await.unwrap();
+        store.reconciled("b", 1).await.unwrap();
+        assert!(!store.is_dirty("a"));
+        assert!(store.is_dirty("b"));
+        assert_eq!(
+            Store::read_mark_from_disk(dir.path(), "a").unwrap(),
+            Some((1, false))
+        );
+        assert_eq!(
+            Store::read_mark_from_disk(dir.path(), "b").unwrap(),
+            Some((2, true))
+        );
+        assert_eq!(
+            Store::read_mark_from_disk(dir.path(), "c").unwrap(),
+            Some((3, false))
         );
     }
 
@@ -415,13 +632,15 @@ mod tests {
     async fn prune_drops_only_expired_marks() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 0).unwrap();
-        store.raise("old", 3, Some(100)).await.unwrap();
-        store.raise("new", 4, Some(300)).await.unwrap();
-        store.raise("forever", 5, None).await.unwrap();
-        assert_eq!(store.prune(200).await.unwrap(), 1);
+        store.claim("old", 3, Some(100), None).await.unwrap();
+        store.issue("new", Some(300), None).await.unwrap();
+        store.claim("forever", 5, None, None).await.unwrap();
+        store.issue("old-dirty", Some(100), None).await.unwrap();
+        assert_eq!(store.prune(200).await.unwrap(), 2);
         assert_eq!(store.mark("old"), 0);
-        assert_eq!(store.mark("new"), 4);
+        assert_eq!(store.mark("new"), 1);
         assert_eq!(store.mark("forever"), 5);
+        assert_eq!(store.pending(), 1, "pruned keys are no longer pending");
         assert_eq!(Store::read_mark_from_disk(dir.path(), "old").unwrap(), None);
         // A reopen at a later time does not load marks that expired meanwhile.
         drop(store);
