@@ -120,7 +120,10 @@ impl RedisSequences {
 
     async fn next_from_redis(&self, key: &SeqKey) -> Result<Issued, RedisMiss> {
         for _ in 0..CLAIM_ATTEMPTS {
-            let floor = self.store.mark(&key.key);
+            let flight = self
+                .store
+                .begin(&key.key, key.mark_expires_at, key.ttl_secs);
+            let floor = flight.floor;
             let pending = self.store.is_dirty(&key.key);
             let ttl = key.ttl_secs.unwrap_or(0);
             let script = &self.next_script;
@@ -137,7 +140,7 @@ impl RedisSequences {
                 .await?;
             match self
                 .store
-                .claim(&key.key, seq, key.mark_expires_at, key.ttl_secs)
+                .claim(&flight, seq, key.mark_expires_at, key.ttl_secs)
                 .await
             {
                 Ok(()) => {

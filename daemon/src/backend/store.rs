@@ -23,7 +23,7 @@
 //! - Expired marks are pruned from disk and memory by [`Store::prune`].
 
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +33,25 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 4096;
 /// Operations queued for the writer before senders wait (backpressure).
 const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// A Redis request for a key, in flight. Dropping it (answered, failed or
+/// cancelled by a timeout) lets the store forget numbers no other request
+/// can collide with.
+pub struct Flight {
+    store: Store,
+    key: Arc<str>,
+    /// The key's mark when the request began: the floor to send to Redis.
+    pub floor: u64,
+    start: u64,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if let Some(m) = self.store.lock().by_key.get_mut(&*self.key) {
+            m.end_flight(self.start);
+        }
+    }
+}
 
 /// Why [`Store::claim`] refused a number.
 #[derive(Debug, thiserror::Error)]
@@ -57,18 +76,28 @@ pub enum StoreError {
     Exhausted(String),
 }
 
+/// Most numbers remembered per key while Redis requests for it are in
+/// flight; past it, any Redis answer at or below the mark is refused (and
+/// asked again), which is safe, only slower.
+const MAX_CLAIMS_IN_FLIGHT: usize = 4096;
+
 /// A key's mark in memory.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Mark {
     value: u64,
     /// Unix seconds after which the mark may be dropped; `None` = never.
     expires_at: Option<i64>,
-    /// The highest number this store issued itself for the key since seqd
-    /// started (memory only: it guards against Redis answers in flight, and
-    /// none survive a restart).
-    local_hi: u64,
     /// Redis TTL of the key, for reconciliation.
     ttl: Option<u64>,
+    /// Numbers issued (by Redis or the store) while Redis requests for this
+    /// key were in flight, each with its issue index. A Redis answer can
+    /// only duplicate a number issued after its request began: everything
+    /// before is at or below the floor the request carried.
+    recent: VecDeque<(u64, u64)>,
+    /// Index given to the next number issued.
+    next_index: u64,
+    /// Start indexes of the Redis requests in flight (a multiset).
+    flights: BTreeMap<u64, u32>,
 }
 
 impl Mark {
@@ -76,8 +105,52 @@ impl Mark {
         Mark {
             value,
             expires_at,
-            local_hi: 0,
             ttl,
+            recent: VecDeque::new(),
+            next_index: 0,
+            flights: BTreeMap::new(),
+        }
+    }
+
+    /// Records `n` as issued now.
+    fn record(&mut self, n: u64) {
+        self.value = self.value.max(n);
+        if !self.flights.is_empty() && self.recent.len() < MAX_CLAIMS_IN_FLIGHT {
+            self.recent.push_back((n, self.next_index));
+        }
+        self.next_index += 1;
+    }
+
+    /// True when `n`, answered by Redis for a request that began at
+    /// `start` with floor `floor`, may already have been issued.
+    fn maybe_issued(&self, n: u64, start: u64, floor: u64) -> bool {
+        if n <= floor {
+            return true;
+        }
+        if n > self.value {
+            return false;
+        }
+        if self.recent.len() >= MAX_CLAIMS_IN_FLIGHT {
+            return true;
+        }
+        self.recent.iter().any(|(m, i)| *m == n && *i >= start)
+    }
+
+    /// Forgets what no request in flight can collide with any more.
+    fn end_flight(&mut self, start: u64) {
+        if let Some(c) = self.flights.get_mut(&start) {
+            *c -= 1;
+            if *c == 0 {
+                self.flights.remove(&start);
+            }
+        }
+        match self.flights.keys().next() {
+            None => self.recent.clear(),
+            Some(&oldest) => {
+                while self.recent.front().is_some_and(|(_, i)| *i < oldest) {
+                    self.recent.pop_front();
+                }
+            }
         }
     }
 
@@ -283,8 +356,7 @@ impl Store {
                 .checked_add(1)
                 .filter(|v| *v <= i64::MAX as u64)
                 .ok_or_else(|| StoreError::Exhausted(key.to_string()))?;
-            mark.value = value;
-            mark.local_hi = value;
+            mark.record(value);
             marks.dirty.insert(key.clone());
             (key, value)
         };
@@ -294,28 +366,45 @@ impl Store {
         Ok(value)
     }
 
-    /// Records `value`, a number Redis issued for `key`, as issued: raises
-    /// the mark to it, durable before it returns. Refuses (with the current
-    /// mark) a number this store issued itself, or one below it: Redis
-    /// answered for a counter that had not been raised past the local
-    /// numbers yet. The caller asks Redis again with the mark as floor.
+    /// Begins a Redis request for `key`: returns the floor to send (the
+    /// mark) and registers the request as in flight until the [`Flight`]
+    /// is dropped.
+    pub fn begin(&self, key: &str, expires_at: Option<i64>, ttl: Option<u64>) -> Flight {
+        let mut marks = self.lock();
+        let (key, mark) = marks.entry(key, expires_at, ttl);
+        let start = mark.next_index;
+        *mark.flights.entry(start).or_default() += 1;
+        Flight {
+            store: self.clone(),
+            floor: mark.value,
+            key,
+            start,
+        }
+    }
+
+    /// Records `value`, a number Redis answered to `flight`, as issued:
+    /// raises the mark to it, durable before it returns. Refuses (with the
+    /// current mark) a number that may already have been issued since the
+    /// request began — by the store, or by Redis to another request after
+    /// Redis went back in time (lost data, a lagging replica). The caller
+    /// then asks Redis again with the new mark as the floor.
     pub async fn claim(
         &self,
-        key: &str,
+        flight: &Flight,
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
     ) -> Result<(), Claim> {
         if value > i64::MAX as u64 {
-            return Err(Claim::Failed(StoreError::Exhausted(key.to_string())));
+            return Err(Claim::Failed(StoreError::Exhausted(flight.key.to_string())));
         }
         let key = {
             let mut marks = self.lock();
-            let (key, mark) = marks.entry(key, expires_at, ttl);
-            if value <= mark.local_hi {
+            let (key, mark) = marks.entry(&flight.key, expires_at, ttl);
+            if mark.maybe_issued(value, flight.start, flight.floor) {
                 return Err(Claim::Taken { mark: mark.value });
             }
-            mark.value = mark.value.max(value);
+            mark.record(value);
             key
         };
         self.persist(key, value, expires_at, ttl, false)
@@ -438,13 +527,29 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
+/// What one batch writes for a key: the highest value, the latest expiry,
+/// the TTL, and whether any of its numbers came from the store (dirty).
+struct Row {
+    value: u64,
+    expires_at: Option<i64>,
+    ttl: Option<u64>,
+    dirty: bool,
+}
+
+impl Row {
+    fn merge(&mut self, other: &Row) {
+        self.value = self.value.max(other.value);
+        self.expires_at = Mark::merge_expiry(self.expires_at, other.expires_at);
+        self.ttl = self.ttl.or(other.ttl);
+        self.dirty |= other.dirty;
+    }
+}
+
 /// Writes one batch in one transaction; returns the rows pruned.
 fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
     // Fold repeated keys first: a hot key raised 500 times in one batch is
     // one row write.
-    // Per key: highest value, latest expiry, TTL, and whether any of the
-    // numbers came from the store (dirty).
-    let mut folded: HashMap<&str, (u64, Option<i64>, Option<u64>, bool)> = HashMap::new();
+    let mut folded: HashMap<&str, Row> = HashMap::new();
     let mut reconciled: Vec<(&str, u64)> = Vec::new();
     let mut prune_before = None;
     for op in batch {
@@ -457,15 +562,16 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
                 dirty,
                 ..
             } => {
+                let row = Row {
+                    value: *value,
+                    expires_at: *expires_at,
+                    ttl: *ttl,
+                    dirty: *dirty,
+                };
                 folded
                     .entry(key)
-                    .and_modify(|(v, e, t, d)| {
-                        *v = (*v).max(*value);
-                        *e = Mark::merge_expiry(*e, *expires_at);
-                        *t = t.or(*ttl);
-                        *d |= *dirty;
-                    })
-                    .or_insert((*value, *expires_at, *ttl, *dirty));
+                    .and_modify(|r| r.merge(&row))
+                    .or_insert(row);
             }
             Op::Reconciled { key, value, .. } => reconciled.push((key, *value)),
             Op::Prune { now, .. } => prune_before = Some(*now),
@@ -484,13 +590,13 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
                  dirty = max(dirty, excluded.dirty),
                  ttl = coalesce(excluded.ttl, ttl)",
         )?;
-        for (key, (value, expires_at, ttl, dirty)) in &folded {
+        for (key, r) in &folded {
             upsert.execute(params![
                 key,
-                *value as i64,
-                expires_at,
-                *dirty as i64,
-                ttl.map(|t| t as i64)
+                r.value as i64,
+                r.expires_at,
+                r.dirty as i64,
+                r.ttl.map(|t| t as i64)
             ])?;
         }
         // After the raises of the same batch: a key issued past the
@@ -516,19 +622,23 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
 mod tests {
     use super::*;
 
+    /// One Redis request that began now and was answered `n`.
+    async fn claim(store: &Store, key: &str, n: u64) -> Result<(), Claim> {
+        let flight = store.begin(key, None, None);
+        store.claim(&flight, n, None, None).await
+    }
+
     #[tokio::test]
     async fn issued_numbers_survive_reopen_and_only_rise() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 0).unwrap();
         assert_eq!(store.issue("k", None, None).await.unwrap(), 1);
         assert_eq!(store.issue("k", None, None).await.unwrap(), 2);
-        store.claim("k", 10, None, None).await.unwrap();
-        store.claim("k", 5, None, None).await.unwrap();
+        claim(&store, "k", 10).await.unwrap();
+        assert!(claim(&store, "k", 5).await.is_err(), "below the floor");
         assert_eq!(store.mark("k"), 10);
-        assert_eq!(
-            Store::read_mark_from_disk(dir.path(), "k").unwrap(),
-            Some((10, true))
-        );
+        let on_disk = Store::read_mark_from_disk(dir.path(), "k").unwrap();
+        assert_eq!(on_disk, Some((10, true)));
         drop(store);
         let store = Store::open(dir.path(), 0).unwrap();
         assert_eq!(store.mark("k"), 10);
@@ -553,34 +663,67 @@ mod tests {
         }
         got.sort_unstable();
         assert_eq!(got, (1..=200).collect::<Vec<u64>>());
-        assert_eq!(
-            Store::read_mark_from_disk(dir.path(), "hot").unwrap(),
-            Some((200, true))
-        );
+        let on_disk = Store::read_mark_from_disk(dir.path(), "hot").unwrap();
+        assert_eq!(on_disk, Some((200, true)));
     }
 
     #[tokio::test]
-    async fn a_redis_number_the_store_issued_itself_is_refused() {
+    async fn a_redis_number_the_store_issued_meanwhile_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 0).unwrap();
-        store.claim("k", 5, None, None).await.unwrap();
-        // Redis answers 6 and 7 were in flight while the store issued 6.
+        claim(&store, "k", 5).await.unwrap();
+        // Two Redis requests begin (floor 5); meanwhile the store issues 6.
+        let a = store.begin("k", None, None);
+        let b = store.begin("k", None, None);
+        assert_eq!((a.floor, b.floor), (5, 5));
         assert_eq!(store.issue("k", None, None).await.unwrap(), 6);
-        assert!(matches!(
-            store.claim("k", 6, None, None).await,
-            Err(Claim::Taken { mark: 6 })
-        ));
-        assert!(matches!(
-            store.claim("k", 4, None, None).await,
-            Err(Claim::Taken { mark: 6 })
-        ));
-        store.claim("k", 7, None, None).await.unwrap();
+        let refused = store.claim(&a, 6, None, None).await;
+        assert!(matches!(refused, Err(Claim::Taken { mark: 6 })));
+        store.claim(&b, 7, None, None).await.unwrap();
         assert_eq!(store.mark("k"), 7);
-        // Concurrent Redis answers out of order are both fine when the store
-        // has not issued them.
-        store.claim("k", 9, None, None).await.unwrap();
-        store.claim("k", 8, None, None).await.unwrap();
-        assert_eq!(store.mark("k"), 9);
+    }
+
+    #[tokio::test]
+    async fn concurrent_redis_answers_may_arrive_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        let a = store.begin("k", None, None);
+        let b = store.begin("k", None, None);
+        store.claim(&b, 2, None, None).await.unwrap();
+        store.claim(&a, 1, None, None).await.unwrap();
+        assert_eq!(store.mark("k"), 2);
+    }
+
+    #[tokio::test]
+    async fn redis_going_back_in_time_cannot_repeat_a_number_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        // Requests a and b began with floor 0; Redis answers a with 100,
+        // then loses data and answers b with 100 again.
+        let a = store.begin("k", None, None);
+        let b = store.begin("k", None, None);
+        store.claim(&a, 100, None, None).await.unwrap();
+        let refused = store.claim(&b, 100, None, None).await;
+        assert!(matches!(refused, Err(Claim::Taken { mark: 100 })));
+        // A request that began after 100 was issued carries floor 100.
+        let c = store.begin("k", None, None);
+        assert_eq!(c.floor, 100);
+        assert!(store.claim(&c, 100, None, None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn finished_requests_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        for n in 1..=100 {
+            let a = store.begin("k", None, None);
+            let b = store.begin("k", None, None);
+            store.claim(&a, 2 * n - 1, None, None).await.unwrap();
+            store.claim(&b, 2 * n, None, None).await.unwrap();
+        }
+        let marks = store.lock();
+        let m = &marks.by_key["k"];
+        assert!(m.recent.is_empty() && m.flights.is_empty());
     }
 
     #[tokio::test]
@@ -589,52 +732,44 @@ mod tests {
         let store = Store::open(dir.path(), 0).unwrap();
         store.issue("a", None, Some(172_800)).await.unwrap();
         store.issue("b", None, None).await.unwrap();
-        store.claim("c", 3, None, None).await.unwrap();
+        claim(&store, "c", 3).await.unwrap();
         assert_eq!(store.pending(), 2);
         let mut batch = store.pending_batch(10);
         batch.sort_by(|x, y| x.key.cmp(&y.key));
-        assert_eq!(
-            batch,
-            vec![
-                PendingKey {
-                    key: "a".into(),
-                    value: 1,
-                    ttl: Some(172_800)
-                },
-                PendingKey {
-                    key: "b".into(),
-                    value: 1,
-                    ttl: None
-                },
-            ]
-        );
+        let want = vec![
+            PendingKey {
+                key: "a".into(),
+                value: 1,
+                ttl: Some(172_800),
+            },
+            PendingKey {
+                key: "b".into(),
+                value: 1,
+                ttl: None,
+            },
+        ];
+        assert_eq!(batch, want);
         store.reconciled("a", 1).await.unwrap();
         // "b" was issued again before its reconciliation was recorded.
         store.issue("b", None, None).await.unwrap();
         store.reconciled("b", 1).await.unwrap();
         assert!(!store.is_dirty("a"));
         assert!(store.is_dirty("b"));
-        assert_eq!(
-            Store::read_mark_from_disk(dir.path(), "a").unwrap(),
-            Some((1, false))
-        );
-        assert_eq!(
-            Store::read_mark_from_disk(dir.path(), "b").unwrap(),
-            Some((2, true))
-        );
-        assert_eq!(
-            Store::read_mark_from_disk(dir.path(), "c").unwrap(),
-            Some((3, false))
-        );
+        let disk = |k| Store::read_mark_from_disk(dir.path(), k).unwrap();
+        assert_eq!(disk("a"), Some((1, false)));
+        assert_eq!(disk("b"), Some((2, true)));
+        assert_eq!(disk("c"), Some((3, false)));
     }
 
     #[tokio::test]
     async fn prune_drops_only_expired_marks() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 0).unwrap();
-        store.claim("old", 3, Some(100), None).await.unwrap();
+        let f = store.begin("old", Some(100), None);
+        store.claim(&f, 3, Some(100), None).await.unwrap();
+        drop(f);
         store.issue("new", Some(300), None).await.unwrap();
-        store.claim("forever", 5, None, None).await.unwrap();
+        claim(&store, "forever", 5).await.unwrap();
         store.issue("old-dirty", Some(100), None).await.unwrap();
         assert_eq!(store.prune(200).await.unwrap(), 2);
         assert_eq!(store.mark("old"), 0);

@@ -1,0 +1,196 @@
+//! SPEC §4.3 under faults, with real processes: 8 concurrent clients on
+//! daily and conversation keys while Redis is killed, restarted empty, hung
+//! with SIGSTOP, or seqd itself is killed. Every test asserts: no number
+//! twice per key, strictly increasing numbers per connection and key, and
+//! not one error reply.
+
+use seqd_client::seqd_protocol::Source;
+use seqd_tests::*;
+use std::time::Duration;
+
+/// The Redis operation timeout these tests run seqd with.
+const TIMEOUT_MS: u64 = 200;
+
+fn options(redis: &RedisServer) -> SeqdOptions {
+    SeqdOptions {
+        args: vec![
+            "--redis-timeout-ms".into(),
+            TIMEOUT_MS.to_string(),
+            "--probe-base-ms".into(),
+            "20".into(),
+            "--probe-max-ms".into(),
+            "200".into(),
+        ],
+        ..SeqdOptions::redis(redis)
+    }
+}
+
+fn health_field(seqd: &Seqd, name: &str) -> String {
+    field(&seqd.text().cmd("HEALTH"), name).to_string()
+}
+
+/// Waits until the breaker is closed and nothing is pending, then checks
+/// that every Redis counter is at least the highest number issued, and that
+/// the next numbers come from Redis, above everything issued.
+fn assert_recovered(seqd: &Seqd, redis: &RedisServer, issued: &LoadResult) {
+    wait_until(
+        "the breaker to close with nothing pending",
+        Duration::from_secs(20),
+        || {
+            let h = seqd.text().cmd("HEALTH");
+            field(&h, "breaker") == "closed" && field(&h, "pending_reconciliation") == "0"
+        },
+    );
+    let mut c = seqd.client();
+    for key in LOAD_KEYS {
+        let in_redis = redis.get_u64(redis_key_of(key)).unwrap_or(0);
+        assert!(
+            in_redis >= issued.max(key),
+            "{key}: Redis holds {in_redis}, seqd issued {}",
+            issued.max(key)
+        );
+        let s = next_for(&mut c, key).unwrap();
+        assert_eq!(s.source, Source::Redis, "{key} served from Redis again");
+        assert!(
+            s.seq > issued.max(key),
+            "{key}: {} after {}",
+            s.seq,
+            issued.max(key)
+        );
+    }
+}
+
+#[test]
+fn redis_kill_9_and_restart_without_persistence() {
+    let mut redis = RedisServer::start();
+    let seqd = Seqd::start(options(&redis));
+    let load = Load::start(&seqd, 8, false);
+    load.wait_for(300, "answers from Redis");
+    redis.kill9();
+    load.wait_for(300, "answers while Redis is dead");
+    assert_eq!(health_field(&seqd, "breaker"), "open");
+    assert_eq!(health_field(&seqd, "redis"), "down");
+    // Back, but empty: every counter was lost.
+    redis.restart();
+    wait_until("the breaker to close", Duration::from_secs(20), || {
+        health_field(&seqd, "breaker") == "closed"
+    });
+    load.wait_for(300, "answers after Redis came back");
+    let result = load.finish();
+    assert!(
+        result.by_source.get("local").copied().unwrap_or(0) > 0,
+        "some answers came from the store"
+    );
+    assert!(result.by_source.get("redis").copied().unwrap_or(0) > 0);
+    assert_recovered(&seqd, &redis, &result);
+    let metrics = seqd.client().metrics().unwrap();
+    assert!(
+        metrics.contains(r#"seqd_breaker_transitions_total{to="open"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"seqd_fallback_answers_total{reason="breaker_open"}"#));
+}
+
+#[test]
+fn redis_hung_by_sigstop_then_resumed() {
+    let redis = RedisServer::start();
+    let seqd = Seqd::start(options(&redis));
+    let load = Load::start(&seqd, 8, false);
+    load.wait_for(300, "answers from Redis");
+    redis.hang();
+    load.wait_for(300, "answers while Redis hangs");
+    assert_eq!(health_field(&seqd, "breaker"), "open");
+    redis.resume();
+    wait_until("the breaker to close", Duration::from_secs(20), || {
+        health_field(&seqd, "breaker") == "closed"
+    });
+    load.wait_for(300, "answers after Redis resumed");
+    let result = load.finish();
+    assert!(result.by_source.get("local").copied().unwrap_or(0) > 0);
+    assert_recovered(&seqd, &redis, &result);
+}
+
+#[test]
+fn slowest_reply_during_a_redis_hang_stays_within_the_timeout() {
+    let redis = RedisServer::start();
+    let seqd = Seqd::start(options(&redis));
+    let warm = Load::start(&seqd, 8, false);
+    warm.wait_for(200, "answers from Redis");
+    warm.finish();
+    // Requests in flight when Redis stops wait for the timeout, then are
+    // answered from the store; once the breaker is open, at once.
+    let load = Load::start(&seqd, 8, false);
+    load.wait_for(100, "answers before the hang");
+    redis.hang();
+    load.wait_for(500, "answers during the hang");
+    let result = load.finish();
+    redis.resume();
+    // Margin for scheduling on a shared 2-core machine and the store's
+    // fsync; the point is that nobody waits for Redis beyond the timeout.
+    let bound = Duration::from_millis(TIMEOUT_MS + 400);
+    assert!(
+        result.slowest <= bound,
+        "slowest reply {:?} > {:?}",
+        result.slowest,
+        bound
+    );
+    println!(
+        "slowest reply during the hang: {:?} (timeout {TIMEOUT_MS} ms)",
+        result.slowest
+    );
+}
+
+#[test]
+fn seqd_kill_9_mid_load_with_redis() {
+    let redis = RedisServer::start();
+    let mut seqd = Seqd::start(options(&redis));
+    let load = Load::start(&seqd, 8, true);
+    load.wait_for(400, "answers");
+    seqd.kill9();
+    let before = load.finish();
+    seqd.restart();
+    let load = Load::start(&seqd, 8, false);
+    load.wait_for(300, "answers after the restart");
+    let after = load.finish();
+    assert_continues(&before, &after);
+}
+
+#[test]
+fn redis_restarted_empty_right_after_a_seqd_restart() {
+    let mut redis = RedisServer::start();
+    let mut seqd = Seqd::start(options(&redis));
+    let load = Load::start(&seqd, 8, true);
+    load.wait_for(400, "answers");
+    seqd.kill9();
+    let before = load.finish();
+    // Both lose their memory; only seqd's store remembers the marks.
+    redis.restart();
+    seqd.restart();
+    let load = Load::start(&seqd, 8, false);
+    load.wait_for(400, "answers after both restarts");
+    let after = load.finish();
+    assert_continues(&before, &after);
+    assert!(
+        after.by_source.get("redis").copied().unwrap_or(0) > 0,
+        "served from Redis, raised past the marks"
+    );
+    assert_recovered(&seqd, &redis, &after);
+}
+
+#[test]
+fn redis_failover_to_a_lagging_replica_never_repeats() {
+    // A replica that missed the last writes is a Redis whose counters went
+    // back in time under live connections.
+    let redis = RedisServer::start();
+    let seqd = Seqd::start(options(&redis));
+    let load = Load::start(&seqd, 8, false);
+    load.wait_for(300, "answers");
+    for key in LOAD_KEYS {
+        let k = redis_key_of(key);
+        let v = redis.get_u64(k).unwrap_or(0);
+        redis.cmd(&["SET", k, &(v / 2).to_string()]);
+    }
+    load.wait_for(300, "answers after the counters went back");
+    let result = load.finish();
+    assert_recovered(&seqd, &redis, &result);
+}
