@@ -68,8 +68,25 @@ fn redis_kill_9_and_restart_without_persistence() {
     load.wait_for(300, "answers from Redis");
     redis.kill9();
     load.wait_for(300, "answers while Redis is dead");
-    assert_eq!(health_field(&seqd, "breaker"), "open");
-    assert_eq!(health_field(&seqd, "redis"), "down");
+    let health = seqd.text().cmd("HEALTH");
+    assert_eq!(field(&health, "breaker"), "open");
+    assert_eq!(field(&health, "redis"), "down");
+    assert!(
+        field(&health, "consecutive_failures")
+            .parse::<u32>()
+            .unwrap()
+            >= 3,
+        "{health}"
+    );
+    assert_ne!(field(&health, "last_error"), "none");
+    assert!(
+        field(&health, "pending_reconciliation")
+            .parse::<u32>()
+            .unwrap()
+            > 0,
+        "{health}"
+    );
+    assert!(field(&health, "last_transition").ends_with('Z'), "{health}");
     // Back, but empty: every counter was lost.
     redis.restart();
     wait_until("the breaker to close", Duration::from_secs(20), || {
@@ -89,6 +106,10 @@ fn redis_kill_9_and_restart_without_persistence() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"seqd_fallback_answers_total{reason="breaker_open"}"#));
+    // One outage, one transition each way, each logged once.
+    let log = seqd.log_text();
+    assert_eq!(log.matches("circuit breaker opened").count(), 1, "{log}");
+    assert_eq!(log.matches("circuit breaker closed").count(), 1, "{log}");
 }
 
 #[test]

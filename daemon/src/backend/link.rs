@@ -151,6 +151,17 @@ impl RedisPool {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.run_until(Instant::now() + self.timeout, op).await
+    }
+
+    /// Like [`RedisPool::run`], ending at `deadline` (at most the timeout
+    /// from now): a request that retries keeps within one timeout in all.
+    pub async fn run_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = deadline.min(Instant::now() + self.timeout);
         let timeout_ms = self.timeout.as_millis() as u64;
         let attempt = async {
             let (i, generation, conn) = self.checkout().await?;
@@ -165,7 +176,7 @@ impl RedisPool {
                 }
             }
         };
-        match tokio::time::timeout(self.timeout, attempt).await {
+        match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(RedisFailure::Timeout(_))) => Err(RedisFailure::Timeout(timeout_ms)),
             Ok(Err(e)) => Err(e),
@@ -294,11 +305,23 @@ impl RedisLink {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.call_until(Instant::now() + self.pool.timeout(), op)
+            .await
+    }
+
+    /// Like [`RedisLink::call`], ending at `deadline` at the latest.
+    pub async fn call_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let state = self.lock().state();
         if state != BreakerState::Closed {
             return Err(LinkError::BreakerOpen(state.as_str()));
         }
-        self.run_recorded(op).await.map_err(LinkError::Failed)
+        self.run_recorded(deadline, op)
+            .await
+            .map_err(LinkError::Failed)
     }
 
     /// Runs one Redis operation whatever the breaker's state (recovery
@@ -308,15 +331,16 @@ impl RedisLink {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.run_recorded(op).await
+        self.run_recorded(Instant::now() + self.pool.timeout(), op)
+            .await
     }
 
-    async fn run_recorded<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
+    async fn run_recorded<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let result = self.pool.run(op).await;
+        let result = self.pool.run_until(deadline, op).await;
         match &result {
             Ok(_) => self.lock().record_success(),
             Err(e) if e.is_transport() => self.record_failure(e),
@@ -386,7 +410,7 @@ pub async fn supervise(
                 }
                 if link.allows_requests() {
                     let _ = link
-                        .run_recorded(|mut c| async move {
+                        .call_recovering(|mut c| async move {
                             redis::cmd("PING").query_async::<String>(&mut c).await
                         })
                         .await;

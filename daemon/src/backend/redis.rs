@@ -119,7 +119,12 @@ impl RedisSequences {
     }
 
     async fn next_from_redis(&self, key: &SeqKey) -> Result<Issued, RedisMiss> {
+        // All attempts together keep within one operation timeout.
+        let deadline = tokio::time::Instant::now() + self.link.timeout();
         for _ in 0..CLAIM_ATTEMPTS {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
             let flight = self
                 .store
                 .begin(&key.key, key.mark_expires_at, key.ttl_secs);
@@ -129,7 +134,7 @@ impl RedisSequences {
             let script = &self.next_script;
             let (seq, raised): (u64, u64) = self
                 .link
-                .call(|mut c| async move {
+                .call_until(deadline, |mut c| async move {
                     script
                         .key(&key.key)
                         .arg(ttl)
