@@ -58,6 +58,14 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// SIGKILL and reap a child we spawned, if it is running.
+fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a pid we spawned; no memory is involved.
     let rc = unsafe { libc::kill(pid as i32, sig) };
@@ -134,10 +142,7 @@ impl RedisServer {
 
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts again on the same port (with no data: nothing was persisted).
@@ -371,16 +376,9 @@ impl Seqd {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("seqd running").id()
-    }
-
     /// SIGKILL: no drain, no flush, no socket cleanup.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts again with the same socket path, data dir and options.
