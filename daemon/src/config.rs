@@ -74,6 +74,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub health_interval_ms: u64,
 
+    /// Most gap-tracker streams held in memory (local mode and fallback;
+    /// in Redis mode Redis holds any number). Streams idle for 7 days are
+    /// forgotten.
+    #[arg(long, env = "SEQD_MAX_STREAMS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_streams: u64,
+
+    /// Most events in one gap batch.
+    #[arg(long, env = "SEQD_MAX_BATCH", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_batch: u32,
+
     /// IANA zone for daily sequences when a request names none.
     #[arg(long, env = "SEQD_DEFAULT_TZ", default_value = "UTC")]
     pub default_tz: String,

@@ -2,6 +2,7 @@
 //! server owns one `Arc<Context>` and hands out clones.
 
 use crate::backend::store::Store;
+use crate::backend::tracker::Tracker;
 use crate::backend::Sequences;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -13,6 +14,7 @@ pub struct Context {
     /// `config.default_tz`, parsed once at start.
     pub default_tz: Tz,
     pub sequences: Arc<dyn Sequences>,
+    pub tracker: Arc<dyn Tracker>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
 }

@@ -2,13 +2,15 @@
 //! answers it, plus the bookkeeping every request gets (timing, counting,
 //! mapping errors to wire codes). Both protocols come through here.
 
+use crate::backend::tracker::Checked;
 use crate::backend::Issued;
 use crate::capabilities::sequences::{self, DAILY_WIDTH_MAX};
+use crate::capabilities::tracker;
 use crate::context::Context;
 use crate::error::Error;
 use crate::metrics::IssuedLabels;
 use chrono::Utc;
-use seqd_protocol::{Conversation, DailyQuery, ErrorCode, Request, Response, WireError};
+use seqd_protocol::{Conversation, DailyQuery, ErrorCode, GapEvent, Request, Response, WireError};
 use std::time::Instant;
 
 /// Answers one request: the outcome as it goes on the wire.
@@ -42,7 +44,49 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
         Request::ConvGet(c) => conv(ctx, &c, false).await,
         Request::Health => health(ctx).await,
         Request::Metrics => Ok(metrics(ctx)),
+        Request::GapCheck(e) => {
+            let mut results = ctx.tracker.check(&[checked(&e)?]).await?;
+            let r = results
+                .pop()
+                .ok_or_else(|| Error::Internal("empty gap result".into()))?;
+            Ok(Response::Gap(r))
+        }
+        Request::GapBatch(events) => {
+            if events.len() > ctx.config.max_batch as usize {
+                return Err(Error::Wire(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "batch of {} events; at most {} allowed",
+                        events.len(),
+                        ctx.config.max_batch
+                    ),
+                )));
+            }
+            let events = events.iter().map(checked).collect::<Result<Vec<_>, _>>()?;
+            Ok(Response::GapBatch(ctx.tracker.check(&events).await?))
+        }
+        Request::GapStats(s) => Ok(Response::GapStats(
+            ctx.tracker.stats(&tracker::stream_key(&s)?).await?,
+        )),
+        Request::GapClear(s) => {
+            ctx.tracker.clear(&tracker::stream_key(&s)?).await?;
+            Ok(Response::Done)
+        }
+        Request::GapClearAll => Ok(Response::Cleared {
+            count: ctx.tracker.clear_all().await?,
+        }),
     }
+}
+
+/// Validates a gap event (names, number) for the tracker.
+fn checked(e: &GapEvent) -> Result<Checked, Error> {
+    tracker::validate_seq(e.seq)?;
+    Ok(Checked {
+        key: tracker::stream_key(&e.stream)?,
+        exchange: e.stream.exchange.clone(),
+        symbol: e.stream.symbol.clone(),
+        seq: e.seq,
+    })
 }
 
 async fn daily(ctx: &Context, q: &DailyQuery, next: bool) -> Result<Response, Error> {

@@ -53,6 +53,9 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
+    /// A limit of this seqd or a backend that is down.
+    #[error("{0}")]
+    Unavailable(String),
     /// An error that already carries its wire code (from a parser).
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -73,6 +76,7 @@ impl Error {
             Error::Store(StoreError::Exhausted(_)) => ErrorCode::InvalidArgument,
             Error::Store(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Wire(w) => return w.clone(),
         };
         WireError::new(code, self.to_string())

@@ -38,6 +38,7 @@ use crate::backend::link::{RedisLink, RedisPool};
 use crate::backend::local::LocalSequences;
 use crate::backend::redis::RedisSequences;
 use crate::backend::store::Store;
+use crate::backend::tracker::{LocalTracker, RedisTracker, Tracker};
 use crate::backend::Sequences;
 use crate::config::Config;
 use crate::context::Context;
@@ -64,7 +65,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let metrics = Arc::new(metrics::Metrics::new());
     let stop_supervisor = tokio_util::sync::CancellationToken::new();
-    let sequences: Arc<dyn Sequences> = match config.redis_target() {
+    let streams = {
+        let dir = config.data_dir.clone();
+        let now = chrono::Utc::now().timestamp_millis();
+        tokio::task::spawn_blocking(move || Store::load_streams(&dir, now))
+            .await?
+            .context("loading gap-tracker streams")?
+    };
+    let local_tracker = LocalTracker::new(
+        store.clone(),
+        streams,
+        config.max_streams as usize,
+        metrics.clone(),
+    );
+    let (sequences, tracker): (Arc<dyn Sequences>, Arc<dyn Tracker>) = match config.redis_target() {
         Some(target) => {
             let pool = RedisPool::new(
                 &target,
@@ -81,27 +95,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 "mode: Redis at {}", target.display()
             );
             let link = Arc::new(RedisLink::new(pool, config.breaker(), metrics.clone()));
-            let redis = Arc::new(RedisSequences::new(
+            let sequences = Arc::new(RedisSequences::new(
                 link.clone(),
                 store.clone(),
                 metrics.clone(),
             ));
+            let tracker = Arc::new(RedisTracker::new(link.clone(), local_tracker));
             // Starts at once: a first health PING tells whether Redis is
-            // there, and keys left pending by an earlier run get reconciled.
+            // there, and what an earlier run left pending gets written.
             tokio::spawn(backend::link::supervise(
                 link,
-                vec![redis.clone()],
+                vec![sequences.clone(), tracker.clone()],
                 config.health_interval(),
                 stop_supervisor.clone(),
             ));
-            redis
+            (sequences, tracker)
         }
         None => {
             tracing::info!(
                 "mode: local (no Redis configured): numbers come from {} on this host only",
                 config.data_dir.join("seqd.db").display()
             );
-            Arc::new(LocalSequences::new(store.clone()))
+            (
+                Arc::new(LocalSequences::new(store.clone())),
+                Arc::new(local_tracker),
+            )
         }
     };
 
@@ -113,6 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config,
         default_tz,
         sequences,
+        tracker,
         store: store.clone(),
         metrics,
     });

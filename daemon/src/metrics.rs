@@ -46,6 +46,17 @@ pub struct FallbackLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GapLabels {
+    /// The exchange, or `other` past [`MAX_EXCHANGE_LABELS`] distinct ones.
+    pub exchange: String,
+    pub event: &'static str,
+}
+
+/// Distinct exchanges that get their own label; a client sending random
+/// exchange names cannot grow the metrics without bound.
+pub const MAX_EXCHANGE_LABELS: usize = 64;
+
 fn latency_histogram() -> Histogram {
     // 10 µs .. ~5 s: covers a pipelined Redis round trip and a stalled one.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -69,6 +80,9 @@ pub struct Metrics {
     pub pending_reconciliation: Gauge,
     pub reconciled_keys: Counter,
     pub redis_regressions: Counter,
+    pub gap_events: Family<GapLabels, Counter>,
+    /// Exchanges that have a label of their own.
+    exchanges: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -94,6 +108,7 @@ impl Metrics {
         let pending_reconciliation = Gauge::default();
         let reconciled_keys = Counter::default();
         let redis_regressions = Counter::default();
+        let gap_events = Family::<GapLabels, Counter>::default();
         registry.register(
             "requests",
             "Requests answered, by operation and outcome",
@@ -159,6 +174,11 @@ impl Metrics {
             "Times Redis answered at or below a high-water mark with nothing pending (Redis lost data)",
             redis_regressions.clone(),
         );
+        registry.register(
+            "gap_events",
+            "Gap tracker events, by exchange and event kind",
+            gap_events.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -174,6 +194,8 @@ impl Metrics {
             pending_reconciliation,
             reconciled_keys,
             redis_regressions,
+            gap_events,
+            exchanges: Default::default(),
         }
     }
 
@@ -184,6 +206,23 @@ impl Metrics {
         self.latency
             .get_or_create(&OpLabels { op })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_gap_event(&self, exchange: &str, event: &'static str) {
+        let exchange = {
+            let mut known = self.exchanges.lock().unwrap_or_else(|p| p.into_inner());
+            if known.contains(exchange) {
+                exchange.to_string()
+            } else if known.len() < MAX_EXCHANGE_LABELS {
+                known.insert(exchange.to_string());
+                exchange.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        self.gap_events
+            .get_or_create(&GapLabels { exchange, event })
+            .inc();
     }
 
     pub fn count_fallback(&self, reason: &'static str) {

@@ -13,7 +13,10 @@
 //! - an option given twice, or an unknown option, is `bad_request`;
 //! - `QUIT` answers `OK bye` and closes the connection.
 
-use crate::wire::{Conversation, DailyQuery, ErrorCode, Request, Response, WireError};
+use crate::wire::{
+    Conversation, DailyQuery, ErrorCode, GapEvent, GapResult, Request, Response, Stream,
+    StreamStats, WireError,
+};
 
 /// One parsed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,10 @@ pub const HELP_LINES: &[&str] = &[
     "CONV NEXT group <g>",
     "CONV GET private <a> <b>",
     "CONV GET group <g>",
+    "GAP CHECK <exchange> <symbol> <seq>",
+    "GAP STATS <exchange> <symbol>",
+    "GAP CLEAR <exchange> <symbol>",
+    "GAP CLEARALL",
     "HEALTH",
     "METRICS",
 ];
@@ -66,6 +73,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<TextCommand>, WireError> {
         "METRICS" => no_args(&cmd, &rest, TextCommand::Request(Request::Metrics))?,
         "DAILY" => TextCommand::Request(parse_daily(&rest)?),
         "CONV" => TextCommand::Request(parse_conv(&rest)?),
+        "GAP" => TextCommand::Request(parse_gap(&rest)?),
         _ => {
             return Err(WireError::new(
                 ErrorCode::UnknownCommand,
@@ -180,6 +188,44 @@ fn parse_conv(rest: &[&str]) -> Result<Request, WireError> {
     })
 }
 
+fn parse_gap(rest: &[&str]) -> Result<Request, WireError> {
+    const USAGE: &str =
+        "usage: GAP CHECK <exchange> <symbol> <seq> | GAP STATS|CLEAR <exchange> <symbol> | GAP CLEARALL";
+    let verb = rest.first().map(|w| w.to_ascii_uppercase());
+    let stream = |ex: &&str, sym: &&str| Stream {
+        exchange: (*ex).to_string(),
+        symbol: (*sym).to_string(),
+    };
+    match (verb.as_deref(), &rest[rest.len().min(1)..]) {
+        (Some("CHECK"), [ex, sym, seq]) => Ok(Request::GapCheck(GapEvent {
+            stream: stream(ex, sym),
+            seq: parse_u64("seq", seq)?,
+        })),
+        (Some("STATS"), [ex, sym]) => Ok(Request::GapStats(stream(ex, sym))),
+        (Some("CLEAR"), [ex, sym]) => Ok(Request::GapClear(stream(ex, sym))),
+        (Some("CLEARALL"), []) => Ok(Request::GapClearAll),
+        (Some("CHECK" | "STATS" | "CLEAR" | "CLEARALL"), _) | (None, _) => Err(bad(USAGE)),
+        (Some(other), _) => Err(WireError::new(
+            ErrorCode::UnknownCommand,
+            format!("unknown command 'GAP {}'; {USAGE}", clip(other)),
+        )),
+    }
+}
+
+/// Parses a decimal `u64`; anything else is `invalid_argument`.
+fn parse_u64(what: &str, word: &str) -> Result<u64, WireError> {
+    word.parse().map_err(|_| {
+        WireError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "{what} must be a whole number from 0 to {}, got '{}'",
+                u64::MAX,
+                clip(word)
+            ),
+        )
+    })
+}
+
 /// Formats an outcome as its reply: one line without the final `\n`, or for
 /// multi-line replies several lines ending with a line holding only `.`.
 pub fn format_reply(result: &Result<Response, WireError>) -> String {
@@ -199,6 +245,20 @@ pub fn format_reply(result: &Result<Response, WireError>) -> String {
             }
             line
         }
+        Ok(Response::Gap(r)) => format_gap(r),
+        Ok(Response::GapBatch(results)) => {
+            let mut out = String::new();
+            for r in results {
+                out.push_str(&format_gap(r));
+                out.push('\n');
+            }
+            out.push('.');
+            out
+        }
+        Ok(Response::GapStats(None)) => "OK exists=false".to_string(),
+        Ok(Response::GapStats(Some(st))) => format_stats(st),
+        Ok(Response::Done) => "OK".to_string(),
+        Ok(Response::Cleared { count }) => format!("OK cleared={count}"),
         Ok(Response::Metrics { text }) => {
             let mut out = String::with_capacity(text.len() + 2);
             for l in text.lines().filter(|l| *l != ".") {
@@ -210,6 +270,47 @@ pub fn format_reply(result: &Result<Response, WireError>) -> String {
         }
         Err(e) => format_error(e),
     }
+}
+
+fn format_gap(r: &GapResult) -> String {
+    let expected = r
+        .expected
+        .map_or_else(|| "-".to_string(), |e| e.to_string());
+    let mut line = format!(
+        "OK event={} seq={} expected={expected} gap={} source={}",
+        r.kind.as_str(),
+        r.seq,
+        r.gap,
+        r.source.as_str()
+    );
+    if let Some(filled) = r.filled {
+        line.push_str(if filled {
+            " filled=true"
+        } else {
+            " filled=false"
+        });
+    }
+    line
+}
+
+fn format_stats(st: &StreamStats) -> String {
+    let missing = if st.missing.is_empty() {
+        "-".to_string()
+    } else {
+        st.missing
+            .iter()
+            .map(|(a, b)| format!("{a}-{b}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "OK exists=true last={} gaps={} resets={} last_ts={} missing={missing} source={}",
+        st.last_seq,
+        st.gap_count,
+        st.reset_count,
+        format_rfc3339_ms(st.last_ts_ms),
+        st.source.as_str()
+    )
 }
 
 /// `ERR <code> <message>` on one line.
@@ -256,8 +357,9 @@ pub fn parse_ok_fields(line: &str) -> Option<Vec<(&str, &str)>> {
 }
 
 /// Formats a request as a text command line (without `\n`), the inverse of
-/// [`parse_line`] for the requests the text protocol carries.
-pub fn format_request(request: &Request) -> String {
+/// [`parse_line`]; `None` for requests the text protocol does not carry
+/// (batches).
+pub fn format_request(request: &Request) -> Option<String> {
     fn daily(verb: &str, q: &DailyQuery) -> String {
         let mut line = format!("DAILY {verb} {}", q.user);
         if let Some(tz) = &q.tz {
@@ -276,7 +378,7 @@ pub fn format_request(request: &Request) -> String {
             Conversation::Group { id } => format!("CONV {verb} group {id}"),
         }
     }
-    match request {
+    Some(match request {
         Request::Ping => "PING".into(),
         Request::Health => "HEALTH".into(),
         Request::Metrics => "METRICS".into(),
@@ -284,7 +386,15 @@ pub fn format_request(request: &Request) -> String {
         Request::DailyGet(q) => daily("GET", q),
         Request::ConvNext(c) => conv("NEXT", c),
         Request::ConvGet(c) => conv("GET", c),
-    }
+        Request::GapCheck(e) => format!(
+            "GAP CHECK {} {} {}",
+            e.stream.exchange, e.stream.symbol, e.seq
+        ),
+        Request::GapStats(st) => format!("GAP STATS {} {}", st.exchange, st.symbol),
+        Request::GapClear(st) => format!("GAP CLEAR {} {}", st.exchange, st.symbol),
+        Request::GapClearAll => "GAP CLEARALL".into(),
+        Request::GapBatch(_) => return None,
+    })
 }
 
 /// Formats milliseconds since the epoch as RFC 3339 in UTC

@@ -52,6 +52,16 @@ pub enum Request {
     ConvGet(Conversation),
     Health,
     Metrics,
+    /// Classify one market-data sequence number of a stream.
+    GapCheck(GapEvent),
+    /// Classify many, in order, atomically; results in the same order.
+    GapBatch(Vec<GapEvent>),
+    /// The state of one stream.
+    GapStats(Stream),
+    /// Forget one stream.
+    GapClear(Stream),
+    /// Forget every stream.
+    GapClearAll,
 }
 
 impl Request {
@@ -65,6 +75,11 @@ impl Request {
             Request::ConvGet(_) => "conv_get",
             Request::Health => "health",
             Request::Metrics => "metrics",
+            Request::GapCheck(_) => "gap_check",
+            Request::GapBatch(_) => "gap_batch",
+            Request::GapStats(_) => "gap_stats",
+            Request::GapClear(_) => "gap_clear",
+            Request::GapClearAll => "gap_clear_all",
         }
     }
 }
@@ -94,6 +109,81 @@ pub enum Conversation {
     },
 }
 
+/// A market-data stream: an exchange and a symbol.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stream {
+    pub exchange: String,
+    pub symbol: String,
+}
+
+/// One message's sequence number on a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapEvent {
+    pub stream: Stream,
+    pub seq: u64,
+}
+
+/// How a sequence number relates to its stream's state (the seed
+/// tracker's event kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GapKind {
+    Normal,
+    Gap,
+    Duplicate,
+    OutOfOrder,
+    Reset,
+}
+
+impl GapKind {
+    pub const ALL: [GapKind; 5] = [
+        GapKind::Normal,
+        GapKind::Gap,
+        GapKind::Duplicate,
+        GapKind::OutOfOrder,
+        GapKind::Reset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapKind::Normal => "normal",
+            GapKind::Gap => "gap",
+            GapKind::Duplicate => "duplicate",
+            GapKind::OutOfOrder => "out_of_order",
+            GapKind::Reset => "reset",
+        }
+    }
+}
+
+/// The classification of one [`GapEvent`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapResult {
+    pub kind: GapKind,
+    pub seq: u64,
+    /// `last + 1`; `None` for the first event of a stream.
+    pub expected: Option<u64>,
+    /// Numbers skipped (`seq - last - 1`) for a gap, 0 otherwise.
+    pub gap: u64,
+    /// For `OutOfOrder`: whether the number filled a hole a gap left open
+    /// (`Some(true)`) or had been seen or was older than what is tracked
+    /// (`Some(false)`). `None` for the other kinds.
+    pub filled: Option<bool>,
+    pub source: Source,
+}
+
+/// What is known about a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStats {
+    pub last_seq: u64,
+    /// When the stream's state last changed, as milliseconds since the epoch.
+    pub last_ts_ms: i64,
+    pub gap_count: u64,
+    pub reset_count: u64,
+    /// Ranges `(first, last)` still missing, oldest first (bounded: the
+    /// latest ones are kept).
+    pub missing: Vec<(u64, u64)>,
+    pub source: Source,
+}
+
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -115,6 +205,16 @@ pub enum Response {
     /// Prometheus text exposition.
     Metrics {
         text: String,
+    },
+    Gap(GapResult),
+    GapBatch(Vec<GapResult>),
+    /// `None` when the stream has no state.
+    GapStats(Option<StreamStats>),
+    /// Done; nothing to report (`OK`).
+    Done,
+    /// How many items a bulk clear removed.
+    Cleared {
+        count: u64,
     },
 }
 

@@ -88,6 +88,41 @@ fn vectors() -> Vec<(&'static str, Msg)> {
             }),
         ),
         (
+            "gap_check",
+            C(ClientMessage::Request {
+                id: 13,
+                request: Request::GapCheck(gap_event("x", "BTC", 5)),
+            }),
+        ),
+        (
+            "gap_batch",
+            C(ClientMessage::Request {
+                id: 14,
+                request: Request::GapBatch(vec![gap_event("x", "A", 1), gap_event("x", "A", 3)]),
+            }),
+        ),
+        (
+            "gap_stats",
+            C(ClientMessage::Request {
+                id: 15,
+                request: Request::GapStats(stream("x", "A")),
+            }),
+        ),
+        (
+            "gap_clear",
+            C(ClientMessage::Request {
+                id: 16,
+                request: Request::GapClear(stream("x", "A")),
+            }),
+        ),
+        (
+            "gap_clear_all",
+            C(ClientMessage::Request {
+                id: 17,
+                request: Request::GapClearAll,
+            }),
+        ),
+        (
             "server_hello",
             S(ServerMessage::Hello {
                 version: 1,
@@ -148,12 +183,89 @@ fn vectors() -> Vec<(&'static str, Msg)> {
             }),
         ),
         (
+            "gap_reply",
+            S(ServerMessage::Response {
+                id: 13,
+                result: Ok(Response::Gap(GapResult {
+                    kind: GapKind::Gap,
+                    seq: 105,
+                    expected: Some(101),
+                    gap: 4,
+                    filled: None,
+                    source: Source::Redis,
+                })),
+            }),
+        ),
+        (
+            "gap_out_of_order_reply",
+            S(ServerMessage::Response {
+                id: 13,
+                result: Ok(Response::Gap(GapResult {
+                    kind: GapKind::OutOfOrder,
+                    seq: 102,
+                    expected: Some(106),
+                    gap: 0,
+                    filled: Some(true),
+                    source: Source::Local,
+                })),
+            }),
+        ),
+        (
+            "gap_stats_reply",
+            S(ServerMessage::Response {
+                id: 15,
+                result: Ok(Response::GapStats(Some(StreamStats {
+                    last_seq: 105,
+                    last_ts_ms: 1_767_724_199_000,
+                    gap_count: 1,
+                    reset_count: 0,
+                    missing: vec![(101, 104)],
+                    source: Source::Redis,
+                }))),
+            }),
+        ),
+        (
+            "gap_stats_none",
+            S(ServerMessage::Response {
+                id: 15,
+                result: Ok(Response::GapStats(None)),
+            }),
+        ),
+        (
+            "done",
+            S(ServerMessage::Response {
+                id: 16,
+                result: Ok(Response::Done),
+            }),
+        ),
+        (
+            "cleared",
+            S(ServerMessage::Response {
+                id: 17,
+                result: Ok(Response::Cleared { count: 3 }),
+            }),
+        ),
+        (
             "fatal_version_mismatch",
             S(ServerMessage::Error {
                 error: WireError::new(ErrorCode::VersionMismatch, "v"),
             }),
         ),
     ]
+}
+
+fn stream(exchange: &str, symbol: &str) -> Stream {
+    Stream {
+        exchange: exchange.into(),
+        symbol: symbol.into(),
+    }
+}
+
+fn gap_event(exchange: &str, symbol: &str, seq: u64) -> GapEvent {
+    GapEvent {
+        stream: stream(exchange, symbol),
+        seq,
+    }
 }
 
 fn encode(m: &Msg) -> Vec<u8> {

@@ -32,6 +32,18 @@ fn conversation() -> impl Strategy<Value = Conversation> {
     ]
 }
 
+fn gap_event() -> impl Strategy<Value = GapEvent> {
+    (
+        "[A-Za-z0-9_.-]{1,16}",
+        "[A-Za-z0-9_./-]{1,16}",
+        any::<u64>(),
+    )
+        .prop_map(|(exchange, symbol, seq)| GapEvent {
+            stream: Stream { exchange, symbol },
+            seq,
+        })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Ping),
@@ -41,7 +53,31 @@ fn request() -> impl Strategy<Value = Request> {
         daily_query().prop_map(Request::DailyGet),
         conversation().prop_map(Request::ConvNext),
         conversation().prop_map(Request::ConvGet),
+        gap_event().prop_map(Request::GapCheck),
+        proptest::collection::vec(gap_event(), 0..5).prop_map(Request::GapBatch),
+        gap_event().prop_map(|e| Request::GapStats(e.stream)),
+        gap_event().prop_map(|e| Request::GapClear(e.stream)),
+        Just(Request::GapClearAll),
     ]
+}
+
+fn gap_result() -> impl Strategy<Value = GapResult> {
+    (
+        proptest::sample::select(GapKind::ALL.to_vec()),
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+        any::<u64>(),
+        proptest::option::of(any::<bool>()),
+        source(),
+    )
+        .prop_map(|(kind, seq, expected, gap, filled, source)| GapResult {
+            kind,
+            seq,
+            expected,
+            gap,
+            filled,
+            source,
+        })
 }
 
 fn source() -> impl Strategy<Value = Source> {
@@ -60,6 +96,28 @@ fn response() -> impl Strategy<Value = Result<Response, WireError>> {
         proptest::collection::vec(("[a-z_]{1,12}", ".{0,20}"), 0..5)
             .prop_map(|fields| Ok(Response::Health { fields })),
         ".{0,200}".prop_map(|text| Ok(Response::Metrics { text })),
+        gap_result().prop_map(|r| Ok(Response::Gap(r))),
+        proptest::collection::vec(gap_result(), 0..4).prop_map(|r| Ok(Response::GapBatch(r))),
+        Just(Ok(Response::GapStats(None))),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec((any::<u64>(), any::<u64>()), 0..4),
+            source()
+        )
+            .prop_map(|(last_seq, gap_count, reset_count, missing, source)| Ok(
+                Response::GapStats(Some(StreamStats {
+                    last_seq,
+                    last_ts_ms: 1_767_724_199_000,
+                    gap_count,
+                    reset_count,
+                    missing,
+                    source,
+                }))
+            )),
+        Just(Ok(Response::Done)),
+        any::<u64>().prop_map(|count| Ok(Response::Cleared { count })),
         (proptest::sample::select(ErrorCode::ALL.to_vec()), ".{0,40}")
             .prop_map(|(code, message)| Err(WireError::new(code, message))),
     ]
@@ -100,7 +158,9 @@ proptest! {
 
     #[test]
     fn text_requests_round_trip(req in request()) {
-        let line = format_request(&req);
+        let Some(line) = format_request(&req) else {
+            return Ok(()); // batches have no text form
+        };
         prop_assert_eq!(parse_line(line.as_bytes()).unwrap(), Some(TextCommand::Request(req.clone())));
         // Command words are case-insensitive, CRLF is accepted.
         let lower = format!("{}\r", lower_command_words(&line));
@@ -111,7 +171,9 @@ proptest! {
     fn text_replies_are_single_lines_or_dot_terminated(r in response()) {
         let reply = format_reply(&r);
         match &r {
-            Ok(Response::Metrics { .. }) => prop_assert!(reply == "." || reply.ends_with("\n.")),
+            Ok(Response::Metrics { .. }) | Ok(Response::GapBatch(_)) => {
+                prop_assert!(reply == "." || reply.ends_with("\n."))
+            }
             _ => {
                 prop_assert!(!reply.contains('\n') && !reply.contains('\r'), "{:?}", reply);
                 prop_assert!(reply.starts_with("OK") || reply.starts_with("ERR "));

@@ -14,6 +14,7 @@ pub mod link;
 pub mod local;
 pub mod redis;
 pub mod store;
+pub mod tracker;
 
 use crate::capabilities::sequences::SeqKey;
 use crate::error::Error;

@@ -22,6 +22,7 @@
 //!   (group commit): N concurrent requests cost one commit, not N.
 //! - Expired marks are pruned from disk and memory by [`Store::prune`].
 
+use crate::capabilities::tracker::{decode_missing, encode_missing, StreamState, STREAM_TTL_SECS};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -193,6 +194,31 @@ enum Op {
     Flush {
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Gap-tracker stream states to write.
+    SaveStreams {
+        rows: Vec<StreamRow>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Streams to forget; `None` = all.
+    DeleteStreams {
+        keys: Option<Vec<String>>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Streams now in Redis: clear `dirty` where the state is unchanged
+    /// (same `last_ts`).
+    StreamsSynced {
+        keys: Vec<(String, i64)>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// A gap-tracker stream as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRow {
+    pub key: String,
+    pub state: StreamState,
+    /// Changed while Redis could not be reached: to be written to Redis.
+    pub dirty: bool,
 }
 
 #[derive(Default)]
@@ -251,6 +277,15 @@ impl Store {
                  expires_at INTEGER,
                  dirty INTEGER NOT NULL DEFAULT 0,
                  ttl INTEGER
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS streams (
+                 key TEXT PRIMARY KEY,
+                 last_seq INTEGER NOT NULL,
+                 last_ts INTEGER NOT NULL,
+                 gap_count INTEGER NOT NULL,
+                 reset_count INTEGER NOT NULL,
+                 missing TEXT NOT NULL,
+                 dirty INTEGER NOT NULL DEFAULT 0
              ) WITHOUT ROWID;",
         )?;
         let mut marks = Marks::default();
@@ -464,6 +499,50 @@ impl Store {
         }
     }
 
+    /// Writes gap-tracker stream states, durable before it returns.
+    pub async fn save_streams(&self, rows: Vec<StreamRow>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::SaveStreams { rows, done }, wait).await
+    }
+
+    /// Forgets streams (`None`: all of them).
+    pub async fn delete_streams(&self, keys: Option<Vec<String>>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::DeleteStreams { keys, done }, wait).await
+    }
+
+    /// Marks streams as written to Redis, unless they changed since
+    /// (`last_ts` differs).
+    pub async fn streams_synced(&self, keys: Vec<(String, i64)>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::StreamsSynced { keys, done }, wait).await
+    }
+
+    /// Reads every stream updated within the TTL before `now_ms` (at
+    /// start; blocking, on its own connection).
+    pub fn load_streams(dir: &Path, now_ms: i64) -> Result<Vec<StreamRow>, StoreError> {
+        let conn = Connection::open(dir.join("seqd.db"))?;
+        let mut stmt = conn.prepare(
+            "SELECT key, last_seq, last_ts, gap_count, reset_count, missing, dirty
+             FROM streams WHERE last_ts > ?1",
+        )?;
+        let since = now_ms - STREAM_TTL_SECS as i64 * 1000;
+        let rows = stmt.query_map([since], |r| {
+            Ok(StreamRow {
+                key: r.get(0)?,
+                state: StreamState {
+                    last_seq: r.get::<_, i64>(1)? as u64,
+                    last_ts_ms: r.get(2)?,
+                    gap_count: r.get::<_, i64>(3)? as u64,
+                    reset_count: r.get::<_, i64>(4)? as u64,
+                    missing: decode_missing(&r.get::<_, String>(5)?),
+                },
+                dirty: r.get::<_, i64>(6)? != 0,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Drops marks that expired before `now`, on disk and in memory.
     /// Returns how many rows were deleted on disk.
     pub async fn prune(&self, now: i64) -> Result<usize, StoreError> {
@@ -516,7 +595,12 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
         }
         for op in batch.drain(..) {
             match op {
-                Op::Raise { done, .. } | Op::Reconciled { done, .. } | Op::Flush { done } => {
+                Op::Raise { done, .. }
+                | Op::Reconciled { done, .. }
+                | Op::Flush { done }
+                | Op::SaveStreams { done, .. }
+                | Op::DeleteStreams { done, .. }
+                | Op::StreamsSynced { done, .. } => {
                     let _ = done.send(result.clone().map(|_| ()));
                 }
                 Op::Prune { done, .. } => {
@@ -525,6 +609,30 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
             }
         }
     }
+}
+
+fn save_streams(tx: &rusqlite::Transaction<'_>, rows: &[StreamRow]) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO streams (key, last_seq, last_ts, gap_count, reset_count, missing, dirty)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(key) DO UPDATE SET
+             last_seq = excluded.last_seq, last_ts = excluded.last_ts,
+             gap_count = excluded.gap_count, reset_count = excluded.reset_count,
+             missing = excluded.missing, dirty = max(dirty, excluded.dirty)",
+    )?;
+    for r in rows {
+        let st = &r.state;
+        upsert.execute(params![
+            r.key,
+            st.last_seq as i64,
+            st.last_ts_ms,
+            st.gap_count as i64,
+            st.reset_count as i64,
+            encode_missing(&st.missing),
+            r.dirty as i64
+        ])?;
+    }
+    Ok(())
 }
 
 /// What one batch writes for a key: the highest value, the latest expiry,
@@ -574,6 +682,7 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
                     .or_insert(row);
             }
             Op::Reconciled { key, value, .. } => reconciled.push((key, *value)),
+            Op::SaveStreams { .. } | Op::DeleteStreams { .. } | Op::StreamsSynced { .. } => {}
             Op::Prune { now, .. } => prune_before = Some(*now),
             Op::Flush { .. } => {}
         }
@@ -607,11 +716,43 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
             clean.execute(params![key, *value as i64])?;
         }
     }
+    // Stream operations keep their order: a delete after a save wins.
+    for op in batch {
+        match op {
+            Op::SaveStreams { rows, .. } => save_streams(&tx, rows)?,
+            Op::DeleteStreams { keys: None, .. } => {
+                tx.execute("DELETE FROM streams", [])?;
+            }
+            Op::DeleteStreams {
+                keys: Some(keys), ..
+            } => {
+                let mut del = tx.prepare_cached("DELETE FROM streams WHERE key = ?1")?;
+                for k in keys {
+                    del.execute([k])?;
+                }
+            }
+            Op::StreamsSynced { keys, .. } => {
+                let mut clean = tx.prepare_cached(
+                    "UPDATE streams SET dirty = 0 WHERE key = ?1 AND last_ts = ?2",
+                )?;
+                for (k, ts) in keys {
+                    clean.execute(params![k, ts])?;
+                }
+            }
+            _ => {}
+        }
+    }
     let pruned = match prune_before {
-        Some(now) => tx.execute(
-            "DELETE FROM marks WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-            [now],
-        )?,
+        Some(now) => {
+            tx.execute(
+                "DELETE FROM streams WHERE last_ts <= ?1",
+                [(now - STREAM_TTL_SECS as i64) * 1000],
+            )?;
+            tx.execute(
+                "DELETE FROM marks WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [now],
+            )?
+        }
         None => 0,
     };
     tx.commit()?;

@@ -1,0 +1,688 @@
+//! Gap tracking backends: where stream states live.
+//!
+//! [`Tracker`] is the interface the dispatcher uses; [`LocalTracker`]
+//! (local mode: memory backed by the SQLite store) and [`RedisTracker`]
+//! (Redis mode: the hash `k2:seq:{exchange}:{symbol}`, with the local
+//! tracker answering while Redis cannot) implement it.
+//!
+//! # What it guarantees
+//!
+//! - A batch is classified in the order given, with results identical to
+//!   checking its events one by one, also when a stream repeats in it: the
+//!   same pure function ([`crate::capabilities::tracker::check`]) runs in
+//!   memory, and its Lua twin runs in Redis over the whole batch in one
+//!   atomic script, so two consumers racing on one stream can never both
+//!   see `normal`.
+//! - Local state is committed to SQLite before the reply (it survives a
+//!   restart). Streams changed while Redis was unreachable are written to
+//!   Redis on recovery, unless Redis has moved further (never backwards).
+
+use super::link::{LinkError, Recovery, RedisLink};
+use super::store::{Store, StreamRow};
+use crate::capabilities::tracker::{
+    self, decode_missing, Outcome, StreamState, MAX_MISSING_RANGES, STREAM_TTL_SECS,
+};
+use crate::error::{Error, RedisFailure};
+use crate::metrics::Metrics;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use seqd_protocol::{GapKind, GapResult, Source, StreamStats};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A validated event: the stream's key and names, and the number.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub key: String,
+    pub exchange: String,
+    pub symbol: String,
+    pub seq: u64,
+}
+
+/// Stream state storage.
+pub trait Tracker: Send + Sync {
+    /// Classifies `events` in order, atomically.
+    fn check<'a>(&'a self, events: &'a [Checked]) -> BoxFuture<'a, Result<Vec<GapResult>, Error>>;
+    fn stats<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<StreamStats>, Error>>;
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+    /// Forgets every stream; returns how many were removed.
+    fn clear_all(&self) -> BoxFuture<'_, Result<u64, Error>>;
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn result(o: Outcome, seq: u64, source: Source) -> GapResult {
+    GapResult {
+        kind: o.kind,
+        seq,
+        expected: o.expected,
+        gap: o.gap,
+        filled: o.filled,
+        source,
+    }
+}
+
+fn stats_of(st: &StreamState, source: Source) -> StreamStats {
+    StreamStats {
+        last_seq: st.last_seq,
+        last_ts_ms: st.last_ts_ms,
+        gap_count: st.gap_count,
+        reset_count: st.reset_count,
+        missing: st.missing.clone(),
+        source,
+    }
+}
+
+/// Stream states in memory, bounded, optionally persisted.
+struct Streams {
+    /// `(state, dirty)`; a `std::sync::Mutex`: nothing awaits under it.
+    map: Mutex<HashMap<String, (StreamState, bool)>>,
+    max_streams: usize,
+}
+
+impl Streams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (StreamState, bool)>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Classifies `events` against memory; returns outcomes and the final
+    /// state of every stream touched. Refuses the whole batch, changing
+    /// nothing, if it would add streams beyond the limit.
+    fn apply(
+        &self,
+        events: &[Checked],
+        dirty: bool,
+    ) -> Result<(Vec<Outcome>, Vec<StreamRow>), Error> {
+        let now = now_ms();
+        let mut map = self.lock();
+        let new_streams = {
+            let mut seen: Vec<&str> = events
+                .iter()
+                .map(|e| e.key.as_str())
+                .filter(|k| !map.contains_key(*k))
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len()
+        };
+        if map.len() + new_streams > self.max_streams {
+            return Err(Error::Unavailable(format!(
+                "the local gap tracker holds its limit of {} streams",
+                self.max_streams
+            )));
+        }
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut touched: Vec<&str> = Vec::new();
+        for e in events {
+            let entry = map.remove(&e.key);
+            let was_dirty = entry.as_ref().is_some_and(|(_, d)| *d);
+            let mut state = entry.map(|(s, _)| s);
+            outcomes.push(tracker::check(&mut state, e.seq, now));
+            map.insert(
+                e.key.clone(),
+                (
+                    state.expect("check always leaves a state"),
+                    was_dirty || dirty,
+                ),
+            );
+            touched.push(&e.key);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let rows = touched
+            .into_iter()
+            .map(|k| {
+                let (state, dirty) = &map[k];
+                StreamRow {
+                    key: k.to_string(),
+                    state: state.clone(),
+                    dirty: *dirty,
+                }
+            })
+            .collect();
+        Ok((outcomes, rows))
+    }
+
+    /// Takes Redis's word for streams (Redis mode mirror), if there is room.
+    fn mirror(&self, rows: Vec<(String, StreamState)>) {
+        let mut map = self.lock();
+        for (k, st) in rows {
+            if map.len() < self.max_streams || map.contains_key(&k) {
+                map.insert(k, (st, false));
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<StreamState> {
+        self.lock().get(key).map(|(s, _)| s.clone())
+    }
+
+    fn remove(&self, key: &str) -> bool {
+        self.lock().remove(key).is_some()
+    }
+
+    fn clear(&self) -> usize {
+        let mut map = self.lock();
+        let n = map.len();
+        map.clear();
+        n
+    }
+
+    fn dirty(&self) -> Vec<(String, StreamState)> {
+        self.lock()
+            .iter()
+            .filter(|(_, (_, d))| *d)
+            .map(|(k, (s, _))| (k.clone(), s.clone()))
+            .collect()
+    }
+
+    fn dirty_count(&self) -> usize {
+        self.lock().values().filter(|(_, d)| *d).count()
+    }
+
+    /// Clears `dirty` for streams whose state is still the one synced.
+    fn synced(&self, done: &[(String, i64)]) {
+        let mut map = self.lock();
+        for (k, ts) in done {
+            if let Some((s, d)) = map.get_mut(k) {
+                if s.last_ts_ms == *ts {
+                    *d = false;
+                }
+            }
+        }
+    }
+}
+
+/// Local mode: stream states in memory, committed to SQLite before each
+/// reply.
+pub struct LocalTracker {
+    streams: Streams,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+impl LocalTracker {
+    /// `loaded` is what the store held at start.
+    pub fn new(
+        store: Store,
+        loaded: Vec<StreamRow>,
+        max_streams: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let map = loaded
+            .into_iter()
+            .map(|r| (r.key, (r.state, r.dirty)))
+            .collect();
+        LocalTracker {
+            streams: Streams {
+                map: Mutex::new(map),
+                max_streams,
+            },
+            store,
+            metrics,
+        }
+    }
+
+    /// Classifies from memory and persists; `dirty` marks the streams for
+    /// writing to Redis later (Redis mode fallback).
+    async fn check_local(&self, events: &[Checked], dirty: bool) -> Result<Vec<GapResult>, Error> {
+        let (outcomes, rows) = self.streams.apply(events, dirty)?;
+        self.store.save_streams(rows).await?;
+        let results = events
+            .iter()
+            .zip(outcomes)
+            .map(|(e, o)| {
+                observe(&self.metrics, e, &o);
+                result(o, e.seq, Source::Local)
+            })
+            .collect();
+        Ok(results)
+    }
+
+    fn stats_local(&self, key: &str) -> Option<StreamStats> {
+        self.streams.get(key).map(|s| stats_of(&s, Source::Local))
+    }
+
+    async fn clear_local(&self, key: &str) -> Result<bool, Error> {
+        let existed = self.streams.remove(key);
+        self.store
+            .delete_streams(Some(vec![key.to_string()]))
+            .await?;
+        Ok(existed)
+    }
+
+    async fn clear_all_local(&self) -> Result<u64, Error> {
+        let n = self.streams.clear();
+        self.store.delete_streams(None).await?;
+        Ok(n as u64)
+    }
+}
+
+/// Counts an event and logs gaps by size (10 / 100 / 1000: info / warn /
+/// error).
+fn observe(metrics: &Metrics, e: &Checked, o: &Outcome) {
+    metrics.count_gap_event(&e.exchange, o.kind.as_str());
+    if o.kind != GapKind::Gap || o.gap < tracker::GAP_LOG_INFO {
+        return;
+    }
+    let expected = o.expected.unwrap_or(0);
+    let (ex, sym, actual, gap) = (&e.exchange, &e.symbol, e.seq, o.gap);
+    if gap >= tracker::GAP_LOG_ERROR {
+        tracing::error!(exchange = %ex, symbol = %sym, expected, actual, gap, "critical sequence gap");
+    } else if gap >= tracker::GAP_LOG_WARN {
+        tracing::warn!(exchange = %ex, symbol = %sym, expected, actual, gap, "large sequence gap");
+    } else {
+        tracing::info!(exchange = %ex, symbol = %sym, expected, actual, gap, "sequence gap");
+    }
+}
+
+impl Tracker for LocalTracker {
+    fn check<'a>(&'a self, events: &'a [Checked]) -> BoxFuture<'a, Result<Vec<GapResult>, Error>> {
+        self.check_local(events, false).boxed()
+    }
+
+    fn stats<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<StreamStats>, Error>> {
+        let s = self.stats_local(key);
+        async move { Ok(s) }.boxed()
+    }
+
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        async move { self.clear_local(key).await.map(|_| ()) }.boxed()
+    }
+
+    fn clear_all(&self) -> BoxFuture<'_, Result<u64, Error>> {
+        self.clear_all_local().boxed()
+    }
+}
+
+/// Classifies a batch in Redis, in order, atomically. The Lua twin of
+/// `capabilities::tracker::check`.
+///
+/// KEYS = the distinct stream keys of the batch. ARGV[1] = TTL seconds,
+/// ARGV[2] = now (ms), ARGV[3] = missing ranges kept, then for each event
+/// its key's index in KEYS and its number. Returns `{results, states}`:
+/// four integers per event (kind 0..4 = normal, gap, duplicate,
+/// out_of_order, reset; expected or -1; gap; filled 1/0 or -1) and, per
+/// key, `last_seq, gap_count, reset_count, missing, last_ts` as strings.
+/// Numbers are written with `%d`: Lua's default formatting would turn
+/// large ones into `1e+15`.
+const CHECK_SCRIPT: &str = r#"
+local ttl = tonumber(ARGV[1])
+local now = ARGV[2]
+local maxr = tonumber(ARGV[3])
+local states = {}
+local function load(i)
+  local st = states[i]
+  if st then return st end
+  local h = redis.call('HMGET', KEYS[i], 'last_seq', 'gap_count', 'reset_count', 'missing', 'last_ts')
+  st = {exists = false, missing = {}, dirty = false}
+  if h[1] then
+    st.exists = true
+    st.last = tonumber(h[1])
+    st.gaps = tonumber(h[2] or '0') or 0
+    st.resets = tonumber(h[3] or '0') or 0
+    st.ts = h[5] or now
+    if h[4] then
+      for a, b in string.gmatch(h[4], '(%d+)-(%d+)') do
+        st.missing[#st.missing + 1] = {tonumber(a), tonumber(b)}
+      end
+    end
+  end
+  states[i] = st
+  return st
+end
+local out = {}
+for j = 4, #ARGV, 2 do
+  local st = load(tonumber(ARGV[j]))
+  local seq = tonumber(ARGV[j + 1])
+  local kind, expected, gap, filled = 0, -1, 0, -1
+  if not st.exists then
+    st.exists = true; st.last = seq; st.gaps = 0; st.resets = 0; st.ts = now; st.dirty = true
+  else
+    local last = st.last
+    expected = last + 1
+    if seq == expected then
+      st.last = seq; st.ts = now; st.dirty = true
+    elseif seq > expected then
+      kind = 1; gap = seq - expected
+      st.last = seq; st.ts = now; st.gaps = st.gaps + 1; st.dirty = true
+      st.missing[#st.missing + 1] = {expected, seq - 1}
+      if #st.missing > maxr then table.remove(st.missing, 1) end
+    elseif seq == last then
+      kind = 2
+    elseif 2 * seq < last then
+      kind = 4
+      st.last = seq; st.ts = now; st.gaps = 0; st.resets = st.resets + 1; st.missing = {}; st.dirty = true
+    else
+      kind = 3; filled = 0
+      for r = 1, #st.missing do
+        local a, b = st.missing[r][1], st.missing[r][2]
+        if a <= seq and seq <= b then
+          filled = 1; st.ts = now; st.dirty = true
+          if a == b then
+            table.remove(st.missing, r)
+          elseif seq == a then
+            st.missing[r][1] = seq + 1
+          elseif seq == b then
+            st.missing[r][2] = seq - 1
+          else
+            st.missing[r][2] = seq - 1
+            table.insert(st.missing, r + 1, {seq + 1, b})
+            if #st.missing > maxr then table.remove(st.missing, 1) end
+          end
+          break
+        end
+      end
+    end
+  end
+  out[#out + 1] = kind; out[#out + 1] = expected; out[#out + 1] = gap; out[#out + 1] = filled
+end
+local finals = {}
+for i = 1, #KEYS do
+  local st = states[i]
+  local parts = {}
+  for r = 1, #st.missing do
+    parts[#parts + 1] = string.format('%d-%d', st.missing[r][1], st.missing[r][2])
+  end
+  local enc = table.concat(parts, ',')
+  local last = string.format('%d', st.last)
+  if st.dirty then
+    redis.call('HSET', KEYS[i], 'last_seq', last, 'last_ts', st.ts,
+      'gap_count', string.format('%d', st.gaps), 'reset_count', string.format('%d', st.resets), 'missing', enc)
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+  finals[#finals + 1] = last
+  finals[#finals + 1] = string.format('%d', st.gaps)
+  finals[#finals + 1] = string.format('%d', st.resets)
+  finals[#finals + 1] = enc
+  finals[#finals + 1] = tostring(st.ts)
+end
+return {out, finals}
+"#;
+
+/// Writes a stream state unless Redis's stream is further along.
+///
+/// KEYS[1] = stream; ARGV = last_seq, last_ts, gap_count, reset_count,
+/// missing, TTL. Returns 1 when written.
+const SYNC_SCRIPT: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'last_seq')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'last_seq', ARGV[1], 'last_ts', ARGV[2], 'gap_count', ARGV[3],
+  'reset_count', ARGV[4], 'missing', ARGV[5])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+return 1
+"#;
+
+/// Streams scanned per `SCAN` step of a clear-all.
+const SCAN_COUNT: usize = 1000;
+
+/// Redis mode: stream states in Redis; the local tracker (kept as a mirror
+/// of what Redis answered) takes over while Redis cannot answer.
+pub struct RedisTracker {
+    link: Arc<RedisLink>,
+    check_script: redis::Script,
+    sync_script: redis::Script,
+    local: LocalTracker,
+}
+
+impl RedisTracker {
+    pub fn new(link: Arc<RedisLink>, local: LocalTracker) -> Self {
+        RedisTracker {
+            link,
+            check_script: redis::Script::new(CHECK_SCRIPT),
+            sync_script: redis::Script::new(SYNC_SCRIPT),
+            local,
+        }
+    }
+
+    async fn check_redis(&self, events: &[Checked]) -> Result<Vec<GapResult>, LinkError> {
+        let mut keys: Vec<&str> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut invocation = self.check_script.prepare_invoke();
+        invocation
+            .arg(STREAM_TTL_SECS)
+            .arg(now_ms())
+            .arg(MAX_MISSING_RANGES);
+        for e in events {
+            let i = *index.entry(e.key.as_str()).or_insert_with(|| {
+                keys.push(e.key.as_str());
+                keys.len()
+            });
+            invocation.arg(i).arg(e.seq);
+        }
+        for k in &keys {
+            invocation.key(*k);
+        }
+        let invocation = &invocation;
+        let (flat, finals): (Vec<i64>, Vec<String>) = self
+            .link
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        if flat.len() != events.len() * 4 || finals.len() != keys.len() * 5 {
+            return Err(LinkError::Failed(RedisFailure::Logic(
+                "gap script returned an unexpected shape".into(),
+            )));
+        }
+        let states = keys
+            .iter()
+            .zip(finals.chunks(5))
+            .map(|(k, f)| {
+                let st = StreamState {
+                    last_seq: f[0].parse().unwrap_or(0),
+                    gap_count: f[1].parse().unwrap_or(0),
+                    reset_count: f[2].parse().unwrap_or(0),
+                    missing: decode_missing(&f[3]),
+                    last_ts_ms: f[4].parse().unwrap_or(0),
+                };
+                (k.to_string(), st)
+            })
+            .collect();
+        self.local.streams.mirror(states);
+        let kinds = [
+            GapKind::Normal,
+            GapKind::Gap,
+            GapKind::Duplicate,
+            GapKind::OutOfOrder,
+            GapKind::Reset,
+        ];
+        let results = events
+            .iter()
+            .zip(flat.chunks(4))
+            .map(|(e, r)| {
+                let o = Outcome {
+                    kind: kinds[r[0].clamp(0, 4) as usize],
+                    expected: (r[1] >= 0).then_some(r[1] as u64),
+                    gap: r[2].max(0) as u64,
+                    filled: (r[3] >= 0).then_some(r[3] == 1),
+                };
+                observe(&self.local.metrics, e, &o);
+                result(o, e.seq, Source::Redis)
+            })
+            .collect();
+        Ok(results)
+    }
+
+    async fn stats_redis(&self, key: &str) -> Result<Option<StreamStats>, LinkError> {
+        let h: HashMap<String, String> = self
+            .link
+            .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await?;
+        let Some(last) = h.get("last_seq") else {
+            return Ok(None);
+        };
+        let num = |f: &str| h.get(f).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+        Ok(Some(StreamStats {
+            last_seq: last.parse().unwrap_or(0),
+            last_ts_ms: h.get("last_ts").and_then(|v| v.parse().ok()).unwrap_or(0),
+            gap_count: num("gap_count"),
+            reset_count: num("reset_count"),
+            missing: h
+                .get("missing")
+                .map(|m| decode_missing(m))
+                .unwrap_or_default(),
+            source: Source::Redis,
+        }))
+    }
+
+    /// `SCAN` + `UNLINK` over `k2:seq:*`, never `KEYS`.
+    async fn clear_all_redis(&self) -> Result<u64, LinkError> {
+        let mut cursor: u64 = 0;
+        let mut removed = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .link
+                .call(|mut c| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg("k2:seq:*")
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            if !keys.is_empty() {
+                let keys = &keys;
+                let n: u64 = self
+                    .link
+                    .call(|mut c| async move {
+                        redis::cmd("UNLINK").arg(keys).query_async(&mut c).await
+                    })
+                    .await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Writes streams changed during an outage to Redis (never moving a
+    /// stream backwards).
+    async fn sync(&self, link: &RedisLink) -> Result<(), RedisFailure> {
+        let dirty = self.local.streams.dirty();
+        let mut done = Vec::with_capacity(dirty.len());
+        for (key, st) in &dirty {
+            let script = &self.sync_script;
+            let written: u64 = link
+                .call_recovering(|mut c| async move {
+                    script
+                        .key(key)
+                        .arg(st.last_seq)
+                        .arg(st.last_ts_ms)
+                        .arg(st.gap_count)
+                        .arg(st.reset_count)
+                        .arg(tracker::encode_missing(&st.missing))
+                        .arg(STREAM_TTL_SECS)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            if written == 0 {
+                tracing::info!(stream = %key, "Redis moved past the local state during the outage; kept Redis's");
+            }
+            done.push((key.clone(), st.last_ts_ms));
+        }
+        if !done.is_empty() {
+            self.local.streams.synced(&done);
+            if let Err(e) = self.local.store.streams_synced(done).await {
+                tracing::warn!(error = %e, "cannot record synced streams");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Logic errors fail the request; unavailability falls back.
+fn unavailable(e: LinkError) -> Result<(), Error> {
+    match e {
+        e if e.is_unavailable() => Ok(()),
+        LinkError::Failed(f) => Err(Error::Redis(f)),
+        LinkError::BreakerOpen(_) => Ok(()),
+    }
+}
+
+impl Tracker for RedisTracker {
+    fn check<'a>(&'a self, events: &'a [Checked]) -> BoxFuture<'a, Result<Vec<GapResult>, Error>> {
+        async move {
+            match self.check_redis(events).await {
+                Ok(r) => return Ok(r),
+                Err(e) => unavailable(e)?,
+            }
+            let results = self.local.check_local(events, true).await?;
+            self.local.metrics.count_fallback("tracker");
+            self.link.wake();
+            Ok(results)
+        }
+        .boxed()
+    }
+
+    fn stats<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<StreamStats>, Error>> {
+        async move {
+            match self.stats_redis(key).await {
+                Ok(s) => return Ok(s),
+                Err(e) => unavailable(e)?,
+            }
+            Ok(self.local.stats_local(key))
+        }
+        .boxed()
+    }
+
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        async move {
+            // Redis first: a clear that could not reach Redis must say so,
+            // or the stream would come back when Redis does.
+            self.link
+                .call(|mut c| async move {
+                    redis::cmd("UNLINK")
+                        .arg(key)
+                        .query_async::<u64>(&mut c)
+                        .await
+                })
+                .await
+                .map_err(link_error)?;
+            self.local.clear_local(key).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn clear_all(&self) -> BoxFuture<'_, Result<u64, Error>> {
+        async move {
+            let n = self.clear_all_redis().await.map_err(link_error)?;
+            self.local.clear_all_local().await?;
+            Ok(n)
+        }
+        .boxed()
+    }
+}
+
+fn link_error(e: LinkError) -> Error {
+    match e {
+        LinkError::Failed(f) => Error::Redis(f),
+        LinkError::BreakerOpen(state) => {
+            Error::Unavailable(format!("Redis circuit breaker is {state}"))
+        }
+    }
+}
+
+/// Writing streams changed during an outage, as a recovery step.
+impl Recovery for RedisTracker {
+    fn name(&self) -> &'static str {
+        "gap tracker sync"
+    }
+
+    fn pending(&self) -> usize {
+        self.local.streams.dirty_count()
+    }
+
+    fn recover<'a>(&'a self, link: &'a RedisLink) -> BoxFuture<'a, Result<(), RedisFailure>> {
+        self.sync(link).boxed()
+    }
+}
