@@ -21,8 +21,8 @@
 
 use seqd_protocol::codec::{self, FrameError};
 use seqd_protocol::{
-    ClientMessage, Conversation, DailyQuery, Request, Response, ServerMessage, Source, WireError,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ClientMessage, Conversation, DailyQuery, GapEvent, GapResult, Request, Response, ServerMessage,
+    Source, Stream, StreamStats, WireError, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
@@ -300,6 +300,55 @@ impl Client {
         }
     }
 
+    /// Classifies one market-data sequence number of `exchange`/`symbol`.
+    pub fn gap_check(
+        &mut self,
+        exchange: &str,
+        symbol: &str,
+        seq: u64,
+    ) -> Result<GapResult, ClientError> {
+        match self.request(Request::GapCheck(gap_event(exchange, symbol, seq)))? {
+            Response::Gap(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Classifies `events` in order, atomically; one result per event.
+    pub fn gap_batch(&mut self, events: Vec<GapEvent>) -> Result<Vec<GapResult>, ClientError> {
+        match self.request(Request::GapBatch(events))? {
+            Response::GapBatch(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What is known about a stream (`None`: nothing).
+    pub fn gap_stats(
+        &mut self,
+        exchange: &str,
+        symbol: &str,
+    ) -> Result<Option<StreamStats>, ClientError> {
+        match self.request(Request::GapStats(stream(exchange, symbol)))? {
+            Response::GapStats(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Forgets a stream.
+    pub fn gap_clear(&mut self, exchange: &str, symbol: &str) -> Result<(), ClientError> {
+        match self.request(Request::GapClear(stream(exchange, symbol)))? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Forgets every stream (`SCAN` + `UNLINK` in Redis); returns how many.
+    pub fn gap_clear_all(&mut self) -> Result<u64, ClientError> {
+        match self.request(Request::GapClearAll)? {
+            Response::Cleared { count } => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The daemon's health as `name=value` pairs (`redis`, `breaker`, ...).
     pub fn health(&mut self) -> Result<Vec<(String, String)>, ClientError> {
         match self.request(Request::Health)? {
@@ -322,6 +371,22 @@ fn daily_query(user: &str, tz: Option<&str>, at_ms: Option<i64>) -> DailyQuery {
         user: user.into(),
         tz: tz.map(Into::into),
         at_ms,
+    }
+}
+
+/// A stream name pair.
+pub fn stream(exchange: &str, symbol: &str) -> Stream {
+    Stream {
+        exchange: exchange.into(),
+        symbol: symbol.into(),
+    }
+}
+
+/// One event for [`Client::gap_batch`].
+pub fn gap_event(exchange: &str, symbol: &str, seq: u64) -> GapEvent {
+    GapEvent {
+        stream: stream(exchange, symbol),
+        seq,
     }
 }
 

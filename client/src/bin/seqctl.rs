@@ -6,7 +6,7 @@
 use clap::{Parser, Subcommand};
 use seqd_client::seqd_protocol::text::{format_reply, parse_rfc3339_ms};
 use seqd_client::seqd_protocol::{Conversation, DailyQuery, Request, Response};
-use seqd_client::{Client, ClientError, DEFAULT_SOCKET};
+use seqd_client::{gap_event, stream, Client, ClientError, DEFAULT_SOCKET};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,6 +41,34 @@ enum Command {
         #[command(subcommand)]
         verb: ConvVerb,
     },
+    /// Market-data sequence gap tracking.
+    Gap {
+        #[command(subcommand)]
+        verb: GapVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum GapVerb {
+    /// Classifies one sequence number.
+    Check {
+        exchange: String,
+        symbol: String,
+        seq: u64,
+    },
+    /// Classifies several numbers of one stream in order, atomically.
+    Batch {
+        exchange: String,
+        symbol: String,
+        #[arg(required = true)]
+        seqs: Vec<u64>,
+    },
+    /// Shows a stream's state and missing ranges.
+    Stats { exchange: String, symbol: String },
+    /// Forgets a stream.
+    Clear { exchange: String, symbol: String },
+    /// Forgets every stream.
+    ClearAll,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +151,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Gap { verb } => match verb {
+            GapVerb::Check {
+                exchange,
+                symbol,
+                seq,
+            } => Request::GapCheck(gap_event(&exchange, &symbol, seq)),
+            GapVerb::Batch {
+                exchange,
+                symbol,
+                seqs,
+            } => Request::GapBatch(
+                seqs.into_iter()
+                    .map(|s| gap_event(&exchange, &symbol, s))
+                    .collect(),
+            ),
+            GapVerb::Stats { exchange, symbol } => Request::GapStats(stream(&exchange, &symbol)),
+            GapVerb::Clear { exchange, symbol } => Request::GapClear(stream(&exchange, &symbol)),
+            GapVerb::ClearAll => Request::GapClearAll,
+        },
         Command::Conv { verb } => match verb {
             ConvVerb::Next { target } => Request::ConvNext(conversation(target)),
             ConvVerb::Get { target } => Request::ConvGet(conversation(target)),
@@ -148,6 +195,13 @@ fn main() -> ExitCode {
     // for a file or a pipe.
     if let Ok(Response::Metrics { text }) = &result {
         print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    // A batch prints one reply line per event, without the closing ".".
+    if let Ok(Response::GapBatch(results)) = &result {
+        for r in results {
+            println!("{}", format_reply(&Ok(Response::Gap(r.clone()))));
+        }
         return ExitCode::SUCCESS;
     }
     let line = format_reply(&result);
