@@ -410,6 +410,10 @@ fn recovery_never_moves_a_stream_backwards() {
     // Slow probes leave time to change Redis before seqd is back on it.
     let seqd = Seqd::start(SeqdOptions {
         args: vec![
+            // The first failure opens the breaker, so recovery waits for a
+            // probe instead of running as soon as Redis is back.
+            "--breaker-threshold".into(),
+            "1".into(),
             "--probe-base-ms".into(),
             "3000".into(),
             "--probe-max-ms".into(),
@@ -454,4 +458,6 @@ fn recovery_never_moves_a_stream_backwards() {
         Reply::Bulk(b"500".to_vec()),
         "not moved back"
     );
+    let log = seqd.log_text();
+    assert!(log.contains("Redis moved past the local state"), "{log}");
 }
