@@ -163,27 +163,14 @@ fn main() -> std::process::ExitCode {
     latencies.sort_unstable();
     let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
     let rate = ops as f64 / elapsed;
+    let (op, clients) = (args.op.name(), args.clients);
     println!(
-        "{} with {} clients for {:.1} s: {} ops, {:.0} ops/s, p50 {} us, p99 {} us, {} errors",
-        args.op.name(),
-        args.clients,
-        elapsed,
-        ops,
-        rate,
-        p50,
-        p99,
-        errors
+        "{op} with {clients} clients for {elapsed:.1} s: {ops} ops, {rate:.0} ops/s, \
+         p50 {p50} us, p99 {p99} us, {errors} errors"
     );
     println!(
-        "{{\"op\":\"{}\",\"clients\":{},\"seconds\":{:.3},\"ops\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"errors\":{}}}",
-        args.op.name(),
-        args.clients,
-        elapsed,
-        ops,
-        rate,
-        p50,
-        p99,
-        errors
+        "{{\"op\":\"{op}\",\"clients\":{clients},\"seconds\":{elapsed:.3},\"ops\":{ops},\
+         \"ops_per_sec\":{rate:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"errors\":{errors}}}"
     );
     std::process::ExitCode::SUCCESS
 }
