@@ -81,6 +81,26 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_streams: u64,
 
+    /// Largest cache value, in bytes (SET of more is too_large). A binary
+    /// frame also carries the key and about 50 bytes of framing, so values
+    /// near --max-frame need a larger --max-frame.
+    #[arg(long, env = "SEQD_MAX_VALUE", default_value_t = 8 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=268_435_456))]
+    pub max_value: u64,
+
+    /// Memory for the local-mode cache, in bytes; least recently used
+    /// entries are evicted past it.
+    #[arg(long, env = "SEQD_LOCAL_CACHE_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub local_cache_bytes: u64,
+
+    /// Most cache invalidations waiting for Redis. Past it they collapse
+    /// into one invalidation of every cache key of the Redis database
+    /// (the counter families excepted): correct, only coarser.
+    #[arg(long, env = "SEQD_MAX_OUTBOX", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_outbox: u64,
+
     /// Most events in one gap batch.
     #[arg(long, env = "SEQD_MAX_BATCH", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -1,6 +1,7 @@
 //! The shared state every connection gets a reference to. No globals: the
 //! server owns one `Arc<Context>` and hands out clones.
 
+use crate::backend::cache::Cache;
 use crate::backend::store::Store;
 use crate::backend::tracker::Tracker;
 use crate::backend::Sequences;
@@ -15,6 +16,7 @@ pub struct Context {
     pub default_tz: Tz,
     pub sequences: Arc<dyn Sequences>,
     pub tracker: Arc<dyn Tracker>,
+    pub cache: Arc<dyn Cache>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
 }

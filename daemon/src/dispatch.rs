@@ -5,12 +5,14 @@
 use crate::backend::tracker::Checked;
 use crate::backend::Issued;
 use crate::capabilities::sequences::{self, DAILY_WIDTH_MAX};
-use crate::capabilities::tracker;
+use crate::capabilities::{cache, tracker};
 use crate::context::Context;
 use crate::error::Error;
 use crate::metrics::IssuedLabels;
 use chrono::Utc;
-use seqd_protocol::{Conversation, DailyQuery, ErrorCode, GapEvent, Request, Response, WireError};
+use seqd_protocol::{
+    CacheItem, Conversation, DailyQuery, ErrorCode, GapEvent, Request, Response, WireError,
+};
 use std::time::Instant;
 
 /// Answers one request: the outcome as it goes on the wire.
@@ -75,7 +77,40 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
         Request::GapClearAll => Ok(Response::Cleared {
             count: ctx.tracker.clear_all().await?,
         }),
+        Request::CacheGet { key } => {
+            cache::validate_key(&key)?;
+            let v = ctx.cache.get(&key).await?;
+            Ok(Response::CacheValue(v.map(|v| v.to_vec())))
+        }
+        Request::CacheGetMany { keys } => {
+            keys.iter().try_for_each(|k| cache::validate_key(k))?;
+            let v = ctx.cache.get_many(&keys).await?;
+            Ok(Response::CacheValues(
+                v.into_iter().map(|v| v.map(|v| v.to_vec())).collect(),
+            ))
+        }
+        Request::CacheSet(item) => cache_set(ctx, vec![item]).await,
+        Request::CacheSetMany(items) => cache_set(ctx, items).await,
+        Request::CacheDel { keys } => {
+            keys.iter().try_for_each(|k| cache::validate_key(k))?;
+            let (count, deferred) = ctx.cache.del(&keys).await?;
+            Ok(Response::CacheDeleted { count, deferred })
+        }
+        Request::CacheDelPrefix { prefix } => {
+            cache::validate_prefix(&prefix)?;
+            let (count, deferred) = ctx.cache.del_prefix(&prefix).await?;
+            Ok(Response::CacheDeleted { count, deferred })
+        }
     }
+}
+
+/// Validates every item before writing any.
+async fn cache_set(ctx: &Context, items: Vec<CacheItem>) -> Result<Response, Error> {
+    for item in &items {
+        cache::validate_key(&item.key)?;
+        cache::validate_value(&item.value, ctx.config.max_value as usize)?;
+    }
+    Ok(Response::CacheWritten(ctx.cache.set_many(items).await?))
 }
 
 /// Validates a gap event (names, number) for the tracker.
@@ -134,6 +169,7 @@ fn count_issued(ctx: &Context, kind: &'static str, issued: Issued) {
 
 async fn health(ctx: &Context) -> Result<Response, Error> {
     let mut fields = ctx.sequences.health().await;
+    fields.extend(ctx.cache.health());
     fields.push(("mode".into(), ctx.sequences.mode().into()));
     fields.push(("local_marks".into(), ctx.store.len().to_string()));
     fields.push(("version".into(), env!("CARGO_PKG_VERSION").into()));
@@ -145,6 +181,9 @@ fn metrics(ctx: &Context) -> Response {
     ctx.metrics
         .pending_reconciliation
         .set(ctx.store.pending() as i64);
+    if let Some((_, n)) = ctx.cache.health().into_iter().find(|(k, _)| k == "outbox") {
+        ctx.metrics.cache_outbox.set(n.parse().unwrap_or(0));
+    }
     Response::Metrics {
         text: ctx.metrics.encode(),
     }

@@ -56,6 +56,10 @@ pub enum Error {
     /// A limit of this seqd or a backend that is down.
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooLarge(String),
     /// An error that already carries its wire code (from a parser).
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -77,6 +81,8 @@ impl Error {
             Error::Store(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
             Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::TooLarge(_) => ErrorCode::TooLarge,
             Error::Wire(w) => return w.clone(),
         };
         WireError::new(code, self.to_string())

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod server;
 pub mod transport;
 
+use crate::backend::cache::{Cache, LocalCache, RedisCache};
 use crate::backend::link::{RedisLink, RedisPool};
 use crate::backend::local::LocalSequences;
 use crate::backend::redis::RedisSequences;
@@ -78,7 +79,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.max_streams as usize,
         metrics.clone(),
     );
-    let (sequences, tracker): (Arc<dyn Sequences>, Arc<dyn Tracker>) = match config.redis_target() {
+    type Backends = (Arc<dyn Sequences>, Arc<dyn Tracker>, Arc<dyn Cache>);
+    let (sequences, tracker, cache): Backends = match config.redis_target() {
         Some(target) => {
             let pool = RedisPool::new(
                 &target,
@@ -101,24 +103,45 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 metrics.clone(),
             ));
             let tracker = Arc::new(RedisTracker::new(link.clone(), local_tracker));
+            let outbox = {
+                let dir = config.data_dir.clone();
+                tokio::task::spawn_blocking(move || Store::load_outbox(&dir))
+                    .await?
+                    .context("loading the cache outbox")?
+            };
+            if !outbox.is_empty() {
+                tracing::info!(
+                    pending = outbox.len(),
+                    "cache invalidations left from an earlier run will be replayed"
+                );
+            }
+            let cache = Arc::new(RedisCache::new(
+                link.clone(),
+                store.clone(),
+                outbox,
+                config.max_outbox as usize,
+                metrics.clone(),
+            ));
             // Starts at once: a first health PING tells whether Redis is
             // there, and what an earlier run left pending gets written.
             tokio::spawn(backend::link::supervise(
                 link,
-                vec![sequences.clone(), tracker.clone()],
+                vec![sequences.clone(), tracker.clone(), cache.clone()],
                 config.health_interval(),
                 stop_supervisor.clone(),
             ));
-            (sequences, tracker)
+            (sequences, tracker, cache)
         }
         None => {
             tracing::info!(
                 "mode: local (no Redis configured): numbers come from {} on this host only",
                 config.data_dir.join("seqd.db").display()
             );
+            let cache = LocalCache::new(config.local_cache_bytes as usize, metrics.clone());
             (
                 Arc::new(LocalSequences::new(store.clone())),
                 Arc::new(local_tracker),
+                Arc::new(cache),
             )
         }
     };
@@ -132,6 +155,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         default_tz,
         sequences,
         tracker,
+        cache,
         store: store.clone(),
         metrics,
     });

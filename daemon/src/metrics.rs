@@ -47,6 +47,11 @@ pub struct FallbackLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GapLabels {
     /// The exchange, or `other` past [`MAX_EXCHANGE_LABELS`] distinct ones.
     pub exchange: String,
@@ -81,6 +86,11 @@ pub struct Metrics {
     pub reconciled_keys: Counter,
     pub redis_regressions: Counter,
     pub gap_events: Family<GapLabels, Counter>,
+    pub cache_reads: Family<ResultLabels, Counter>,
+    pub cache_writes: Family<ResultLabels, Counter>,
+    pub cache_redis_gets: Counter,
+    pub cache_outbox_replayed: Counter,
+    pub cache_outbox: Gauge,
     /// Exchanges that have a label of their own.
     exchanges: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -109,6 +119,36 @@ impl Metrics {
         let reconciled_keys = Counter::default();
         let redis_regressions = Counter::default();
         let gap_events = Family::<GapLabels, Counter>::default();
+        let cache_reads = Family::<ResultLabels, Counter>::default();
+        let cache_writes = Family::<ResultLabels, Counter>::default();
+        let cache_redis_gets = Counter::default();
+        let cache_outbox_replayed = Counter::default();
+        let cache_outbox = Gauge::default();
+        registry.register(
+            "cache_reads",
+            "Cache reads, by result: hit, miss, unavailable",
+            cache_reads.clone(),
+        );
+        registry.register(
+            "cache_writes",
+            "Cache writes and deletes, by result: stored, invalidated, deferred",
+            cache_writes.clone(),
+        );
+        registry.register(
+            "cache_redis_gets",
+            "Redis GETs issued for cache reads (coalesced readers share one)",
+            cache_redis_gets.clone(),
+        );
+        registry.register(
+            "cache_outbox_replayed",
+            "Deferred invalidations replayed in Redis",
+            cache_outbox_replayed.clone(),
+        );
+        registry.register(
+            "cache_outbox",
+            "Invalidations waiting for Redis",
+            cache_outbox.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by operation and outcome",
@@ -195,6 +235,11 @@ impl Metrics {
             reconciled_keys,
             redis_regressions,
             gap_events,
+            cache_reads,
+            cache_writes,
+            cache_redis_gets,
+            cache_outbox_replayed,
+            cache_outbox,
             exchanges: Default::default(),
         }
     }
@@ -222,6 +267,18 @@ impl Metrics {
         };
         self.gap_events
             .get_or_create(&GapLabels { exchange, event })
+            .inc();
+    }
+
+    pub fn count_cache_read(&self, result: &'static str) {
+        self.cache_reads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn count_cache_write(&self, result: &'static str) {
+        self.cache_writes
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

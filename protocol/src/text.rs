@@ -14,8 +14,8 @@
 //! - `QUIT` answers `OK bye` and closes the connection.
 
 use crate::wire::{
-    Conversation, DailyQuery, ErrorCode, GapEvent, GapResult, Request, Response, Stream,
-    StreamStats, WireError,
+    CacheItem, Conversation, DailyQuery, ErrorCode, GapEvent, GapResult, Request, Response, Stream,
+    StreamStats, WireError, WriteOutcome,
 };
 
 /// One parsed line.
@@ -41,6 +41,11 @@ pub const HELP_LINES: &[&str] = &[
     "GAP STATS <exchange> <symbol>",
     "GAP CLEAR <exchange> <symbol>",
     "GAP CLEARALL",
+    "CACHE GET <key>",
+    "CACHE SET <key> <value...>",
+    "CACHE SETEX <key> <ttl seconds> <value...>",
+    "CACHE DEL <key> [<key>...]",
+    "CACHE DELPREFIX <prefix>",
     "HEALTH",
     "METRICS",
 ];
@@ -74,6 +79,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<TextCommand>, WireError> {
         "DAILY" => TextCommand::Request(parse_daily(&rest)?),
         "CONV" => TextCommand::Request(parse_conv(&rest)?),
         "GAP" => TextCommand::Request(parse_gap(&rest)?),
+        "CACHE" => TextCommand::Request(parse_cache(line, &rest)?),
         _ => {
             return Err(WireError::new(
                 ErrorCode::UnknownCommand,
@@ -212,6 +218,54 @@ fn parse_gap(rest: &[&str]) -> Result<Request, WireError> {
     }
 }
 
+fn parse_cache(line: &str, rest: &[&str]) -> Result<Request, WireError> {
+    const USAGE: &str = "usage: CACHE GET <key> | CACHE SET <key> <value...> | \
+                         CACHE SETEX <key> <ttl seconds> <value...> | CACHE DEL <key>... | CACHE DELPREFIX <prefix>";
+    let verb = rest.first().map(|w| w.to_ascii_uppercase());
+    let args = &rest[rest.len().min(1)..];
+    match verb.as_deref() {
+        Some("GET") if args.len() == 1 => Ok(Request::CacheGet {
+            key: args[0].to_string(),
+        }),
+        Some("SET") if args.len() >= 2 => Ok(Request::CacheSet(CacheItem {
+            key: args[0].to_string(),
+            value: rest_of_line(line, 3).as_bytes().to_vec(),
+            ttl_ms: None,
+        })),
+        Some("SETEX") if args.len() >= 3 => {
+            let secs = parse_u64("ttl", args[1])?;
+            Ok(Request::CacheSet(CacheItem {
+                key: args[0].to_string(),
+                value: rest_of_line(line, 4).as_bytes().to_vec(),
+                ttl_ms: Some(secs.saturating_mul(1000)),
+            }))
+        }
+        Some("DEL") if !args.is_empty() => Ok(Request::CacheDel {
+            keys: args.iter().map(|k| k.to_string()).collect(),
+        }),
+        Some("DELPREFIX") if args.len() == 1 => Ok(Request::CacheDelPrefix {
+            prefix: args[0].to_string(),
+        }),
+        Some("GET" | "SET" | "SETEX" | "DEL" | "DELPREFIX") | None => Err(bad(USAGE)),
+        Some(other) => Err(WireError::new(
+            ErrorCode::UnknownCommand,
+            format!("unknown command 'CACHE {}'; {USAGE}", clip(other)),
+        )),
+    }
+}
+
+/// The line after its first `n` words and the one blank that follows
+/// them: a `CACHE SET` value, with any further blanks kept as sent.
+fn rest_of_line(line: &str, n: usize) -> &str {
+    let mut rest = line.strip_suffix('\r').unwrap_or(line);
+    for _ in 0..n {
+        rest = rest.trim_start_matches([' ', '\t']);
+        let end = rest.find([' ', '\t']).unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    rest.strip_prefix([' ', '\t']).unwrap_or(rest)
+}
+
 /// Parses a decimal `u64`; anything else is `invalid_argument`.
 fn parse_u64(what: &str, word: &str) -> Result<u64, WireError> {
     word.parse().map_err(|_| {
@@ -258,6 +312,24 @@ pub fn format_reply(result: &Result<Response, WireError>) -> String {
         Ok(Response::GapStats(None)) => "OK exists=false".to_string(),
         Ok(Response::GapStats(Some(st))) => format_stats(st),
         Ok(Response::Done) => "OK".to_string(),
+        Ok(Response::CacheValue(None)) => "OK miss".to_string(),
+        Ok(Response::CacheValue(Some(v))) => format!("OK hit {}", show_value(v)),
+        Ok(Response::CacheValues(values)) => {
+            let mut out = String::new();
+            for v in values {
+                out.push_str(&format_reply(&Ok(Response::CacheValue(v.clone()))));
+                out.push('\n');
+            }
+            out.push('.');
+            out
+        }
+        Ok(Response::CacheWritten(WriteOutcome::Stored)) => "OK".to_string(),
+        Ok(Response::CacheWritten(WriteOutcome::Invalidated)) => "OK invalidated=true".to_string(),
+        Ok(Response::CacheWritten(WriteOutcome::Deferred)) => "OK deferred=true".to_string(),
+        Ok(Response::CacheDeleted { count, deferred }) => match deferred {
+            false => format!("OK deleted={count}"),
+            true => format!("OK deleted={count} deferred=true"),
+        },
         Ok(Response::Cleared { count }) => format!("OK cleared={count}"),
         Ok(Response::Metrics { text }) => {
             let mut out = String::with_capacity(text.len() + 2);
@@ -270,6 +342,46 @@ pub fn format_reply(result: &Result<Response, WireError>) -> String {
         }
         Err(e) => format_error(e),
     }
+}
+
+/// A cached value on one line: as is when it is printable UTF-8 without a
+/// backslash; otherwise with escapes (`\\`, `\n`, `\r`, `\t`, `\xNN` for
+/// other bytes), so a backslash in a reply always starts an escape.
+pub fn show_value(v: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(v) {
+        if !s.chars().any(|c| c.is_control() || c == '\\') {
+            return s.to_string();
+        }
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    let mut rest = v;
+    while !rest.is_empty() {
+        // Keep printable UTF-8 characters; escape everything else by byte.
+        let valid = match std::str::from_utf8(rest) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or(""),
+        };
+        if let Some(c) = valid.chars().next() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+            rest = &rest[c.len_utf8()..];
+        } else {
+            out.push_str(&format!("\\x{:02x}", rest[0]));
+            rest = &rest[1..];
+        }
+    }
+    out
 }
 
 fn format_gap(r: &GapResult) -> String {
@@ -394,6 +506,26 @@ pub fn format_request(request: &Request) -> Option<String> {
         Request::GapClear(st) => format!("GAP CLEAR {} {}", st.exchange, st.symbol),
         Request::GapClearAll => "GAP CLEARALL".into(),
         Request::GapBatch(_) => return None,
+        Request::CacheGet { key } => format!("CACHE GET {key}"),
+        Request::CacheSet(item) => {
+            // Only values that survive a text line round trip.
+            let value = std::str::from_utf8(&item.value).ok()?;
+            if value.contains(['\n', '\r']) || value.is_empty() {
+                return None;
+            }
+            match item.ttl_ms {
+                None => format!("CACHE SET {} {value}", item.key),
+                Some(ms) if ms % 1000 == 0 => {
+                    format!("CACHE SETEX {} {} {value}", item.key, ms / 1000)
+                }
+                Some(_) => return None,
+            }
+        }
+        Request::CacheDel { keys } if !keys.is_empty() => format!("CACHE DEL {}", keys.join(" ")),
+        Request::CacheDelPrefix { prefix } => format!("CACHE DELPREFIX {prefix}"),
+        Request::CacheDel { .. } | Request::CacheGetMany { .. } | Request::CacheSetMany(_) => {
+            return None
+        }
     })
 }
 

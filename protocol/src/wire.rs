@@ -62,6 +62,58 @@ pub enum Request {
     GapClear(Stream),
     /// Forget every stream.
     GapClearAll,
+    /// Read a cached value.
+    CacheGet {
+        key: String,
+    },
+    /// Read several cached values; one answer per key, in order.
+    CacheGetMany {
+        keys: Vec<String>,
+    },
+    /// Store a value (write-through after the database write).
+    CacheSet(CacheItem),
+    /// Store several values.
+    CacheSetMany(Vec<CacheItem>),
+    /// Invalidate keys.
+    CacheDel {
+        keys: Vec<String>,
+    },
+    /// Invalidate every key that starts with `prefix`.
+    CacheDelPrefix {
+        prefix: String,
+    },
+}
+
+/// A value to cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheItem {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Time to live in milliseconds; `None` = until invalidated.
+    pub ttl_ms: Option<u64>,
+}
+
+/// What became of a cache write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WriteOutcome {
+    /// Written to the cache.
+    Stored,
+    /// Not written, but the old value was removed: readers miss and load
+    /// from the database.
+    Invalidated,
+    /// Redis could not be reached: the invalidation is queued durably and
+    /// runs before anyone reads from Redis again.
+    Deferred,
+}
+
+impl WriteOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteOutcome::Stored => "stored",
+            WriteOutcome::Invalidated => "invalidated",
+            WriteOutcome::Deferred => "deferred",
+        }
+    }
 }
 
 impl Request {
@@ -80,6 +132,12 @@ impl Request {
             Request::GapStats(_) => "gap_stats",
             Request::GapClear(_) => "gap_clear",
             Request::GapClearAll => "gap_clear_all",
+            Request::CacheGet { .. } => "cache_get",
+            Request::CacheGetMany { .. } => "cache_get_many",
+            Request::CacheSet(_) => "cache_set",
+            Request::CacheSetMany(_) => "cache_set_many",
+            Request::CacheDel { .. } => "cache_del",
+            Request::CacheDelPrefix { .. } => "cache_del_prefix",
         }
     }
 }
@@ -215,6 +273,17 @@ pub enum Response {
     /// How many items a bulk clear removed.
     Cleared {
         count: u64,
+    },
+    /// A cached value, or `None` on a miss.
+    CacheValue(Option<Vec<u8>>),
+    /// One answer per key asked, in order.
+    CacheValues(Vec<Option<Vec<u8>>>),
+    CacheWritten(WriteOutcome),
+    /// Keys removed now (not counting deferred ones); `deferred` when the
+    /// invalidation was queued because Redis could not be reached.
+    CacheDeleted {
+        count: u64,
+        deferred: bool,
     },
 }
 

@@ -123,6 +123,42 @@ fn vectors() -> Vec<(&'static str, Msg)> {
             }),
         ),
         (
+            "cache_get",
+            C(ClientMessage::Request {
+                id: 18,
+                request: Request::CacheGet { key: "k".into() },
+            }),
+        ),
+        (
+            "cache_set",
+            C(ClientMessage::Request {
+                id: 19,
+                request: Request::CacheSet(CacheItem {
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                    ttl_ms: Some(5000),
+                }),
+            }),
+        ),
+        (
+            "cache_del",
+            C(ClientMessage::Request {
+                id: 20,
+                request: Request::CacheDel {
+                    keys: vec!["a".into(), "b".into()],
+                },
+            }),
+        ),
+        (
+            "cache_del_prefix",
+            C(ClientMessage::Request {
+                id: 21,
+                request: Request::CacheDelPrefix {
+                    prefix: "user:1:".into(),
+                },
+            }),
+        ),
+        (
             "server_hello",
             S(ServerMessage::Hello {
                 version: 1,
@@ -243,6 +279,37 @@ fn vectors() -> Vec<(&'static str, Msg)> {
             S(ServerMessage::Response {
                 id: 17,
                 result: Ok(Response::Cleared { count: 3 }),
+            }),
+        ),
+        (
+            "cache_hit",
+            S(ServerMessage::Response {
+                id: 18,
+                result: Ok(Response::CacheValue(Some(b"v".to_vec()))),
+            }),
+        ),
+        (
+            "cache_miss",
+            S(ServerMessage::Response {
+                id: 18,
+                result: Ok(Response::CacheValue(None)),
+            }),
+        ),
+        (
+            "cache_deferred",
+            S(ServerMessage::Response {
+                id: 19,
+                result: Ok(Response::CacheWritten(WriteOutcome::Deferred)),
+            }),
+        ),
+        (
+            "cache_deleted",
+            S(ServerMessage::Response {
+                id: 20,
+                result: Ok(Response::CacheDeleted {
+                    count: 2,
+                    deferred: false,
+                }),
             }),
         ),
         (

@@ -44,6 +44,25 @@ fn gap_event() -> impl Strategy<Value = GapEvent> {
         })
 }
 
+fn cache_key() -> impl Strategy<Value = String> {
+    "[!-~]{1,40}"
+}
+
+fn cache_item() -> impl Strategy<Value = CacheItem> {
+    (
+        cache_key(),
+        prop_oneof![
+            ".{1,40}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..40)
+        ],
+        proptest::option::of(prop_oneof![
+            (0u64..10_000).prop_map(|s| s * 1000),
+            any::<u64>()
+        ]),
+    )
+        .prop_map(|(key, value, ttl_ms)| CacheItem { key, value, ttl_ms })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Ping),
@@ -58,6 +77,13 @@ fn request() -> impl Strategy<Value = Request> {
         gap_event().prop_map(|e| Request::GapStats(e.stream)),
         gap_event().prop_map(|e| Request::GapClear(e.stream)),
         Just(Request::GapClearAll),
+        cache_key().prop_map(|key| Request::CacheGet { key }),
+        proptest::collection::vec(cache_key(), 0..4)
+            .prop_map(|keys| Request::CacheGetMany { keys }),
+        cache_item().prop_map(Request::CacheSet),
+        proptest::collection::vec(cache_item(), 0..3).prop_map(Request::CacheSetMany),
+        proptest::collection::vec(cache_key(), 0..4).prop_map(|keys| Request::CacheDel { keys }),
+        cache_key().prop_map(|prefix| Request::CacheDelPrefix { prefix }),
     ]
 }
 
@@ -117,6 +143,21 @@ fn response() -> impl Strategy<Value = Result<Response, WireError>> {
                 }))
             )),
         Just(Ok(Response::Done)),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40))
+            .prop_map(|v| Ok(Response::CacheValue(v))),
+        proptest::collection::vec(
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10)),
+            0..4
+        )
+        .prop_map(|v| Ok(Response::CacheValues(v))),
+        prop_oneof![
+            Just(WriteOutcome::Stored),
+            Just(WriteOutcome::Invalidated),
+            Just(WriteOutcome::Deferred)
+        ]
+        .prop_map(|o| Ok(Response::CacheWritten(o))),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(count, deferred)| Ok(Response::CacheDeleted { count, deferred })),
         any::<u64>().prop_map(|count| Ok(Response::Cleared { count })),
         (proptest::sample::select(ErrorCode::ALL.to_vec()), ".{0,40}")
             .prop_map(|(code, message)| Err(WireError::new(code, message))),
@@ -171,7 +212,7 @@ proptest! {
     fn text_replies_are_single_lines_or_dot_terminated(r in response()) {
         let reply = format_reply(&r);
         match &r {
-            Ok(Response::Metrics { .. }) | Ok(Response::GapBatch(_)) => {
+            Ok(Response::Metrics { .. }) | Ok(Response::GapBatch(_)) | Ok(Response::CacheValues(_)) => {
                 prop_assert!(reply == "." || reply.ends_with("\n."))
             }
             _ => {
@@ -218,4 +259,63 @@ fn lower_command_words(line: &str) -> String {
         }
     }
     words.join(" ")
+}
+
+proptest! {
+    #[test]
+    fn shown_values_are_one_line_and_unambiguous(v in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let shown = seqd_protocol::text::show_value(&v);
+        prop_assert!(!shown.contains('\n') && !shown.contains('\r'));
+        prop_assert_eq!(unescape(&shown), v);
+    }
+}
+
+/// The inverse of `show_value`, written here to check it.
+fn unescape(s: &str) -> Vec<u8> {
+    if !s.contains('\\') && !s.chars().any(char::is_control) {
+        return s.as_bytes().to_vec();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            match b[i + 1] {
+                b'\\' => out.push(b'\\'),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'x' => {
+                    out.push(u8::from_str_radix(&s[i + 2..i + 4], 16).unwrap());
+                    i += 2;
+                }
+                other => panic!("bad escape {other}"),
+            }
+            i += 2;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn cache_set_keeps_the_rest_of_the_line() {
+    let parsed = parse_line(b"CACHE SET user:1:settings:all {\"a\": 1,  \"b\": [2, 3]}\r").unwrap();
+    match parsed {
+        Some(TextCommand::Request(Request::CacheSet(item))) => {
+            assert_eq!(item.key, "user:1:settings:all");
+            assert_eq!(item.value, b"{\"a\": 1,  \"b\": [2, 3]}");
+            assert_eq!(item.ttl_ms, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse_line(b"cache setex k 5  two blanks").unwrap() {
+        Some(TextCommand::Request(Request::CacheSet(item))) => {
+            assert_eq!(item.value, b" two blanks");
+            assert_eq!(item.ttl_ms, Some(5000));
+        }
+        other => panic!("{other:?}"),
+    }
 }

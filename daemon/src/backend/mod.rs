@@ -10,6 +10,7 @@
 //! timeouts behind the [`breaker::Breaker`] state machine.
 
 pub mod breaker;
+pub mod cache;
 pub mod link;
 pub mod local;
 pub mod redis;

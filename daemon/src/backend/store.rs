@@ -210,6 +210,30 @@ enum Op {
         keys: Vec<(String, i64)>,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Cache invalidations to run in Redis later (`add`), or done (remove).
+    Outbox {
+        entries: Vec<OutboxEntry>,
+        add: bool,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// A cache invalidation waiting for Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OutboxEntry {
+    /// Delete this key.
+    Key(String),
+    /// Delete every key with this prefix (the counter families excepted).
+    Prefix(String),
+}
+
+impl OutboxEntry {
+    fn columns(&self) -> (i64, &str) {
+        match self {
+            OutboxEntry::Key(k) => (0, k),
+            OutboxEntry::Prefix(p) => (1, p),
+        }
+    }
 }
 
 /// A gap-tracker stream as the store keeps it.
@@ -277,6 +301,11 @@ impl Store {
                  expires_at INTEGER,
                  dirty INTEGER NOT NULL DEFAULT 0,
                  ttl INTEGER
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS outbox (
+                 kind INTEGER NOT NULL,
+                 target TEXT NOT NULL,
+                 PRIMARY KEY (kind, target)
              ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS streams (
                  key TEXT PRIMARY KEY,
@@ -518,6 +547,26 @@ impl Store {
         self.send(Op::StreamsSynced { keys, done }, wait).await
     }
 
+    /// Queues cache invalidations durably (`add`) or records them as done.
+    pub async fn outbox(&self, entries: Vec<OutboxEntry>, add: bool) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Outbox { entries, add, done }, wait).await
+    }
+
+    /// Reads the cache outbox (at start; blocking, on its own connection).
+    pub fn load_outbox(dir: &Path) -> Result<Vec<OutboxEntry>, StoreError> {
+        let conn = Connection::open(dir.join("seqd.db"))?;
+        let mut stmt = conn.prepare("SELECT kind, target FROM outbox")?;
+        let rows = stmt.query_map([], |r| {
+            let target: String = r.get(1)?;
+            Ok(match r.get::<_, i64>(0)? {
+                0 => OutboxEntry::Key(target),
+                _ => OutboxEntry::Prefix(target),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Reads every stream updated within the TTL before `now_ms` (at
     /// start; blocking, on its own connection).
     pub fn load_streams(dir: &Path, now_ms: i64) -> Result<Vec<StreamRow>, StoreError> {
@@ -600,7 +649,8 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
                 | Op::Flush { done }
                 | Op::SaveStreams { done, .. }
                 | Op::DeleteStreams { done, .. }
-                | Op::StreamsSynced { done, .. } => {
+                | Op::StreamsSynced { done, .. }
+                | Op::Outbox { done, .. } => {
                     let _ = done.send(result.clone().map(|_| ()));
                 }
                 Op::Prune { done, .. } => {
@@ -682,7 +732,10 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
                     .or_insert(row);
             }
             Op::Reconciled { key, value, .. } => reconciled.push((key, *value)),
-            Op::SaveStreams { .. } | Op::DeleteStreams { .. } | Op::StreamsSynced { .. } => {}
+            Op::SaveStreams { .. }
+            | Op::DeleteStreams { .. }
+            | Op::StreamsSynced { .. }
+            | Op::Outbox { .. } => {}
             Op::Prune { now, .. } => prune_before = Some(*now),
             Op::Flush { .. } => {}
         }
@@ -737,6 +790,18 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
                 )?;
                 for (k, ts) in keys {
                     clean.execute(params![k, ts])?;
+                }
+            }
+            Op::Outbox { entries, add, .. } => {
+                let sql = if *add {
+                    "INSERT OR IGNORE INTO outbox (kind, target) VALUES (?1, ?2)"
+                } else {
+                    "DELETE FROM outbox WHERE kind = ?1 AND target = ?2"
+                };
+                let mut stmt = tx.prepare_cached(sql)?;
+                for e in entries {
+                    let (kind, target) = e.columns();
+                    stmt.execute(params![kind, target])?;
                 }
             }
             _ => {}

@@ -2,6 +2,7 @@
 //! backend. Each validates its input and decides which counter or key a
 //! request means; the backends do the storing.
 
+pub mod cache;
 pub mod ids;
 pub mod sequences;
 pub mod tracker;
