@@ -21,8 +21,9 @@
 
 use seqd_protocol::codec::{self, FrameError};
 use seqd_protocol::{
-    ClientMessage, Conversation, DailyQuery, GapEvent, GapResult, Request, Response, ServerMessage,
-    Source, Stream, StreamStats, WireError, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    CacheItem, ClientMessage, Conversation, DailyQuery, ErrorCode, GapEvent, GapResult, Request,
+    Response, ServerMessage, Source, Stream, StreamStats, WireError, WriteOutcome,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
@@ -31,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use seqd_protocol;
+
+pub mod keys;
 
 /// The default socket path of a seqd installed as a service.
 pub const DEFAULT_SOCKET: &str = "/run/seqd/seqd.sock";
@@ -349,6 +352,121 @@ impl Client {
         }
     }
 
+    /// Reads a cached value (`None` on a miss). While Redis is down the
+    /// answer is an error with code `unavailable`: read the database.
+    pub fn cache_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        match self.request(Request::CacheGet { key: key.into() })? {
+            Response::CacheValue(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads several cached values, one answer per key.
+    pub fn cache_get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
+        let keys = keys.iter().map(|k| k.to_string()).collect();
+        match self.request(Request::CacheGetMany { keys })? {
+            Response::CacheValues(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores a value, optionally with a time to live.
+    pub fn cache_set(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<WriteOutcome, ClientError> {
+        let item = CacheItem {
+            key: key.into(),
+            value: value.to_vec(),
+            ttl_ms: ttl.map(|d| d.as_millis() as u64),
+        };
+        match self.request(Request::CacheSet(item))? {
+            Response::CacheWritten(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores several values; the outcome is the worst of them.
+    pub fn cache_set_many(&mut self, items: Vec<CacheItem>) -> Result<WriteOutcome, ClientError> {
+        match self.request(Request::CacheSetMany(items))? {
+            Response::CacheWritten(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Invalidates keys; returns how many were removed now and whether the
+    /// removal was deferred until Redis is back.
+    pub fn cache_del(&mut self, keys: &[&str]) -> Result<(u64, bool), ClientError> {
+        let keys = keys.iter().map(|k| k.to_string()).collect();
+        match self.request(Request::CacheDel { keys })? {
+            Response::CacheDeleted { count, deferred } => Ok((count, deferred)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Invalidates every key starting with `prefix` (`user:42:` resets a
+    /// user; `admin:defaults:` the defaults).
+    pub fn cache_del_prefix(&mut self, prefix: &str) -> Result<(u64, bool), ClientError> {
+        match self.request(Request::CacheDelPrefix {
+            prefix: prefix.into(),
+        })? {
+            Response::CacheDeleted { count, deferred } => Ok((count, deferred)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cache-aside: a hit returns the cached value; a miss calls `loader`
+    /// (your database read) and caches what it returns; while the cache is
+    /// unavailable, `loader` alone answers and nothing is cached, so a
+    /// value superseded during an outage is never written back.
+    pub fn get_or_load<E>(
+        &mut self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Vec<u8>, CacheAsideError<E>> {
+        match self.cache_get(key) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => {
+                let v = loader().map_err(CacheAsideError::Load)?;
+                // A failed populate only costs a later miss.
+                let _ = self.cache_set(key, &v, ttl);
+                Ok(v)
+            }
+            Err(e) if e.code() == Some(ErrorCode::Unavailable) => {
+                loader().map_err(CacheAsideError::Load)
+            }
+            Err(e) => Err(CacheAsideError::Cache(e)),
+        }
+    }
+
+    /// Write-through: runs `db_write` (the database is the truth) and then
+    /// updates the cache with `value`, or, with `None`, invalidates the key.
+    /// The database write's error stops everything; the cache step's
+    /// outcome is returned (`Deferred` still means no reader will see the
+    /// old value).
+    pub fn write_through<T, E>(
+        &mut self,
+        key: &str,
+        value: Option<&[u8]>,
+        ttl: Option<Duration>,
+        db_write: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(T, WriteOutcome), CacheAsideError<E>> {
+        let written = db_write().map_err(CacheAsideError::Load)?;
+        let outcome = match value {
+            Some(v) => self
+                .cache_set(key, v, ttl)
+                .map_err(CacheAsideError::Cache)?,
+            None => match self.cache_del(&[key]).map_err(CacheAsideError::Cache)? {
+                (_, true) => WriteOutcome::Deferred,
+                (_, false) => WriteOutcome::Invalidated,
+            },
+        };
+        Ok((written, outcome))
+    }
+
     /// The daemon's health as `name=value` pairs (`redis`, `breaker`, ...).
     pub fn health(&mut self) -> Result<Vec<(String, String)>, ClientError> {
         match self.request(Request::Health)? {
@@ -372,6 +490,16 @@ fn daily_query(user: &str, tz: Option<&str>, at_ms: Option<i64>) -> DailyQuery {
         tz: tz.map(Into::into),
         at_ms,
     }
+}
+
+/// What [`Client::get_or_load`] and [`Client::write_through`] fail with:
+/// your database step's error, or the cache's.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheAsideError<E> {
+    #[error("database: {0}")]
+    Load(E),
+    #[error(transparent)]
+    Cache(ClientError),
 }
 
 /// A stream name pair.

@@ -5,7 +5,7 @@
 
 use clap::{Parser, Subcommand};
 use seqd_client::seqd_protocol::text::{format_reply, parse_rfc3339_ms};
-use seqd_client::seqd_protocol::{Conversation, DailyQuery, Request, Response};
+use seqd_client::seqd_protocol::{CacheItem, Conversation, DailyQuery, Request, Response};
 use seqd_client::{gap_event, stream, Client, ClientError, DEFAULT_SOCKET};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -46,6 +46,32 @@ enum Command {
         #[command(subcommand)]
         verb: GapVerb,
     },
+    /// The settings cache.
+    Cache {
+        #[command(subcommand)]
+        verb: CacheVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheVerb {
+    /// Reads a value: `OK hit <value>` or `OK miss`.
+    Get { key: String },
+    /// Stores a value.
+    Set {
+        key: String,
+        value: String,
+        /// Time to live in seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Invalidates keys.
+    Del {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Invalidates every key starting with a prefix.
+    DelPrefix { prefix: String },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +195,16 @@ fn main() -> ExitCode {
             GapVerb::Stats { exchange, symbol } => Request::GapStats(stream(&exchange, &symbol)),
             GapVerb::Clear { exchange, symbol } => Request::GapClear(stream(&exchange, &symbol)),
             GapVerb::ClearAll => Request::GapClearAll,
+        },
+        Command::Cache { verb } => match verb {
+            CacheVerb::Get { key } => Request::CacheGet { key },
+            CacheVerb::Set { key, value, ttl } => Request::CacheSet(CacheItem {
+                key,
+                value: value.into_bytes(),
+                ttl_ms: ttl.map(|s| s.saturating_mul(1000)),
+            }),
+            CacheVerb::Del { keys } => Request::CacheDel { keys },
+            CacheVerb::DelPrefix { prefix } => Request::CacheDelPrefix { prefix },
         },
         Command::Conv { verb } => match verb {
             ConvVerb::Next { target } => Request::ConvNext(conversation(target)),
