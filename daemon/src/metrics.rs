@@ -89,6 +89,7 @@ pub struct Metrics {
     pub cache_reads: Family<ResultLabels, Counter>,
     pub cache_writes: Family<ResultLabels, Counter>,
     pub cache_redis_gets: Counter,
+    pub cache_coalesced: Counter,
     pub cache_outbox_replayed: Counter,
     pub cache_outbox: Gauge,
     /// Exchanges that have a label of their own.
@@ -122,6 +123,12 @@ impl Metrics {
         let cache_reads = Family::<ResultLabels, Counter>::default();
         let cache_writes = Family::<ResultLabels, Counter>::default();
         let cache_redis_gets = Counter::default();
+        let cache_coalesced = Counter::default();
+        registry.register(
+            "cache_coalesced",
+            "Cache reads that joined another reader's Redis GET of the same key",
+            cache_coalesced.clone(),
+        );
         let cache_outbox_replayed = Counter::default();
         let cache_outbox = Gauge::default();
         registry.register(
@@ -238,6 +245,7 @@ impl Metrics {
             cache_reads,
             cache_writes,
             cache_redis_gets,
+            cache_coalesced,
             cache_outbox_replayed,
             cache_outbox,
             exchanges: Default::default(),

@@ -176,6 +176,15 @@ impl RedisServer {
         self.try_cmd(args).expect("redis command")
     }
 
+    /// `GET key` as bytes (None when the key is missing).
+    pub fn get_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        match self.cmd(&["GET", key]) {
+            Reply::Nil => None,
+            Reply::Bulk(b) => Some(b),
+            other => panic!("GET {key}: {other:?}"),
+        }
+    }
+
     /// `GET key` as a number (None when the key is missing).
     pub fn get_u64(&self, key: &str) -> Option<u64> {
         match self.cmd(&["GET", key]) {

@@ -373,7 +373,10 @@ impl RedisCache {
         let (fut, leader) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.get(key) {
-                Some(f) => (f.clone(), false),
+                Some(f) => {
+                    self.metrics.cache_coalesced.inc();
+                    (f.clone(), false)
+                }
                 None => {
                     let link = self.link.clone();
                     let metrics = self.metrics.clone();
