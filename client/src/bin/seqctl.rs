@@ -65,6 +65,19 @@ enum CacheVerb {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Reads several values: one reply line per key.
+    GetMany {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Stores several `key=value` pairs.
+    SetMany {
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// Time to live in seconds, for every pair.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
     /// Invalidates keys.
     Del {
         #[arg(required = true)]
@@ -203,6 +216,22 @@ fn main() -> ExitCode {
                 value: value.into_bytes(),
                 ttl_ms: ttl.map(|s| s.saturating_mul(1000)),
             }),
+            CacheVerb::GetMany { keys } => Request::CacheGetMany { keys },
+            CacheVerb::SetMany { pairs, ttl } => {
+                let mut items = Vec::with_capacity(pairs.len());
+                for p in pairs {
+                    let Some((key, value)) = p.split_once('=') else {
+                        eprintln!("ERR bad_request expected key=value, got '{p}'");
+                        return ExitCode::from(1);
+                    };
+                    items.push(CacheItem {
+                        key: key.to_string(),
+                        value: value.as_bytes().to_vec(),
+                        ttl_ms: ttl.map(|s| s.saturating_mul(1000)),
+                    });
+                }
+                Request::CacheSetMany(items)
+            }
             CacheVerb::Del { keys } => Request::CacheDel { keys },
             CacheVerb::DelPrefix { prefix } => Request::CacheDelPrefix { prefix },
         },
@@ -231,6 +260,13 @@ fn main() -> ExitCode {
     // for a file or a pipe.
     if let Ok(Response::Metrics { text }) = &result {
         print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    // Several values print one reply line each, without the closing ".".
+    if let Ok(Response::CacheValues(values)) = &result {
+        for v in values {
+            println!("{}", format_reply(&Ok(Response::CacheValue(v.clone()))));
+        }
         return ExitCode::SUCCESS;
     }
     // A batch prints one reply line per event, without the closing ".".
