@@ -113,13 +113,42 @@ fn seqctl_mirrors_the_text_commands() {
 #[test]
 fn seqctl_cache_commands() {
     let seqd = Seqd::start(SeqdOptions::local());
-    assert_eq!(seqctl(&seqd, &["cache", "set", "user:1:settings:all", "{\"a\":1}"]).1, "OK\n");
-    assert_eq!(seqctl(&seqd, &["cache", "get", "user:1:settings:all"]).1, "OK hit {\"a\":1}\n");
-    assert_eq!(seqctl(&seqd, &["cache", "set-many", "user:1:a=x", "user:1:b=y z", "--ttl", "60"]).1, "OK\n");
-    let (code, out, _) = seqctl(&seqd, &["cache", "get-many", "user:1:a", "user:1:none", "user:1:b"]);
+    assert_eq!(
+        seqctl(&seqd, &["cache", "set", "user:1:settings:all", "{\"a\":1}"]).1,
+        "OK\n"
+    );
+    assert_eq!(
+        seqctl(&seqd, &["cache", "get", "user:1:settings:all"]).1,
+        "OK hit {\"a\":1}\n"
+    );
+    assert_eq!(
+        seqctl(
+            &seqd,
+            &[
+                "cache",
+                "set-many",
+                "user:1:a=x",
+                "user:1:b=y z",
+                "--ttl",
+                "60"
+            ]
+        )
+        .1,
+        "OK\n"
+    );
+    let (code, out, _) = seqctl(
+        &seqd,
+        &["cache", "get-many", "user:1:a", "user:1:none", "user:1:b"],
+    );
     assert_eq!((code, out.as_str()), (0, "OK hit x\nOK miss\nOK hit y z\n"));
-    assert_eq!(seqctl(&seqd, &["cache", "del", "user:1:a", "user:1:none"]).1, "OK deleted=1\n");
-    assert_eq!(seqctl(&seqd, &["cache", "del-prefix", "user:1:"]).1, "OK deleted=2\n");
+    assert_eq!(
+        seqctl(&seqd, &["cache", "del", "user:1:a", "user:1:none"]).1,
+        "OK deleted=1\n"
+    );
+    assert_eq!(
+        seqctl(&seqd, &["cache", "del-prefix", "user:1:"]).1,
+        "OK deleted=2\n"
+    );
     let (code, _, err) = seqctl(&seqd, &["cache", "set", "seq:group:g", "1"]);
     assert_eq!(code, 1);
     assert!(err.starts_with("ERR forbidden "), "{err}");
