@@ -554,25 +554,13 @@ impl RedisCache {
     }
 }
 
-/// A read that Redis could not answer: `unavailable` (the caller reads its
-/// database); a logic error is `internal`.
-fn read_error(e: LinkError) -> Error {
-    match e {
-        LinkError::Failed(f) if !f.is_transport() => Error::Redis(f),
-        LinkError::Failed(f) => Error::Unavailable(format!("cache unavailable: {f}")),
-        LinkError::BreakerOpen(s) => {
-            Error::Unavailable(format!("cache unavailable: Redis circuit breaker is {s}"))
-        }
-    }
-}
-
 impl Cache for RedisCache {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, Error>> {
         async move {
             self.refuse_if_pending(key)?;
             if !self.link.allows_requests() {
                 self.metrics.count_cache_read("unavailable");
-                return Err(read_error(LinkError::BreakerOpen("open")));
+                return Err(Error::from(LinkError::BreakerOpen("open")));
             }
             match self.coalesced_get(key).await {
                 Ok(v) => {
@@ -582,7 +570,7 @@ impl Cache for RedisCache {
                 }
                 Err(e) => {
                     self.metrics.count_cache_read("unavailable");
-                    Err(read_error(e))
+                    Err(Error::from(e))
                 }
             }
         }
@@ -606,7 +594,7 @@ impl Cache for RedisCache {
                 .await
                 .map_err(|e| {
                     self.metrics.count_cache_read("unavailable");
-                    read_error(e)
+                    Error::from(e)
                 })?;
             for v in &values {
                 self.metrics

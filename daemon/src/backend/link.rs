@@ -18,7 +18,7 @@
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState, Transition};
 use crate::config::RedisTarget;
-use crate::error::RedisFailure;
+use crate::error::{Error, RedisFailure};
 use crate::metrics::{Metrics, TransitionLabels};
 use futures_util::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
@@ -215,6 +215,20 @@ impl LinkError {
         match self {
             LinkError::BreakerOpen(_) => "breaker_open",
             LinkError::Failed(_) => "redis_failed",
+        }
+    }
+}
+
+/// A Redis operation that did not happen, as a request's error: breaker
+/// open and transport failures answer `unavailable`, logic errors
+/// `internal` (the mapping to codes itself is in `error.rs`).
+impl From<LinkError> for Error {
+    fn from(e: LinkError) -> Error {
+        match e {
+            LinkError::Failed(f) => Error::Redis(f),
+            LinkError::BreakerOpen(state) => {
+                Error::Unavailable(format!("Redis circuit breaker is {state}"))
+            }
         }
     }
 }

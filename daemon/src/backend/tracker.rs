@@ -646,7 +646,7 @@ impl Tracker for RedisTracker {
                         .await
                 })
                 .await
-                .map_err(link_error)?;
+                .map_err(Error::from)?;
             self.local.clear_local(key).await?;
             Ok(())
         }
@@ -655,20 +655,11 @@ impl Tracker for RedisTracker {
 
     fn clear_all(&self) -> BoxFuture<'_, Result<u64, Error>> {
         async move {
-            let n = self.clear_all_redis().await.map_err(link_error)?;
+            let n = self.clear_all_redis().await.map_err(Error::from)?;
             self.local.clear_all_local().await?;
             Ok(n)
         }
         .boxed()
-    }
-}
-
-fn link_error(e: LinkError) -> Error {
-    match e {
-        LinkError::Failed(f) => Error::Redis(f),
-        LinkError::BreakerOpen(state) => {
-            Error::Unavailable(format!("Redis circuit breaker is {state}"))
-        }
     }
 }
 
