@@ -32,6 +32,7 @@ pub mod dispatch;
 pub mod error;
 pub mod metrics;
 pub mod server;
+pub mod systemd;
 pub mod transport;
 
 use crate::backend::cache::{Cache, LocalCache, RedisCache};
@@ -50,6 +51,57 @@ use std::time::Duration;
 
 /// How often expired high-water marks are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The `STATUS=` text: mode, Redis and breaker.
+async fn status_line(ctx: &Context) -> String {
+    let health = ctx.sequences.health().await;
+    let get = |k: &str| {
+        health
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or("-", |(_, v)| v.as_str())
+            .to_string()
+    };
+    format!(
+        "serving, mode {}, redis {}, breaker {}",
+        ctx.sequences.mode(),
+        get("redis"),
+        get("breaker")
+    )
+}
+
+/// Watchdog keep-alives at half systemd's interval, from the runtime that
+/// serves requests (a stuck runtime stops them), and `STATUS=` updates when
+/// Redis or the breaker change.
+async fn keep_alive(ctx: Arc<Context>, notifier: Arc<systemd::Notifier>) {
+    if !notifier.enabled() {
+        return;
+    }
+    let watchdog = systemd::watchdog_interval();
+    let every = watchdog
+        .unwrap_or(Duration::from_secs(5))
+        .min(Duration::from_secs(5));
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(every).await;
+        let status = status_line(&ctx).await;
+        let mut msg = String::new();
+        if watchdog.is_some() {
+            msg.push_str("WATCHDOG=1");
+        }
+        if status != last {
+            if !msg.is_empty() {
+                msg.push('\n');
+            }
+            msg.push_str("STATUS=");
+            msg.push_str(&status);
+            last = status;
+        }
+        if !msg.is_empty() {
+            notifier.notify(&msg);
+        }
+    }
+}
 
 /// Starts seqd with `config` and serves until `shutdown` completes; then
 /// drains, flushes the store and removes the socket.
@@ -174,7 +226,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         })
     };
 
+    // Ready: the socket is bound and the store is open.
+    let notifier = Arc::new(systemd::Notifier::from_env());
+    notifier.notify(&format!("READY=1\nSTATUS={}", status_line(&ctx).await));
+    let keepalive = tokio::spawn(keep_alive(ctx.clone(), notifier.clone()));
+    let shutdown = {
+        let notifier = notifier.clone();
+        async move {
+            shutdown.await;
+            notifier.notify("STOPPING=1\nSTATUS=draining");
+        }
+    };
     server::run(&socket.listener, ctx, shutdown).await;
+    keepalive.abort();
     stop_supervisor.cancel();
     pruner.abort();
     store.flush().await.context("flushing the store")?;

@@ -1,0 +1,85 @@
+//! Operations: readiness, watchdog and status notifications to a
+//! simulated systemd notify socket.
+
+use seqd_tests::*;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+fn recv(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn ready_watchdog_status_and_stopping_reach_the_notify_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut seqd = Seqd::start(SeqdOptions {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), path.display().to_string()),
+            // 200 ms: keep-alives every 100 ms.
+            ("WATCHDOG_USEC".into(), "200000".into()),
+        ],
+        ..SeqdOptions::local()
+    });
+    let ready = recv(&sock);
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains("STATUS=serving, mode local, redis disabled, breaker closed"),
+        "{ready}"
+    );
+    // Keep-alives keep coming, about every 100 ms.
+    let start = Instant::now();
+    let mut pings = 0;
+    while pings < 5 {
+        if recv(&sock).contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "5 keep-alives took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(seqd.terminate().code(), Some(0));
+    // Whatever keep-alives were queued, STOPPING=1 arrives before the end.
+    let mut stopping = false;
+    while let Ok(msg) = {
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 4096];
+        sock.recv(&mut buf)
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    } {
+        stopping |= msg.starts_with("STOPPING=1");
+    }
+    assert!(stopping, "STOPPING=1 was sent");
+}
+
+#[test]
+fn a_watchdog_meant_for_another_process_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(600)))
+        .unwrap();
+    let _seqd = Seqd::start(SeqdOptions {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), path.display().to_string()),
+            ("WATCHDOG_USEC".into(), "100000".into()),
+            ("WATCHDOG_PID".into(), "1".into()),
+        ],
+        ..SeqdOptions::local()
+    });
+    assert!(recv(&sock).starts_with("READY=1"));
+    let mut buf = [0u8; 4096];
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "no keep-alives for another process's watchdog"
+    );
+}
