@@ -198,9 +198,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
 
-    let socket = server::bind(&config.socket)
-        .with_context(|| format!("binding {}", config.socket.display()))?;
-    tracing::info!(socket = %config.socket.display(), marks = store.len(), "seqd ready");
+    let socket = match server::activated().context("taking the socket systemd passed")? {
+        Some(s) => s,
+        None => server::bind(&config.socket)
+            .with_context(|| format!("binding {}", config.socket.display()))?,
+    };
+    if socket.activated() {
+        tracing::info!(
+            marks = store.len(),
+            "seqd ready on the socket systemd passed (socket activation)"
+        );
+    } else {
+        tracing::info!(socket = %config.socket.display(), marks = store.len(), "seqd ready");
+    }
 
     let ctx = Arc::new(Context {
         config,

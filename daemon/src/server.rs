@@ -20,16 +20,60 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A socket file seqd created, removed on drop.
+/// The listening socket. A socket file seqd created is removed on drop; a
+/// socket handed over by systemd (socket activation) is left alone: it
+/// belongs to the service manager, which keeps it across restarts.
 pub struct BoundSocket {
     pub listener: UnixListener,
-    path: PathBuf,
+    /// `Some` when seqd created the file.
+    path: Option<PathBuf>,
+}
+
+impl BoundSocket {
+    /// True when systemd passed the socket in.
+    pub fn activated(&self) -> bool {
+        self.path.is_none()
+    }
 }
 
 impl Drop for BoundSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// The listening socket systemd passed through `LISTEN_FDS`/`LISTEN_PID`,
+/// if it passed one to this process.
+pub fn activated() -> io::Result<Option<BoundSocket>> {
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let fds: u32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !for_us || fds == 0 {
+        return Ok(None);
+    }
+    if fds > 1 {
+        tracing::warn!(fds, "systemd passed several sockets; serving the first");
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: systemd's protocol hands fd 3 to this process (LISTEN_PID is
+    // ours) as an open listening socket that nothing else in seqd owns.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(LISTEN_FDS_START) };
+    std_listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(std_listener)?;
+    Ok(Some(BoundSocket {
+        listener,
+        path: None,
+    }))
 }
 
 /// Binds the socket at `path`. If a file is there, connect first: a live
@@ -54,7 +98,7 @@ pub fn bind(path: &Path) -> io::Result<BoundSocket> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(BoundSocket {
         listener,
-        path: path.to_path_buf(),
+        path: Some(path.to_path_buf()),
     })
 }
 

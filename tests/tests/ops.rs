@@ -83,3 +83,74 @@ fn a_watchdog_meant_for_another_process_is_ignored() {
         "no keep-alives for another process's watchdog"
     );
 }
+
+#[test]
+fn serves_on_a_socket_passed_by_systemd_and_leaves_it_in_place() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activated.sock");
+    let own = dir.path().join("own.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "export LISTEN_PID=$$ LISTEN_FDS=1; exec '{}' --socket '{}' --data-dir '{}'",
+            workspace_bin("seqd").display(),
+            own.display(),
+            dir.path().join("data").display()
+        ))
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The socket goes to fd 3, without close-on-exec.
+            if fd != 3 && libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(listener);
+    let mut t = None;
+    wait_until(
+        "seqd to answer on the passed socket",
+        STARTUP_DEADLINE,
+        || {
+            if let Ok(None) = child.try_wait() {
+            } else {
+                panic!(
+                    "seqd exited: {}",
+                    std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+                );
+            }
+            let Ok(s) = std::os::unix::net::UnixStream::connect(&path) else {
+                return false;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            t = Some(s);
+            true
+        },
+    );
+    let s = t.unwrap();
+    let mut conn = TextConn {
+        reader: std::io::BufReader::new(s.try_clone().unwrap()),
+        writer: s,
+    };
+    assert_eq!(conn.cmd("CONV NEXT group act"), "OK seq=1 source=local");
+    assert!(!own.exists(), "seqd bound no socket of its own");
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(log.contains("socket activation"), "{log}");
+    // SAFETY: signalling the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(path.exists(), "a socket systemd owns is not removed");
+}
