@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs redis-server and socat with apt-get
-# when they are missing (the integration tests start real redis-server
-# processes on free loopback ports, never 6379), builds the binaries the
-# tests start (seqd, seqctl), then runs every test.
+# Runs the whole test suite. Installs redis-server, socat and systemd (for
+# `systemd-analyze verify` of the units) with apt-get when they are
+# missing (the integration tests start real redis-server processes on free
+# loopback ports, never 6379), builds the binaries the tests start (seqd,
+# seqctl), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -39,9 +39,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
+/// Completes on SIGTERM or SIGINT. SIGHUP (systemd's `ExecReload=`) must
+/// never end seqd; until run-time reload exists it is logged and ignored.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::warn!("SIGHUP: run-time reload is not implemented yet; nothing changed");
+            }
+        });
+    }
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

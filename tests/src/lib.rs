@@ -385,6 +385,10 @@ impl Seqd {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("seqd running").id()
+    }
+
     /// SIGKILL: no drain, no flush, no socket cleanup.
     pub fn kill9(&mut self) {
         kill_child(&mut self.child);

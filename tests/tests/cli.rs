@@ -172,6 +172,20 @@ fn seqctl_exit_status_tells_errors_from_unreachable() {
 }
 
 #[test]
+fn sighup_does_not_stop_seqd() {
+    let seqd = Seqd::start(SeqdOptions::local());
+    let mut t = seqd.text();
+    // SAFETY: signalling a child we spawned.
+    assert_eq!(unsafe { libc::kill(seqd.pid() as i32, libc::SIGHUP) }, 0);
+    wait_until(
+        "the SIGHUP to be logged",
+        std::time::Duration::from_secs(5),
+        || seqd.log_text().contains("SIGHUP"),
+    );
+    assert_eq!(t.cmd("PING"), "OK pong", "the connection survived");
+}
+
+#[test]
 fn sigterm_exits_cleanly_and_removes_the_socket() {
     let mut seqd = Seqd::start(SeqdOptions::local());
     seqd.text().cmd("CONV NEXT group t");

@@ -154,3 +154,82 @@ fn serves_on_a_socket_passed_by_systemd_and_leaves_it_in_place() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert!(path.exists(), "a socket systemd owns is not removed");
 }
+
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
+
+#[test]
+fn systemd_analyze_verifies_both_units() {
+    let dir = tempfile::tempdir().unwrap();
+    // verify checks that ExecStart exists: point it at the built binary.
+    let service = std::fs::read_to_string(repo_file("systemd/seqd.service")).unwrap();
+    assert!(service.contains("Type=notify") && service.contains("WatchdogSec="));
+    let service = service.replace(
+        "/usr/local/bin/seqd",
+        &workspace_bin("seqd").display().to_string(),
+    );
+    std::fs::write(dir.path().join("seqd.service"), service).unwrap();
+    std::fs::copy(
+        repo_file("systemd/seqd.socket"),
+        dir.path().join("seqd.socket"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("seqd.service"))
+        .arg(dir.path().join("seqd.socket"))
+        .output()
+        .expect("systemd-analyze must be installed (the test script installs systemd)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !said.contains("seqd.service:") && !said.contains("seqd.socket:"),
+        "warnings about our units: {said}"
+    );
+}
+
+#[test]
+fn the_shipped_redis_config_is_valid_and_says_what_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("redis.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\ninclude {}\n",
+            dir.path().display(),
+            repo_file("systemd/redis-seqd.conf").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("redis-server")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |name: &str| -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        match resp(&mut s, &["CONFIG", "GET", name]).ok()? {
+            Reply::Array(v) => match v.get(1) {
+                Some(Reply::Bulk(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    wait_until("redis with the shipped config", STARTUP_DEADLINE, || {
+        get("appendonly").is_some()
+    });
+    assert_eq!(get("appendonly").as_deref(), Some("yes"));
+    assert_eq!(get("appendfsync").as_deref(), Some("everysec"));
+    assert_eq!(get("maxmemory-policy").as_deref(), Some("noeviction"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
