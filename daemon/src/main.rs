@@ -8,16 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_new(&config.log).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    init_logging(&config.log);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,6 +28,57 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to journald when seqd runs under it (its stderr is the stream
+/// `$JOURNAL_STREAM` names), otherwise to stderr. The level comes from
+/// `RUST_LOG`, else `--log`/`SEQD_LOG`.
+fn init_logging(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|f| EnvFilter::try_new(f).ok())
+            .or_else(|| EnvFilter::try_new(level).ok())
+            .unwrap_or_else(|| EnvFilter::new("info"))
+    };
+    let journald = if stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(layer) => Some(layer.with_syslog_identifier("seqd".into())),
+            Err(e) => {
+                eprintln!("seqd: journald not reachable ({e}); logging to stderr");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match journald {
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter())
+            .with(layer)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init(),
+    }
+}
+
+/// True when stderr is the journal stream systemd set up (`$JOURNAL_STREAM`
+/// holds its `device:inode`), not merely inherited from a parent that had
+/// one.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
 }
 
 /// Completes on SIGTERM or SIGINT. SIGHUP (systemd's `ExecReload=`) must

@@ -233,3 +233,53 @@ fn the_shipped_redis_config_is_valid_and_says_what_it_should() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Starts seqd in local mode with stderr to `log` and `JOURNAL_STREAM` set
+/// to `stream`, waits until it answers, and stops it.
+fn run_with_journal_stream(dir: &std::path::Path, log: &std::path::Path, stream: &str) {
+    let sock = dir.join("j.sock");
+    let mut child = std::process::Command::new(workspace_bin("seqd"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .env("JOURNAL_STREAM", stream)
+        .stderr(std::fs::OpenOptions::new().append(true).open(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("seqd to answer", STARTUP_DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    // SAFETY: signalling the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn logs_go_to_journald_only_when_stderr_is_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    std::fs::write(&log, "").unwrap();
+    // A JOURNAL_STREAM inherited from elsewhere (not our stderr): stderr.
+    run_with_journal_stream(dir.path(), &log, "1:1");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("mode: local"), "{text}");
+    std::fs::write(&log, "").unwrap();
+    // Our stderr is the journal stream: seqd talks to journald, or says why
+    // it cannot and keeps logging to stderr.
+    let meta = std::fs::metadata(&log).unwrap();
+    run_with_journal_stream(dir.path(), &log, &format!("{}:{}", meta.dev(), meta.ino()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(
+            !text.contains("mode: local"),
+            "logs went to journald, not stderr: {text}"
+        );
+    } else {
+        assert!(text.contains("journald not reachable"), "{text}");
+        assert!(text.contains("mode: local"), "{text}");
+    }
+}
