@@ -137,6 +137,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub handshake_timeout_ms: u64,
 
+    /// Peer user ids allowed to connect (comma-separated). With neither
+    /// this nor --allow-gids, every peer that can open the socket may use
+    /// seqd. The list is exact: add 0 to allow root.
+    #[arg(long, env = "SEQD_ALLOW_UIDS", value_delimiter = ',')]
+    pub allow_uids: Vec<u32>,
+
+    /// Peer group ids allowed to connect (comma-separated); a peer passes
+    /// when its uid or its primary gid is listed.
+    #[arg(long, env = "SEQD_ALLOW_GIDS", value_delimiter = ',')]
+    pub allow_gids: Vec<u32>,
+
     /// Log filter (tracing's env-filter syntax); RUST_LOG wins when set.
     #[arg(long, env = "SEQD_LOG", default_value = "info")]
     pub log: String,
@@ -199,6 +210,13 @@ impl Config {
             password: self.redis_password.clone().filter(|p| !p.is_empty()),
             db: self.redis_db,
         })
+    }
+
+    /// True when a peer with these credentials may use seqd.
+    pub fn peer_allowed(&self, uid: u32, gid: u32) -> bool {
+        (self.allow_uids.is_empty() && self.allow_gids.is_empty())
+            || self.allow_uids.contains(&uid)
+            || self.allow_gids.contains(&gid)
     }
 
     pub fn redis_timeout(&self) -> Duration {

@@ -321,6 +321,21 @@ impl Seqd {
         seqd
     }
 
+    /// Starts seqd and waits only for its socket to accept connections
+    /// (for configurations that refuse the test's own requests).
+    pub fn start_unchecked(options: SeqdOptions) -> Seqd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("seqd.log");
+        let mut seqd = Seqd {
+            dir,
+            options,
+            child: None,
+            log,
+        };
+        seqd.spawn_with(false);
+        seqd
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("seqd.sock")
     }
@@ -330,6 +345,11 @@ impl Seqd {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(true)
+    }
+
+    /// Starts the process; `ping` waits for `OK pong`, else for a connect.
+    fn spawn_with(&mut self, ping: bool) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -369,6 +389,9 @@ impl Seqd {
                 );
             }
             if let Ok(mut s) = UnixStream::connect(&socket) {
+                if !ping {
+                    return;
+                }
                 if s.write_all(b"PING\n").is_ok() {
                     let mut line = String::new();
                     if BufReader::new(&s).read_line(&mut line).is_ok() && line == "OK pong\n" {

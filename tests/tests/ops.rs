@@ -283,3 +283,39 @@ fn logs_go_to_journald_only_when_stderr_is_the_journal_stream() {
         assert!(text.contains("mode: local"), "{text}");
     }
 }
+
+#[test]
+fn the_allow_list_refuses_other_users_with_forbidden() {
+    // These tests run as some uid; a list without it refuses us.
+    let me = unsafe { libc::getuid() };
+    let my_gid = unsafe { libc::getgid() };
+    let other = (me + 4242).to_string();
+    let refusing = Seqd::start_unchecked(SeqdOptions {
+        args: vec!["--allow-uids".into(), other.clone()],
+        ..SeqdOptions::local()
+    });
+    let mut t = TextConn::connect(&refusing.socket());
+    assert!(t.cmd("PING").starts_with("ERR forbidden "));
+    let err = seqd_client::Client::connect(refusing.socket())
+        .err()
+        .expect("binary refused too");
+    assert_eq!(
+        err.code(),
+        Some(seqd_client::seqd_protocol::ErrorCode::Forbidden)
+    );
+    let by_uid = Seqd::start(SeqdOptions {
+        args: vec!["--allow-uids".into(), format!("{other},{me}")],
+        ..SeqdOptions::local()
+    });
+    assert_eq!(by_uid.text().cmd("PING"), "OK pong");
+    let by_gid = Seqd::start(SeqdOptions {
+        args: vec![
+            "--allow-uids".into(),
+            other,
+            "--allow-gids".into(),
+            my_gid.to_string(),
+        ],
+        ..SeqdOptions::local()
+    });
+    assert_eq!(by_gid.text().cmd("PING"), "OK pong");
+}
