@@ -224,6 +224,15 @@ impl Client {
                         "response for unknown request id {id}"
                     )))
                 }
+                // The daemon closed an idle connection while this request
+                // was on its way: a broken connection, so it is retried.
+                ServerMessage::Error { error } if error.code == ErrorCode::Unavailable => {
+                    self.conn = None;
+                    return Err(ClientError::Io(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        error.message,
+                    )));
+                }
                 ServerMessage::Error { error } => {
                     self.conn = None;
                     return Err(ClientError::Server(error));

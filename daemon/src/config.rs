@@ -137,6 +137,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub handshake_timeout_ms: u64,
 
+    /// Close a connection that sent nothing (and has nothing in flight)
+    /// for this long, in milliseconds; 0 = never. The client crate
+    /// reconnects by itself.
+    #[arg(long, env = "SEQD_IDLE_TIMEOUT_MS", default_value_t = 3_600_000)]
+    pub idle_timeout_ms: u64,
+
     /// Peer user ids allowed to connect (comma-separated). With neither
     /// this nor --allow-gids, every peer that can open the socket may use
     /// seqd. The list is exact: add 0 to allow root.
@@ -233,6 +239,10 @@ impl Config {
 
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 
     pub fn handshake_timeout(&self) -> Duration {

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let config = Config::parse();
     init_logging(&config.log);
+    raise_fd_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -79,6 +80,30 @@ fn stderr_is_journal() -> bool {
         return false;
     };
     stream.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Raises the soft open-files limit to the hard one: every client
+/// connection is a descriptor, and --max-connections should be the limit
+/// that bites, not a low default soft limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let soft = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(
+                    from = soft,
+                    to = lim.rlim_max,
+                    "raised the open-files limit"
+                );
+            }
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT. SIGHUP (systemd's `ExecReload=`) must

@@ -319,3 +319,89 @@ fn the_allow_list_refuses_other_users_with_forbidden() {
     });
     assert_eq!(by_gid.text().cmd("PING"), "OK pong");
 }
+
+#[test]
+fn idle_connections_are_closed_and_busy_ones_kept() {
+    let seqd = Seqd::start(SeqdOptions {
+        args: vec!["--idle-timeout-ms".into(), "300".into()],
+        ..SeqdOptions::local()
+    });
+    let mut busy = seqd.text();
+    let mut idle = seqd.text();
+    assert_eq!(idle.cmd("PING"), "OK pong");
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(900) {
+        assert_eq!(busy.cmd("PING"), "OK pong");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let notice = idle.read_line();
+    assert!(
+        notice.starts_with("ERR unavailable idle for 300 ms"),
+        "{notice}"
+    );
+    let mut rest = String::new();
+    assert_eq!(
+        std::io::Read::read_to_string(&mut idle.reader, &mut rest).unwrap(),
+        0,
+        "closed"
+    );
+    // The client crate reconnects by itself after an idle close.
+    let mut c = seqd.client();
+    assert_eq!(c.group_next("idle").unwrap().seq, 1);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(c.group_next("idle").unwrap().seq, 2);
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_stop_another_client() {
+    let seqd = Seqd::start(SeqdOptions::local());
+    let idle: Vec<_> = (0..1000)
+        .map(|_| std::os::unix::net::UnixStream::connect(seqd.socket()).unwrap())
+        .collect();
+    let mut c = seqd.client();
+    for want in 1..=100 {
+        assert_eq!(c.group_next("served").unwrap().seq, want);
+    }
+    let open = c
+        .metrics()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("seqd_connections_open "))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(open >= 1001, "{open} connections open");
+    drop(idle);
+}
+
+#[test]
+fn connections_beyond_the_limit_wait_until_one_closes() {
+    let seqd = Seqd::start(SeqdOptions {
+        args: vec!["--max-connections".into(), "3".into()],
+        ..SeqdOptions::local()
+    });
+    let held: Vec<_> = (0..3).map(|_| seqd.text()).collect();
+    // The fourth is accepted by the kernel but not served yet.
+    let mut fourth = seqd.text();
+    fourth
+        .writer
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    fourth
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    fourth.send_raw(b"PING\n");
+    let mut line = String::new();
+    assert!(
+        std::io::BufRead::read_line(&mut fourth.reader, &mut line).is_err(),
+        "served beyond the limit: {line}"
+    );
+    drop(held);
+    fourth
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(fourth.read_line(), "OK pong");
+}

@@ -37,8 +37,16 @@ pub async fn serve<R>(
     if hello(&ctx, &mut frames, &tx).await {
         let inflight = Arc::new(Semaphore::new(max_inflight));
         loop {
+            // Idle: nothing received and nothing in flight for that long.
+            let idle = ctx.config.idle_timeout();
+            let quiet = inflight.available_permits() == max_inflight;
             let frame = tokio::select! {
                 f = frames.next() => f,
+                _ = tokio::time::sleep(idle), if !idle.is_zero() && quiet => {
+                    let msg = format!("idle for {} ms; closing (reconnect to go on)", idle.as_millis());
+                    fatal(&tx, WireError::new(ErrorCode::Unavailable, msg)).await;
+                    break;
+                }
                 _ = shutdown.cancelled() => break,
             };
             let payload = match frame {

@@ -24,8 +24,13 @@ pub async fn serve<R>(
     let mut lines = FramedRead::new(reader, LineDecoder::new(max_line));
     let mut out = BufWriter::new(writer);
     loop {
+        let idle = ctx.config.idle_timeout();
         let item = tokio::select! {
             item = lines.next() => item,
+            _ = tokio::time::sleep(idle), if !idle.is_zero() => {
+                let _ = out.write_all(idle_notice(idle).as_bytes()).await;
+                break;
+            }
             _ = shutdown.cancelled() => break,
         };
         let mut quit = false;
@@ -63,4 +68,18 @@ pub async fn serve<R>(
     }
     let _ = out.flush().await;
     let _ = out.shutdown().await;
+}
+
+/// The line a text client gets before an idle connection is closed.
+fn idle_notice(idle: std::time::Duration) -> String {
+    format!(
+        "{}\n",
+        text::format_error(&WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "idle for {} ms; closing (reconnect to go on)",
+                idle.as_millis()
+            )
+        ))
+    )
 }
