@@ -33,8 +33,20 @@ pub async fn serve(ctx: &Context, request: Request) -> Result<Response, WireErro
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
-    ctx.metrics.observe_request(op, outcome, started.elapsed());
+    ctx.metrics
+        .observe_request(op, source_of(&result), outcome, started.elapsed());
     result
+}
+
+/// Where an answer came from, for the latency histogram.
+fn source_of(result: &Result<Response, WireError>) -> &'static str {
+    match result {
+        Ok(Response::Daily { source, .. } | Response::Conv { source, .. }) => source.as_str(),
+        Ok(Response::Gap(r)) => r.source.as_str(),
+        Ok(Response::GapBatch(r)) => r.first().map_or("-", |r| r.source.as_str()),
+        Ok(Response::GapStats(Some(s))) => s.source.as_str(),
+        _ => "-",
+    }
 }
 
 async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {

@@ -19,6 +19,9 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: &'static str,
+    /// `redis` or `local` for answers that say where they came from, `-`
+    /// for the rest (errors, pings, cache reads).
+    pub source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,7 +166,7 @@ impl Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from a request's arrival to its answer, by operation",
+            "Time from a request's arrival to its answer, by operation and source",
             latency.clone(),
         );
         registry.register(
@@ -252,12 +255,18 @@ impl Metrics {
         }
     }
 
-    pub fn observe_request(&self, op: &'static str, outcome: &'static str, elapsed: Duration) {
+    pub fn observe_request(
+        &self,
+        op: &'static str,
+        source: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
         self.requests
             .get_or_create(&RequestLabels { op, outcome })
             .inc();
         self.latency
-            .get_or_create(&OpLabels { op })
+            .get_or_create(&OpLabels { op, source })
             .observe(elapsed.as_secs_f64());
     }
 

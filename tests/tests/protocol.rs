@@ -423,8 +423,13 @@ fn text_help_health_metrics_and_quit() {
     assert!(has(
         r#"seqd_requests_total{op="daily_next",outcome="invalid_argument"} 1"#
     ));
+    // Latency per operation and source: the answered one came from the
+    // store, the refused one from nowhere.
     assert!(has(
-        r#"seqd_request_duration_seconds_count{op="daily_next"} 2"#
+        r#"seqd_request_duration_seconds_count{op="daily_next",source="local"} 1"#
+    ));
+    assert!(has(
+        r#"seqd_request_duration_seconds_count{op="daily_next",source="-"} 1"#
     ));
     assert!(has(
         r#"seqd_sequence_numbers_issued_total{kind="daily",source="local"} 1"#
