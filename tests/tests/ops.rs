@@ -405,3 +405,38 @@ fn connections_beyond_the_limit_wait_until_one_closes() {
         .unwrap();
     assert_eq!(fourth.read_line(), "OK pong");
 }
+
+#[test]
+fn a_connection_has_at_most_max_inflight_requests_in_progress() {
+    use seqd_client::seqd_protocol::{Conversation, Request};
+    let redis = RedisServer::start();
+    let seqd = Seqd::start(SeqdOptions {
+        args: vec![
+            "--max-inflight".into(),
+            "1".into(),
+            "--redis-timeout-ms".into(),
+            "500".into(),
+            // Keep the breaker closed so every request waits for Redis.
+            "--breaker-threshold".into(),
+            "1000".into(),
+        ],
+        ..SeqdOptions::redis(&redis)
+    });
+    let mut c = seqd.client();
+    c.group_next("warm").unwrap();
+    redis.hang();
+    let started = std::time::Instant::now();
+    let results = c
+        .pipeline(
+            (0..4)
+                .map(|_| Request::ConvNext(Conversation::Group { id: "slow".into() }))
+                .collect(),
+        )
+        .unwrap();
+    let elapsed = started.elapsed();
+    redis.resume();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    // One at a time, each waiting out the 500 ms timeout: at least 2 s. (Four
+    // in parallel would all be answered after about 500 ms.)
+    assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
+}
