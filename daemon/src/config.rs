@@ -143,6 +143,11 @@ pub struct Config {
     #[arg(long, env = "SEQD_IDLE_TIMEOUT_MS", default_value_t = 3_600_000)]
     pub idle_timeout_ms: u64,
 
+    /// Also serve `GET /metrics` over HTTP on this loopback address (e.g.
+    /// 127.0.0.1:9187) for Prometheus. Off when unset.
+    #[arg(long, env = "SEQD_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Peer user ids allowed to connect (comma-separated). With neither
     /// this nor --allow-gids, every peer that can open the socket may use
     /// seqd. The list is exact: add 0 to allow root.

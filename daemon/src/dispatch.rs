@@ -189,6 +189,13 @@ async fn health(ctx: &Context) -> Result<Response, Error> {
 }
 
 fn metrics(ctx: &Context) -> Response {
+    Response::Metrics {
+        text: metrics_text(ctx),
+    }
+}
+
+/// The Prometheus exposition, with the gauges read at scrape time updated.
+pub fn metrics_text(ctx: &Context) -> String {
     ctx.metrics.local_marks.set(ctx.store.len() as i64);
     ctx.metrics
         .pending_reconciliation
@@ -196,7 +203,5 @@ fn metrics(ctx: &Context) -> Response {
     if let Some((_, n)) = ctx.cache.health().into_iter().find(|(k, _)| k == "outbox") {
         ctx.metrics.cache_outbox.set(n.parse().unwrap_or(0));
     }
-    Response::Metrics {
-        text: ctx.metrics.encode(),
-    }
+    ctx.metrics.encode()
 }

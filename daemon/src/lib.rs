@@ -31,6 +31,7 @@ pub mod context;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;
+pub mod metrics_http;
 pub mod server;
 pub mod systemd;
 pub mod transport;
@@ -236,6 +237,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         })
     };
 
+    let metrics_http = match ctx.config.metrics_listen {
+        Some(addr) => {
+            let listener = metrics_http::bind(addr).await?;
+            tracing::info!(%addr, "metrics served over HTTP at /metrics");
+            Some(tokio::spawn(metrics_http::serve(listener, ctx.clone())))
+        }
+        None => None,
+    };
     // Ready: the socket is bound and the store is open.
     let notifier = Arc::new(systemd::Notifier::from_env());
     notifier.notify(&format!("READY=1\nSTATUS={}", status_line(&ctx).await));
@@ -249,6 +258,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     server::run(&socket.listener, ctx, shutdown).await;
     keepalive.abort();
+    if let Some(task) = metrics_http {
+        task.abort();
+    }
     stop_supervisor.cancel();
     pruner.abort();
     store.flush().await.context("flushing the store")?;

@@ -440,3 +440,102 @@ fn a_connection_has_at_most_max_inflight_requests_in_progress() {
     // in parallel would all be answered after about 500 ms.)
     assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
 }
+
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// Checks the Prometheus text format line by line: comments are `# HELP`,
+/// `# TYPE` or `# EOF`; samples are `name{labels} value` with a numeric
+/// value.
+fn parse_exposition(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(c) = line.strip_prefix("# ") {
+            assert!(
+                c.starts_with("HELP ") || c.starts_with("TYPE ") || c == "EOF",
+                "{line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+        samples.push((series.to_string(), value));
+    }
+    samples
+}
+
+#[test]
+fn prometheus_can_scrape_metrics_over_loopback_http() {
+    let port = free_port();
+    let seqd = Seqd::start(SeqdOptions {
+        args: vec!["--metrics-listen".into(), format!("127.0.0.1:{port}")],
+        ..SeqdOptions::local()
+    });
+    seqd.client().group_next("scraped").unwrap();
+    let (head, body) = http_get(port, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let samples = parse_exposition(&body);
+    let get = |s: &str| samples.iter().find(|(k, _)| k == s).map(|(_, v)| *v);
+    assert_eq!(
+        get(r#"seqd_requests_total{op="conv_next",outcome="ok"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(r#"seqd_sequence_numbers_issued_total{kind="conv",source="local"}"#),
+        Some(1.0)
+    );
+    assert_eq!(get("seqd_breaker_state"), Some(0.0));
+    assert!(get("seqd_connections_open").is_some());
+    // The same exposition over the socket parses too.
+    parse_exposition(&seqd.client().metrics().unwrap());
+    let (head, _) = http_get(port, "/other");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+#[test]
+fn metrics_over_http_refuse_non_loopback_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(workspace_bin("seqd"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .args(["--metrics-listen", "0.0.0.0:9187"])
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only loopback addresses"));
+    assert!(
+        !dir.path().join("s.sock").exists(),
+        "the socket is removed on a failed start"
+    );
+}
