@@ -143,6 +143,12 @@ pub struct Config {
     #[arg(long, env = "SEQD_IDLE_TIMEOUT_MS", default_value_t = 3_600_000)]
     pub idle_timeout_ms: u64,
 
+    /// Group of the socket seqd binds (a name or a number); the socket is
+    /// mode 0660, so members of this group may connect. Unset: seqd's own
+    /// group. (With socket activation, seqd.socket's SocketGroup= decides.)
+    #[arg(long, env = "SEQD_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
+
     /// Also serve `GET /metrics` over HTTP on this loopback address (e.g.
     /// 127.0.0.1:9187) for Prometheus. Off when unset.
     #[arg(long, env = "SEQD_METRICS_LISTEN")]

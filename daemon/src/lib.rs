@@ -201,7 +201,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let socket = match server::activated().context("taking the socket systemd passed")? {
         Some(s) => s,
-        None => server::bind(&config.socket)
+        None => server::bind(&config.socket, config.socket_group.as_deref())
             .with_context(|| format!("binding {}", config.socket.display()))?,
     };
     if socket.activated() {

@@ -79,7 +79,7 @@ pub fn activated() -> io::Result<Option<BoundSocket>> {
 /// Binds the socket at `path`. If a file is there, connect first: a live
 /// seqd answering means refuse to start; nothing answering means the file is
 /// stale and is removed. The socket gets mode 0660.
-pub fn bind(path: &Path) -> io::Result<BoundSocket> {
+pub fn bind(path: &Path, group: Option<&str>) -> io::Result<BoundSocket> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -96,10 +96,35 @@ pub fn bind(path: &Path) -> io::Result<BoundSocket> {
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(group) = group {
+        let gid = resolve_group(group)?;
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
     Ok(BoundSocket {
         listener,
         path: Some(path.to_path_buf()),
     })
+}
+
+/// A group name or number to a gid.
+fn resolve_group(group: &str) -> io::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "group name contains NUL"))?;
+    // SAFETY: getgrnam with a valid C string, called once at start before
+    // any other thread reads the group database; the result is copied out
+    // at once.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no group named '{group}'"),
+        ));
+    }
+    // SAFETY: non-null pointer returned by getgrnam.
+    Ok(unsafe { (*entry).gr_gid })
 }
 
 /// Accepts and serves connections until `shutdown` completes, then stops

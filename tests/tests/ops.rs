@@ -539,3 +539,24 @@ fn metrics_over_http_refuse_non_loopback_addresses() {
         "the socket is removed on a failed start"
     );
 }
+
+#[test]
+fn the_socket_seqd_binds_is_0660_with_the_configured_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let seqd = Seqd::start(SeqdOptions::local());
+    let meta = std::fs::metadata(seqd.socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    // Root may hand the socket to any group; others only to their own.
+    let gid = if unsafe { libc::getuid() } == 0 {
+        4242
+    } else {
+        unsafe { libc::getgid() }
+    };
+    let grouped = Seqd::start(SeqdOptions {
+        args: vec!["--socket-group".into(), gid.to_string()],
+        ..SeqdOptions::local()
+    });
+    let meta = std::fs::metadata(grouped.socket()).unwrap();
+    assert_eq!(meta.gid(), gid);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+}
