@@ -165,6 +165,11 @@ pub struct Config {
     #[arg(long, env = "SEQD_ALLOW_GIDS", value_delimiter = ',')]
     pub allow_gids: Vec<u32>,
 
+    /// The environment file seqd re-reads on SIGHUP (the one systemd's
+    /// EnvironmentFile= loads at start). Without it, SIGHUP changes nothing.
+    #[arg(long, env = "SEQD_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Log filter (tracing's env-filter syntax); RUST_LOG wins when set.
     #[arg(long, env = "SEQD_LOG", default_value = "info")]
     pub log: String,

@@ -66,13 +66,13 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
             Ok(Response::Gap(r))
         }
         Request::GapBatch(events) => {
-            if events.len() > ctx.config.max_batch as usize {
+            if events.len() > ctx.config().max_batch as usize {
                 return Err(Error::Wire(WireError::new(
                     ErrorCode::TooLarge,
                     format!(
                         "batch of {} events; at most {} allowed",
                         events.len(),
-                        ctx.config.max_batch
+                        ctx.config().max_batch
                     ),
                 )));
             }
@@ -120,7 +120,7 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
 async fn cache_set(ctx: &Context, items: Vec<CacheItem>) -> Result<Response, Error> {
     for item in &items {
         cache::validate_key(&item.key)?;
-        cache::validate_value(&item.value, ctx.config.max_value as usize)?;
+        cache::validate_value(&item.value, ctx.config().max_value as usize)?;
     }
     Ok(Response::CacheWritten(ctx.cache.set_many(items).await?))
 }

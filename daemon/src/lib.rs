@@ -32,6 +32,7 @@ pub mod dispatch;
 pub mod error;
 pub mod metrics;
 pub mod metrics_http;
+pub mod reload;
 pub mod server;
 pub mod systemd;
 pub mod transport;
@@ -52,6 +53,52 @@ use std::time::Duration;
 
 /// How often expired high-water marks are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Waits for SIGHUP and reloads, logging what changed.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    ctx: Arc<Context>,
+    link: Option<Arc<RedisLink>>,
+    log_reload: Option<LogReload>,
+) {
+    while hup.recv().await.is_some() {
+        let current = ctx.config();
+        let Some(path) = current.config.clone() else {
+            tracing::warn!("SIGHUP: no --config file to re-read; nothing changed");
+            continue;
+        };
+        let file = match reload::read_env_file(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the config file; nothing changed");
+                continue;
+            }
+        };
+        let (next, changed) = match reload::reloaded(&current, &file) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "SIGHUP: invalid setting; nothing changed");
+                continue;
+            }
+        };
+        if next.log != current.log {
+            if let Some(apply) = &log_reload {
+                if let Err(e) = apply(&next.log) {
+                    tracing::warn!(error = %e, "SIGHUP: invalid log filter; keeping the old one");
+                }
+            }
+        }
+        if let Some(link) = &link {
+            link.reconfigure(next.redis_timeout(), next.breaker());
+        }
+        ctx.replace_config(next);
+        if changed.is_empty() {
+            tracing::info!("SIGHUP: reloaded; nothing changed");
+        } else {
+            tracing::info!(changed = %changed.join(" "), "SIGHUP: reloaded");
+        }
+    }
+}
 
 /// The `STATUS=` text: mode, Redis and breaker.
 async fn status_line(ctx: &Context) -> String {
@@ -104,9 +151,22 @@ async fn keep_alive(ctx: Arc<Context>, notifier: Arc<systemd::Notifier>) {
     }
 }
 
+/// Changes the log filter at run time (given by `main`, which owns the
+/// subscriber).
+pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Starts seqd with `config` and serves until `shutdown` completes; then
-/// drains, flushes the store and removes the socket.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// drains, flushes the store and removes the socket. SIGHUP reloads
+/// (`reload`); `log_reload` applies a new log filter.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    log_reload: Option<LogReload>,
+) -> anyhow::Result<()> {
+    // Caught from the start: a SIGHUP (systemctl reload) must never end
+    // seqd, even before it is ready.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let default_tz = capabilities::sequences::parse_tz(&config.default_tz)
         .map_err(|e| anyhow::anyhow!("--default-tz: {e}"))?;
     std::fs::create_dir_all(&config.data_dir)
@@ -118,6 +178,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
 
     let metrics = Arc::new(metrics::Metrics::new());
+    let mut redis_link: Option<Arc<RedisLink>> = None;
     let stop_supervisor = tokio_util::sync::CancellationToken::new();
     let streams = {
         let dir = config.data_dir.clone();
@@ -150,6 +211,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 "mode: Redis at {}", target.display()
             );
             let link = Arc::new(RedisLink::new(pool, config.breaker(), metrics.clone()));
+            redis_link = Some(link.clone());
             let sequences = Arc::new(RedisSequences::new(
                 link.clone(),
                 store.clone(),
@@ -213,15 +275,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tracing::info!(socket = %config.socket.display(), marks = store.len(), "seqd ready");
     }
 
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(Context::new(
         config,
         default_tz,
         sequences,
         tracker,
         cache,
-        store: store.clone(),
+        store.clone(),
         metrics,
-    });
+    ));
     let pruner = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -237,7 +299,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         })
     };
 
-    let metrics_http = match ctx.config.metrics_listen {
+    let metrics_http = match ctx.config().metrics_listen {
         Some(addr) => {
             let listener = metrics_http::bind(addr).await?;
             tracing::info!(%addr, "metrics served over HTTP at /metrics");
@@ -249,6 +311,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let notifier = Arc::new(systemd::Notifier::from_env());
     notifier.notify(&format!("READY=1\nSTATUS={}", status_line(&ctx).await));
     let keepalive = tokio::spawn(keep_alive(ctx.clone(), notifier.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(hup, ctx.clone(), redis_link, log_reload));
     let shutdown = {
         let notifier = notifier.clone();
         async move {
@@ -258,6 +321,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     server::run(&socket.listener, ctx, shutdown).await;
     keepalive.abort();
+    reloader.abort();
     if let Some(task) = metrics_http {
         task.abort();
     }

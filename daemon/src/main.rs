@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    init_logging(&config.log);
+    let log_reload = init_logging(&config.log);
     raise_fd_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -22,7 +22,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(seqd::run(config, shutdown_signal())) {
+    // The handlers are installed inside the runtime, before anything else.
+    let result = runtime.block_on(async {
+        let shutdown = shutdown_signal();
+        seqd::run(config, shutdown, Some(log_reload)).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -34,16 +39,14 @@ fn main() -> ExitCode {
 /// Logs go to journald when seqd runs under it (its stderr is the stream
 /// `$JOURNAL_STREAM` names), otherwise to stderr. The level comes from
 /// `RUST_LOG`, else `--log`/`SEQD_LOG`.
-fn init_logging(level: &str) {
+fn init_logging(level: &str) -> seqd::LogReload {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = || {
-        std::env::var("RUST_LOG")
-            .ok()
-            .and_then(|f| EnvFilter::try_new(f).ok())
-            .or_else(|| EnvFilter::try_new(level).ok())
-            .unwrap_or_else(|| EnvFilter::new("info"))
-    };
+    let filter = EnvFilter::try_new(std::env::var("RUST_LOG").unwrap_or_default())
+        .ok()
+        .filter(|_| std::env::var_os("RUST_LOG").is_some())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let journald = if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(layer) => Some(layer.with_syslog_identifier("seqd".into())),
@@ -55,17 +58,26 @@ fn init_logging(level: &str) {
     } else {
         None
     };
+    // The filter sits behind a reload layer so SIGHUP can change it.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     match journald {
         Some(layer) => tracing_subscriber::registry()
-            .with(filter())
+            .with(filter)
             .with(layer)
             .init(),
-        None => tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false),
+            )
             .init(),
     }
+    Box::new(move |f: &str| {
+        let next = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+        handle.reload(next).map_err(|e| e.to_string())
+    })
 }
 
 /// True when stderr is the journal stream systemd set up (`$JOURNAL_STREAM`
@@ -106,26 +118,24 @@ fn raise_fd_limit() {
     }
 }
 
-/// Completes on SIGTERM or SIGINT. SIGHUP (systemd's `ExecReload=`) must
-/// never end seqd; until run-time reload exists it is logged and ignored.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now — before the socket is
+/// bound, so a stop right after start drains instead of killing — and
+/// returns a future that completes on either. (SIGHUP reloads;
+/// `seqd::run` handles it.)
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    if let Ok(mut hup) = signal(SignalKind::hangup()) {
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                tracing::warn!("SIGHUP: run-time reload is not implemented yet; nothing changed");
-            }
-        });
-    }
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop seqd with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop seqd with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
     }
 }

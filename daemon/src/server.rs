@@ -132,7 +132,7 @@ fn resolve_group(group: &str) -> io::Result<u32> {
 /// [`DRAIN_TIMEOUT`]), and returns.
 pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let stop = CancellationToken::new();
-    let connections = Arc::new(Semaphore::new(ctx.config.max_connections as usize));
+    let connections = Arc::new(Semaphore::new(ctx.config().max_connections as usize));
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {

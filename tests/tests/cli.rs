@@ -186,6 +186,63 @@ fn sighup_does_not_stop_seqd() {
 }
 
 #[test]
+fn sighup_reloads_the_config_file_without_dropping_connections() {
+    use seqd_client::gap_event;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seqd.env");
+    std::fs::write(&file, "# nothing yet\n").unwrap();
+    let seqd = Seqd::start(SeqdOptions {
+        args: vec!["--config".into(), file.display().to_string()],
+        ..SeqdOptions::local()
+    });
+    let mut c = seqd.client();
+    let batch = || {
+        (1..=3)
+            .map(|s| gap_event("hup", "A", s))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(c.gap_batch(batch()).unwrap().len(), 3);
+    std::fs::write(
+        &file,
+        "SEQD_MAX_BATCH=2\nSEQD_LOG=debug\nREDIS_URL=redis://127.0.0.1:1/0\n",
+    )
+    .unwrap();
+    let hup = || {
+        // SAFETY: signalling a child we spawned.
+        assert_eq!(unsafe { libc::kill(seqd.pid() as i32, libc::SIGHUP) }, 0);
+    };
+    hup();
+    wait_until("the reload", std::time::Duration::from_secs(5), || {
+        seqd.log_text().contains("SIGHUP: reloaded")
+    });
+    let log = seqd.log_text();
+    assert!(
+        log.contains("SEQD_MAX_BATCH=2") && log.contains("SEQD_LOG="),
+        "{log}"
+    );
+    // The same connection, the new limit.
+    let e = c.gap_batch(batch()).unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(seqd_client::seqd_protocol::ErrorCode::TooLarge)
+    );
+    // The new log level: debug lines appear.
+    seqd.text().cmd("PING");
+    wait_until("a debug line", std::time::Duration::from_secs(5), || {
+        seqd.log_text().contains("DEBUG")
+    });
+    // Not reloadable: still local mode.
+    assert_eq!(field(&seqd.text().cmd("HEALTH"), "mode"), "local");
+    // An invalid value changes nothing.
+    std::fs::write(&file, "SEQD_MAX_BATCH=0\n").unwrap();
+    hup();
+    wait_until("the refusal", std::time::Duration::from_secs(5), || {
+        seqd.log_text().contains("invalid setting")
+    });
+    assert!(c.gap_batch(batch()).is_err(), "still 2");
+}
+
+#[test]
 fn sigterm_exits_cleanly_and_removes_the_socket() {
     let mut seqd = Seqd::start(SeqdOptions::local());
     seqd.text().cmd("CONV NEXT group t");

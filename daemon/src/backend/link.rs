@@ -43,7 +43,8 @@ pub struct RedisPool {
     slots: Vec<Slot>,
     next: AtomicUsize,
     generation: AtomicU64,
-    timeout: Duration,
+    /// The operation timeout in milliseconds; a reload may change it.
+    timeout_ms: AtomicU64,
 }
 
 impl RedisPool {
@@ -77,12 +78,18 @@ impl RedisPool {
                 .collect(),
             next: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
-            timeout,
+            timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
         })
     }
 
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// A new operation timeout (reload); it applies to the next operations.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// A connection from the next slot, connecting if the slot is empty.
@@ -100,8 +107,8 @@ impl RedisPool {
 
     async fn connect(&self) -> Result<MultiplexedConnection, RedisFailure> {
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
+            .set_connection_timeout(Some(self.timeout()))
+            .set_response_timeout(Some(self.timeout()));
         self.client
             .get_multiplexed_async_connection_with_config(&config)
             .await
@@ -121,7 +128,7 @@ impl RedisPool {
     /// `PING` on a fresh connection of its own (not from the pool), under
     /// the timeout: the breaker's probe.
     pub async fn probe(&self) -> Result<(), RedisFailure> {
-        let timeout_ms = self.timeout.as_millis() as u64;
+        let timeout_ms = self.timeout().as_millis() as u64;
         let attempt = async {
             let mut conn = self.connect().await?;
             redis::cmd("PING")
@@ -129,7 +136,7 @@ impl RedisPool {
                 .await
                 .map_err(|e| RedisFailure::classify(&e))
         };
-        match tokio::time::timeout(self.timeout, attempt).await {
+        match tokio::time::timeout(self.timeout(), attempt).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RedisFailure::Timeout(_))) | Err(_) => Err(RedisFailure::Timeout(timeout_ms)),
             Ok(Err(e)) => Err(e),
@@ -151,7 +158,7 @@ impl RedisPool {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.run_until(Instant::now() + self.timeout, op).await
+        self.run_until(Instant::now() + self.timeout(), op).await
     }
 
     /// Like [`RedisPool::run`], ending at `deadline` (at most the timeout
@@ -161,8 +168,8 @@ impl RedisPool {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let deadline = deadline.min(Instant::now() + self.timeout);
-        let timeout_ms = self.timeout.as_millis() as u64;
+        let deadline = deadline.min(Instant::now() + self.timeout());
+        let timeout_ms = self.timeout().as_millis() as u64;
         let attempt = async {
             let (i, generation, conn) = self.checkout().await?;
             match op(conn).await {
@@ -289,6 +296,12 @@ impl RedisLink {
 
     pub fn timeout(&self) -> Duration {
         self.pool.timeout()
+    }
+
+    /// New operation timeout and breaker settings (reload).
+    pub fn reconfigure(&self, timeout: Duration, breaker: BreakerConfig) {
+        self.pool.set_timeout(timeout);
+        self.lock().set_config(breaker);
     }
 
     /// True when requests may go to Redis now.

@@ -28,8 +28,8 @@ pub async fn serve<R>(
 ) where
     R: AsyncRead + Unpin,
 {
-    let max = ctx.config.max_frame;
-    let max_inflight = ctx.config.max_inflight as usize;
+    let max = ctx.config().max_frame;
+    let max_inflight = ctx.config().max_inflight as usize;
     let mut frames = FramedRead::new(reader, length_delimited(max));
     let (tx, rx) = mpsc::channel::<Vec<u8>>(max_inflight);
     let writer = tokio::spawn(write_frames(writer, rx));
@@ -38,7 +38,7 @@ pub async fn serve<R>(
         let inflight = Arc::new(Semaphore::new(max_inflight));
         loop {
             // Idle: nothing received and nothing in flight for that long.
-            let idle = ctx.config.idle_timeout();
+            let idle = ctx.config().idle_timeout();
             let quiet = inflight.available_permits() == max_inflight;
             let frame = tokio::select! {
                 f = frames.next() => f,
@@ -70,7 +70,7 @@ pub async fn serve<R>(
                         send(
                             &tx,
                             &ServerMessage::Response { id, result },
-                            ctx.config.max_frame,
+                            ctx.config().max_frame,
                             Some(id),
                         )
                         .await;
@@ -134,8 +134,8 @@ async fn hello<R>(
 where
     R: AsyncRead + Unpin,
 {
-    let max = ctx.config.max_frame;
-    let frame = match tokio::time::timeout(ctx.config.handshake_timeout(), frames.next()).await {
+    let max = ctx.config().max_frame;
+    let frame = match tokio::time::timeout(ctx.config().handshake_timeout(), frames.next()).await {
         Err(_) => {
             fatal(
                 tx,

@@ -22,15 +22,15 @@ pub async fn serve_connection(ctx: Arc<Context>, stream: UnixStream, shutdown: C
     let allowed = match stream.peer_cred() {
         Ok(cred) => {
             tracing::debug!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "connection accepted");
-            ctx.config.peer_allowed(cred.uid(), cred.gid())
+            ctx.config().peer_allowed(cred.uid(), cred.gid())
         }
         // Without credentials an allow-list cannot be honoured.
-        Err(_) => ctx.config.allow_uids.is_empty() && ctx.config.allow_gids.is_empty(),
+        Err(_) => ctx.config().allow_uids.is_empty() && ctx.config().allow_gids.is_empty(),
     };
     let (mut rd, mut wr) = stream.into_split();
     let mut first = [0u8; 1];
     let read = tokio::select! {
-        r = tokio::time::timeout(ctx.config.handshake_timeout(), rd.read(&mut first)) => r,
+        r = tokio::time::timeout(ctx.config().handshake_timeout(), rd.read(&mut first)) => r,
         _ = shutdown.cancelled() => return,
     };
     match read {

@@ -20,11 +20,11 @@ pub async fn serve<R>(
 ) where
     R: AsyncRead + Unpin,
 {
-    let max_line = ctx.config.max_line as usize;
+    let max_line = ctx.config().max_line as usize;
     let mut lines = FramedRead::new(reader, LineDecoder::new(max_line));
     let mut out = BufWriter::new(writer);
     loop {
-        let idle = ctx.config.idle_timeout();
+        let idle = ctx.config().idle_timeout();
         let item = tokio::select! {
             item = lines.next() => item,
             _ = tokio::time::sleep(idle), if !idle.is_zero() => {

@@ -1,0 +1,152 @@
+//! SIGHUP reload: re-read the `--config` file (the environment file that
+//! systemd's `EnvironmentFile=` loads at start) and put the settings that
+//! can change at run time in force, without dropping a connection.
+//!
+//! Reloadable: [`RELOADABLE`]. A key of the file that is absent keeps its
+//! current value (so a flag given at start stays unless the file names it).
+//! Other settings (socket, data directory, Redis address, pool size, zone)
+//! apply at the next restart. A file that does not parse changes nothing.
+
+use crate::config::Config;
+use clap::{CommandFactory, Parser};
+use std::path::Path;
+
+/// The environment names of the settings a reload can change.
+pub const RELOADABLE: &[&str] = &[
+    "SEQD_LOG",
+    "SEQD_REDIS_TIMEOUT_MS",
+    "SEQD_BREAKER_THRESHOLD",
+    "SEQD_PROBE_BASE_MS",
+    "SEQD_PROBE_MAX_MS",
+    "SEQD_IDLE_TIMEOUT_MS",
+    "SEQD_HANDSHAKE_TIMEOUT_MS",
+    "SEQD_MAX_INFLIGHT",
+    "SEQD_MAX_LINE",
+    "SEQD_MAX_FRAME",
+    "SEQD_MAX_VALUE",
+    "SEQD_MAX_BATCH",
+    "SEQD_ALLOW_UIDS",
+    "SEQD_ALLOW_GIDS",
+];
+
+/// Reads `KEY=VALUE` lines; blank lines and `#` comments are skipped, and
+/// one pair of surrounding quotes is removed from a value.
+pub fn read_env_file(path: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect())
+}
+
+/// `current` with the reloadable settings that `file` names; returns the
+/// new configuration and the names of the settings that changed.
+pub fn reloaded(
+    current: &Config,
+    file: &[(String, String)],
+) -> Result<(Config, Vec<String>), String> {
+    // Let clap validate the values: turn each reloadable key into its flag.
+    let command = Config::command();
+    let mut args = vec!["seqd".to_string()];
+    let mut named = Vec::new();
+    for (key, value) in file {
+        if !RELOADABLE.contains(&key.as_str()) {
+            continue;
+        }
+        let flag = command
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == key.as_str()))
+            .and_then(|a| a.get_long())
+            .ok_or_else(|| format!("{key} has no flag"))?;
+        args.push(format!("--{flag}={value}"));
+        named.push(key.as_str());
+    }
+    let parsed = Config::try_parse_from(&args).map_err(|e| e.to_string())?;
+    let mut next = current.clone();
+    let mut changed = Vec::new();
+    macro_rules! take {
+        ($key:literal, $field:ident) => {
+            if named.contains(&$key) && next.$field != parsed.$field {
+                next.$field = parsed.$field.clone();
+                changed.push(format!("{}={:?}", $key, next.$field));
+            }
+        };
+    }
+    take!("SEQD_LOG", log);
+    take!("SEQD_REDIS_TIMEOUT_MS", redis_timeout_ms);
+    take!("SEQD_BREAKER_THRESHOLD", breaker_threshold);
+    take!("SEQD_PROBE_BASE_MS", probe_base_ms);
+    take!("SEQD_PROBE_MAX_MS", probe_max_ms);
+    take!("SEQD_IDLE_TIMEOUT_MS", idle_timeout_ms);
+    take!("SEQD_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms);
+    take!("SEQD_MAX_INFLIGHT", max_inflight);
+    take!("SEQD_MAX_LINE", max_line);
+    take!("SEQD_MAX_FRAME", max_frame);
+    take!("SEQD_MAX_VALUE", max_value);
+    take!("SEQD_MAX_BATCH", max_batch);
+    take!("SEQD_ALLOW_UIDS", allow_uids);
+    take!("SEQD_ALLOW_GIDS", allow_gids);
+    Ok((next, changed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config::try_parse_from(["seqd", "--redis-timeout-ms", "100"]).unwrap()
+    }
+
+    #[test]
+    fn named_reloadable_settings_change_and_others_stay() {
+        let file = vec![
+            ("SEQD_BREAKER_THRESHOLD".to_string(), "7".to_string()),
+            ("SEQD_LOG".to_string(), "debug".to_string()),
+            (
+                "REDIS_URL".to_string(),
+                "redis://elsewhere:6379".to_string(),
+            ),
+        ];
+        let (next, changed) = reloaded(&base(), &file).unwrap();
+        assert_eq!(next.breaker_threshold, 7);
+        assert_eq!(next.log, "debug");
+        assert_eq!(next.redis_timeout_ms, 100, "not in the file: kept");
+        assert_eq!(next.redis_url, base().redis_url, "not reloadable");
+        assert_eq!(changed.len(), 2, "{changed:?}");
+    }
+
+    #[test]
+    fn invalid_values_change_nothing() {
+        let file = vec![("SEQD_BREAKER_THRESHOLD".to_string(), "0".to_string())];
+        assert!(reloaded(&base(), &file).is_err());
+    }
+
+    #[test]
+    fn env_files_parse_like_systemds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seqd.env");
+        std::fs::write(
+            &p,
+            "# c\n\nSEQD_LOG=\"info,seqd=debug\"\n SEQD_MAX_BATCH = 5 \nnot a pair\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_env_file(&p).unwrap(),
+            vec![
+                ("SEQD_LOG".to_string(), "info,seqd=debug".to_string()),
+                ("SEQD_MAX_BATCH".to_string(), "5".to_string())
+            ]
+        );
+    }
+}
