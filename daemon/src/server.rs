@@ -81,7 +81,17 @@ pub fn activated() -> io::Result<Option<BoundSocket>> {
 /// stale and is removed. The socket gets mode 0660.
 pub fn bind(path: &Path, group: Option<&str>) -> io::Result<BoundSocket> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            // A directory seqd creates is not writable by others: nobody
+            // else may plant or replace the socket.
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        } else {
+            let mode = std::fs::metadata(dir)?.permissions().mode();
+            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                tracing::warn!(dir = %dir.display(), "the socket's directory is world-writable without the sticky bit: anyone may replace the socket");
+            }
+        }
     }
     if path.exists() {
         match std::os::unix::net::UnixStream::connect(path) {

@@ -560,3 +560,29 @@ fn the_socket_seqd_binds_is_0660_with_the_configured_group() {
     assert_eq!(meta.gid(), gid);
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
 }
+
+#[test]
+fn a_socket_directory_seqd_creates_is_not_world_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_dir = dir.path().join("run").join("seqd");
+    let sock = sock_dir.join("seqd.sock");
+    let mut child = std::process::Command::new(workspace_bin("seqd"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the socket", STARTUP_DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let mode = std::fs::metadata(&sock_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755);
+    // SAFETY: signalling the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
