@@ -275,6 +275,19 @@ fn read_reply<R: BufRead>(r: &mut R) -> std::io::Result<Reply> {
 
 // ----------------------------------------------------------------- seqd ---
 
+/// A `seqd` command in local mode on `socket` and `data_dir` (the test's
+/// own `REDIS_*` variables removed), for tests that run it by hand.
+pub fn seqd_command(socket: &Path, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(workspace_bin("seqd"));
+    cmd.arg("--socket")
+        .arg(socket)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST");
+    cmd
+}
+
 /// How a seqd is started.
 #[derive(Debug, Clone, Default)]
 pub struct SeqdOptions {
@@ -309,21 +322,16 @@ pub struct Seqd {
 
 impl Seqd {
     pub fn start(options: SeqdOptions) -> Seqd {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("seqd.log");
-        let mut seqd = Seqd {
-            dir,
-            options,
-            child: None,
-            log,
-        };
-        seqd.spawn();
-        seqd
+        Seqd::launch(options, true)
     }
 
     /// Starts seqd and waits only for its socket to accept connections
     /// (for configurations that refuse the test's own requests).
     pub fn start_unchecked(options: SeqdOptions) -> Seqd {
+        Seqd::launch(options, false)
+    }
+
+    fn launch(options: SeqdOptions, ping: bool) -> Seqd {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("seqd.log");
         let mut seqd = Seqd {
@@ -332,7 +340,7 @@ impl Seqd {
             child: None,
             log,
         };
-        seqd.spawn_with(false);
+        seqd.spawn_with(ping);
         seqd
     }
 
@@ -355,15 +363,9 @@ impl Seqd {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut cmd = Command::new(workspace_bin("seqd"));
-        cmd.arg("--socket")
-            .arg(self.socket())
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(&self.options.args)
-            // The test's own environment must not pick the mode.
-            .env_remove("REDIS_URL")
-            .env_remove("REDIS_HOST")
+        // The test's own environment must not pick the mode.
+        let mut cmd = seqd_command(&self.socket(), &self.data_dir());
+        cmd.args(&self.options.args)
             .env("SEQD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);

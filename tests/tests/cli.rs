@@ -254,13 +254,7 @@ fn sigterm_exits_cleanly_and_removes_the_socket() {
 #[test]
 fn a_second_seqd_refuses_a_live_socket_and_replaces_a_stale_one() {
     let mut seqd = Seqd::start(SeqdOptions::local());
-    let out = Command::new(workspace_bin("seqd"))
-        .arg("--socket")
-        .arg(seqd.socket())
-        .arg("--data-dir")
-        .arg(seqd.dir.path().join("other"))
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_HOST")
+    let out = seqd_command(&seqd.socket(), &seqd.dir.path().join("other"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

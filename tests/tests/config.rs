@@ -117,14 +117,8 @@ fn the_client_reconnects_after_seqd_restarts() {
 #[test]
 fn an_unknown_default_zone_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(workspace_bin("seqd"))
-        .arg("--socket")
-        .arg(dir.path().join("s.sock"))
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
+    let out = seqd_command(&dir.path().join("s.sock"), &dir.path().join("d"))
         .args(["--default-tz", "Mars/Olympus"])
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_HOST")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -238,13 +238,7 @@ fn the_shipped_redis_config_is_valid_and_says_what_it_should() {
 /// to `stream`, waits until it answers, and stops it.
 fn run_with_journal_stream(dir: &std::path::Path, log: &std::path::Path, stream: &str) {
     let sock = dir.join("j.sock");
-    let mut child = std::process::Command::new(workspace_bin("seqd"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_HOST")
+    let mut child = seqd_command(&sock, &dir.join("data"))
         .env("JOURNAL_STREAM", stream)
         .stderr(std::fs::OpenOptions::new().append(true).open(log).unwrap())
         .spawn()
@@ -522,14 +516,8 @@ fn prometheus_can_scrape_metrics_over_loopback_http() {
 #[test]
 fn metrics_over_http_refuse_non_loopback_addresses() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(workspace_bin("seqd"))
-        .arg("--socket")
-        .arg(dir.path().join("s.sock"))
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
+    let out = seqd_command(&dir.path().join("s.sock"), &dir.path().join("d"))
         .args(["--metrics-listen", "0.0.0.0:9187"])
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_HOST")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -567,13 +555,7 @@ fn a_socket_directory_seqd_creates_is_not_world_writable() {
     let dir = tempfile::tempdir().unwrap();
     let sock_dir = dir.path().join("run").join("seqd");
     let sock = sock_dir.join("seqd.sock");
-    let mut child = std::process::Command::new(workspace_bin("seqd"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_HOST")
+    let mut child = seqd_command(&sock, &dir.path().join("data"))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
