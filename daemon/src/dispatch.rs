@@ -200,8 +200,6 @@ pub fn metrics_text(ctx: &Context) -> String {
     ctx.metrics
         .pending_reconciliation
         .set(ctx.store.pending() as i64);
-    if let Some((_, n)) = ctx.cache.health().into_iter().find(|(k, _)| k == "outbox") {
-        ctx.metrics.cache_outbox.set(n.parse().unwrap_or(0));
-    }
+    ctx.metrics.cache_outbox.set(ctx.cache.outbox_len() as i64);
     ctx.metrics.encode()
 }

@@ -44,6 +44,8 @@ pub trait Cache: Send + Sync {
     fn del_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(u64, bool), Error>>;
     /// `name=value` pairs for `HEALTH`.
     fn health(&self) -> Vec<(String, String)>;
+    /// Invalidations waiting for Redis (0 in local mode).
+    fn outbox_len(&self) -> usize;
 }
 
 fn worst(a: WriteOutcome, b: WriteOutcome) -> WriteOutcome {
@@ -215,6 +217,10 @@ impl Cache for LocalCache {
         async move { Ok((n, false)) }.boxed()
     }
 
+    fn outbox_len(&self) -> usize {
+        0
+    }
+
     fn health(&self) -> Vec<(String, String)> {
         let lru = self.lock();
         vec![
@@ -316,10 +322,6 @@ impl RedisCache {
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn outbox_len(&self) -> usize {
-        self.pending().len()
     }
 
     /// A read may not go to Redis while the key has an invalidation
@@ -653,6 +655,10 @@ impl Cache for RedisCache {
             }
         }
         .boxed()
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.pending().len()
     }
 
     fn health(&self) -> Vec<(String, String)> {

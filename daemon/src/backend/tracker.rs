@@ -116,17 +116,24 @@ impl Streams {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut touched: Vec<&str> = Vec::new();
         for e in events {
-            let entry = map.remove(&e.key);
-            let was_dirty = entry.as_ref().is_some_and(|(_, d)| *d);
-            let mut state = entry.map(|(s, _)| s);
-            outcomes.push(tracker::check(&mut state, e.seq, now));
-            map.insert(
-                e.key.clone(),
-                (
-                    state.expect("check always leaves a state"),
-                    was_dirty || dirty,
-                ),
-            );
+            // In place for a known stream: no key copy per event.
+            let outcome = match map.get_mut(&e.key) {
+                Some((state, was_dirty)) => {
+                    let mut s = Some(std::mem::take(state));
+                    let o = tracker::check(&mut s, e.seq, now);
+                    *state = s.expect("check always leaves a state");
+                    *was_dirty |= dirty;
+                    o
+                }
+                None => {
+                    let mut s = None;
+                    let o = tracker::check(&mut s, e.seq, now);
+                    let state = s.expect("check always leaves a state");
+                    map.insert(e.key.clone(), (state, dirty));
+                    o
+                }
+            };
+            outcomes.push(outcome);
             touched.push(&e.key);
         }
         touched.sort_unstable();
