@@ -1,7 +1,12 @@
 //! `seqd-bench`: drives seqd through the client crate and prints figures.
 //!
-//! Each client is its own connection on its own thread, issuing requests
-//! back to back for the given time. The last line of output is one JSON
+//! Each client is its own connection (the async client of the client
+//! crate), issuing requests back to back for the given time: one request in
+//! flight per connection, like `redis-benchmark -P 1`. The connections are
+//! driven by `--threads` runtime threads (default 1, as `redis-benchmark`
+//! drives all of its connections from one thread), so the load generator
+//! does not spend the machine's cores on context switches between 50
+//! blocking threads. The last line of output is one JSON
 //! object: `op`, `clients`, `seconds`, `ops` (completed; for `gap-batch`,
 //! events), `ops_per_sec`, `p50_us`, `p99_us` (per request; a batch is one
 //! request), `errors`.
@@ -9,15 +14,21 @@
 //! `daily-next` spreads clients over [`DAILY_USERS`] users on one fixed day,
 //! so that the Redis counters `user:bench-u*:sequence:20260106` add up to
 //! `ops` exactly when every answer came from Redis.
+//!
+//! `cache-get` reads [`CACHE_KEYS`] keys that it writes before the run
+//! (`bench:{tag}:cache:{i}`, 64-byte values): every read is a hit.
 
 use clap::{Parser, ValueEnum};
-use seqd_client::{gap_event, Client};
+use seqd_client::seqd_protocol::Conversation;
+use seqd_client::{gap_event, AsyncClient};
 use std::time::{Duration, Instant};
 
 /// Users `daily-next` spreads over.
 const DAILY_USERS: usize = 16;
 /// 2026-01-06T12:00:00Z: one fixed day for `daily-next`.
 const DAILY_AT_MS: i64 = 1_767_700_800_000;
+/// Keys `cache-get` reads.
+const CACHE_KEYS: usize = 16;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Op {
@@ -25,6 +36,7 @@ enum Op {
     ConvNext,
     GapCheck,
     GapBatch,
+    CacheGet,
 }
 
 impl Op {
@@ -34,6 +46,7 @@ impl Op {
             Op::ConvNext => "conv-next",
             Op::GapCheck => "gap-check",
             Op::GapBatch => "gap-batch",
+            Op::CacheGet => "cache-get",
         }
     }
 }
@@ -56,6 +69,9 @@ struct Args {
     /// (conversation groups and gap streams).
     #[arg(long, default_value = "bench")]
     tag: String,
+    /// Threads driving the connections.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 struct ClientRun {
@@ -64,17 +80,29 @@ struct ClientRun {
     latencies_us: Vec<u32>,
 }
 
-fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientRun, String> {
-    let mut c = Client::connect_with_timeout(&args.socket, Duration::from_secs(10))
-        .map_err(|e| format!("client {id}: cannot connect to {}: {e}", args.socket))?;
+fn cache_key(tag: &str, i: usize) -> String {
+    format!("bench:{tag}:cache:{}", i % CACHE_KEYS)
+}
+
+async fn connect(args: &Args, id: usize) -> Result<AsyncClient, String> {
+    AsyncClient::connect(&args.socket)
+        .await
+        .map_err(|e| format!("client {id}: cannot connect to {}: {e}", args.socket))
+}
+
+async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientRun, String> {
+    let mut c = connect(args, id).await?;
     let mut run = ClientRun {
         ops: 0,
         errors: 0,
         latencies_us: Vec::with_capacity(1 << 16),
     };
     let user = format!("bench-u{}", id % DAILY_USERS);
-    let group = format!("{}-g{id}", args.tag);
+    let group = Conversation::Group {
+        id: format!("{}-g{id}", args.tag),
+    };
     let exchange = format!("{}-x{id}", args.tag);
+    let key = cache_key(&args.tag, id);
     // Each client walks its own streams forward, so results are a mix of
     // mostly normal events with the odd gap, as in a real feed.
     let mut seq: u64 = 0;
@@ -84,13 +112,15 @@ fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientRun, St
         let started = Instant::now();
         let (ok, n) = match args.op {
             Op::DailyNext => (
-                c.daily_next(&user, Some("UTC"), Some(DAILY_AT_MS)).is_ok(),
+                c.daily_next(&user, Some("UTC"), Some(DAILY_AT_MS))
+                    .await
+                    .is_ok(),
                 1,
             ),
-            Op::ConvNext => (c.group_next(&group).is_ok(), 1),
+            Op::ConvNext => (c.conv_next(group.clone()).await.is_ok(), 1),
             Op::GapCheck => {
                 seq += 1;
-                (c.gap_check(&exchange, "S", seq).is_ok(), 1)
+                (c.gap_check(&exchange, "S", seq).await.is_ok(), 1)
             }
             Op::GapBatch => {
                 let events = (0..args.batch)
@@ -102,11 +132,12 @@ fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientRun, St
                         gap_event(&exchange, &format!("S{s}"), streams[s])
                     })
                     .collect();
-                match c.gap_batch(events) {
+                match c.gap_batch(events).await {
                     Ok(r) => (r.len() == args.batch, args.batch as u64),
                     Err(_) => (false, args.batch as u64),
                 }
             }
+            Op::CacheGet => (matches!(c.cache_get(&key).await, Ok(Some(_))), 1),
         };
         let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
         if ok {
@@ -119,6 +150,20 @@ fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientRun, St
     Ok(run)
 }
 
+/// Writes the keys `cache-get` reads.
+async fn prepare(args: &Args) -> Result<(), String> {
+    if !matches!(args.op, Op::CacheGet) {
+        return Ok(());
+    }
+    let mut c = connect(args, 0).await?;
+    for i in 0..CACHE_KEYS {
+        c.cache_set(&cache_key(&args.tag, i), &[b'v'; 64], None)
+            .await
+            .map_err(|e| format!("cannot prepare the cache keys: {e}"))?;
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -129,19 +174,36 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let args = std::sync::Arc::new(args);
+    if let Err(e) = runtime.block_on(prepare(&args)) {
+        eprintln!("{e}");
+        return std::process::ExitCode::from(2);
+    }
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
-    let runs: Vec<Result<ClientRun, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.clients)
+    let runs: Vec<Result<ClientRun, String>> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..args.clients)
             .map(|id| {
-                let args = &args;
-                s.spawn(move || run_client(args, id, deadline))
+                let args = args.clone();
+                tokio::spawn(async move { run_client(&args, id, deadline).await })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("client thread"))
-            .collect()
+        let mut runs = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            runs.push(t.await.unwrap_or_else(|e| Err(format!("client task: {e}"))));
+        }
+        runs
     });
     let elapsed = started.elapsed().as_secs_f64();
     let mut ops = 0u64;

@@ -1,7 +1,8 @@
 //! # seqd-client
 //!
-//! A small blocking client for seqd's binary protocol, and (feature `cli`)
-//! the `seqctl` tool.
+//! A small blocking client for seqd's binary protocol, an async one
+//! ([`AsyncClient`], feature `tokio`), and (feature `cli`) the `seqctl`
+//! tool.
 //!
 //! ```no_run
 //! use seqd_client::{Client, format_daily_seq};
@@ -34,6 +35,11 @@ use std::time::Duration;
 pub use seqd_protocol;
 
 pub mod keys;
+
+#[cfg(feature = "tokio")]
+mod asynchronous;
+#[cfg(feature = "tokio")]
+pub use asynchronous::AsyncClient;
 
 /// The default socket path of a seqd installed as a service.
 pub const DEFAULT_SOCKET: &str = "/run/seqd/seqd.sock";
@@ -140,18 +146,9 @@ impl Client {
             reader: BufReader::new(stream.try_clone()?),
             writer: BufWriter::new(stream),
         };
-        let hello = ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            client: format!("seqd-client/{}", env!("CARGO_PKG_VERSION")),
-        };
-        codec::write_frame(&mut conn.writer, &hello, self.max_frame)?;
-        match codec::read_frame::<_, ServerMessage>(&mut conn.reader, self.max_frame)? {
-            ServerMessage::Hello { .. } => Ok(conn),
-            ServerMessage::Error { error } => Err(ClientError::Server(error)),
-            other => Err(ClientError::Protocol(format!(
-                "unexpected answer to hello: {other:?}"
-            ))),
-        }
+        codec::write_frame(&mut conn.writer, &hello(), self.max_frame)?;
+        hello_answer(codec::read_frame(&mut conn.reader, self.max_frame)?)?;
+        Ok(conn)
     }
 
     /// Sends one request and waits for its response.
@@ -213,32 +210,14 @@ impl Client {
         let mut results: HashMap<u64, Result<Response, ClientError>> =
             HashMap::with_capacity(requests.len());
         while results.len() < requests.len() {
-            match codec::read_frame::<_, ServerMessage>(&mut conn.reader, max)? {
-                ServerMessage::Response { id, result }
-                    if (first_id..self.next_id).contains(&id) =>
-                {
-                    results.insert(id, result.map_err(ClientError::Server));
+            let msg = codec::read_frame(&mut conn.reader, max)?;
+            match response_of(msg, first_id..self.next_id) {
+                Ok((id, result)) => {
+                    results.insert(id, result);
                 }
-                ServerMessage::Response { id, .. } => {
-                    return Err(ClientError::Protocol(format!(
-                        "response for unknown request id {id}"
-                    )))
-                }
-                // The daemon closed an idle connection while this request
-                // was on its way: a broken connection, so it is retried.
-                ServerMessage::Error { error } if error.code == ErrorCode::Unavailable => {
+                Err(e) => {
                     self.conn = None;
-                    return Err(ClientError::Io(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        error.message,
-                    )));
-                }
-                ServerMessage::Error { error } => {
-                    self.conn = None;
-                    return Err(ClientError::Server(error));
-                }
-                ServerMessage::Hello { .. } => {
-                    return Err(ClientError::Protocol("unexpected hello".into()))
+                    return Err(e);
                 }
             }
         }
@@ -248,10 +227,7 @@ impl Client {
     }
 
     pub fn ping(&mut self) -> Result<(), ClientError> {
-        match self.request(Request::Ping)? {
-            Response::Pong => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        answers::pong(self.request(Request::Ping)?)
     }
 
     /// Issues the next daily number of `user`. `tz` is an IANA zone (the
@@ -276,10 +252,7 @@ impl Client {
     }
 
     fn daily(&mut self, request: Request) -> Result<DailySeq, ClientError> {
-        match self.request(request)? {
-            Response::Daily { seq, day, source } => Ok(DailySeq { seq, day, source }),
-            other => Err(unexpected(other)),
-        }
+        answers::daily(self.request(request)?)
     }
 
     /// Issues the next message number of a conversation.
@@ -306,10 +279,7 @@ impl Client {
     }
 
     fn conv(&mut self, request: Request) -> Result<ConvSeq, ClientError> {
-        match self.request(request)? {
-            Response::Conv { seq, source } => Ok(ConvSeq { seq, source }),
-            other => Err(unexpected(other)),
-        }
+        answers::conv(self.request(request)?)
     }
 
     /// Classifies one market-data sequence number of `exchange`/`symbol`.
@@ -319,18 +289,12 @@ impl Client {
         symbol: &str,
         seq: u64,
     ) -> Result<GapResult, ClientError> {
-        match self.request(Request::GapCheck(gap_event(exchange, symbol, seq)))? {
-            Response::Gap(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        answers::gap(self.request(Request::GapCheck(gap_event(exchange, symbol, seq)))?)
     }
 
     /// Classifies `events` in order, atomically; one result per event.
     pub fn gap_batch(&mut self, events: Vec<GapEvent>) -> Result<Vec<GapResult>, ClientError> {
-        match self.request(Request::GapBatch(events))? {
-            Response::GapBatch(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        answers::gap_batch(self.request(Request::GapBatch(events))?)
     }
 
     /// What is known about a stream (`None`: nothing).
@@ -364,10 +328,7 @@ impl Client {
     /// Reads a cached value (`None` on a miss). While Redis is down the
     /// answer is an error with code `unavailable`: read the database.
     pub fn cache_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        match self.request(Request::CacheGet { key: key.into() })? {
-            Response::CacheValue(v) => Ok(v),
-            other => Err(unexpected(other)),
-        }
+        answers::cache_value(self.request(Request::CacheGet { key: key.into() })?)
     }
 
     /// Reads several cached values, one answer per key.
@@ -386,44 +347,26 @@ impl Client {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<WriteOutcome, ClientError> {
-        let item = CacheItem {
-            key: key.into(),
-            value: value.to_vec(),
-            ttl_ms: ttl.map(|d| d.as_millis() as u64),
-        };
-        match self.request(Request::CacheSet(item))? {
-            Response::CacheWritten(o) => Ok(o),
-            other => Err(unexpected(other)),
-        }
+        answers::cache_written(self.request(cache_set(key, value, ttl))?)
     }
 
     /// Stores several values; the outcome is the worst of them.
     pub fn cache_set_many(&mut self, items: Vec<CacheItem>) -> Result<WriteOutcome, ClientError> {
-        match self.request(Request::CacheSetMany(items))? {
-            Response::CacheWritten(o) => Ok(o),
-            other => Err(unexpected(other)),
-        }
+        answers::cache_written(self.request(Request::CacheSetMany(items))?)
     }
 
     /// Invalidates keys; returns how many were removed now and whether the
     /// removal was deferred until Redis is back.
     pub fn cache_del(&mut self, keys: &[&str]) -> Result<(u64, bool), ClientError> {
-        let keys = keys.iter().map(|k| k.to_string()).collect();
-        match self.request(Request::CacheDel { keys })? {
-            Response::CacheDeleted { count, deferred } => Ok((count, deferred)),
-            other => Err(unexpected(other)),
-        }
+        answers::cache_deleted(self.request(cache_del(keys))?)
     }
 
     /// Invalidates every key starting with `prefix` (`user:42:` resets a
     /// user; `admin:defaults:` the defaults).
     pub fn cache_del_prefix(&mut self, prefix: &str) -> Result<(u64, bool), ClientError> {
-        match self.request(Request::CacheDelPrefix {
+        answers::cache_deleted(self.request(Request::CacheDelPrefix {
             prefix: prefix.into(),
-        })? {
-            Response::CacheDeleted { count, deferred } => Ok((count, deferred)),
-            other => Err(unexpected(other)),
-        }
+        })?)
     }
 
     /// Cache-aside: a hit returns the cached value; a miss calls `loader`
@@ -478,10 +421,7 @@ impl Client {
 
     /// The daemon's health as `name=value` pairs (`redis`, `breaker`, ...).
     pub fn health(&mut self) -> Result<Vec<(String, String)>, ClientError> {
-        match self.request(Request::Health)? {
-            Response::Health { fields } => Ok(fields),
-            other => Err(unexpected(other)),
-        }
+        answers::health(self.request(Request::Health)?)
     }
 
     /// The daemon's metrics in the Prometheus text format.
@@ -490,6 +430,50 @@ impl Client {
             Response::Metrics { text } => Ok(text),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+fn hello() -> ClientMessage {
+    ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        client: format!("seqd-client/{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn hello_answer(msg: ServerMessage) -> Result<(), ClientError> {
+    match msg {
+        ServerMessage::Hello { .. } => Ok(()),
+        ServerMessage::Error { error } => Err(ClientError::Server(error)),
+        other => Err(ClientError::Protocol(format!(
+            "unexpected answer to hello: {other:?}"
+        ))),
+    }
+}
+
+/// A server message read while waiting for the requests with ids in
+/// `expected`: the response of one of them, or why the connection cannot
+/// go on (the caller drops it).
+fn response_of(
+    msg: ServerMessage,
+    expected: std::ops::Range<u64>,
+) -> Result<(u64, Result<Response, ClientError>), ClientError> {
+    match msg {
+        ServerMessage::Response { id, result } if expected.contains(&id) => {
+            Ok((id, result.map_err(ClientError::Server)))
+        }
+        ServerMessage::Response { id, .. } => Err(ClientError::Protocol(format!(
+            "response for unknown request id {id}"
+        ))),
+        // The daemon closed an idle connection while this request was on
+        // its way: a broken connection, so it is retried.
+        ServerMessage::Error { error } if error.code == ErrorCode::Unavailable => {
+            Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                error.message,
+            )))
+        }
+        ServerMessage::Error { error } => Err(ClientError::Server(error)),
+        ServerMessage::Hello { .. } => Err(ClientError::Protocol("unexpected hello".into())),
     }
 }
 
@@ -529,6 +513,90 @@ pub fn gap_event(exchange: &str, symbol: &str, seq: u64) -> GapEvent {
 
 fn unexpected(r: Response) -> ClientError {
     ClientError::Protocol(format!("unexpected response {r:?}"))
+}
+
+fn cache_set(key: &str, value: &[u8], ttl: Option<Duration>) -> Request {
+    Request::CacheSet(CacheItem {
+        key: key.into(),
+        value: value.to_vec(),
+        ttl_ms: ttl.map(|d| d.as_millis() as u64),
+    })
+}
+
+fn cache_del(keys: &[&str]) -> Request {
+    Request::CacheDel {
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+    }
+}
+
+/// The typed answer of each request, shared by the blocking and the async
+/// client.
+mod answers {
+    use super::{unexpected, ClientError, ConvSeq, DailySeq};
+    use seqd_protocol::{GapResult, Response, WriteOutcome};
+
+    pub fn pong(r: Response) -> Result<(), ClientError> {
+        match r {
+            Response::Pong => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn daily(r: Response) -> Result<DailySeq, ClientError> {
+        match r {
+            Response::Daily { seq, day, source } => Ok(DailySeq { seq, day, source }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn conv(r: Response) -> Result<ConvSeq, ClientError> {
+        match r {
+            Response::Conv { seq, source } => Ok(ConvSeq { seq, source }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn gap(r: Response) -> Result<GapResult, ClientError> {
+        match r {
+            Response::Gap(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn gap_batch(r: Response) -> Result<Vec<GapResult>, ClientError> {
+        match r {
+            Response::GapBatch(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn cache_value(r: Response) -> Result<Option<Vec<u8>>, ClientError> {
+        match r {
+            Response::CacheValue(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn cache_written(r: Response) -> Result<WriteOutcome, ClientError> {
+        match r {
+            Response::CacheWritten(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn cache_deleted(r: Response) -> Result<(u64, bool), ClientError> {
+        match r {
+            Response::CacheDeleted { count, deferred } => Ok((count, deferred)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn health(r: Response) -> Result<Vec<(String, String)>, ClientError> {
+        match r {
+            Response::Health { fields } => Ok(fields),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 #[cfg(test)]
