@@ -45,6 +45,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub redis_pool_size: u32,
 
+    /// Numbers reserved on disk above each key's mark. A number up to the
+    /// reserved ceiling is answered after a plain WAL write (safe against
+    /// `kill -9`); crossing it costs one fsync, which covers power loss.
+    /// After a power loss or reboot without a clean stop, each key goes on
+    /// above its ceiling, skipping at most this many numbers. 0 = an fsync
+    /// for every new number.
+    #[arg(long, env = "SEQD_MARK_RESERVE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub mark_reserve: u64,
+
     /// Time limit of one Redis operation, in milliseconds (connecting
     /// included). An operation over it fails as a timeout.
     #[arg(long, env = "SEQD_REDIS_TIMEOUT_MS", default_value_t = 250,

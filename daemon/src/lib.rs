@@ -172,10 +172,12 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let data_dir = config.data_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, chrono::Utc::now().timestamp()))
-            .await?
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let reserve = config.mark_reserve;
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(&data_dir, chrono::Utc::now().timestamp(), reserve)
+    })
+    .await?
+    .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
 
     let metrics = Arc::new(metrics::Metrics::new());
     let mut redis_link: Option<Arc<RedisLink>> = None;
@@ -327,7 +329,7 @@ pub async fn run(
     }
     stop_supervisor.cancel();
     pruner.abort();
-    store.flush().await.context("flushing the store")?;
+    store.close().await.context("closing the store")?;
     drop(socket);
     tracing::info!("seqd stopped");
     Ok(())

@@ -4,8 +4,9 @@
 //!
 //! Reloadable: [`RELOADABLE`]. A key of the file that is absent keeps its
 //! current value (so a flag given at start stays unless the file names it).
-//! Other settings (socket, data directory, Redis address, pool size, zone)
-//! apply at the next restart. A file that does not parse changes nothing.
+//! Other settings (socket, data directory, Redis address, pool size, zone,
+//! mark reserve) apply at the next restart. A file that does not parse
+//! changes nothing.
 
 use crate::config::Config;
 use clap::{CommandFactory, Parser};

@@ -53,6 +53,73 @@ fn local_numbers_are_in_the_store_before_the_reply() {
     );
 }
 
+/// Makes seqd's store look as if the machine rebooted since seqd last
+/// started (another kernel boot id on record), as after a power loss.
+fn pretend_reboot(seqd: &Seqd) {
+    let db = rusqlite::Connection::open(seqd.data_dir().join("seqd.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE meta SET value = 'an-earlier-boot' WHERE name = 'boot_id'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "the store records the boot it started on");
+}
+
+fn with_reserve(reserve: u64) -> SeqdOptions {
+    SeqdOptions {
+        env: vec![("SEQD_MARK_RESERVE".into(), reserve.to_string())],
+        ..SeqdOptions::local()
+    }
+}
+
+#[test]
+fn after_a_crash_and_a_reboot_numbers_go_on_above_the_reserved_ceiling() {
+    let mut seqd = Seqd::start(with_reserve(100));
+    let mut t = seqd.text();
+    for n in 1..=25 {
+        assert_eq!(seq_of(&t.cmd("CONV NEXT group power")), n);
+    }
+    drop(t);
+    // kill -9 and a reboot: the plain WAL writes of 2..=25 may be gone,
+    // but 1 reserved (and fsynced) a ceiling of 101.
+    seqd.kill9();
+    pretend_reboot(&seqd);
+    seqd.restart();
+    assert_eq!(
+        seqd.text().cmd("CONV NEXT group power"),
+        "OK seq=102 source=local"
+    );
+    assert!(
+        seqd.log_text().contains("reserved ceiling"),
+        "the skip is logged"
+    );
+}
+
+#[test]
+fn a_clean_stop_keeps_exact_numbers_across_a_reboot() {
+    let mut seqd = Seqd::start(with_reserve(100));
+    let mut t = seqd.text();
+    for n in 1..=25 {
+        assert_eq!(seq_of(&t.cmd("CONV NEXT group calm")), n);
+    }
+    drop(t);
+    assert!(seqd.terminate().success());
+    pretend_reboot(&seqd);
+    seqd.restart();
+    assert_eq!(
+        seqd.text().cmd("CONV NEXT group calm"),
+        "OK seq=26 source=local"
+    );
+    // The same after kill -9 without a reboot: the page cache kept it all.
+    seqd.kill9();
+    seqd.restart();
+    assert_eq!(
+        seqd.text().cmd("CONV NEXT group calm"),
+        "OK seq=27 source=local"
+    );
+}
+
 #[test]
 fn redis_that_lost_its_data_is_raised_past_the_high_water_mark() {
     let redis = RedisServer::start();

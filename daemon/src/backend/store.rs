@@ -13,19 +13,33 @@
 //!
 //! - A mark only ever rises, in memory and on disk.
 //! - [`Store::issue`] and [`Store::claim`] return only after the new mark is
-//!   committed to SQLite, so a number is durable before its reply leaves.
+//!   committed to SQLite (written to the WAL), so a number survives a
+//!   `kill -9` of seqd before its reply leaves.
+//! - Power loss is covered by a *reserved ceiling* per key: a number above
+//!   the key's ceiling is only returned after a commit that raised the
+//!   ceiling (to the number plus `reserve`) and fsynced. Most commits are a
+//!   plain WAL write (`synchronous=NORMAL`, which SQLite keeps durable
+//!   across a process crash but not across a power loss); one in `reserve`
+//!   numbers per key pays for an fsync, which also makes every earlier
+//!   write durable. Stream and outbox writes always fsync.
+//! - On open, exact marks are trusted when the last stop was clean (a final
+//!   fsynced commit) or the machine has not rebooted since (same kernel
+//!   boot id: the page cache still held every WAL write). Otherwise each
+//!   key goes on above its ceiling, skipping at most `reserve` numbers: never
+//!   a number twice.
 //! - [`Store::claim`] refuses a number Redis returned if this store has
 //!   itself issued it (or a higher one) for the key, so a Redis answer that
 //!   was in flight while the store issued numbers can never duplicate one.
 //! - SQLite runs on its own thread, fed by a bounded channel. The thread
-//!   takes everything queued, writes it in one transaction and fsyncs once
-//!   (group commit): N concurrent requests cost one commit, not N.
+//!   takes everything queued and writes it in one transaction (group
+//!   commit): N concurrent requests cost one commit, and at most one fsync.
 //! - Expired marks are pruned from disk and memory by [`Store::prune`].
 
 use crate::capabilities::tracker::{decode_missing, encode_missing, StreamState, STREAM_TTL_SECS};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -191,7 +205,12 @@ enum Op {
         now: i64,
         done: oneshot::Sender<Result<usize, String>>,
     },
+    /// Commit everything queued, durably.
     Flush {
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Flush, record a clean stop and end the writer.
+    Close {
         done: oneshot::Sender<Result<(), String>>,
     },
     /// Gap-tracker stream states to write.
@@ -283,15 +302,72 @@ pub struct Store {
     /// A `std::sync::Mutex`, not a Tokio one: nothing awaits while it is held.
     marks: Arc<Mutex<Marks>>,
     tx: mpsc::Sender<Op>,
+    stats: Arc<StoreStats>,
+}
+
+/// Counters of the writer thread.
+#[derive(Default)]
+struct StoreStats {
+    commits: AtomicU64,
+    /// Commits that fsynced.
+    synced: AtomicU64,
+}
+
+/// The kernel's id of this boot. A page cache survives a process crash but
+/// never a reboot: the same id means every WAL write of the previous run is
+/// still there.
+fn current_boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Records this start (durably) and tells whether the marks on disk are
+/// exact: true after a clean stop, on the same boot as the last run, or for
+/// a store that predates the bookkeeping (it fsynced every mark). When they
+/// are not, every value on disk is raised to its key's ceiling first.
+fn start_boot(conn: &mut Connection, boot: Option<&str>) -> rusqlite::Result<bool> {
+    // IMMEDIATE: a read that turns into a write fails at once (busy
+    // snapshot) if another connection wrote in between.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let get = |name: &str| -> rusqlite::Result<Option<String>> {
+        tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+    };
+    let (clean, last_boot) = (get("clean")?, get("boot_id")?);
+    let exact = match clean.as_deref() {
+        None | Some("1") => true,
+        Some(_) => boot.is_some() && last_boot.as_deref() == boot,
+    };
+    if !exact {
+        let raised = tx.execute(
+            "UPDATE marks SET value = ceiling WHERE ceiling IS NOT NULL AND ceiling > value",
+            [],
+        )?;
+        tracing::warn!(
+            keys = raised,
+            "seqd did not stop cleanly before a reboot or power loss: the last marks may be lost, \
+             so every key goes on above its reserved ceiling"
+        );
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('clean', '0'), ('boot_id', ?1)",
+        [boot.unwrap_or("unknown")],
+    )?;
+    tx.commit()?;
+    Ok(exact)
 }
 
 impl Store {
     /// Opens (or creates) `dir/seqd.db`, loads the marks that have not
     /// expired, and starts the writer thread.
-    pub fn open(dir: &Path, now: i64) -> Result<Store, StoreError> {
-        let conn = Connection::open(dir.join("seqd.db"))?;
-        // WAL lets the writer commit without blocking readers; FULL makes
-        // every commit durable against power loss, not only a process kill.
+    pub fn open(dir: &Path, now: i64, reserve: u64) -> Result<Store, StoreError> {
+        let mut conn = Connection::open(dir.join("seqd.db"))?;
+        // WAL lets the writer commit without blocking readers. Opening is
+        // fsynced (FULL); the writer then picks the level per commit.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(
@@ -300,7 +376,8 @@ impl Store {
                  value INTEGER NOT NULL,
                  expires_at INTEGER,
                  dirty INTEGER NOT NULL DEFAULT 0,
-                 ttl INTEGER
+                 ttl INTEGER,
+                 ceiling INTEGER
              ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS outbox (
                  kind INTEGER NOT NULL,
@@ -315,12 +392,25 @@ impl Store {
                  reset_count INTEGER NOT NULL,
                  missing TEXT NOT NULL,
                  dirty INTEGER NOT NULL DEFAULT 0
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS meta (
+                 name TEXT PRIMARY KEY,
+                 value TEXT NOT NULL
              ) WITHOUT ROWID;",
         )?;
+        // A store written before ceilings existed fsynced every mark.
+        let has_ceiling = conn
+            .prepare("SELECT 1 FROM pragma_table_info('marks') WHERE name = 'ceiling'")?
+            .exists([])?;
+        if !has_ceiling {
+            conn.execute_batch("ALTER TABLE marks ADD COLUMN ceiling INTEGER")?;
+        }
+        let exact = start_boot(&mut conn, current_boot_id().as_deref())?;
         let mut marks = Marks::default();
+        let mut ceilings = HashMap::new();
         {
             let mut stmt = conn.prepare(
-                "SELECT key, value, expires_at, dirty, ttl FROM marks
+                "SELECT key, value, expires_at, dirty, ttl, coalesce(ceiling, value) FROM marks
                  WHERE expires_at IS NULL OR expires_at > ?1",
             )?;
             let rows = stmt.query_map([now], |r| {
@@ -330,29 +420,52 @@ impl Store {
                     r.get::<_, Option<i64>>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })?;
             for row in rows {
-                let (key, value, expires_at, dirty, ttl) = row?;
+                let (key, value, expires_at, dirty, ttl, ceiling) = row?;
                 let key: Arc<str> = Arc::from(key);
                 let ttl = ttl.map(|t| t.max(0) as u64);
+                let (value, ceiling) = (value.max(0) as u64, ceiling.max(0) as u64);
+                // Without exact marks, go on above the ceiling (start_boot
+                // raised the values on disk to it as well).
+                let value = if exact { value } else { value.max(ceiling) };
                 marks
                     .by_key
-                    .insert(key.clone(), Mark::new(value.max(0) as u64, expires_at, ttl));
+                    .insert(key.clone(), Mark::new(value, expires_at, ttl));
+                ceilings.insert(key.clone(), ceiling);
                 if dirty != 0 {
                     marks.dirty.insert(key);
                 }
             }
         }
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let stats = Arc::new(StoreStats::default());
+        let writer = Writer {
+            conn,
+            reserve,
+            ceilings,
+            full: true,
+            stats: stats.clone(),
+        };
         std::thread::Builder::new()
             .name("seqd-store".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             marks: Arc::new(Mutex::new(marks)),
             tx,
+            stats,
         })
+    }
+
+    /// Commits and, of those, fsynced commits made so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.stats.commits.load(Ordering::Relaxed),
+            self.stats.synced.load(Ordering::Relaxed),
+        )
     }
 
     /// The highest number issued for `key` (0 when none), from memory.
@@ -607,10 +720,18 @@ impl Store {
         self.send(Op::Prune { now, done }, wait).await
     }
 
-    /// Waits until everything queued before this call is committed.
+    /// Waits until everything queued before this call is committed and
+    /// fsynced.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.send(Op::Flush { done }, wait).await
+    }
+
+    /// Flushes, records a clean stop (the next start trusts the exact marks
+    /// even after a reboot) and stops the writer: every later write fails.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Close { done }, wait).await
     }
 
     /// The mark of `key` as stored on disk and its dirty flag (for tests
@@ -627,38 +748,147 @@ impl Store {
     }
 }
 
-/// The writer thread: one transaction per batch of queued operations.
-fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let result = commit(&mut conn, &batch).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, ops = batch.len(), "local store commit failed");
-        }
-        for op in batch.drain(..) {
-            match op {
-                Op::Raise { done, .. }
-                | Op::Reconciled { done, .. }
-                | Op::Flush { done }
-                | Op::SaveStreams { done, .. }
-                | Op::DeleteStreams { done, .. }
-                | Op::StreamsSynced { done, .. }
-                | Op::Outbox { done, .. } => {
-                    let _ = done.send(result.clone().map(|_| ()));
-                }
-                Op::Prune { done, .. } => {
-                    let _ = done.send(result.clone());
+/// The writer thread's state: the connection, and each key's ceiling as
+/// last fsynced.
+struct Writer {
+    conn: Connection,
+    reserve: u64,
+    ceilings: HashMap<Arc<str>, u64>,
+    /// The connection's `synchronous` level is FULL now.
+    full: bool,
+    stats: Arc<StoreStats>,
+}
+
+impl Writer {
+    /// One transaction per batch of queued operations, until the store is
+    /// closed or every handle is gone.
+    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut closing = false;
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
                 }
             }
+            closing = batch.iter().any(|op| matches!(op, Op::Close { .. }));
+            let result = self.commit(&batch).map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, ops = batch.len(), "local store commit failed");
+            }
+            for op in batch.drain(..) {
+                match op {
+                    Op::Raise { done, .. }
+                    | Op::Reconciled { done, .. }
+                    | Op::Flush { done }
+                    | Op::Close { done }
+                    | Op::SaveStreams { done, .. }
+                    | Op::DeleteStreams { done, .. }
+                    | Op::StreamsSynced { done, .. }
+                    | Op::Outbox { done, .. } => {
+                        let _ = done.send(result.clone().map(|_| ()));
+                    }
+                    Op::Prune { done, .. } => {
+                        let _ = done.send(result.clone());
+                    }
+                }
+            }
+            if closing {
+                break;
+            }
+        }
+        if !closing {
+            // Every handle is gone without a close (a failed start, tests):
+            // make what was written durable, without claiming a clean stop.
+            let _ = self.conn.pragma_update(None, "synchronous", "FULL");
+            let _ = touch(&self.conn);
         }
     }
+
+    /// Writes one batch in one transaction, fsynced when it must be;
+    /// returns the marks pruned.
+    fn commit(&mut self, batch: &[Op]) -> rusqlite::Result<usize> {
+        let (folded, reconciled, prune_before) = fold(batch);
+        // New ceilings for the keys whose numbers pass theirs.
+        let mut raised: Vec<(Arc<str>, u64)> = Vec::new();
+        for (key, row) in &folded {
+            let ceiling = self.ceilings.get(&***key).copied().unwrap_or(0);
+            if row.value > ceiling {
+                let new = row.value.saturating_add(self.reserve).min(i64::MAX as u64);
+                raised.push(((*key).clone(), new));
+            }
+        }
+        let sync = !raised.is_empty() || batch.iter().any(Op::must_sync);
+        if sync != self.full {
+            let level = if sync { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", level)?;
+            self.full = sync;
+        }
+        let tx = self.conn.transaction()?;
+        write_marks(&tx, &folded, &raised, &reconciled)?;
+        write_others(&tx, batch)?;
+        let pruned = match prune_before {
+            Some(now) => prune(&tx, now)?,
+            None => 0,
+        };
+        if batch.iter().any(|op| matches!(op, Op::Flush { .. })) {
+            touch(&tx)?;
+        }
+        if batch.iter().any(|op| matches!(op, Op::Close { .. })) {
+            tx.execute("UPDATE meta SET value = '1' WHERE name = 'clean'", [])?;
+        }
+        tx.commit()?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        if sync {
+            self.stats.synced.fetch_add(1, Ordering::Relaxed);
+        }
+        // Only now are the new ceilings durable.
+        self.ceilings.extend(raised);
+        if prune_before.is_some() {
+            self.ceilings = load_ceilings(&self.conn)?;
+        }
+        Ok(pruned)
+    }
+}
+
+impl Op {
+    /// Writes a power loss must not undo: an invalidation promised to
+    /// readers, a stream's state, and whatever a flush or close waits for.
+    fn must_sync(&self) -> bool {
+        match self {
+            Op::Raise { .. } | Op::Reconciled { .. } | Op::Prune { .. } => false,
+            Op::Flush { .. }
+            | Op::Close { .. }
+            | Op::SaveStreams { .. }
+            | Op::DeleteStreams { .. }
+            | Op::StreamsSynced { .. }
+            | Op::Outbox { .. } => true,
+        }
+    }
+}
+
+/// Writes a row that changes every time: a commit without any frame in the
+/// WAL would not fsync, and a flush must make the earlier plain writes
+/// durable.
+fn touch(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES ('flushes', '1')
+         ON CONFLICT(name) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Every key's ceiling as stored (each was fsynced when written).
+fn load_ceilings(conn: &Connection) -> rusqlite::Result<HashMap<Arc<str>, u64>> {
+    let mut stmt = conn.prepare("SELECT key, coalesce(ceiling, value) FROM marks")?;
+    let rows = stmt.query_map([], |r| {
+        let key: String = r.get(0)?;
+        Ok((Arc::from(key), r.get::<_, i64>(1)?.max(0) as u64))
+    })?;
+    rows.collect()
 }
 
 fn save_streams(tx: &rusqlite::Transaction<'_>, rows: &[StreamRow]) -> rusqlite::Result<()> {
@@ -703,11 +933,12 @@ impl Row {
     }
 }
 
-/// Writes one batch in one transaction; returns the rows pruned.
-fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
-    // Fold repeated keys first: a hot key raised 500 times in one batch is
-    // one row write.
-    let mut folded: HashMap<&str, Row> = HashMap::new();
+/// A batch's mark writes folded by key (a hot key raised 500 times in one
+/// batch is one row write), its reconciliations, and its prune time.
+type Folded<'a> = (HashMap<&'a Arc<str>, Row>, Vec<(&'a str, u64)>, Option<i64>);
+
+fn fold(batch: &[Op]) -> Folded<'_> {
+    let mut folded: HashMap<&Arc<str>, Row> = HashMap::new();
     let mut reconciled: Vec<(&str, u64)> = Vec::new();
     let mut prune_before = None;
     for op in batch {
@@ -732,47 +963,65 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
                     .or_insert(row);
             }
             Op::Reconciled { key, value, .. } => reconciled.push((key, *value)),
+            Op::Prune { now, .. } => prune_before = Some(*now),
             Op::SaveStreams { .. }
             | Op::DeleteStreams { .. }
             | Op::StreamsSynced { .. }
-            | Op::Outbox { .. } => {}
-            Op::Prune { now, .. } => prune_before = Some(*now),
-            Op::Flush { .. } => {}
+            | Op::Outbox { .. }
+            | Op::Flush { .. }
+            | Op::Close { .. } => {}
         }
     }
-    let tx = conn.transaction()?;
-    {
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO marks (key, value, expires_at, dirty, ttl) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(key) DO UPDATE SET
-                 value = max(value, excluded.value),
-                 expires_at = CASE
-                     WHEN expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL
-                     ELSE max(expires_at, excluded.expires_at) END,
-                 dirty = max(dirty, excluded.dirty),
-                 ttl = coalesce(excluded.ttl, ttl)",
-        )?;
-        for (key, r) in &folded {
-            upsert.execute(params![
-                key,
-                r.value as i64,
-                r.expires_at,
-                r.dirty as i64,
-                r.ttl.map(|t| t as i64)
-            ])?;
-        }
-        // After the raises of the same batch: a key issued past the
-        // reconciled value stays dirty.
-        let mut clean =
-            tx.prepare_cached("UPDATE marks SET dirty = 0 WHERE key = ?1 AND value <= ?2")?;
-        for (key, value) in &reconciled {
-            clean.execute(params![key, *value as i64])?;
-        }
+    (folded, reconciled, prune_before)
+}
+
+fn write_marks(
+    tx: &rusqlite::Transaction<'_>,
+    folded: &HashMap<&Arc<str>, Row>,
+    raised: &[(Arc<str>, u64)],
+    reconciled: &[(&str, u64)],
+) -> rusqlite::Result<()> {
+    let ceiling_of: HashMap<&str, u64> = raised.iter().map(|(k, c)| (&**k, *c)).collect();
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(key) DO UPDATE SET
+             value = max(value, excluded.value),
+             expires_at = CASE
+                 WHEN expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL
+                 ELSE max(expires_at, excluded.expires_at) END,
+             dirty = max(dirty, excluded.dirty),
+             ttl = coalesce(excluded.ttl, ttl),
+             ceiling = CASE
+                 WHEN excluded.ceiling IS NULL THEN ceiling
+                 ELSE max(coalesce(ceiling, 0), excluded.ceiling) END",
+    )?;
+    for (key, r) in folded {
+        let key: &str = key;
+        upsert.execute(params![
+            key,
+            r.value as i64,
+            r.expires_at,
+            r.dirty as i64,
+            r.ttl.map(|t| t as i64),
+            ceiling_of.get(key).map(|c| *c as i64)
+        ])?;
     }
-    // Stream operations keep their order: a delete after a save wins.
+    // After the raises of the same batch: a key issued past the reconciled
+    // value stays dirty.
+    let mut clean =
+        tx.prepare_cached("UPDATE marks SET dirty = 0 WHERE key = ?1 AND value <= ?2")?;
+    for (key, value) in reconciled {
+        clean.execute(params![key, *value as i64])?;
+    }
+    Ok(())
+}
+
+/// Stream and outbox operations, in their order: a delete after a save wins.
+fn write_others(tx: &rusqlite::Transaction<'_>, batch: &[Op]) -> rusqlite::Result<()> {
     for op in batch {
         match op {
-            Op::SaveStreams { rows, .. } => save_streams(&tx, rows)?,
+            Op::SaveStreams { rows, .. } => save_streams(tx, rows)?,
             Op::DeleteStreams { keys: None, .. } => {
                 tx.execute("DELETE FROM streams", [])?;
             }
@@ -804,24 +1053,26 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<usize> {
                     stmt.execute(params![kind, target])?;
                 }
             }
-            _ => {}
+            Op::Raise { .. }
+            | Op::Reconciled { .. }
+            | Op::Prune { .. }
+            | Op::Flush { .. }
+            | Op::Close { .. } => {}
         }
     }
-    let pruned = match prune_before {
-        Some(now) => {
-            tx.execute(
-                "DELETE FROM streams WHERE last_ts <= ?1",
-                [(now - STREAM_TTL_SECS as i64) * 1000],
-            )?;
-            tx.execute(
-                "DELETE FROM marks WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                [now],
-            )?
-        }
-        None => 0,
-    };
-    tx.commit()?;
-    Ok(pruned)
+    Ok(())
+}
+
+/// Deletes expired streams and marks; returns the marks deleted.
+fn prune(tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM streams WHERE last_ts <= ?1",
+        [(now - STREAM_TTL_SECS as i64) * 1000],
+    )?;
+    tx.execute(
+        "DELETE FROM marks WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        [now],
+    )
 }
 
 #[cfg(test)]
@@ -837,7 +1088,7 @@ mod tests {
     #[tokio::test]
     async fn issued_numbers_survive_reopen_and_only_rise() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         assert_eq!(store.issue("k", None, None).await.unwrap(), 1);
         assert_eq!(store.issue("k", None, None).await.unwrap(), 2);
         claim(&store, "k", 10).await.unwrap();
@@ -846,16 +1097,130 @@ mod tests {
         let on_disk = Store::read_mark_from_disk(dir.path(), "k").unwrap();
         assert_eq!(on_disk, Some((10, true)));
         drop(store);
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         assert_eq!(store.mark("k"), 10);
         assert!(store.is_dirty("k"), "dirty survives a restart");
         assert_eq!(store.issue("k", None, None).await.unwrap(), 11);
     }
 
+    /// A key's value and ceiling on disk.
+    fn disk(dir: &Path, key: &str) -> (u64, u64) {
+        let conn = Connection::open(dir.join("seqd.db")).unwrap();
+        conn.query_row(
+            "SELECT value, ceiling FROM marks WHERE key = ?1",
+            [key],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .unwrap()
+    }
+
+    /// Makes the store look as if the machine rebooted since it was last
+    /// opened (another kernel boot id on record).
+    fn pretend_reboot(dir: &Path) {
+        let conn = Connection::open(dir.join("seqd.db")).unwrap();
+        let n = conn
+            .execute(
+                "UPDATE meta SET value = 'an-earlier-boot' WHERE name = 'boot_id'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    async fn issue_n(store: &Store, key: &str, n: u64) -> u64 {
+        let mut last = 0;
+        for _ in 0..n {
+            last = store.issue(key, None, None).await.unwrap();
+        }
+        last
+    }
+
+    #[tokio::test]
+    async fn ceilings_are_reserved_in_blocks_and_only_crossing_one_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        assert_eq!(issue_n(&store, "k", 11).await, 11);
+        // Eleven sequential issues: eleven commits, and only the first
+        // (1 > ceiling 0, which reserved up to 11) fsynced.
+        assert_eq!(store.stats(), (11, 1));
+        assert_eq!(disk(dir.path(), "k"), (11, 11));
+        assert_eq!(store.issue("k", None, None).await.unwrap(), 12);
+        assert_eq!(store.stats(), (12, 2));
+        assert_eq!(disk(dir.path(), "k"), (12, 22));
+        // A Redis answer far above the ceiling reserves above it.
+        claim(&store, "k", 500).await.unwrap();
+        assert_eq!(store.stats(), (13, 3));
+        assert_eq!(disk(dir.path(), "k"), (500, 510));
+    }
+
+    #[tokio::test]
+    async fn a_reserve_of_zero_fsyncs_every_new_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0, 0).unwrap();
+        assert_eq!(issue_n(&store, "k", 5).await, 5);
+        assert_eq!(store.stats(), (5, 5));
+        assert_eq!(disk(dir.path(), "k"), (5, 5));
+    }
+
+    #[tokio::test]
+    async fn a_crash_on_the_same_boot_keeps_exact_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        issue_n(&store, "k", 3).await;
+        drop(store); // no close: a crash, as far as the next start knows
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        assert_eq!(store.issue("k", None, None).await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn after_a_reboot_without_a_clean_stop_keys_go_on_above_their_ceiling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        issue_n(&store, "k", 3).await;
+        claim(&store, "r", 7).await.unwrap();
+        drop(store);
+        pretend_reboot(dir.path());
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        // Numbers up to the ceiling may have been issued before the power
+        // went: skip them, on disk too (a second crash must not forget it).
+        assert_eq!((store.mark("k"), store.mark("r")), (11, 17));
+        assert_eq!(disk(dir.path(), "k"), (11, 11));
+        assert_eq!(store.issue("k", None, None).await.unwrap(), 12);
+        assert_eq!(disk(dir.path(), "k"), (12, 22));
+        drop(store);
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        assert_eq!(store.mark("r"), 17, "the raised value is on disk");
+    }
+
+    #[tokio::test]
+    async fn a_clean_close_keeps_exact_marks_across_a_reboot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        issue_n(&store, "k", 3).await;
+        store.close().await.unwrap();
+        assert!(
+            matches!(store.issue("k", None, None).await, Err(StoreError::Stopped)),
+            "nothing is written after a close"
+        );
+        drop(store);
+        pretend_reboot(dir.path());
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        assert_eq!(store.issue("k", None, None).await.unwrap(), 4);
+        // This run did not close: a reboot now means the ceiling.
+        drop(store);
+        pretend_reboot(dir.path());
+        let store = Store::open(dir.path(), 0, 10).unwrap();
+        assert_eq!(
+            store.mark("k"),
+            11,
+            "4 was within the ceiling reserved for 1"
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_issues_never_repeat() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let s = store.clone();
@@ -876,7 +1241,7 @@ mod tests {
     #[tokio::test]
     async fn a_redis_number_the_store_issued_meanwhile_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         claim(&store, "k", 5).await.unwrap();
         // Two Redis requests begin (floor 5); meanwhile the store issues 6.
         let a = store.begin("k", None, None);
@@ -892,7 +1257,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_redis_answers_may_arrive_out_of_order() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         let a = store.begin("k", None, None);
         let b = store.begin("k", None, None);
         store.claim(&b, 2, None, None).await.unwrap();
@@ -903,7 +1268,7 @@ mod tests {
     #[tokio::test]
     async fn redis_going_back_in_time_cannot_repeat_a_number_in_flight() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         // Requests a and b began with floor 0; Redis answers a with 100,
         // then loses data and answers b with 100 again.
         let a = store.begin("k", None, None);
@@ -920,7 +1285,7 @@ mod tests {
     #[tokio::test]
     async fn finished_requests_leave_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         for n in 1..=100 {
             let a = store.begin("k", None, None);
             let b = store.begin("k", None, None);
@@ -935,7 +1300,7 @@ mod tests {
     #[tokio::test]
     async fn reconciliation_clears_dirty_unless_issued_past_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         store.issue("a", None, Some(172_800)).await.unwrap();
         store.issue("b", None, None).await.unwrap();
         claim(&store, "c", 3).await.unwrap();
@@ -970,7 +1335,7 @@ mod tests {
     #[tokio::test]
     async fn prune_drops_only_expired_marks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, 1000).unwrap();
         let f = store.begin("old", Some(100), None);
         store.claim(&f, 3, Some(100), None).await.unwrap();
         drop(f);
@@ -985,7 +1350,7 @@ mod tests {
         assert_eq!(Store::read_mark_from_disk(dir.path(), "old").unwrap(), None);
         // A reopen at a later time does not load marks that expired meanwhile.
         drop(store);
-        let store = Store::open(dir.path(), 400).unwrap();
+        let store = Store::open(dir.path(), 400, 1000).unwrap();
         assert_eq!(store.mark("new"), 0);
         assert_eq!(store.mark("forever"), 5);
     }
