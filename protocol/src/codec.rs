@@ -79,6 +79,28 @@ pub fn encode_frame<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, FrameE
     Ok(frame)
 }
 
+/// Appends a message as a whole frame to `buf`, without a buffer of its
+/// own. On an error `buf` is left as it was.
+pub fn encode_frame_into<T: Serialize>(
+    buf: &mut Vec<u8>,
+    msg: &T,
+    max: usize,
+) -> Result<(), FrameError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; LENGTH_PREFIX]);
+    if let Err(e) = options(max).serialize_into(&mut *buf, msg) {
+        buf.truncate(start);
+        return Err(FrameError::Malformed(e.to_string()));
+    }
+    let len = buf.len() - start - LENGTH_PREFIX;
+    if len > max {
+        buf.truncate(start);
+        return Err(FrameError::TooLarge { len, max });
+    }
+    buf[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
 /// Writes one frame to a blocking writer.
 pub fn write_frame<W: Write, T: Serialize>(
     w: &mut W,

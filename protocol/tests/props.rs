@@ -3,7 +3,7 @@
 //! or an error) and never panic; what they accept round-trips.
 
 use proptest::prelude::*;
-use seqd_protocol::codec::{decode_payload, encode_payload};
+use seqd_protocol::codec::{decode_payload, encode_frame, encode_frame_into, encode_payload};
 use seqd_protocol::text::{format_reply, format_request, parse_line, TextCommand};
 use seqd_protocol::*;
 
@@ -234,6 +234,23 @@ proptest! {
         let msg = ServerMessage::Response { id, result };
         let bytes = encode_payload(&msg, DEFAULT_MAX_FRAME).unwrap();
         prop_assert_eq!(decode_payload::<ServerMessage>(&bytes, DEFAULT_MAX_FRAME).unwrap(), msg);
+    }
+
+    #[test]
+    fn frames_appended_in_place_equal_frames_on_their_own(
+        id in any::<u64>(),
+        result in response(),
+        prefix in proptest::collection::vec(any::<u8>(), 0..16),
+        max in 16usize..512,
+    ) {
+        let msg = ServerMessage::Response { id, result };
+        let mut buf = prefix.clone();
+        match (encode_frame_into(&mut buf, &msg, max), encode_frame(&msg, max)) {
+            (Ok(()), Ok(frame)) => prop_assert_eq!(&buf[prefix.len()..], &frame[..]),
+            // A frame over the limit leaves the buffer as it was.
+            (Err(_), Err(_)) => prop_assert_eq!(&buf, &prefix),
+            (a, b) => prop_assert!(false, "in place {:?}, on its own {:?}", a, b.map(|_| ())),
+        }
     }
 
     #[test]

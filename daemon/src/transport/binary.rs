@@ -1,24 +1,103 @@
 //! The binary protocol on a connection.
 //!
-//! Reading and writing are decoupled: the reader decodes frames and spawns
-//! one task per request (at most `max_inflight` at once per connection), and
-//! a writer task sends responses as they complete, in any order, batching
-//! whatever is ready into one write.
+//! One task per connection does everything: it decodes frames, runs up to
+//! `max_inflight` requests of the connection concurrently (a
+//! `FuturesUnordered` polled by the same task, so a request costs no task
+//! spawn and no hop to a writer task), and writes responses as they
+//! complete, in any order, appending every ready one to a single buffer so
+//! that a burst costs one write. Reading stops while the buffer holds more
+//! than [`OUT_HIGH_WATER`] unsent bytes: a client that does not read its
+//! answers only ever slows itself.
 
 use crate::context::Context;
 use crate::dispatch;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use seqd_protocol::codec::{self, length_delimited};
 use seqd_protocol::{ClientMessage, ErrorCode, ServerMessage, WireError, PROTOCOL_VERSION};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodecError};
 use tokio_util::sync::CancellationToken;
 
 /// The variant index of `ClientMessage::Request` in bincode (u32 LE).
 const REQUEST_TAG: [u8; 4] = [1, 0, 0, 0];
+/// Unsent response bytes above which no more requests are read.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+
+/// Responses waiting to be written, and the socket they go to.
+struct Out {
+    wr: OwnedWriteHalf,
+    buf: Vec<u8>,
+    /// How much of `buf` is written already.
+    sent: usize,
+    max: usize,
+}
+
+impl Out {
+    fn pending(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    /// Appends one frame. A response too large to encode is replaced by an
+    /// error response for the same id.
+    fn push(&mut self, msg: &ServerMessage, id: Option<u64>) {
+        let error = match codec::encode_frame_into(&mut self.buf, msg, self.max) {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        match id {
+            Some(id) => {
+                let error = WireError::new(
+                    ErrorCode::Internal,
+                    format!("response not sendable: {error}"),
+                );
+                let msg = ServerMessage::Response {
+                    id,
+                    result: Err(error),
+                };
+                if let Err(e) = codec::encode_frame_into(&mut self.buf, &msg, self.max) {
+                    tracing::error!(error = %e, "cannot encode an error response");
+                }
+            }
+            None => tracing::error!(%error, "cannot encode a server message"),
+        }
+    }
+
+    /// A connection-level error; the caller then closes the connection.
+    fn fatal(&mut self, error: WireError) {
+        tracing::debug!(%error, "closing binary connection");
+        let max = self.max;
+        self.max = seqd_protocol::MAX_FRAME_CEILING;
+        self.push(&ServerMessage::Error { error }, None);
+        self.max = max;
+    }
+
+    /// Writes some of what is pending (cancel safe: `write` either wrote or
+    /// did not). False when the client is gone.
+    async fn write_some(&mut self) -> bool {
+        match self.wr.write(&self.buf[self.sent..]).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.sent += n;
+                if self.sent == self.buf.len() {
+                    self.buf.clear();
+                    self.sent = 0;
+                }
+                true
+            }
+        }
+    }
+
+    /// Writes everything pending, then closes the write side.
+    async fn finish(mut self) {
+        if self.wr.write_all(&self.buf[self.sent..]).await.is_ok() {
+            let _ = self.wr.shutdown().await;
+        }
+    }
+}
 
 pub async fn serve<R>(
     ctx: Arc<Context>,
@@ -28,128 +107,124 @@ pub async fn serve<R>(
 ) where
     R: AsyncRead + Unpin,
 {
-    let max = ctx.config().max_frame;
-    let max_inflight = ctx.config().max_inflight as usize;
+    // Limits are read once per connection; a reload applies to new ones.
+    let config = ctx.config();
+    let max = config.max_frame;
+    let max_inflight = config.max_inflight as usize;
+    let idle = config.idle_timeout();
+    drop(config);
     let mut frames = FramedRead::new(reader, length_delimited(max));
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(max_inflight);
-    let writer = tokio::spawn(write_frames(writer, rx));
-
-    if hello(&ctx, &mut frames, &tx).await {
-        let inflight = Arc::new(Semaphore::new(max_inflight));
-        loop {
-            // Idle: nothing received and nothing in flight for that long.
-            let idle = ctx.config().idle_timeout();
-            let quiet = inflight.available_permits() == max_inflight;
-            let frame = tokio::select! {
-                f = frames.next() => f,
-                _ = tokio::time::sleep(idle), if !idle.is_zero() && quiet => {
-                    let msg = format!("idle for {} ms; closing (reconnect to go on)", idle.as_millis());
-                    fatal(&tx, WireError::new(ErrorCode::Unavailable, msg)).await;
-                    break;
+    let mut out = Out {
+        wr: writer,
+        buf: Vec::with_capacity(4096),
+        sent: 0,
+        max,
+    };
+    if !hello(&ctx, &mut frames, &mut out).await {
+        out.finish().await;
+        return;
+    }
+    let ctx: &Context = &ctx;
+    let mut inflight = FuturesUnordered::new();
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    // One idle timer per connection, pushed back when it fires early
+    // rather than re-armed for every request.
+    let mut last_activity = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    loop {
+        let quiet = inflight.is_empty() && out.pending() == 0;
+        tokio::select! {
+            biased;
+            Some((id, result)) = inflight.next(), if !inflight.is_empty() => {
+                last_activity = Instant::now();
+                out.push(&ServerMessage::Response { id, result }, Some(id));
+            }
+            alive = out.write_some(), if out.pending() > 0 => {
+                if !alive {
+                    return;
                 }
-                _ = shutdown.cancelled() => break,
-            };
-            let payload = match frame {
-                None => break,
-                Some(Ok(payload)) => payload,
-                Some(Err(e)) => {
-                    fatal(&tx, framing_error(&e, max)).await;
-                    break;
-                }
-            };
-            match codec::decode_payload::<ClientMessage>(&payload, max) {
-                Ok(ClientMessage::Request { id, request }) => {
-                    // Waiting here is backpressure on this client only.
-                    let Ok(permit) = inflight.clone().acquire_owned().await else {
+            }
+            frame = frames.next(), if inflight.len() < max_inflight && out.pending() < OUT_HIGH_WATER => {
+                last_activity = Instant::now();
+                let payload = match frame {
+                    None => break,
+                    Some(Ok(payload)) => payload,
+                    Some(Err(e)) => {
+                        out.fatal(framing_error(&e, max));
                         break;
-                    };
-                    let ctx = ctx.clone();
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let result = dispatch::serve(&ctx, request).await;
-                        send(
-                            &tx,
-                            &ServerMessage::Response { id, result },
-                            ctx.config().max_frame,
-                            Some(id),
-                        )
-                        .await;
-                        drop(permit);
-                    });
-                }
-                Ok(ClientMessage::Hello { .. }) => {
-                    fatal(
-                        &tx,
-                        WireError::new(ErrorCode::BadRequest, "hello sent twice"),
-                    )
-                    .await;
-                    break;
-                }
-                Err(e) => match request_id(&payload) {
-                    // The frame was intact and names its request: answer
-                    // that request with an error and keep the connection.
-                    Some(id) => {
-                        let error = WireError::new(
-                            ErrorCode::BadRequest,
-                            format!("undecodable request: {e}"),
-                        );
-                        send(
-                            &tx,
-                            &ServerMessage::Response {
-                                id,
-                                result: Err(error),
-                            },
-                            max,
-                            None,
-                        )
-                        .await;
                     }
-                    None => {
-                        fatal(
-                            &tx,
-                            WireError::new(
+                };
+                match codec::decode_payload::<ClientMessage>(&payload, max) {
+                    Ok(ClientMessage::Request { id, request }) => {
+                        inflight.push(async move { (id, dispatch::serve(ctx, request).await) });
+                    }
+                    Ok(ClientMessage::Hello { .. }) => {
+                        out.fatal(WireError::new(ErrorCode::BadRequest, "hello sent twice"));
+                        break;
+                    }
+                    Err(e) => match request_id(&payload) {
+                        // The frame was intact and names its request: answer
+                        // that request with an error and keep the connection.
+                        Some(id) => {
+                            let error = WireError::new(
+                                ErrorCode::BadRequest,
+                                format!("undecodable request: {e}"),
+                            );
+                            out.push(&ServerMessage::Response { id, result: Err(error) }, None);
+                        }
+                        None => {
+                            out.fatal(WireError::new(
                                 ErrorCode::BadRequest,
                                 format!("undecodable frame: {e}"),
-                            ),
-                        )
-                        .await;
-                        break;
-                    }
-                },
+                            ));
+                            break;
+                        }
+                    },
+                }
             }
+            // Idle: nothing received and nothing in flight for that long.
+            () = &mut idle_timer, if !idle.is_zero() => {
+                let due = last_activity + idle;
+                if quiet && Instant::now() >= due {
+                    let msg = format!("idle for {} ms; closing (reconnect to go on)", idle.as_millis());
+                    out.fatal(WireError::new(ErrorCode::Unavailable, msg));
+                    break;
+                }
+                idle_timer.as_mut().reset(due.max(Instant::now() + idle / 8));
+            }
+            () = &mut cancelled => break,
         }
     }
-    // The writer ends once every in-flight request has sent its response
-    // and dropped its sender: that is the drain.
-    drop(tx);
-    let _ = writer.await;
+    // Drain: every request in flight is still answered.
+    while let Some((id, result)) = inflight.next().await {
+        out.push(&ServerMessage::Response { id, result }, Some(id));
+    }
+    out.finish().await;
 }
 
 /// Reads and answers the hello. False means the connection must close.
 async fn hello<R>(
     ctx: &Context,
     frames: &mut FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
-    tx: &mpsc::Sender<Vec<u8>>,
+    out: &mut Out,
 ) -> bool
 where
     R: AsyncRead + Unpin,
 {
-    let max = ctx.config().max_frame;
+    let max = out.max;
     let frame = match tokio::time::timeout(ctx.config().handshake_timeout(), frames.next()).await {
         Err(_) => {
-            fatal(
-                tx,
-                WireError::new(
-                    ErrorCode::BadRequest,
-                    "no hello within the handshake timeout",
-                ),
-            )
-            .await;
+            out.fatal(WireError::new(
+                ErrorCode::BadRequest,
+                "no hello within the handshake timeout",
+            ));
             return false;
         }
         Ok(None) => return false,
         Ok(Some(Err(e))) => {
-            fatal(tx, framing_error(&e, max)).await;
+            out.fatal(framing_error(&e, max));
             return false;
         }
         Ok(Some(Ok(frame))) => frame,
@@ -161,30 +236,28 @@ where
                 version: PROTOCOL_VERSION,
                 server: format!("seqd/{}", env!("CARGO_PKG_VERSION")),
             };
-            send(tx, &reply, max, None).await;
+            out.push(&reply, None);
             true
         }
         Ok(ClientMessage::Hello { version, .. }) => {
             let msg = format!(
                 "client speaks protocol version {version}; this seqd speaks {PROTOCOL_VERSION}"
             );
-            fatal(tx, WireError::new(ErrorCode::VersionMismatch, msg)).await;
+            out.fatal(WireError::new(ErrorCode::VersionMismatch, msg));
             false
         }
         Ok(ClientMessage::Request { .. }) => {
-            fatal(
-                tx,
-                WireError::new(ErrorCode::BadRequest, "the first frame must be a hello"),
-            )
-            .await;
+            out.fatal(WireError::new(
+                ErrorCode::BadRequest,
+                "the first frame must be a hello",
+            ));
             false
         }
         Err(e) => {
-            fatal(
-                tx,
-                WireError::new(ErrorCode::BadRequest, format!("undecodable hello: {e}")),
-            )
-            .await;
+            out.fatal(WireError::new(
+                ErrorCode::BadRequest,
+                format!("undecodable hello: {e}"),
+            ));
             false
         }
     }
@@ -212,63 +285,6 @@ fn framing_error(e: &std::io::Error, max: usize) -> WireError {
     } else {
         WireError::new(ErrorCode::BadRequest, format!("broken frame: {e}"))
     }
-}
-
-/// Sends a connection-level error; the caller then closes the connection.
-async fn fatal(tx: &mpsc::Sender<Vec<u8>>, error: WireError) {
-    tracing::debug!(%error, "closing binary connection");
-    send(
-        tx,
-        &ServerMessage::Error { error },
-        seqd_protocol::MAX_FRAME_CEILING,
-        None,
-    )
-    .await;
-}
-
-/// Encodes and queues one frame. A response too large to encode is replaced
-/// by an error response for the same id.
-async fn send(tx: &mpsc::Sender<Vec<u8>>, msg: &ServerMessage, max: usize, id: Option<u64>) {
-    let frame = match (codec::encode_frame(msg, max), id) {
-        (Ok(frame), _) => frame,
-        (Err(e), Some(id)) => {
-            let error = WireError::new(ErrorCode::Internal, format!("response not sendable: {e}"));
-            match codec::encode_frame(
-                &ServerMessage::Response {
-                    id,
-                    result: Err(error),
-                },
-                max,
-            ) {
-                Ok(frame) => frame,
-                Err(_) => return,
-            }
-        }
-        (Err(e), None) => {
-            tracing::error!(error = %e, "cannot encode a server message");
-            return;
-        }
-    };
-    // A send error means the writer stopped: the client is gone.
-    let _ = tx.send(frame).await;
-}
-
-async fn write_frames(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(frame) = rx.recv().await {
-        if out.write_all(&frame).await.is_err() {
-            return;
-        }
-        while let Ok(frame) = rx.try_recv() {
-            if out.write_all(&frame).await.is_err() {
-                return;
-            }
-        }
-        if out.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = out.shutdown().await;
 }
 
 #[cfg(test)]
