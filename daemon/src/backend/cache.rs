@@ -466,7 +466,7 @@ impl RedisCache {
         let mut removed = 0;
         loop {
             let p = &pattern;
-            let scan = |mut c: redis::aio::MultiplexedConnection| async move {
+            let scan = |mut c: super::pipe::Pipe| async move {
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
@@ -484,7 +484,7 @@ impl RedisCache {
             let keys: Vec<String> = keys.into_iter().filter(|k| !is_forbidden(k)).collect();
             if !keys.is_empty() {
                 let ks = &keys;
-                let unlink = |mut c: redis::aio::MultiplexedConnection| async move {
+                let unlink = |mut c: super::pipe::Pipe| async move {
                     redis::cmd("UNLINK")
                         .arg(ks)
                         .query_async::<u64>(&mut c)

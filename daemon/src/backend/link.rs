@@ -17,12 +17,12 @@
 //! Transitions are logged once, where they happen, not per request.
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState, Transition};
+use super::pipe::{self, Pipe};
 use crate::config::RedisTarget;
 use crate::error::{Error, RedisFailure};
 use crate::metrics::{Metrics, TransitionLabels};
 use futures_util::future::BoxFuture;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,12 +34,12 @@ use tokio_util::sync::CancellationToken;
 /// One pool slot: a connection (or none yet) and a generation, so that a
 /// task reporting a failure on an old connection cannot drop a newer one.
 struct Slot {
-    conn: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    conn: tokio::sync::Mutex<Option<(u64, Pipe)>>,
 }
 
-/// A fixed set of multiplexed connections, used round-robin.
+/// A fixed set of auto-pipelined connections, used round-robin.
 pub struct RedisPool {
-    client: redis::Client,
+    info: ConnectionInfo,
     slots: Vec<Slot>,
     next: AtomicUsize,
     generation: AtomicU64,
@@ -67,10 +67,17 @@ impl RedisPool {
                 }),
         }
         .map_err(|e| format!("invalid Redis address: {e}"))?;
-        let client =
-            redis::Client::open(info).map_err(|e| format!("invalid Redis address: {e}"))?;
+        if !matches!(
+            info.addr(),
+            redis::ConnectionAddr::Tcp(..) | redis::ConnectionAddr::Unix(_)
+        ) {
+            return Err(format!(
+                "unsupported Redis address {} (TLS is not built in)",
+                info.addr()
+            ));
+        }
         Ok(RedisPool {
-            client,
+            info,
             slots: (0..size.max(1))
                 .map(|_| Slot {
                     conn: tokio::sync::Mutex::new(None),
@@ -93,7 +100,7 @@ impl RedisPool {
     }
 
     /// A connection from the next slot, connecting if the slot is empty.
-    async fn checkout(&self) -> Result<(usize, u64, MultiplexedConnection), RedisFailure> {
+    async fn checkout(&self) -> Result<(usize, u64, Pipe), RedisFailure> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].conn.lock().await;
         if let Some((generation, conn)) = slot.as_ref() {
@@ -105,12 +112,8 @@ impl RedisPool {
         Ok((i, generation, conn))
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisFailure> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout()))
-            .set_response_timeout(Some(self.timeout()));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
+    async fn connect(&self) -> Result<Pipe, RedisFailure> {
+        pipe::connect(&self.info)
             .await
             .map_err(|e| RedisFailure::classify(&e))
     }
@@ -155,7 +158,7 @@ impl RedisPool {
     /// transport failure or timeout discards the connection it used.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Pipe) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.run_until(Instant::now() + self.timeout(), op).await
@@ -165,7 +168,7 @@ impl RedisPool {
     /// from now): a request that retries keeps within one timeout in all.
     pub async fn run_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Pipe) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let deadline = deadline.min(Instant::now() + self.timeout());
@@ -329,7 +332,7 @@ impl RedisLink {
     /// outcome. Refuses at once while the breaker is open or half-open.
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Pipe) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.call_until(Instant::now() + self.pool.timeout(), op)
@@ -339,7 +342,7 @@ impl RedisLink {
     /// Like [`RedisLink::call`], ending at `deadline` at the latest.
     pub async fn call_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, LinkError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Pipe) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let state = self.lock().state();
@@ -355,7 +358,7 @@ impl RedisLink {
     /// works while half-open), and records its outcome.
     pub async fn call_recovering<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Pipe) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.run_recorded(Instant::now() + self.pool.timeout(), op)
@@ -364,7 +367,7 @@ impl RedisLink {
 
     async fn run_recorded<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Pipe) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let result = self.pool.run_until(deadline, op).await;

@@ -13,6 +13,7 @@ pub mod breaker;
 pub mod cache;
 pub mod link;
 pub mod local;
+pub mod pipe;
 pub mod redis;
 pub mod store;
 pub mod tracker;
