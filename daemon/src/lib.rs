@@ -179,7 +179,9 @@ pub async fn run(
     .await?
     .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
 
-    let metrics = Arc::new(metrics::Metrics::new());
+    let mut metrics = metrics::Metrics::new();
+    metrics.register_store(store.counters());
+    let metrics = Arc::new(metrics);
     let mut redis_link: Option<Arc<RedisLink>> = None;
     let stop_supervisor = tokio_util::sync::CancellationToken::new();
     let streams = {

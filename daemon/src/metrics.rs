@@ -1,6 +1,7 @@
 //! Metrics, exposed in the Prometheus text format by `METRICS` (text) and
 //! `Request::Metrics` (binary). Encoding is prometheus-client's, not ours.
 
+use crate::backend::store::StoreCounters;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -312,6 +313,20 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Exports the store writer's counters.
+    pub fn register_store(&mut self, counters: StoreCounters) {
+        self.registry.register(
+            "store_commits",
+            "Transactions committed to the local store",
+            counters.commits,
+        );
+        self.registry.register(
+            "store_fsyncs",
+            "Local store commits that fsynced (a key crossed its reserved ceiling, or a stream or outbox write)",
+            counters.fsyncs,
+        );
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

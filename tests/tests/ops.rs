@@ -507,6 +507,18 @@ fn prometheus_can_scrape_metrics_over_loopback_http() {
     );
     assert_eq!(get("seqd_breaker_state"), Some(0.0));
     assert!(get("seqd_connections_open").is_some());
+    // The first number of a key reserved its ceiling with an fsync; the
+    // next ones, within the reserve, commit without one.
+    let fsyncs = get("seqd_store_fsyncs_total").expect("fsync counter");
+    let commits = get("seqd_store_commits_total").expect("commit counter");
+    assert!(fsyncs >= 1.0 && commits >= fsyncs, "{fsyncs} {commits}");
+    for _ in 0..5 {
+        seqd.client().group_next("scraped").unwrap();
+    }
+    let samples = parse_exposition(&http_get(port, "/metrics").1);
+    let get = |s: &str| samples.iter().find(|(k, _)| k == s).map(|(_, v)| *v);
+    assert_eq!(get("seqd_store_fsyncs_total"), Some(fsyncs));
+    assert!(get("seqd_store_commits_total").unwrap() >= commits + 5.0);
     // The same exposition over the socket parses too.
     parse_exposition(&seqd.client().metrics().unwrap());
     let (head, _) = http_get(port, "/other");

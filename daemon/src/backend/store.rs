@@ -36,10 +36,10 @@
 //! - Expired marks are pruned from disk and memory by [`Store::prune`].
 
 use crate::capabilities::tracker::{decode_missing, encode_missing, StreamState, STREAM_TTL_SECS};
+use prometheus_client::metrics::counter::Counter;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -302,15 +302,17 @@ pub struct Store {
     /// A `std::sync::Mutex`, not a Tokio one: nothing awaits while it is held.
     marks: Arc<Mutex<Marks>>,
     tx: mpsc::Sender<Op>,
-    stats: Arc<StoreStats>,
+    counters: StoreCounters,
 }
 
-/// Counters of the writer thread.
-#[derive(Default)]
-struct StoreStats {
-    commits: AtomicU64,
+/// Counters of the writer thread, exported as metrics
+/// (`seqd_store_commits_total`, `seqd_store_fsyncs_total`): a fsync rate
+/// close to the commit rate says `--mark-reserve` is too small.
+#[derive(Default, Clone)]
+pub struct StoreCounters {
+    pub commits: Counter,
     /// Commits that fsynced.
-    synced: AtomicU64,
+    pub fsyncs: Counter,
 }
 
 /// The kernel's id of this boot. A page cache survives a process crash but
@@ -441,13 +443,13 @@ impl Store {
             }
         }
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let stats = Arc::new(StoreStats::default());
+        let counters = StoreCounters::default();
         let writer = Writer {
             conn,
             reserve,
             ceilings,
             full: true,
-            stats: stats.clone(),
+            counters: counters.clone(),
         };
         std::thread::Builder::new()
             .name("seqd-store".into())
@@ -456,16 +458,13 @@ impl Store {
         Ok(Store {
             marks: Arc::new(Mutex::new(marks)),
             tx,
-            stats,
+            counters,
         })
     }
 
-    /// Commits and, of those, fsynced commits made so far.
-    pub fn stats(&self) -> (u64, u64) {
-        (
-            self.stats.commits.load(Ordering::Relaxed),
-            self.stats.synced.load(Ordering::Relaxed),
-        )
+    /// The writer's commit and fsync counters, for the metrics.
+    pub fn counters(&self) -> StoreCounters {
+        self.counters.clone()
     }
 
     /// The highest number issued for `key` (0 when none), from memory.
@@ -756,7 +755,7 @@ struct Writer {
     ceilings: HashMap<Arc<str>, u64>,
     /// The connection's `synchronous` level is FULL now.
     full: bool,
-    stats: Arc<StoreStats>,
+    counters: StoreCounters,
 }
 
 impl Writer {
@@ -840,9 +839,9 @@ impl Writer {
             tx.execute("UPDATE meta SET value = '1' WHERE name = 'clean'", [])?;
         }
         tx.commit()?;
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.counters.commits.inc();
         if sync {
-            self.stats.synced.fetch_add(1, Ordering::Relaxed);
+            self.counters.fsyncs.inc();
         }
         // Only now are the new ceilings durable.
         self.ceilings.extend(raised);
@@ -1127,6 +1126,12 @@ mod tests {
         assert_eq!(n, 1);
     }
 
+    /// Commits and fsyncs so far.
+    fn stats(store: &Store) -> (u64, u64) {
+        let c = store.counters();
+        (c.commits.get(), c.fsyncs.get())
+    }
+
     async fn issue_n(store: &Store, key: &str, n: u64) -> u64 {
         let mut last = 0;
         for _ in 0..n {
@@ -1142,14 +1147,14 @@ mod tests {
         assert_eq!(issue_n(&store, "k", 11).await, 11);
         // Eleven sequential issues: eleven commits, and only the first
         // (1 > ceiling 0, which reserved up to 11) fsynced.
-        assert_eq!(store.stats(), (11, 1));
+        assert_eq!(stats(&store), (11, 1));
         assert_eq!(disk(dir.path(), "k"), (11, 11));
         assert_eq!(store.issue("k", None, None).await.unwrap(), 12);
-        assert_eq!(store.stats(), (12, 2));
+        assert_eq!(stats(&store), (12, 2));
         assert_eq!(disk(dir.path(), "k"), (12, 22));
         // A Redis answer far above the ceiling reserves above it.
         claim(&store, "k", 500).await.unwrap();
-        assert_eq!(store.stats(), (13, 3));
+        assert_eq!(stats(&store), (13, 3));
         assert_eq!(disk(dir.path(), "k"), (500, 510));
     }
 
@@ -1158,7 +1163,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 0, 0).unwrap();
         assert_eq!(issue_n(&store, "k", 5).await, 5);
-        assert_eq!(store.stats(), (5, 5));
+        assert_eq!(stats(&store), (5, 5));
         assert_eq!(disk(dir.path(), "k"), (5, 5));
     }
 
