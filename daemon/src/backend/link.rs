@@ -67,15 +67,7 @@ impl RedisPool {
                 }),
         }
         .map_err(|e| format!("invalid Redis address: {e}"))?;
-        if !matches!(
-            info.addr(),
-            redis::ConnectionAddr::Tcp(..) | redis::ConnectionAddr::Unix(_)
-        ) {
-            return Err(format!(
-                "unsupported Redis address {} (TLS is not built in)",
-                info.addr()
-            ));
-        }
+        pipe::check_address(&info)?;
         Ok(RedisPool {
             info,
             slots: (0..size.max(1))

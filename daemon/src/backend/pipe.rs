@@ -70,6 +70,17 @@ fn closed() -> RedisError {
     ))
 }
 
+/// Refuses addresses this pipe cannot connect to (checked at start, so a
+/// `rediss://` URL fails there and not on every request).
+pub fn check_address(info: &ConnectionInfo) -> Result<(), String> {
+    match info.addr() {
+        ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_) => Ok(()),
+        other => Err(format!(
+            "unsupported Redis address {other} (TLS is not built in)"
+        )),
+    }
+}
+
 /// Connects, authenticates and selects the database of `info`.
 pub async fn connect(info: &ConnectionInfo) -> redis::RedisResult<Pipe> {
     let settings = info.redis_settings();
@@ -84,12 +95,13 @@ pub async fn connect(info: &ConnectionInfo) -> redis::RedisResult<Pipe> {
             let (rd, wr) = tokio::net::UnixStream::connect(path).await?.into_split();
             spawn(rd, wr, settings.db())
         }
-        other => {
+        _ => {
+            let why = check_address(info).err().unwrap_or_default();
             return Err(RedisError::from((
                 ErrorKind::InvalidClientConfig,
-                "unsupported Redis address (TLS is not built in)",
-                other.to_string(),
-            )))
+                "cannot connect",
+                why,
+            )));
         }
     };
     if let Some(password) = settings.password() {
