@@ -1,5 +1,6 @@
 //! Configuration: flags, each with an environment variable (the flag wins).
 
+use crate::redis::{BreakerConfig, RedisTarget};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -199,39 +200,6 @@ fn parse_max_frame(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Where Redis is, when seqd runs in Redis mode.
-#[derive(Debug, Clone)]
-pub enum RedisTarget {
-    Url(String),
-    Host {
-        host: String,
-        port: u16,
-        password: Option<String>,
-        db: i64,
-    },
-}
-
-impl RedisTarget {
-    /// The address for logs, without the password.
-    pub fn display(&self) -> String {
-        match self {
-            RedisTarget::Url(u) => match redis::parse_redis_url(u) {
-                Some(url) => format!(
-                    "{}:{}/{}",
-                    url.host_str().unwrap_or("?"),
-                    url.port().unwrap_or(6379),
-                    match url.path().trim_start_matches('/') {
-                        "" => "0",
-                        db => db,
-                    }
-                ),
-                None => "(unparsable URL)".to_string(),
-            },
-            RedisTarget::Host { host, port, db, .. } => format!("{host}:{port}/{db}"),
-        }
-    }
-}
-
 impl Config {
     /// `None` means local mode.
     pub fn redis_target(&self) -> Option<RedisTarget> {
@@ -258,8 +226,8 @@ impl Config {
         Duration::from_millis(self.redis_timeout_ms)
     }
 
-    pub fn breaker(&self) -> crate::backend::breaker::BreakerConfig {
-        crate::backend::breaker::BreakerConfig {
+    pub fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
             threshold: self.breaker_threshold,
             probe_base: Duration::from_millis(self.probe_base_ms),
             probe_max: Duration::from_millis(self.probe_max_ms.max(self.probe_base_ms)),

@@ -1,12 +1,12 @@
 //! The shared state every connection gets a reference to. No globals: the
 //! server owns one `Arc<Context>` and hands out clones.
 
-use crate::backend::cache::Cache;
-use crate::backend::store::Store;
-use crate::backend::tracker::Tracker;
-use crate::backend::Sequences;
+use crate::cache::Cache;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Levels, Metrics};
+use crate::sequences::Sequences;
+use crate::store::Store;
+use crate::tracker::Tracker;
 use chrono_tz::Tz;
 use std::sync::{Arc, RwLock};
 
@@ -56,5 +56,26 @@ impl Context {
     /// Puts a new configuration in force (reload).
     pub fn replace_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// `HEALTH`'s `name=value` pairs: Redis and the breaker first, then
+    /// the cache, the mode and the store.
+    pub async fn health(&self) -> Vec<(String, String)> {
+        let mut fields = self.sequences.health().await;
+        fields.extend(self.cache.health());
+        fields.push(("mode".into(), self.sequences.mode().into()));
+        fields.push(("local_marks".into(), self.store.len().to_string()));
+        fields.push(("version".into(), env!("CARGO_PKG_VERSION").into()));
+        fields
+    }
+
+    /// The metrics in the Prometheus text format (`METRICS`, HTTP).
+    pub fn render_metrics(&self) -> String {
+        let levels = Levels {
+            local_marks: self.store.len(),
+            pending_reconciliation: self.store.pending(),
+            cache_outbox: self.cache.outbox_len(),
+        };
+        metrics::render(&self.metrics, levels)
     }
 }

@@ -1,7 +1,7 @@
 //! Metrics, exposed in the Prometheus text format by `METRICS` (text) and
 //! `Request::Metrics` (binary). Encoding is prometheus-client's, not ours.
 
-use crate::backend::store::StoreCounters;
+use crate::store::StoreCounters;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -312,7 +312,6 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition of every metric.
     /// Exports the store writer's counters.
     pub fn register_store(&mut self, counters: StoreCounters) {
         self.registry.register(
@@ -327,10 +326,31 @@ impl Metrics {
         );
     }
 
+    /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The levels read at scrape time rather than kept up to date on every
+/// change: cheap to read, and nobody looks between scrapes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Levels {
+    pub local_marks: usize,
+    pub pending_reconciliation: usize,
+    pub cache_outbox: usize,
+}
+
+/// The Prometheus exposition, with the gauges read at scrape time updated
+/// to `levels` first.
+pub fn render(metrics: &Metrics, levels: Levels) -> String {
+    metrics.local_marks.set(levels.local_marks as i64);
+    metrics
+        .pending_reconciliation
+        .set(levels.pending_reconciliation as i64);
+    metrics.cache_outbox.set(levels.cache_outbox as i64);
+    metrics.encode()
 }

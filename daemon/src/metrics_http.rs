@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
@@ -23,15 +25,25 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(TcpListener::bind(addr).await?)
 }
 
-/// Serves scrapes until the task is aborted.
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
+/// Serves scrapes until `stop`; each scrape is a task on `tasks`, bounded
+/// by the read timeout.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _ = tokio::time::timeout(READ_TIMEOUT, answer(stream, &ctx)).await;
         });
     }
@@ -49,7 +61,7 @@ async fn answer(mut stream: TcpStream, ctx: &Context) -> std::io::Result<()> {
     }
     let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let (status, body) = match request_line.split(|b| *b == b' ').collect::<Vec<_>>()[..] {
-        [b"GET", b"/metrics", _] => ("200 OK", crate::dispatch::metrics_text(ctx)),
+        [b"GET", b"/metrics", _] => ("200 OK", ctx.render_metrics()),
         _ => (
             "404 Not Found",
             "only GET /metrics is served here\n".to_string(),

@@ -9,8 +9,12 @@
 //! changes nothing.
 
 use crate::config::Config;
+use crate::context::Context;
+use crate::redis::RedisLink;
 use clap::{CommandFactory, Parser};
 use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// The environment names of the settings a reload can change.
 pub const RELOADABLE: &[&str] = &[
@@ -99,6 +103,61 @@ pub fn reloaded(
     take!("SEQD_ALLOW_UIDS", allow_uids);
     take!("SEQD_ALLOW_GIDS", allow_gids);
     Ok((next, changed))
+}
+
+/// Changes the log filter at run time (given by `main`, which owns the
+/// subscriber).
+pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Waits for SIGHUP and reloads, logging what changed, until `stop`.
+pub async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    ctx: Arc<Context>,
+    link: Option<Arc<RedisLink>>,
+    log_reload: Option<LogReload>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            got = hup.recv() => if got.is_none() { return },
+            _ = stop.cancelled() => return,
+        }
+        let current = ctx.config();
+        let Some(path) = current.config.clone() else {
+            tracing::warn!("SIGHUP: no --config file to re-read; nothing changed");
+            continue;
+        };
+        let file = match read_env_file(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the config file; nothing changed");
+                continue;
+            }
+        };
+        let (next, changed) = match reloaded(&current, &file) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "SIGHUP: invalid setting; nothing changed");
+                continue;
+            }
+        };
+        if next.log != current.log {
+            if let Some(apply) = &log_reload {
+                if let Err(e) = apply(&next.log) {
+                    tracing::warn!(error = %e, "SIGHUP: invalid log filter; keeping the old one");
+                }
+            }
+        }
+        if let Some(link) = &link {
+            link.reconfigure(next.redis_timeout(), next.breaker());
+        }
+        ctx.replace_config(next);
+        if changed.is_empty() {
+            tracing::info!("SIGHUP: reloaded; nothing changed");
+        } else {
+            tracing::info!(changed = %changed.join(" "), "SIGHUP: reloaded");
+        }
+    }
 }
 
 #[cfg(test)]

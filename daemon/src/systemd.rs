@@ -5,8 +5,11 @@
 //! systemd (`NOTIFY_SOCKET` unset): a failed notification never stops
 //! seqd.
 
+use crate::context::Context;
 use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Where notifications go, if anywhere.
 pub struct Notifier {
@@ -56,4 +59,58 @@ pub fn watchdog_interval() -> Option<Duration> {
     }
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// The `STATUS=` text: mode, Redis and breaker.
+pub async fn status_line(ctx: &Context) -> String {
+    let health = ctx.sequences.health().await;
+    let get = |k: &str| {
+        health
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or("-", |(_, v)| v.as_str())
+            .to_string()
+    };
+    format!(
+        "serving, mode {}, redis {}, breaker {}",
+        ctx.sequences.mode(),
+        get("redis"),
+        get("breaker")
+    )
+}
+
+/// Watchdog keep-alives at half systemd's interval, from the runtime that
+/// serves requests (a stuck runtime stops them), and `STATUS=` updates when
+/// Redis or the breaker change; until `stop`.
+pub async fn keep_alive(ctx: Arc<Context>, notifier: Arc<Notifier>, stop: CancellationToken) {
+    if !notifier.enabled() {
+        return;
+    }
+    let watchdog = watchdog_interval();
+    let every = watchdog
+        .unwrap_or(Duration::from_secs(5))
+        .min(Duration::from_secs(5));
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let status = status_line(&ctx).await;
+        let mut msg = String::new();
+        if watchdog.is_some() {
+            msg.push_str("WATCHDOG=1");
+        }
+        if status != last {
+            if !msg.is_empty() {
+                msg.push('\n');
+            }
+            msg.push_str("STATUS=");
+            msg.push_str(&status);
+            last = status;
+        }
+        if !msg.is_empty() {
+            notifier.notify(&msg);
+        }
+    }
 }

@@ -1,246 +1,27 @@
-//! Settings cache backends.
-//!
-//! [`Cache`] is the interface the dispatcher uses. [`LocalCache`] (local
-//! mode) is a bounded in-memory cache shared by every process on the host.
-//! [`RedisCache`] (Redis mode) reads and writes Redis, with:
-//!
-//! - **Zero staleness.** A write that cannot reach Redis deletes the key
-//!   instead; if that fails too, or the breaker is open, the invalidation
-//!   goes to a durable outbox in SQLite and the write is acknowledged as
-//!   deferred. The outbox is replayed (every key deleted in Redis) before
-//!   the breaker closes, and a key with an invalidation pending is never
-//!   read from Redis meanwhile (`unavailable`), so no reader ever sees a
-//!   value superseded during an outage — not even after a `kill -9` of
-//!   seqd, since the outbox is loaded again at start.
-//! - **Coalescing.** Concurrent gets of one key share one Redis round trip;
-//!   every waiter gets the real result or error.
+//! Redis mode: reads and writes go to Redis, with the outbox that keeps
+//! readers from superseded values and the coalescing of concurrent gets
+//! (the guarantees are in the [module above](super)).
 
-use super::link::{LinkError, Recovery, RedisLink};
-use super::store::{OutboxEntry, Store};
-use crate::capabilities::cache::{is_forbidden, scan_pattern};
-use crate::error::{Error, RedisFailure};
+use super::rules::{is_forbidden, scan_pattern};
+use super::{worst, Cache, Value};
+use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::redis::{LinkError, Pipe, Recovery, RedisFailure, RedisLink};
+use crate::store::{OutboxEntry, Store};
 use futures_util::future::{BoxFuture, Shared};
 use futures_util::FutureExt;
 use seqd_protocol::{CacheItem, WriteOutcome};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-/// A cached value, shared without copying among coalesced readers.
-pub type Value = Arc<Vec<u8>>;
-
-/// Settings cache storage.
-pub trait Cache: Send + Sync {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, Error>>;
-    fn get_many<'a>(
-        &'a self,
-        keys: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Value>>, Error>>;
-    /// Writes items; the outcome of the whole call is the worst of its items.
-    fn set_many(&self, items: Vec<CacheItem>) -> BoxFuture<'_, Result<WriteOutcome, Error>>;
-    /// Returns keys removed now and whether the removal was deferred.
-    fn del<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(u64, bool), Error>>;
-    fn del_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(u64, bool), Error>>;
-    /// `name=value` pairs for `HEALTH`.
-    fn health(&self) -> Vec<(String, String)>;
-    /// Invalidations waiting for Redis (0 in local mode).
-    fn outbox_len(&self) -> usize;
-}
-
-fn worst(a: WriteOutcome, b: WriteOutcome) -> WriteOutcome {
-    let rank = |o| match o {
-        WriteOutcome::Stored => 0,
-        WriteOutcome::Invalidated => 1,
-        WriteOutcome::Deferred => 2,
-    };
-    if rank(b) > rank(a) {
-        b
-    } else {
-        a
-    }
-}
-
-// ------------------------------------------------------------ local mode ---
-
-struct Entry {
-    value: Value,
-    expires: Option<Instant>,
-    /// Position in the recency order.
-    tick: u64,
-}
-
+/// Invalidations waiting for Redis, mirrored in the store's outbox table.
 #[derive(Default)]
-struct Lru {
-    map: HashMap<String, Entry>,
-    /// tick -> key, oldest first.
-    order: BTreeMap<u64, String>,
-    next_tick: u64,
-    bytes: usize,
-}
-
-impl Lru {
-    fn cost(key: &str, value: &[u8]) -> usize {
-        key.len() + value.len() + 64
-    }
-
-    fn remove(&mut self, key: &str) -> bool {
-        match self.map.remove(key) {
-            Some(e) => {
-                self.order.remove(&e.tick);
-                self.bytes -= Self::cost(key, &e.value);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Local mode: a bounded in-memory cache (least recently used entries are
-/// evicted past `max_bytes`), shared by all processes on the host.
-pub struct LocalCache {
-    lru: Mutex<Lru>,
-    max_bytes: usize,
-    metrics: Arc<Metrics>,
-}
-
-impl LocalCache {
-    pub fn new(max_bytes: usize, metrics: Arc<Metrics>) -> Self {
-        LocalCache {
-            lru: Mutex::new(Lru::default()),
-            max_bytes,
-            metrics,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
-        self.lru.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get_now(&self, key: &str) -> Option<Value> {
-        let mut lru = self.lock();
-        let now = Instant::now();
-        let expired = lru
-            .map
-            .get(key)
-            .is_some_and(|e| e.expires.is_some_and(|t| t <= now));
-        if expired {
-            lru.remove(key);
-        }
-        let tick = lru.next_tick;
-        let e = lru.map.get_mut(key)?;
-        let old = std::mem::replace(&mut e.tick, tick);
-        let value = e.value.clone();
-        lru.next_tick += 1;
-        lru.order.remove(&old);
-        lru.order.insert(tick, key.to_string());
-        Some(value)
-    }
-
-    fn set_now(&self, item: CacheItem) -> WriteOutcome {
-        let mut lru = self.lock();
-        lru.remove(&item.key);
-        let cost = Lru::cost(&item.key, &item.value);
-        if cost > self.max_bytes {
-            return WriteOutcome::Invalidated;
-        }
-        while lru.bytes + cost > self.max_bytes {
-            let Some((_, oldest)) = lru.order.pop_first() else {
-                break;
-            };
-            lru.remove(&oldest);
-        }
-        let tick = lru.next_tick;
-        lru.next_tick += 1;
-        lru.order.insert(tick, item.key.clone());
-        lru.bytes += cost;
-        let expires = item
-            .ttl_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
-        lru.map.insert(
-            item.key,
-            Entry {
-                value: Arc::new(item.value),
-                expires,
-                tick,
-            },
-        );
-        WriteOutcome::Stored
-    }
-}
-
-impl Cache for LocalCache {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, Error>> {
-        let v = self.get_now(key);
-        self.metrics
-            .count_cache_read(if v.is_some() { "hit" } else { "miss" });
-        async move { Ok(v) }.boxed()
-    }
-
-    fn get_many<'a>(
-        &'a self,
-        keys: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<Value>>, Error>> {
-        let v: Vec<_> = keys.iter().map(|k| self.get_now(k)).collect();
-        for x in &v {
-            self.metrics
-                .count_cache_read(if x.is_some() { "hit" } else { "miss" });
-        }
-        async move { Ok(v) }.boxed()
-    }
-
-    fn set_many(&self, items: Vec<CacheItem>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
-        let mut out = WriteOutcome::Stored;
-        for item in items {
-            let o = self.set_now(item);
-            self.metrics.count_cache_write(o.as_str());
-            out = worst(out, o);
-        }
-        async move { Ok(out) }.boxed()
-    }
-
-    fn del<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(u64, bool), Error>> {
-        let mut lru = self.lock();
-        let n = keys.iter().filter(|k| lru.remove(k)).count() as u64;
-        async move { Ok((n, false)) }.boxed()
-    }
-
-    fn del_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(u64, bool), Error>> {
-        let mut lru = self.lock();
-        let doomed: Vec<String> = lru
-            .map
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        let n = doomed.iter().filter(|k| lru.remove(k)).count() as u64;
-        async move { Ok((n, false)) }.boxed()
-    }
-
-    fn outbox_len(&self) -> usize {
-        0
-    }
-
-    fn health(&self) -> Vec<(String, String)> {
-        let lru = self.lock();
-        vec![
-            ("outbox".into(), "0".into()),
-            ("cache_entries".into(), lru.map.len().to_string()),
-            ("cache_bytes".into(), lru.bytes.to_string()),
-        ]
-    }
-}
-
-// ------------------------------------------------------------ Redis mode ---
-
-/// Invalidations waiting for Redis, mirrored in the store.
-#[derive(Default)]
-struct Pending {
+struct Outbox {
     keys: HashSet<String>,
     prefixes: Vec<String>,
 }
 
-impl Pending {
+impl Outbox {
     fn len(&self) -> usize {
         self.keys.len() + self.prefixes.len()
     }
@@ -289,7 +70,7 @@ pub struct RedisCache {
     store: Store,
     metrics: Arc<Metrics>,
     /// A `std::sync::Mutex`: held for set operations only.
-    pending: Mutex<Pending>,
+    outbox: Mutex<Outbox>,
     /// Most invalidations kept; past it they collapse into one "delete
     /// every cache key" entry, which is correct, only coarser.
     max_outbox: usize,
@@ -306,7 +87,7 @@ impl RedisCache {
         max_outbox: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let mut pending = Pending::default();
+        let mut pending = Outbox::default();
         for e in &outbox {
             pending.insert(e);
         }
@@ -314,20 +95,20 @@ impl RedisCache {
             link,
             store,
             metrics,
-            pending: Mutex::new(pending),
+            outbox: Mutex::new(pending),
             max_outbox,
             inflight: Mutex::new(HashMap::new()),
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A read may not go to Redis while the key has an invalidation
     /// pending: Redis may still hold the superseded value.
     fn refuse_if_pending(&self, key: &str) -> Result<(), Error> {
-        if self.pending().covers(key) {
+        if self.outbox().covers(key) {
             self.metrics.count_cache_read("unavailable");
             return Err(Error::Unavailable(format!(
                 "an invalidation of '{key}' is waiting for Redis; read the database"
@@ -340,10 +121,10 @@ impl RedisCache {
     async fn defer(&self, entries: Vec<OutboxEntry>) -> Result<(), Error> {
         // Decide under the lock, write to the store after it.
         let collapsed = {
-            let mut pending = self.pending();
+            let mut pending = self.outbox();
             if pending.len() + entries.len() > self.max_outbox {
                 let replaced = pending.entries();
-                *pending = Pending::default();
+                *pending = Outbox::default();
                 pending.insert(&OutboxEntry::Prefix(String::new()));
                 Some(replaced)
             } else {
@@ -466,7 +247,7 @@ impl RedisCache {
         let mut removed = 0;
         loop {
             let p = &pattern;
-            let scan = |mut c: super::pipe::Pipe| async move {
+            let scan = |mut c: Pipe| async move {
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
@@ -484,7 +265,7 @@ impl RedisCache {
             let keys: Vec<String> = keys.into_iter().filter(|k| !is_forbidden(k)).collect();
             if !keys.is_empty() {
                 let ks = &keys;
-                let unlink = |mut c: super::pipe::Pipe| async move {
+                let unlink = |mut c: Pipe| async move {
                     redis::cmd("UNLINK")
                         .arg(ks)
                         .query_async::<u64>(&mut c)
@@ -506,7 +287,7 @@ impl RedisCache {
     /// Replays the outbox: every queued invalidation runs in Redis, then
     /// leaves the outbox.
     async fn replay(&self, link: &RedisLink) -> Result<(), RedisFailure> {
-        let entries = self.pending().entries();
+        let entries = self.outbox().entries();
         let (keys, prefixes): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .partition(|e| matches!(e, OutboxEntry::Key(_)));
@@ -542,7 +323,7 @@ impl RedisCache {
 
     async fn done(&self, entries: Vec<OutboxEntry>) {
         {
-            let mut pending = self.pending();
+            let mut pending = self.outbox();
             for e in &entries {
                 pending.remove(e);
             }
@@ -658,7 +439,7 @@ impl Cache for RedisCache {
     }
 
     fn outbox_len(&self) -> usize {
-        self.pending().len()
+        self.outbox().len()
     }
 
     fn health(&self) -> Vec<(String, String)> {

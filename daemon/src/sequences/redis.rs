@@ -18,12 +18,12 @@
 //!   while it is closed, their Redis counters are raised to at least the
 //!   mark by a script that only ever raises.
 
-use super::link::{LinkError, Recovery, RedisLink};
-use super::store::{Claim, PendingKey, Store};
+use super::keys::SeqKey;
 use super::{Issued, Sequences};
-use crate::capabilities::sequences::SeqKey;
-use crate::error::{Error, RedisFailure};
+use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::redis::{LinkError, Recovery, RedisFailure, RedisLink};
+use crate::store::{Claim, PendingKey, Store};
 use chrono::{SecondsFormat, Utc};
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::FutureExt;
@@ -99,10 +99,7 @@ impl From<LinkError> for RedisMiss {
         if e.is_unavailable() {
             RedisMiss::Fallback(e.fallback_reason())
         } else {
-            match e {
-                LinkError::Failed(f) => RedisMiss::Fail(Error::Redis(f)),
-                LinkError::BreakerOpen(_) => RedisMiss::Fallback("breaker_open"),
-            }
+            RedisMiss::Fail(e.into())
         }
     }
 }
@@ -272,8 +269,7 @@ impl Sequences for RedisSequences {
                     seq: mark,
                     source: Source::Local,
                 }),
-                Err(LinkError::Failed(f)) => Err(Error::Redis(f)),
-                Err(LinkError::BreakerOpen(_)) => unreachable!("breaker open is unavailable"),
+                Err(e) => Err(e.into()),
             }
         }
         .boxed()

@@ -1,8 +1,9 @@
 //! Daily sequences (SPEC §4.1) and conversation sequences (§4.2): request
-//! validation and the Redis key schema. Issuing numbers is the backend's
-//! job ([`crate::backend::Sequences`]); this module decides *which* counter.
+//! validation and the Redis key schema. Issuing numbers is the
+//! [`Sequences`](super::Sequences) implementations' job; this module
+//! decides *which* counter.
 
-use crate::capabilities::ids;
+use super::ids;
 use crate::error::Error;
 use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;

@@ -1,9 +1,9 @@
 //! Local mode: numbers come from the SQLite store alone.
 
-use super::store::Store;
+use super::keys::SeqKey;
 use super::{Issued, Sequences};
-use crate::capabilities::sequences::SeqKey;
 use crate::error::Error;
+use crate::store::Store;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use seqd_protocol::Source;

@@ -1,5 +1,6 @@
 //! The settings cache's rules (SPEC §6): which keys a caller may touch and
-//! how large a value may be. Storing is the backend's job.
+//! how large a value may be. Storing is the [`Cache`](super::Cache)
+//! implementations' job.
 //!
 //! Keys are 1–512 printable ASCII bytes without spaces. The sequence and
 //! tracker families — `user:*:sequence:*`, `seq:*`, `k2:seq:*` — are

@@ -1,5 +1,5 @@
-//! Market-data gap tracking (SPEC §5): stream names, the Redis key schema,
-//! and the classification itself as a pure function over a stream's state.
+//! The gap classification (SPEC §5) as a pure function over a stream's
+//! state, with the stream name rules and the Redis key schema.
 //!
 //! The classification is the seed tracker's single-event `check_sequence`,
 //! in this order:
@@ -16,7 +16,7 @@
 //! Beyond the seed, a stream remembers the ranges its gaps left open (the
 //! latest [`MAX_MISSING_RANGES`]): an out-of-order number inside one fills
 //! it (`filled=true`); a reset forgets them. The Redis script in
-//! `backend::tracker` implements exactly this function; the tests hold the
+//! [`super::redis`] implements exactly this function; the tests hold the
 //! two to the same table.
 
 use crate::error::Error;

@@ -1,311 +1,24 @@
-//! Gap tracking backends: where stream states live.
-//!
-//! [`Tracker`] is the interface the dispatcher uses; [`LocalTracker`]
-//! (local mode: memory backed by the SQLite store) and [`RedisTracker`]
-//! (Redis mode: the hash `k2:seq:{exchange}:{symbol}`, with the local
-//! tracker answering while Redis cannot) implement it.
-//!
-//! # What it guarantees
-//!
-//! - A batch is classified in the order given, with results identical to
-//!   checking its events one by one, also when a stream repeats in it: the
-//!   same pure function ([`crate::capabilities::tracker::check`]) runs in
-//!   memory, and its Lua twin runs in Redis over the whole batch in one
-//!   atomic script, so two consumers racing on one stream can never both
-//!   see `normal`.
-//! - Local state is committed to SQLite before the reply (it survives a
-//!   restart). Streams changed while Redis was unreachable are written to
-//!   Redis on recovery, unless Redis has moved further (never backwards).
+//! Redis mode: stream states in the hash `k2:seq:{exchange}:{symbol}`,
+//! classified by the Lua twin of [`classify::check`] over a whole batch in
+//! one atomic script; the local tracker (kept as a mirror of what Redis
+//! answered) takes over while Redis cannot answer, and what changed
+//! meanwhile is written back on recovery, never moving a stream backwards.
 
-use super::link::{LinkError, Recovery, RedisLink};
-use super::store::{Store, StreamRow};
-use crate::capabilities::tracker::{
+use super::classify::{
     self, decode_missing, Outcome, StreamState, MAX_MISSING_RANGES, STREAM_TTL_SECS,
 };
-use crate::error::{Error, RedisFailure};
-use crate::metrics::Metrics;
+use super::local::LocalTracker;
+use super::{now_ms, observe, result, Checked, Tracker};
+use crate::error::Error;
+use crate::redis::{LinkError, Recovery, RedisFailure, RedisLink};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use seqd_protocol::{GapKind, GapResult, Source, StreamStats};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-/// A validated event: the stream's key and names, and the number.
-#[derive(Debug, Clone)]
-pub struct Checked {
-    pub key: String,
-    pub exchange: String,
-    pub symbol: String,
-    pub seq: u64,
-}
-
-/// Stream state storage.
-pub trait Tracker: Send + Sync {
-    /// Classifies `events` in order, atomically.
-    fn check<'a>(&'a self, events: &'a [Checked]) -> BoxFuture<'a, Result<Vec<GapResult>, Error>>;
-    fn stats<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<StreamStats>, Error>>;
-    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
-    /// Forgets every stream; returns how many were removed.
-    fn clear_all(&self) -> BoxFuture<'_, Result<u64, Error>>;
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-fn result(o: Outcome, seq: u64, source: Source) -> GapResult {
-    GapResult {
-        kind: o.kind,
-        seq,
-        expected: o.expected,
-        gap: o.gap,
-        filled: o.filled,
-        source,
-    }
-}
-
-fn stats_of(st: &StreamState, source: Source) -> StreamStats {
-    StreamStats {
-        last_seq: st.last_seq,
-        last_ts_ms: st.last_ts_ms,
-        gap_count: st.gap_count,
-        reset_count: st.reset_count,
-        missing: st.missing.clone(),
-        source,
-    }
-}
-
-/// Stream states in memory, bounded, optionally persisted.
-struct Streams {
-    /// `(state, dirty)`; a `std::sync::Mutex`: nothing awaits under it.
-    map: Mutex<HashMap<String, (StreamState, bool)>>,
-    max_streams: usize,
-}
-
-impl Streams {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (StreamState, bool)>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Classifies `events` against memory; returns outcomes and the final
-    /// state of every stream touched. Refuses the whole batch, changing
-    /// nothing, if it would add streams beyond the limit.
-    fn apply(
-        &self,
-        events: &[Checked],
-        dirty: bool,
-    ) -> Result<(Vec<Outcome>, Vec<StreamRow>), Error> {
-        let now = now_ms();
-        let mut map = self.lock();
-        let new_streams = {
-            let mut seen: Vec<&str> = events
-                .iter()
-                .map(|e| e.key.as_str())
-                .filter(|k| !map.contains_key(*k))
-                .collect();
-            seen.sort_unstable();
-            seen.dedup();
-            seen.len()
-        };
-        if map.len() + new_streams > self.max_streams {
-            return Err(Error::Unavailable(format!(
-                "the local gap tracker holds its limit of {} streams",
-                self.max_streams
-            )));
-        }
-        let mut outcomes = Vec::with_capacity(events.len());
-        let mut touched: Vec<&str> = Vec::new();
-        for e in events {
-            // In place for a known stream: no key copy per event.
-            let outcome = match map.get_mut(&e.key) {
-                Some((state, was_dirty)) => {
-                    let mut s = Some(std::mem::take(state));
-                    let o = tracker::check(&mut s, e.seq, now);
-                    *state = s.expect("check always leaves a state");
-                    *was_dirty |= dirty;
-                    o
-                }
-                None => {
-                    let mut s = None;
-                    let o = tracker::check(&mut s, e.seq, now);
-                    let state = s.expect("check always leaves a state");
-                    map.insert(e.key.clone(), (state, dirty));
-                    o
-                }
-            };
-            outcomes.push(outcome);
-            touched.push(&e.key);
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        let rows = touched
-            .into_iter()
-            .map(|k| {
-                let (state, dirty) = &map[k];
-                StreamRow {
-                    key: k.to_string(),
-                    state: state.clone(),
-                    dirty: *dirty,
-                }
-            })
-            .collect();
-        Ok((outcomes, rows))
-    }
-
-    /// Takes Redis's word for streams (Redis mode mirror), if there is room.
-    fn mirror(&self, rows: Vec<(String, StreamState)>) {
-        let mut map = self.lock();
-        for (k, st) in rows {
-            if map.len() < self.max_streams || map.contains_key(&k) {
-                map.insert(k, (st, false));
-            }
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<StreamState> {
-        self.lock().get(key).map(|(s, _)| s.clone())
-    }
-
-    fn remove(&self, key: &str) -> bool {
-        self.lock().remove(key).is_some()
-    }
-
-    fn clear(&self) -> usize {
-        let mut map = self.lock();
-        let n = map.len();
-        map.clear();
-        n
-    }
-
-    fn dirty(&self) -> Vec<(String, StreamState)> {
-        self.lock()
-            .iter()
-            .filter(|(_, (_, d))| *d)
-            .map(|(k, (s, _))| (k.clone(), s.clone()))
-            .collect()
-    }
-
-    fn dirty_count(&self) -> usize {
-        self.lock().values().filter(|(_, d)| *d).count()
-    }
-
-    /// Clears `dirty` for streams whose state is still the one synced.
-    fn synced(&self, done: &[(String, i64)]) {
-        let mut map = self.lock();
-        for (k, ts) in done {
-            if let Some((s, d)) = map.get_mut(k) {
-                if s.last_ts_ms == *ts {
-                    *d = false;
-                }
-            }
-        }
-    }
-}
-
-/// Local mode: stream states in memory, committed to SQLite before each
-/// reply.
-pub struct LocalTracker {
-    streams: Streams,
-    store: Store,
-    metrics: Arc<Metrics>,
-}
-
-impl LocalTracker {
-    /// `loaded` is what the store held at start.
-    pub fn new(
-        store: Store,
-        loaded: Vec<StreamRow>,
-        max_streams: usize,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let map = loaded
-            .into_iter()
-            .map(|r| (r.key, (r.state, r.dirty)))
-            .collect();
-        LocalTracker {
-            streams: Streams {
-                map: Mutex::new(map),
-                max_streams,
-            },
-            store,
-            metrics,
-        }
-    }
-
-    /// Classifies from memory and persists; `dirty` marks the streams for
-    /// writing to Redis later (Redis mode fallback).
-    async fn check_local(&self, events: &[Checked], dirty: bool) -> Result<Vec<GapResult>, Error> {
-        let (outcomes, rows) = self.streams.apply(events, dirty)?;
-        self.store.save_streams(rows).await?;
-        let results = events
-            .iter()
-            .zip(outcomes)
-            .map(|(e, o)| {
-                observe(&self.metrics, e, &o);
-                result(o, e.seq, Source::Local)
-            })
-            .collect();
-        Ok(results)
-    }
-
-    fn stats_local(&self, key: &str) -> Option<StreamStats> {
-        self.streams.get(key).map(|s| stats_of(&s, Source::Local))
-    }
-
-    async fn clear_local(&self, key: &str) -> Result<bool, Error> {
-        let existed = self.streams.remove(key);
-        self.store
-            .delete_streams(Some(vec![key.to_string()]))
-            .await?;
-        Ok(existed)
-    }
-
-    async fn clear_all_local(&self) -> Result<u64, Error> {
-        let n = self.streams.clear();
-        self.store.delete_streams(None).await?;
-        Ok(n as u64)
-    }
-}
-
-/// Counts an event and logs gaps by size (10 / 100 / 1000: info / warn /
-/// error).
-fn observe(metrics: &Metrics, e: &Checked, o: &Outcome) {
-    metrics.count_gap_event(&e.exchange, o.kind.as_str());
-    if o.kind != GapKind::Gap || o.gap < tracker::GAP_LOG_INFO {
-        return;
-    }
-    let expected = o.expected.unwrap_or(0);
-    let (ex, sym, actual, gap) = (&e.exchange, &e.symbol, e.seq, o.gap);
-    if gap >= tracker::GAP_LOG_ERROR {
-        tracing::error!(exchange = %ex, symbol = %sym, expected, actual, gap, "critical sequence gap");
-    } else if gap >= tracker::GAP_LOG_WARN {
-        tracing::warn!(exchange = %ex, symbol = %sym, expected, actual, gap, "large sequence gap");
-    } else {
-        tracing::info!(exchange = %ex, symbol = %sym, expected, actual, gap, "sequence gap");
-    }
-}
-
-impl Tracker for LocalTracker {
-    fn check<'a>(&'a self, events: &'a [Checked]) -> BoxFuture<'a, Result<Vec<GapResult>, Error>> {
-        self.check_local(events, false).boxed()
-    }
-
-    fn stats<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<StreamStats>, Error>> {
-        let s = self.stats_local(key);
-        async move { Ok(s) }.boxed()
-    }
-
-    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        async move { self.clear_local(key).await.map(|_| ()) }.boxed()
-    }
-
-    fn clear_all(&self) -> BoxFuture<'_, Result<u64, Error>> {
-        self.clear_all_local().boxed()
-    }
-}
+use std::sync::Arc;
 
 /// Classifies a batch in Redis, in order, atomically. The Lua twin of
-/// `capabilities::tracker::check`.
+/// [`classify::check`].
 ///
 /// KEYS = the distinct stream keys of the batch. ARGV[1] = TTL seconds,
 /// ARGV[2] = now (ms), ARGV[3] = missing ranges kept, then for each event
@@ -585,7 +298,7 @@ impl RedisTracker {
                         .arg(st.last_ts_ms)
                         .arg(st.gap_count)
                         .arg(st.reset_count)
-                        .arg(tracker::encode_missing(&st.missing))
+                        .arg(classify::encode_missing(&st.missing))
                         .arg(STREAM_TTL_SECS)
                         .invoke_async(&mut c)
                         .await
@@ -608,10 +321,10 @@ impl RedisTracker {
 
 /// Logic errors fail the request; unavailability falls back.
 fn unavailable(e: LinkError) -> Result<(), Error> {
-    match e {
-        e if e.is_unavailable() => Ok(()),
-        LinkError::Failed(f) => Err(Error::Redis(f)),
-        LinkError::BreakerOpen(_) => Ok(()),
+    if e.is_unavailable() {
+        Ok(())
+    } else {
+        Err(e.into())
     }
 }
 

@@ -1,0 +1,142 @@
+//! Start, serve, stop: [`run`] wires the store, the capabilities
+//! ([`crate::mode`]), the server and the background tasks together.
+//!
+//! Every background task (the Redis supervisor, the store's pruner, the
+//! systemd keep-alive, the SIGHUP reloader, the metrics listener) runs on
+//! one [`TaskTracker`] and ends when one [`CancellationToken`] is
+//! cancelled: on shutdown seqd cancels it and waits for all of them before
+//! it closes the store, so none is cut off mid-write.
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::reload::{self, LogReload};
+use crate::store::Store;
+use crate::tracker::classify::STREAM_TTL_SECS;
+use crate::{metrics_http, mode, redis, sequences, server, systemd};
+use anyhow::Context as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often expired high-water marks and old streams are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Starts seqd with `config` and serves until `shutdown` completes; then
+/// drains, stops the background tasks, flushes the store and removes the
+/// socket. SIGHUP reloads ([`reload`]); `log_reload` applies a new log
+/// filter.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    log_reload: Option<LogReload>,
+) -> anyhow::Result<()> {
+    // Caught from the start: a SIGHUP (systemctl reload) must never end
+    // seqd, even before it is ready.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let default_tz = sequences::keys::parse_tz(&config.default_tz)
+        .map_err(|e| anyhow::anyhow!("--default-tz: {e}"))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let data_dir = config.data_dir.clone();
+    let reserve = config.mark_reserve;
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(&data_dir, chrono::Utc::now().timestamp(), reserve)
+    })
+    .await?
+    .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+
+    let mut metrics = Metrics::new();
+    metrics.register_store(store.counters());
+    let metrics = Arc::new(metrics);
+    let caps = mode::build(&config, &store, &metrics).await?;
+
+    let tasks = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let link = caps.redis.as_ref().map(|r| r.link.clone());
+    if let Some(r) = caps.redis {
+        // Starts at once: a first health PING tells whether Redis is
+        // there, and what an earlier run left pending gets written.
+        tasks.spawn(redis::supervise(
+            r.link,
+            r.recoveries,
+            config.health_interval(),
+            stop.clone(),
+        ));
+    }
+
+    let socket = match server::activated().context("taking the socket systemd passed")? {
+        Some(s) => s,
+        None => server::bind(&config.socket, config.socket_group.as_deref())
+            .with_context(|| format!("binding {}", config.socket.display()))?,
+    };
+    if socket.activated() {
+        tracing::info!(
+            marks = store.len(),
+            "seqd ready on the socket systemd passed (socket activation)"
+        );
+    } else {
+        tracing::info!(socket = %config.socket.display(), marks = store.len(), "seqd ready");
+    }
+
+    let ctx = Arc::new(Context::new(
+        config,
+        default_tz,
+        caps.sequences,
+        caps.tracker,
+        caps.cache,
+        store.clone(),
+        metrics,
+    ));
+    tasks.spawn(store.clone().prune_every(
+        PRUNE_INTERVAL,
+        Duration::from_secs(STREAM_TTL_SECS),
+        stop.clone(),
+    ));
+    if let Some(addr) = ctx.config().metrics_listen {
+        let listener = metrics_http::bind(addr).await?;
+        tracing::info!(%addr, "metrics served over HTTP at /metrics");
+        tasks.spawn(metrics_http::serve(
+            listener,
+            ctx.clone(),
+            tasks.clone(),
+            stop.clone(),
+        ));
+    }
+    // Ready: the socket is bound and the store is open.
+    let notifier = Arc::new(systemd::Notifier::from_env());
+    notifier.notify(&format!(
+        "READY=1\nSTATUS={}",
+        systemd::status_line(&ctx).await
+    ));
+    tasks.spawn(systemd::keep_alive(
+        ctx.clone(),
+        notifier.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(reload::reload_on_sighup(
+        hup,
+        ctx.clone(),
+        link,
+        log_reload,
+        stop.clone(),
+    ));
+    let shutdown = {
+        let notifier = notifier.clone();
+        async move {
+            shutdown.await;
+            notifier.notify("STOPPING=1\nSTATUS=draining");
+        }
+    };
+    server::run(&socket.listener, ctx, shutdown).await;
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    store.close().await.context("closing the store")?;
+    drop(socket);
+    tracing::info!("seqd stopped");
+    Ok(())
+}

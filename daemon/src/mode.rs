@@ -1,0 +1,121 @@
+//! The one place that chooses local or Redis mode and builds the
+//! capabilities for it. Everything after start speaks to the capabilities
+//! through their traits and never asks which mode it is in.
+
+use crate::cache::local::LocalCache;
+use crate::cache::redis::RedisCache;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::redis::{Recovery, RedisLink, RedisPool};
+use crate::sequences::local::LocalSequences;
+use crate::sequences::redis::RedisSequences;
+use crate::sequences::Sequences;
+use crate::store::Store;
+use crate::tracker::classify::STREAM_TTL_SECS;
+use crate::tracker::local::LocalTracker;
+use crate::tracker::redis::RedisTracker;
+use crate::tracker::Tracker;
+use anyhow::Context as _;
+use std::sync::Arc;
+
+/// What requests are answered by.
+pub struct Capabilities {
+    pub sequences: Arc<dyn Sequences>,
+    pub tracker: Arc<dyn Tracker>,
+    pub cache: Arc<dyn Cache>,
+    /// Redis mode only: the link and what must be recovered before its
+    /// breaker closes (for the supervisor and for reloads).
+    pub redis: Option<RedisMode>,
+}
+
+/// The parts of Redis mode that outlive start.
+pub struct RedisMode {
+    pub link: Arc<RedisLink>,
+    pub recoveries: Vec<Arc<dyn Recovery>>,
+}
+
+/// Builds the capabilities `config` asks for on `store`: Redis mode when a
+/// Redis is configured, local mode otherwise. Reads what an earlier run
+/// left in the store (streams, the cache outbox).
+pub async fn build(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Capabilities> {
+    let streams = {
+        let dir = config.data_dir.clone();
+        let since = chrono::Utc::now().timestamp_millis() - STREAM_TTL_SECS as i64 * 1000;
+        tokio::task::spawn_blocking(move || Store::load_streams(&dir, since))
+            .await?
+            .context("loading gap-tracker streams")?
+    };
+    let local_tracker = LocalTracker::new(
+        store.clone(),
+        streams,
+        config.max_streams as usize,
+        metrics.clone(),
+    );
+    let Some(target) = config.redis_target() else {
+        tracing::info!(
+            "mode: local (no Redis configured): numbers come from {} on this host only",
+            config.data_dir.join("seqd.db").display()
+        );
+        let cache = LocalCache::new(config.local_cache_bytes as usize, metrics.clone());
+        return Ok(Capabilities {
+            sequences: Arc::new(LocalSequences::new(store.clone())),
+            tracker: Arc::new(local_tracker),
+            cache: Arc::new(cache),
+            redis: None,
+        });
+    };
+    let pool = RedisPool::new(
+        &target,
+        config.redis_pool_size as usize,
+        config.redis_timeout(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        redis = %target.display(),
+        pool = config.redis_pool_size,
+        timeout_ms = config.redis_timeout_ms,
+        breaker_threshold = config.breaker_threshold,
+        pending_reconciliation = store.pending(),
+        "mode: Redis at {}", target.display()
+    );
+    let link = Arc::new(RedisLink::new(pool, config.breaker(), metrics.clone()));
+    let sequences = Arc::new(RedisSequences::new(
+        link.clone(),
+        store.clone(),
+        metrics.clone(),
+    ));
+    let tracker = Arc::new(RedisTracker::new(link.clone(), local_tracker));
+    let outbox = {
+        let dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || Store::load_outbox(&dir))
+            .await?
+            .context("loading the cache outbox")?
+    };
+    if !outbox.is_empty() {
+        tracing::info!(
+            pending = outbox.len(),
+            "cache invalidations left from an earlier run will be replayed"
+        );
+    }
+    let cache = Arc::new(RedisCache::new(
+        link.clone(),
+        store.clone(),
+        outbox,
+        config.max_outbox as usize,
+        metrics.clone(),
+    ));
+    Ok(Capabilities {
+        redis: Some(RedisMode {
+            link,
+            recoveries: vec![sequences.clone(), tracker.clone(), cache.clone()],
+        }),
+        sequences,
+        tracker,
+        cache,
+    })
+}

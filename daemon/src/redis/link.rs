@@ -1,0 +1,199 @@
+//! The link to Redis: the [`RedisPool`] behind the [`Breaker`].
+//!
+//! # What it owns
+//!
+//! - [`RedisLink`]: while the breaker is not closed, [`RedisLink::call`]
+//!   refuses at once without touching Redis; every outcome of an operation
+//!   that ran is recorded in the breaker (transport failures and timeouts
+//!   only; logic errors say nothing about Redis's health).
+//! - [`Recovery`]: the interface of the work that must be done against
+//!   Redis before the breaker closes again; the capabilities implement it
+//!   and the [`supervise`](super::supervise) task runs it.
+//!
+//! Transitions are logged once, where they happen, not per request.
+
+use super::breaker::{Breaker, BreakerConfig, BreakerState, Transition};
+use super::error::{LinkError, RedisFailure};
+use super::pipe::Pipe;
+use super::pool::RedisPool;
+use crate::metrics::{Metrics, TransitionLabels};
+use futures_util::future::BoxFuture;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// What the breaker looks like now, for `HEALTH` and metrics.
+#[derive(Debug, Clone)]
+pub struct BreakerSnapshot {
+    pub state: BreakerState,
+    pub redis_up: bool,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub last_transition: SystemTime,
+}
+
+/// Work that must be done against Redis before the breaker closes again
+/// (reconciliation of sequence counters; later the cache outbox), and that
+/// is retried in the background while closed when some is pending.
+pub trait Recovery: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// How many items are pending.
+    fn pending(&self) -> usize;
+
+    /// Works through what is pending now, talking to Redis with
+    /// [`RedisLink::call_recovering`]. An error means Redis failed
+    /// (already recorded by the link).
+    fn recover<'a>(&'a self, link: &'a RedisLink) -> BoxFuture<'a, Result<(), RedisFailure>>;
+}
+
+/// The pool behind the breaker.
+pub struct RedisLink {
+    pub(super) pool: RedisPool,
+    /// A `std::sync::Mutex`: held only for a state update, never across an
+    /// await.
+    breaker: Mutex<Breaker>,
+    /// Wakes the supervisor: the breaker opened, or work became pending.
+    pub(super) wake: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl RedisLink {
+    pub fn new(pool: RedisPool, breaker: BreakerConfig, metrics: Arc<Metrics>) -> RedisLink {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        RedisLink {
+            pool,
+            breaker: Mutex::new(Breaker::new(breaker, Instant::now(), seed)),
+            wake: Notify::new(),
+            metrics,
+        }
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.pool.timeout()
+    }
+
+    /// New operation timeout and breaker settings (reload).
+    pub fn reconfigure(&self, timeout: Duration, breaker: BreakerConfig) {
+        self.pool.set_timeout(timeout);
+        self.lock().set_config(breaker);
+    }
+
+    /// True when requests may go to Redis now.
+    pub fn allows_requests(&self) -> bool {
+        self.lock().allows_requests()
+    }
+
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let b = self.lock();
+        BreakerSnapshot {
+            state: b.state(),
+            redis_up: b.redis_up(),
+            consecutive_failures: b.consecutive_failures(),
+            last_error: b.last_error().map(str::to_string),
+            last_transition: b.last_transition(),
+        }
+    }
+
+    /// Asks the supervisor to look again (work became pending).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs one Redis operation if the breaker is closed, and records its
+    /// outcome. Refuses at once while the breaker is open or half-open.
+    pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(Pipe) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.call_until(Instant::now() + self.pool.timeout(), op)
+            .await
+    }
+
+    /// Like [`RedisLink::call`], ending at `deadline` at the latest.
+    pub async fn call_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(Pipe) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let state = self.lock().state();
+        if state != BreakerState::Closed {
+            return Err(LinkError::BreakerOpen(state.as_str()));
+        }
+        self.run_recorded(deadline, op)
+            .await
+            .map_err(LinkError::Failed)
+    }
+
+    /// Runs one Redis operation whatever the breaker's state (recovery
+    /// works while half-open), and records its outcome.
+    pub async fn call_recovering<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(Pipe) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_recorded(Instant::now() + self.pool.timeout(), op)
+            .await
+    }
+
+    async fn run_recorded<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(Pipe) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = self.pool.run_until(deadline, op).await;
+        match &result {
+            Ok(_) => self.lock().record_success(),
+            Err(e) if e.is_transport() => self.record_failure(e),
+            Err(_) => {} // logic errors say nothing about Redis's health
+        }
+        let failures = self.lock().consecutive_failures();
+        self.metrics
+            .redis_consecutive_failures
+            .set(i64::from(failures));
+        result
+    }
+
+    fn record_failure(&self, e: &RedisFailure) {
+        let transition = self.lock().record_failure(&e.to_string(), Instant::now());
+        if let Some(t) = transition {
+            // Hung connections must not be reused after the breaker opens.
+            self.pool.reset();
+            self.announce(t, Some(e));
+            self.wake.notify_one();
+        }
+    }
+
+    /// Logs a transition once and counts it.
+    pub(super) fn announce(&self, t: Transition, cause: Option<&RedisFailure>) {
+        self.metrics
+            .breaker_transitions
+            .get_or_create(&TransitionLabels { to: t.to.as_str() })
+            .inc();
+        self.metrics.breaker_state.set(t.to.as_number());
+        match (t.to, cause) {
+            (BreakerState::Open, Some(e)) => {
+                tracing::warn!(from = t.from.as_str(), error = %e, "Redis circuit breaker opened: answering from the local store")
+            }
+            (BreakerState::Open, None) => {
+                tracing::warn!(from = t.from.as_str(), "Redis circuit breaker opened")
+            }
+            (BreakerState::HalfOpen, _) => {
+                tracing::info!("Redis answers again: breaker half-open, reconciling before closing")
+            }
+            (BreakerState::Closed, _) => {
+                tracing::info!("Redis circuit breaker closed: serving from Redis again")
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The Redis backend: how seqd reaches Redis, and when it stops trying.
+//!
+//! One file per Redis concept:
+//!
+//! - [`pipe`]: one auto-pipelined connection (RESP framing; parsing is the
+//!   redis crate's).
+//! - [`pool`]: where Redis is ([`RedisTarget`]) and a fixed set of pipes,
+//!   every operation under a deadline.
+//! - [`breaker`]: the circuit breaker, a plain state machine over `now`.
+//! - [`link`]: the pool behind the breaker ([`RedisLink`]), and the
+//!   [`Recovery`] interface of work due before it closes.
+//! - [`supervisor`]: the task that pings, probes and recovers.
+//! - [`error`]: failures sorted for the breaker ([`RedisFailure`],
+//!   [`LinkError`]).
+//!
+//! This backend knows no capability: it runs the operations it is given
+//! and never decides what a key means.
+
+pub mod breaker;
+pub mod error;
+pub mod link;
+pub mod pipe;
+pub mod pool;
+pub mod supervisor;
+
+pub use breaker::{BreakerConfig, BreakerState};
+pub use error::{LinkError, RedisFailure};
+pub use link::{BreakerSnapshot, Recovery, RedisLink};
+pub use pipe::Pipe;
+pub use pool::{RedisPool, RedisTarget};
+pub use supervisor::supervise;

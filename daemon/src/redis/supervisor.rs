@@ -1,0 +1,97 @@
+//! The task that drives the breaker: a health `PING` while closed, probes
+//! with backoff while open, and the recovery steps ([`Recovery`]:
+//! reconciliation, outbox replay) while half-open, before requests go to
+//! Redis again.
+
+use super::breaker::BreakerState;
+use super::link::{Recovery, RedisLink};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Drives the breaker until `stop`: health pings while closed (every
+/// `health_interval`), probes with backoff while open, recovery while
+/// half-open. Pending recovery work is also done while closed, so keys
+/// issued locally after a single failed operation are reconciled soon.
+pub async fn supervise(
+    link: Arc<RedisLink>,
+    recoveries: Vec<Arc<dyn Recovery>>,
+    health_interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let state = link.lock().state();
+        match state {
+            BreakerState::Closed => {
+                for r in &recoveries {
+                    if r.pending() > 0 && link.allows_requests() {
+                        if let Err(e) = r.recover(&link).await {
+                            tracing::debug!(recovery = r.name(), error = %e, "background recovery failed");
+                        }
+                    }
+                }
+                if link.allows_requests() {
+                    let _ = link
+                        .call_recovering(|mut c| async move {
+                            redis::cmd("PING").query_async::<String>(&mut c).await
+                        })
+                        .await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(health_interval) => {}
+                    _ = link.wake.notified() => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            BreakerState::Open => {
+                let due = link.lock().next_probe();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = stop.cancelled() => return,
+                }
+                match link.pool.probe().await {
+                    Ok(()) => {
+                        let t = link.lock().probe_succeeded();
+                        if let Some(t) = t {
+                            link.announce(t, None);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "Redis probe failed");
+                        link.lock().probe_failed(&e.to_string(), Instant::now());
+                    }
+                }
+            }
+            BreakerState::HalfOpen => {
+                let mut ok = true;
+                for r in &recoveries {
+                    let pending = r.pending();
+                    if let Err(e) = r.recover(&link).await {
+                        tracing::warn!(recovery = r.name(), pending, error = %e, "recovery failed; breaker reopens");
+                        ok = false;
+                        break;
+                    }
+                    if pending > 0 {
+                        tracing::info!(recovery = r.name(), pending, "recovery done");
+                    }
+                }
+                if ok {
+                    let t = link.lock().recovered();
+                    if let Some(t) = t {
+                        link.announce(t, None);
+                    }
+                } else if link.lock().state() == BreakerState::HalfOpen {
+                    // Recovery failed without a transport failure (cannot
+                    // happen today); do not spin.
+                    let t = link
+                        .lock()
+                        .record_failure("recovery failed", Instant::now());
+                    if let Some(t) = t {
+                        link.announce(t, None);
+                    }
+                }
+            }
+        }
+    }
+}

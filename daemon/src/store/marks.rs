@@ -1,0 +1,284 @@
+//! High-water marks in memory, and the never-twice rule.
+//!
+//! # What it owns
+//!
+//! Per key: the highest number issued (the *mark*), when it may be
+//! forgotten, its Redis TTL, whether it is *dirty* (issued from the store,
+//! Redis not raised to it yet), and the bookkeeping of Redis requests in
+//! flight for it.
+//!
+//! # What it guarantees
+//!
+//! - A mark only ever rises.
+//! - [`HighWaterMarks::claim`] refuses a number Redis returned if it may
+//!   already have been issued since the request began — by the store, or
+//!   by Redis to another request after Redis went back in time — so a
+//!   Redis answer in flight can never duplicate a number.
+//! - What a request in flight needed is forgotten when the last one for
+//!   the key ends: a quiet key costs nothing.
+//!
+//! No SQLite here: the store's handle (`super::Store`) makes every change
+//! durable before it returns; this file decides what the change is.
+
+use super::StoreError;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A Redis request for a key, in flight. Dropping it (answered, failed or
+/// cancelled by a timeout) lets the store forget numbers no other request
+/// can collide with.
+pub struct Flight {
+    marks: Arc<Mutex<HighWaterMarks>>,
+    pub(super) key: Arc<str>,
+    /// The key's mark when the request began: the floor to send to Redis.
+    pub floor: u64,
+    start: u64,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if let Some(m) = lock(&self.marks).by_key.get_mut(&*self.key) {
+            m.end_flight(self.start);
+        }
+    }
+}
+
+/// Why [`HighWaterMarks::claim`] (and so `Store::claim`) refused a number.
+#[derive(Debug, thiserror::Error)]
+pub enum Claim {
+    /// The store issued this number (or a higher one) itself; ask Redis
+    /// again with `mark` as the floor.
+    #[error("number already issued locally; mark is {mark}")]
+    Taken { mark: u64 },
+    #[error(transparent)]
+    Failed(StoreError),
+}
+
+/// Most numbers remembered per key while Redis requests for it are in
+/// flight; past it, any Redis answer at or below the mark is refused (and
+/// asked again), which is safe, only slower.
+const MAX_CLAIMS_IN_FLIGHT: usize = 4096;
+
+/// A key's mark in memory.
+#[derive(Debug, Clone)]
+pub(super) struct Mark {
+    pub(super) value: u64,
+    /// Unix seconds after which the mark may be dropped; `None` = never.
+    pub(super) expires_at: Option<i64>,
+    /// Redis TTL of the key, for reconciliation.
+    pub(super) ttl: Option<u64>,
+    /// Numbers issued (by Redis or the store) while Redis requests for this
+    /// key were in flight, each with its issue index. A Redis answer can
+    /// only duplicate a number issued after its request began: everything
+    /// before is at or below the floor the request carried.
+    pub(super) recent: VecDeque<(u64, u64)>,
+    /// Index given to the next number issued.
+    next_index: u64,
+    /// Start indexes of the Redis requests in flight (a multiset).
+    pub(super) flights: BTreeMap<u64, u32>,
+}
+
+impl Mark {
+    pub(super) fn new(value: u64, expires_at: Option<i64>, ttl: Option<u64>) -> Mark {
+        Mark {
+            value,
+            expires_at,
+            ttl,
+            recent: VecDeque::new(),
+            next_index: 0,
+            flights: BTreeMap::new(),
+        }
+    }
+
+    /// Records `n` as issued now.
+    pub(super) fn record(&mut self, n: u64) {
+        self.value = self.value.max(n);
+        if !self.flights.is_empty() && self.recent.len() < MAX_CLAIMS_IN_FLIGHT {
+            self.recent.push_back((n, self.next_index));
+        }
+        self.next_index += 1;
+    }
+
+    /// True when `n`, answered by Redis for a request that began at
+    /// `start` with floor `floor`, may already have been issued.
+    fn maybe_issued(&self, n: u64, start: u64, floor: u64) -> bool {
+        if n <= floor {
+            return true;
+        }
+        if n > self.value {
+            return false;
+        }
+        if self.recent.len() >= MAX_CLAIMS_IN_FLIGHT {
+            return true;
+        }
+        self.recent.iter().any(|(m, i)| *m == n && *i >= start)
+    }
+
+    /// Forgets what no request in flight can collide with any more.
+    fn end_flight(&mut self, start: u64) {
+        if let Some(c) = self.flights.get_mut(&start) {
+            *c -= 1;
+            if *c == 0 {
+                self.flights.remove(&start);
+            }
+        }
+        match self.flights.keys().next() {
+            None => self.recent.clear(),
+            Some(&oldest) => {
+                while self.recent.front().is_some_and(|(_, i)| *i < oldest) {
+                    self.recent.pop_front();
+                }
+            }
+        }
+    }
+
+    pub(super) fn merge_expiry(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        }
+    }
+}
+
+/// A key whose mark Redis has not been raised to yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKey {
+    pub key: Arc<str>,
+    pub value: u64,
+    pub ttl: Option<u64>,
+}
+
+/// Every key's mark. Shared behind a `std::sync::Mutex`, not a Tokio one:
+/// nothing awaits while it is held.
+#[derive(Default)]
+pub struct HighWaterMarks {
+    pub(super) by_key: HashMap<Arc<str>, Mark>,
+    /// Keys whose mark is dirty (issued locally, Redis not raised yet).
+    pub(super) dirty: HashSet<Arc<str>>,
+}
+
+impl HighWaterMarks {
+    /// The stored `Arc` for `key`, inserting a fresh mark when missing.
+    fn entry(
+        &mut self,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> (Arc<str>, &mut Mark) {
+        let k: Arc<str> = match self.by_key.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(key);
+                self.by_key.insert(k.clone(), Mark::new(0, expires_at, ttl));
+                k
+            }
+        };
+        let m = self.by_key.get_mut(key).expect("present above");
+        m.expires_at = Mark::merge_expiry(m.expires_at, expires_at);
+        if ttl.is_some() {
+            m.ttl = ttl;
+        }
+        (k, m)
+    }
+
+    /// The next number of `key` from the store alone: one more than the
+    /// mark, recorded and marked dirty.
+    pub(super) fn issue(
+        &mut self,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> Result<(Arc<str>, u64), StoreError> {
+        let (key, mark) = self.entry(key, expires_at, ttl);
+        let value = mark
+            .value
+            .checked_add(1)
+            .filter(|v| *v <= i64::MAX as u64)
+            .ok_or_else(|| StoreError::Exhausted(key.to_string()))?;
+        mark.record(value);
+        self.dirty.insert(key.clone());
+        Ok((key, value))
+    }
+
+    /// Registers a Redis request for `key` as in flight until the
+    /// [`Flight`] is dropped; its floor is the mark now.
+    pub(super) fn begin(
+        marks: &Arc<Mutex<HighWaterMarks>>,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> Flight {
+        let mut this = lock(marks);
+        let (key, mark) = this.entry(key, expires_at, ttl);
+        let start = mark.next_index;
+        *mark.flights.entry(start).or_default() += 1;
+        Flight {
+            marks: marks.clone(),
+            floor: mark.value,
+            key,
+            start,
+        }
+    }
+
+    /// Records `value`, a number Redis answered to `flight`, unless it may
+    /// already have been issued since the request began.
+    pub(super) fn claim(
+        &mut self,
+        flight: &Flight,
+        value: u64,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> Result<Arc<str>, Claim> {
+        if value > i64::MAX as u64 {
+            return Err(Claim::Failed(StoreError::Exhausted(flight.key.to_string())));
+        }
+        let (key, mark) = self.entry(&flight.key, expires_at, ttl);
+        if mark.maybe_issued(value, flight.start, flight.floor) {
+            return Err(Claim::Taken { mark: mark.value });
+        }
+        mark.record(value);
+        Ok(key)
+    }
+
+    /// Redis holds at least `value` for `key`: the key is no longer dirty,
+    /// unless it was issued past `value` meanwhile. Returns the key when
+    /// that is to be recorded.
+    pub(super) fn reconciled(&mut self, key: &str, value: u64) -> Option<Arc<str>> {
+        let (k, m) = self.by_key.get_key_value(key)?;
+        if m.value > value {
+            return None;
+        }
+        let k = k.clone();
+        self.dirty.remove(&k);
+        Some(k)
+    }
+
+    /// Up to `limit` keys pending reconciliation, with their marks.
+    pub(super) fn pending_batch(&self, limit: usize) -> Vec<PendingKey> {
+        self.dirty
+            .iter()
+            .take(limit)
+            .filter_map(|k| {
+                self.by_key.get(k).map(|m| PendingKey {
+                    key: k.clone(),
+                    value: m.value,
+                    ttl: m.ttl,
+                })
+            })
+            .collect()
+    }
+
+    /// Drops marks that expired before `now`.
+    pub(super) fn prune(&mut self, now: i64) {
+        self.by_key
+            .retain(|_, m| m.expires_at.is_none_or(|t| t > now));
+        let HighWaterMarks { by_key, dirty } = self;
+        dirty.retain(|k| by_key.contains_key(k));
+    }
+}
+
+/// Locks the marks. A panic while holding the lock leaves the map
+/// consistent (every update is a single insert), so poisoning is ignored.
+pub(super) fn lock(marks: &Mutex<HighWaterMarks>) -> MutexGuard<'_, HighWaterMarks> {
+    marks.lock().unwrap_or_else(|p| p.into_inner())
+}

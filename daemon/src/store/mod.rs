@@ -1,0 +1,313 @@
+//! The SQLite local store: per-key high-water marks, and the rows the
+//! capabilities keep on this host (tracker streams, the cache outbox).
+//!
+//! # What it owns
+//!
+//! For every sequence key this seqd has issued a number for, the highest
+//! number issued (the *mark*), when the mark may be forgotten, and whether
+//! the number came from this store rather than from Redis (*dirty*: Redis
+//! has not been raised to it yet, so it is pending reconciliation). The
+//! marks live twice: in memory (read on every request, without blocking)
+//! and in `seqd.db` (so they survive a `kill -9`).
+//!
+//! # What it guarantees
+//!
+//! - A mark only ever rises, in memory and on disk.
+//! - [`Store::issue`] and [`Store::claim`] return only after the new mark is
+//!   committed to SQLite (written to the WAL), so a number survives a
+//!   `kill -9` of seqd before its reply leaves.
+//! - Power loss is covered by a *reserved ceiling* per key: a number above
+//!   the key's ceiling is only returned after a commit that raised the
+//!   ceiling (to the number plus `reserve`) and fsynced. Most commits are a
+//!   plain WAL write (`synchronous=NORMAL`, which SQLite keeps durable
+//!   across a process crash but not across a power loss); one in `reserve`
+//!   numbers per key pays for an fsync, which also makes every earlier
+//!   write durable. Stream and outbox writes always fsync.
+//! - On open, exact marks are trusted when the last stop was clean (a final
+//!   fsynced commit) or the machine has not rebooted since (same kernel
+//!   boot id: the page cache still held every WAL write). Otherwise each
+//!   key goes on above its ceiling, skipping at most `reserve` numbers: never
+//!   a number twice.
+//! - [`Store::claim`] refuses a number Redis returned if this store has
+//!   itself issued it (or a higher one) for the key, so a Redis answer that
+//!   was in flight while the store issued numbers can never duplicate one.
+//! - SQLite runs on its own thread, fed by a bounded channel. The thread
+//!   takes everything queued and writes it in one transaction (group
+//!   commit): N concurrent requests cost one commit, and at most one fsync.
+//! - Expired marks are pruned from disk and memory by [`Store::prune`];
+//!   [`Store::prune_every`] is the task that does it.
+//!
+//! # Layout
+//!
+//! - [`marks`]: the marks in memory and the never-twice rule (no SQLite).
+//! - [`schema`]: tables, migration, how the last run ended.
+//! - [`writer`]: the writer thread, group commit, fsync policy.
+//! - [`streams`], [`outbox`]: the rows of the tracker and the cache.
+//!
+//! The store knows no capability: it stores keys, numbers and rows.
+
+pub mod marks;
+pub mod outbox;
+pub mod schema;
+pub mod streams;
+#[cfg(test)]
+mod tests;
+pub mod writer;
+
+pub use marks::{Claim, Flight, HighWaterMarks, PendingKey};
+pub use outbox::OutboxEntry;
+pub use streams::StreamRow;
+
+use prometheus_client::metrics::counter::Counter;
+use rusqlite::{Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use writer::{Op, Writer, QUEUE_CAPACITY};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("local store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("local store commit failed: {0}")]
+    Commit(String),
+    #[error("local store writer has stopped")]
+    Stopped,
+    #[error("local store: counter for {0} is exhausted")]
+    Exhausted(String),
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    /// A `std::sync::Mutex`, not a Tokio one: nothing awaits while it is held.
+    marks: Arc<Mutex<HighWaterMarks>>,
+    tx: mpsc::Sender<Op>,
+    counters: StoreCounters,
+}
+
+/// Counters of the writer thread, exported as metrics
+/// (`seqd_store_commits_total`, `seqd_store_fsyncs_total`): a fsync rate
+/// close to the commit rate says `--mark-reserve` is too small.
+#[derive(Default, Clone)]
+pub struct StoreCounters {
+    pub commits: Counter,
+    /// Commits that fsynced.
+    pub fsyncs: Counter,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/seqd.db`, loads the marks that have not
+    /// expired, and starts the writer thread.
+    pub fn open(dir: &Path, now: i64, reserve: u64) -> Result<Store, StoreError> {
+        let mut conn = schema::open(dir)?;
+        let exact = schema::start_boot(&mut conn, schema::current_boot_id().as_deref())?;
+        let (marks, ceilings) = schema::load_marks(&conn, now, exact)?;
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let counters = StoreCounters::default();
+        let writer = Writer {
+            conn,
+            reserve,
+            ceilings,
+            full: true,
+            counters: counters.clone(),
+        };
+        std::thread::Builder::new()
+            .name("seqd-store".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            marks: Arc::new(Mutex::new(marks)),
+            tx,
+            counters,
+        })
+    }
+
+    /// The writer's commit and fsync counters, for the metrics.
+    pub fn counters(&self) -> StoreCounters {
+        self.counters.clone()
+    }
+
+    /// The highest number issued for `key` (0 when none), from memory.
+    pub fn mark(&self, key: &str) -> u64 {
+        self.lock().by_key.get(key).map_or(0, |m| m.value)
+    }
+
+    /// True when `key` holds numbers issued locally that Redis has not been
+    /// raised to yet.
+    pub fn is_dirty(&self, key: &str) -> bool {
+        self.lock().dirty.contains(key)
+    }
+
+    /// How many keys have a mark in memory.
+    pub fn len(&self) -> usize {
+        self.lock().by_key.len()
+    }
+
+    /// How many keys are pending reconciliation with Redis.
+    pub fn pending(&self) -> usize {
+        self.lock().dirty.len()
+    }
+
+    /// Up to `limit` keys pending reconciliation, with their marks.
+    pub fn pending_batch(&self, limit: usize) -> Vec<PendingKey> {
+        self.lock().pending_batch(limit)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HighWaterMarks> {
+        marks::lock(&self.marks)
+    }
+
+    /// Issues the next number for `key` from the store alone (local mode,
+    /// or Redis unavailable): one more than the mark, made durable before it
+    /// is returned. The key becomes dirty: pending reconciliation with Redis.
+    pub async fn issue(
+        &self,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let (key, value) = self.lock().issue(key, expires_at, ttl)?;
+        // Commits may complete out of order relative to the in-memory
+        // increments; that is safe because the disk only keeps the maximum.
+        self.persist(key, value, expires_at, ttl, true).await?;
+        Ok(value)
+    }
+
+    /// Begins a Redis request for `key`: returns the floor to send (the
+    /// mark) and registers the request as in flight until the [`Flight`]
+    /// is dropped.
+    pub fn begin(&self, key: &str, expires_at: Option<i64>, ttl: Option<u64>) -> Flight {
+        HighWaterMarks::begin(&self.marks, key, expires_at, ttl)
+    }
+
+    /// Records `value`, a number Redis answered to `flight`, as issued:
+    /// raises the mark to it, durable before it returns. Refuses (with the
+    /// current mark) a number that may already have been issued since the
+    /// request began — by the store, or by Redis to another request after
+    /// Redis went back in time (lost data, a lagging replica). The caller
+    /// then asks Redis again with the new mark as the floor.
+    pub async fn claim(
+        &self,
+        flight: &Flight,
+        value: u64,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> Result<(), Claim> {
+        let key = self.lock().claim(flight, value, expires_at, ttl)?;
+        self.persist(key, value, expires_at, ttl, false)
+            .await
+            .map_err(Claim::Failed)
+    }
+
+    /// Records that Redis holds at least `value` for `key`: the key is no
+    /// longer pending, unless it was issued past `value` meanwhile.
+    pub async fn reconciled(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        let Some(key) = self.lock().reconciled(key, value) else {
+            return Ok(());
+        };
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Reconciled { key, value, done }, wait).await
+    }
+
+    async fn persist(
+        &self,
+        key: Arc<str>,
+        value: u64,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+        dirty: bool,
+    ) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        let op = Op::Raise {
+            key,
+            value,
+            expires_at,
+            ttl,
+            dirty,
+            done,
+        };
+        self.send(op, wait).await
+    }
+
+    /// Queues `op` for the writer and waits for its commit.
+    async fn send<T>(
+        &self,
+        op: Op,
+        wait: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, StoreError> {
+        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
+        match wait.await {
+            Ok(r) => r.map_err(StoreError::Commit),
+            Err(_) => Err(StoreError::Stopped),
+        }
+    }
+
+    /// Drops marks that expired before `now`, on disk and in memory.
+    /// Returns how many rows were deleted on disk.
+    pub async fn prune(&self, now: i64) -> Result<usize, StoreError> {
+        self.lock().prune(now);
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Prune { now, done }, wait).await
+    }
+
+    /// Waits until everything queued before this call is committed and
+    /// fsynced.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Flush { done }, wait).await
+    }
+
+    /// Flushes, records a clean stop (the next start trusts the exact marks
+    /// even after a reboot) and stops the writer: every later write fails.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Close { done }, wait).await
+    }
+
+    /// The mark of `key` as stored on disk and its dirty flag (for tests
+    /// and diagnostics; runs a blocking query on its own connection).
+    pub fn read_mark_from_disk(dir: &Path, key: &str) -> Result<Option<(u64, bool)>, StoreError> {
+        let conn = Connection::open(dir.join("seqd.db"))?;
+        Ok(conn
+            .query_row(
+                "SELECT value, dirty FROM marks WHERE key = ?1",
+                [key],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
+            )
+            .optional()?)
+    }
+
+    /// Prunes every `every` until `stop`: marks that expired, and streams
+    /// not updated within `stream_retention`.
+    pub async fn prune_every(
+        self,
+        every: Duration,
+        stream_retention: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let now = chrono::Utc::now();
+            match self.prune(now.timestamp()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "expired high-water marks pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning high-water marks failed"),
+            }
+            let before_ms = now.timestamp_millis() - stream_retention.as_millis() as i64;
+            if let Err(e) = self.prune_streams(before_ms).await {
+                tracing::warn!(error = %e, "pruning gap-tracker streams failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The store's schema: its tables, their migration, and the record of
+//! how the last run ended (clean stop, kernel boot id).
+//!
+//! # Tables
+//!
+//! - `marks`: per sequence key, the mark (`value`), when it may be dropped
+//!   (`expires_at`), whether Redis is behind it (`dirty`), the key's Redis
+//!   TTL, and the reserved `ceiling` last fsynced.
+//! - `streams`: gap-tracker stream states ([`super::streams`]).
+//! - `outbox`: cache invalidations waiting for Redis ([`super::outbox`]).
+//! - `meta`: `clean` (the last run stopped cleanly), `boot_id`, `flushes`.
+
+use super::marks::{HighWaterMarks, Mark};
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens (or creates) `dir/seqd.db` with its tables, migrated.
+pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(dir.join("seqd.db"))?;
+    // WAL lets the writer commit without blocking readers. Opening is
+    // fsynced (FULL); the writer then picks the level per commit.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS marks (
+             key TEXT PRIMARY KEY,
+             value INTEGER NOT NULL,
+             expires_at INTEGER,
+             dirty INTEGER NOT NULL DEFAULT 0,
+             ttl INTEGER,
+             ceiling INTEGER
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS outbox (
+             kind INTEGER NOT NULL,
+             target TEXT NOT NULL,
+             PRIMARY KEY (kind, target)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS streams (
+             key TEXT PRIMARY KEY,
+             last_seq INTEGER NOT NULL,
+             last_ts INTEGER NOT NULL,
+             gap_count INTEGER NOT NULL,
+             reset_count INTEGER NOT NULL,
+             missing TEXT NOT NULL,
+             dirty INTEGER NOT NULL DEFAULT 0
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS meta (
+             name TEXT PRIMARY KEY,
+             value TEXT NOT NULL
+         ) WITHOUT ROWID;",
+    )?;
+    // A store written before ceilings existed fsynced every mark.
+    let has_ceiling = conn
+        .prepare("SELECT 1 FROM pragma_table_info('marks') WHERE name = 'ceiling'")?
+        .exists([])?;
+    if !has_ceiling {
+        conn.execute_batch("ALTER TABLE marks ADD COLUMN ceiling INTEGER")?;
+    }
+    Ok(conn)
+}
+
+/// The kernel's id of this boot. A page cache survives a process crash but
+/// never a reboot: the same id means every WAL write of the previous run is
+/// still there.
+pub(super) fn current_boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Records this start (durably) and tells whether the marks on disk are
+/// exact: true after a clean stop, on the same boot as the last run, or for
+/// a store that predates the bookkeeping (it fsynced every mark). When they
+/// are not, every value on disk is raised to its key's ceiling first.
+pub(super) fn start_boot(conn: &mut Connection, boot: Option<&str>) -> rusqlite::Result<bool> {
+    // IMMEDIATE: a read that turns into a write fails at once (busy
+    // snapshot) if another connection wrote in between.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let get = |name: &str| -> rusqlite::Result<Option<String>> {
+        tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+    };
+    let (clean, last_boot) = (get("clean")?, get("boot_id")?);
+    let exact = match clean.as_deref() {
+        None | Some("1") => true,
+        Some(_) => boot.is_some() && last_boot.as_deref() == boot,
+    };
+    if !exact {
+        let raised = tx.execute(
+            "UPDATE marks SET value = ceiling WHERE ceiling IS NOT NULL AND ceiling > value",
+            [],
+        )?;
+        tracing::warn!(
+            keys = raised,
+            "seqd did not stop cleanly before a reboot or power loss: the last marks may be lost, \
+             so every key goes on above its reserved ceiling"
+        );
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('clean', '0'), ('boot_id', ?1)",
+        [boot.unwrap_or("unknown")],
+    )?;
+    tx.commit()?;
+    Ok(exact)
+}
+
+/// Every mark that has not expired at `now`, and every key's ceiling as
+/// stored. Without `exact` marks (see [`start_boot`]) each key goes on
+/// above its ceiling.
+pub(super) fn load_marks(
+    conn: &Connection,
+    now: i64,
+    exact: bool,
+) -> rusqlite::Result<(HighWaterMarks, HashMap<Arc<str>, u64>)> {
+    let mut marks = HighWaterMarks::default();
+    let mut ceilings = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT key, value, expires_at, dirty, ttl, coalesce(ceiling, value) FROM marks
+         WHERE expires_at IS NULL OR expires_at > ?1",
+    )?;
+    let rows = stmt.query_map([now], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    for row in rows {
+        let (key, value, expires_at, dirty, ttl, ceiling) = row?;
+        let key: Arc<str> = Arc::from(key);
+        let ttl = ttl.map(|t| t.max(0) as u64);
+        let (value, ceiling) = (value.max(0) as u64, ceiling.max(0) as u64);
+        // Without exact marks, go on above the ceiling (start_boot
+        // raised the values on disk to it as well).
+        let value = if exact { value } else { value.max(ceiling) };
+        marks
+            .by_key
+            .insert(key.clone(), Mark::new(value, expires_at, ttl));
+        ceilings.insert(key.clone(), ceiling);
+        if dirty != 0 {
+            marks.dirty.insert(key);
+        }
+    }
+    Ok((marks, ceilings))
+}
+
+/// Writes a row that changes every time: a commit without any frame in the
+/// WAL would not fsync, and a flush must make the earlier plain writes
+/// durable.
+pub(super) fn touch(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES ('flushes', '1')
+         ON CONFLICT(name) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Every key's ceiling as stored (each was fsynced when written).
+pub(super) fn load_ceilings(conn: &Connection) -> rusqlite::Result<HashMap<Arc<str>, u64>> {
+    let mut stmt = conn.prepare("SELECT key, coalesce(ceiling, value) FROM marks")?;
+    let rows = stmt.query_map([], |r| {
+        let key: String = r.get(0)?;
+        Ok((Arc::from(key), r.get::<_, i64>(1)?.max(0) as u64))
+    })?;
+    rows.collect()
+}

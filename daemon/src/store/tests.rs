@@ -1,0 +1,286 @@
+//! The store's tests: durability across restarts and reboots, the fsync
+//! policy, and the never-twice rule against Redis answers in flight.
+
+use super::*;
+
+/// One Redis request that began now and was answered `n`.
+async fn claim(store: &Store, key: &str, n: u64) -> Result<(), Claim> {
+    let flight = store.begin(key, None, None);
+    store.claim(&flight, n, None, None).await
+}
+
+#[tokio::test]
+async fn issued_numbers_survive_reopen_and_only_rise() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.issue("k", None, None).await.unwrap(), 1);
+    assert_eq!(store.issue("k", None, None).await.unwrap(), 2);
+    claim(&store, "k", 10).await.unwrap();
+    assert!(claim(&store, "k", 5).await.is_err(), "below the floor");
+    assert_eq!(store.mark("k"), 10);
+    let on_disk = Store::read_mark_from_disk(dir.path(), "k").unwrap();
+    assert_eq!(on_disk, Some((10, true)));
+    drop(store);
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.mark("k"), 10);
+    assert!(store.is_dirty("k"), "dirty survives a restart");
+    assert_eq!(store.issue("k", None, None).await.unwrap(), 11);
+}
+
+/// A key's value and ceiling on disk.
+fn disk(dir: &Path, key: &str) -> (u64, u64) {
+    let conn = Connection::open(dir.join("seqd.db")).unwrap();
+    conn.query_row(
+        "SELECT value, ceiling FROM marks WHERE key = ?1",
+        [key],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+    .unwrap()
+}
+
+/// Makes the store look as if the machine rebooted since it was last
+/// opened (another kernel boot id on record).
+fn pretend_reboot(dir: &Path) {
+    let conn = Connection::open(dir.join("seqd.db")).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE meta SET value = 'an-earlier-boot' WHERE name = 'boot_id'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// Commits and fsyncs so far.
+fn stats(store: &Store) -> (u64, u64) {
+    let c = store.counters();
+    (c.commits.get(), c.fsyncs.get())
+}
+
+async fn issue_n(store: &Store, key: &str, n: u64) -> u64 {
+    let mut last = 0;
+    for _ in 0..n {
+        last = store.issue(key, None, None).await.unwrap();
+    }
+    last
+}
+
+#[tokio::test]
+async fn ceilings_are_reserved_in_blocks_and_only_crossing_one_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    assert_eq!(issue_n(&store, "k", 11).await, 11);
+    // Eleven sequential issues: eleven commits, and only the first
+    // (1 > ceiling 0, which reserved up to 11) fsynced.
+    assert_eq!(stats(&store), (11, 1));
+    assert_eq!(disk(dir.path(), "k"), (11, 11));
+    assert_eq!(store.issue("k", None, None).await.unwrap(), 12);
+    assert_eq!(stats(&store), (12, 2));
+    assert_eq!(disk(dir.path(), "k"), (12, 22));
+    // A Redis answer far above the ceiling reserves above it.
+    claim(&store, "k", 500).await.unwrap();
+    assert_eq!(stats(&store), (13, 3));
+    assert_eq!(disk(dir.path(), "k"), (500, 510));
+}
+
+#[tokio::test]
+async fn a_reserve_of_zero_fsyncs_every_new_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 0).unwrap();
+    assert_eq!(issue_n(&store, "k", 5).await, 5);
+    assert_eq!(stats(&store), (5, 5));
+    assert_eq!(disk(dir.path(), "k"), (5, 5));
+}
+
+#[tokio::test]
+async fn a_crash_on_the_same_boot_keeps_exact_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    issue_n(&store, "k", 3).await;
+    drop(store); // no close: a crash, as far as the next start knows
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    assert_eq!(store.issue("k", None, None).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn after_a_reboot_without_a_clean_stop_keys_go_on_above_their_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    issue_n(&store, "k", 3).await;
+    claim(&store, "r", 7).await.unwrap();
+    drop(store);
+    pretend_reboot(dir.path());
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    // Numbers up to the ceiling may have been issued before the power
+    // went: skip them, on disk too (a second crash must not forget it).
+    assert_eq!((store.mark("k"), store.mark("r")), (11, 17));
+    assert_eq!(disk(dir.path(), "k"), (11, 11));
+    assert_eq!(store.issue("k", None, None).await.unwrap(), 12);
+    assert_eq!(disk(dir.path(), "k"), (12, 22));
+    drop(store);
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    assert_eq!(store.mark("r"), 17, "the raised value is on disk");
+}
+
+#[tokio::test]
+async fn a_clean_close_keeps_exact_marks_across_a_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    issue_n(&store, "k", 3).await;
+    store.close().await.unwrap();
+    assert!(
+        matches!(store.issue("k", None, None).await, Err(StoreError::Stopped)),
+        "nothing is written after a close"
+    );
+    drop(store);
+    pretend_reboot(dir.path());
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    assert_eq!(store.issue("k", None, None).await.unwrap(), 4);
+    // This run did not close: a reboot now means the ceiling.
+    drop(store);
+    pretend_reboot(dir.path());
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    assert_eq!(
+        store.mark("k"),
+        11,
+        "4 was within the ceiling reserved for 1"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_issues_never_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.issue("hot", None, None).await.unwrap()
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..=200).collect::<Vec<u64>>());
+    let on_disk = Store::read_mark_from_disk(dir.path(), "hot").unwrap();
+    assert_eq!(on_disk, Some((200, true)));
+}
+
+#[tokio::test]
+async fn a_redis_number_the_store_issued_meanwhile_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    claim(&store, "k", 5).await.unwrap();
+    // Two Redis requests begin (floor 5); meanwhile the store issues 6.
+    let a = store.begin("k", None, None);
+    let b = store.begin("k", None, None);
+    assert_eq!((a.floor, b.floor), (5, 5));
+    assert_eq!(store.issue("k", None, None).await.unwrap(), 6);
+    let refused = store.claim(&a, 6, None, None).await;
+    assert!(matches!(refused, Err(Claim::Taken { mark: 6 })));
+    store.claim(&b, 7, None, None).await.unwrap();
+    assert_eq!(store.mark("k"), 7);
+}
+
+#[tokio::test]
+async fn concurrent_redis_answers_may_arrive_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    let a = store.begin("k", None, None);
+    let b = store.begin("k", None, None);
+    store.claim(&b, 2, None, None).await.unwrap();
+    store.claim(&a, 1, None, None).await.unwrap();
+    assert_eq!(store.mark("k"), 2);
+}
+
+#[tokio::test]
+async fn redis_going_back_in_time_cannot_repeat_a_number_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    // Requests a and b began with floor 0; Redis answers a with 100,
+    // then loses data and answers b with 100 again.
+    let a = store.begin("k", None, None);
+    let b = store.begin("k", None, None);
+    store.claim(&a, 100, None, None).await.unwrap();
+    let refused = store.claim(&b, 100, None, None).await;
+    assert!(matches!(refused, Err(Claim::Taken { mark: 100 })));
+    // A request that began after 100 was issued carries floor 100.
+    let c = store.begin("k", None, None);
+    assert_eq!(c.floor, 100);
+    assert!(store.claim(&c, 100, None, None).await.is_err());
+}
+
+#[tokio::test]
+async fn finished_requests_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    for n in 1..=100 {
+        let a = store.begin("k", None, None);
+        let b = store.begin("k", None, None);
+        store.claim(&a, 2 * n - 1, None, None).await.unwrap();
+        store.claim(&b, 2 * n, None, None).await.unwrap();
+    }
+    let marks = store.lock();
+    let m = &marks.by_key["k"];
+    assert!(m.recent.is_empty() && m.flights.is_empty());
+}
+
+#[tokio::test]
+async fn reconciliation_clears_dirty_unless_issued_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    store.issue("a", None, Some(172_800)).await.unwrap();
+    store.issue("b", None, None).await.unwrap();
+    claim(&store, "c", 3).await.unwrap();
+    assert_eq!(store.pending(), 2);
+    let mut batch = store.pending_batch(10);
+    batch.sort_by(|x, y| x.key.cmp(&y.key));
+    let want = vec![
+        PendingKey {
+            key: "a".into(),
+            value: 1,
+            ttl: Some(172_800),
+        },
+        PendingKey {
+            key: "b".into(),
+            value: 1,
+            ttl: None,
+        },
+    ];
+    assert_eq!(batch, want);
+    store.reconciled("a", 1).await.unwrap();
+    // "b" was issued again before its reconciliation was recorded.
+    store.issue("b", None, None).await.unwrap();
+    store.reconciled("b", 1).await.unwrap();
+    assert!(!store.is_dirty("a"));
+    assert!(store.is_dirty("b"));
+    let disk = |k| Store::read_mark_from_disk(dir.path(), k).unwrap();
+    assert_eq!(disk("a"), Some((1, false)));
+    assert_eq!(disk("b"), Some((2, true)));
+    assert_eq!(disk("c"), Some((3, false)));
+}
+
+#[tokio::test]
+async fn prune_drops_only_expired_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    let f = store.begin("old", Some(100), None);
+    store.claim(&f, 3, Some(100), None).await.unwrap();
+    drop(f);
+    store.issue("new", Some(300), None).await.unwrap();
+    claim(&store, "forever", 5).await.unwrap();
+    store.issue("old-dirty", Some(100), None).await.unwrap();
+    assert_eq!(store.prune(200).await.unwrap(), 2);
+    assert_eq!(store.mark("old"), 0);
+    assert_eq!(store.mark("new"), 1);
+    assert_eq!(store.mark("forever"), 5);
+    assert_eq!(store.pending(), 1, "pruned keys are no longer pending");
+    assert_eq!(Store::read_mark_from_disk(dir.path(), "old").unwrap(), None);
+    // A reopen at a later time does not load marks that expired meanwhile.
+    drop(store);
+    let store = Store::open(dir.path(), 400, 1000).unwrap();
+    assert_eq!(store.mark("new"), 0);
+    assert_eq!(store.mark("forever"), 5);
+}

@@ -1,0 +1,347 @@
+//! The writer thread: every SQLite write, grouped.
+//!
+//! # What it owns
+//!
+//! The store's one writing connection, fed by a bounded channel of
+//! [`Op`]s. It takes everything queued and writes it in one transaction
+//! (group commit): N concurrent requests cost one commit and at most one
+//! fsync.
+//!
+//! # The fsync policy
+//!
+//! Most commits are a plain WAL write (`synchronous=NORMAL`: durable across
+//! a process crash, not a power loss). A commit fsyncs (`FULL`) when a
+//! key's number passes its reserved *ceiling* (the ceiling then rises to
+//! the number plus `reserve`), and for every write a power loss must not
+//! undo ([`Op::must_sync`]). A ceiling is trusted only once its commit
+//! returned.
+
+use super::marks::Mark;
+use super::outbox::{self, OutboxEntry};
+use super::schema::{load_ceilings, touch};
+use super::streams::{self, StreamRow};
+use super::StoreCounters;
+use rusqlite::{params, Connection};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most operations the writer thread folds into one transaction. It
+/// bounds the latency of the first request of a batch, not throughput.
+pub(super) const MAX_BATCH: usize = 4096;
+/// Operations queued for the writer before senders wait (backpressure).
+pub(super) const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// One write, and where its outcome goes.
+pub(super) enum Op {
+    Raise {
+        key: Arc<str>,
+        value: u64,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+        /// True when the number came from the store, not Redis.
+        dirty: bool,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Redis holds at least `value` for `key` now.
+    Reconciled {
+        key: Arc<str>,
+        value: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Drop marks that expired before `now`.
+    Prune {
+        now: i64,
+        done: oneshot::Sender<Result<usize, String>>,
+    },
+    /// Drop streams last updated at or before `before_ms`.
+    PruneStreams {
+        before_ms: i64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Commit everything queued, durably.
+    Flush {
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Flush, record a clean stop and end the writer.
+    Close {
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Gap-tracker stream states to write.
+    SaveStreams {
+        rows: Vec<StreamRow>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Streams to forget; `None` = all.
+    DeleteStreams {
+        keys: Option<Vec<String>>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Streams now in Redis: clear `dirty` where the state is unchanged
+    /// (same `last_ts`).
+    StreamsSynced {
+        keys: Vec<(String, i64)>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Cache invalidations to run in Redis later (`add`), or done (remove).
+    Outbox {
+        entries: Vec<OutboxEntry>,
+        add: bool,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// The writer thread's state: the connection, and each key's ceiling as
+/// last fsynced.
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) reserve: u64,
+    pub(super) ceilings: HashMap<Arc<str>, u64>,
+    /// The connection's `synchronous` level is FULL now.
+    pub(super) full: bool,
+    pub(super) counters: StoreCounters,
+}
+
+impl Writer {
+    /// One transaction per batch of queued operations, until the store is
+    /// closed or every handle is gone.
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut closing = false;
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            closing = batch.iter().any(|op| matches!(op, Op::Close { .. }));
+            let result = self.commit(&batch).map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, ops = batch.len(), "local store commit failed");
+            }
+            for op in batch.drain(..) {
+                match op {
+                    Op::Raise { done, .. }
+                    | Op::Reconciled { done, .. }
+                    | Op::Flush { done }
+                    | Op::Close { done }
+                    | Op::SaveStreams { done, .. }
+                    | Op::DeleteStreams { done, .. }
+                    | Op::StreamsSynced { done, .. }
+                    | Op::PruneStreams { done, .. }
+                    | Op::Outbox { done, .. } => {
+                        let _ = done.send(result.clone().map(|_| ()));
+                    }
+                    Op::Prune { done, .. } => {
+                        let _ = done.send(result.clone());
+                    }
+                }
+            }
+            if closing {
+                break;
+            }
+        }
+        if !closing {
+            // Every handle is gone without a close (a failed start, tests):
+            // make what was written durable, without claiming a clean stop.
+            let _ = self.conn.pragma_update(None, "synchronous", "FULL");
+            let _ = touch(&self.conn);
+        }
+    }
+
+    /// Writes one batch in one transaction, fsynced when it must be;
+    /// returns the marks pruned.
+    fn commit(&mut self, batch: &[Op]) -> rusqlite::Result<usize> {
+        let (folded, reconciled, prune_before) = fold(batch);
+        // New ceilings for the keys whose numbers pass theirs.
+        let mut raised: Vec<(Arc<str>, u64)> = Vec::new();
+        for (key, row) in &folded {
+            let ceiling = self.ceilings.get(&***key).copied().unwrap_or(0);
+            if row.value > ceiling {
+                let new = row.value.saturating_add(self.reserve).min(i64::MAX as u64);
+                raised.push(((*key).clone(), new));
+            }
+        }
+        let sync = !raised.is_empty() || batch.iter().any(Op::must_sync);
+        if sync != self.full {
+            let level = if sync { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", level)?;
+            self.full = sync;
+        }
+        let tx = self.conn.transaction()?;
+        write_marks(&tx, &folded, &raised, &reconciled)?;
+        write_others(&tx, batch)?;
+        let pruned = match prune_before {
+            Some(now) => prune(&tx, now)?,
+            None => 0,
+        };
+        if batch.iter().any(|op| matches!(op, Op::Flush { .. })) {
+            touch(&tx)?;
+        }
+        if batch.iter().any(|op| matches!(op, Op::Close { .. })) {
+            tx.execute("UPDATE meta SET value = '1' WHERE name = 'clean'", [])?;
+        }
+        tx.commit()?;
+        self.counters.commits.inc();
+        if sync {
+            self.counters.fsyncs.inc();
+        }
+        // Only now are the new ceilings durable.
+        self.ceilings.extend(raised);
+        if prune_before.is_some() {
+            self.ceilings = load_ceilings(&self.conn)?;
+        }
+        Ok(pruned)
+    }
+}
+
+impl Op {
+    /// Writes a power loss must not undo: an invalidation promised to
+    /// readers, a stream's state, and whatever a flush or close waits for.
+    fn must_sync(&self) -> bool {
+        match self {
+            Op::Raise { .. }
+            | Op::Reconciled { .. }
+            | Op::Prune { .. }
+            | Op::PruneStreams { .. } => false,
+            Op::Flush { .. }
+            | Op::Close { .. }
+            | Op::SaveStreams { .. }
+            | Op::DeleteStreams { .. }
+            | Op::StreamsSynced { .. }
+            | Op::Outbox { .. } => true,
+        }
+    }
+}
+
+/// What one batch writes for a key: the highest value, the latest expiry,
+/// the TTL, and whether any of its numbers came from the store (dirty).
+struct Row {
+    value: u64,
+    expires_at: Option<i64>,
+    ttl: Option<u64>,
+    dirty: bool,
+}
+
+impl Row {
+    fn merge(&mut self, other: &Row) {
+        self.value = self.value.max(other.value);
+        self.expires_at = Mark::merge_expiry(self.expires_at, other.expires_at);
+        self.ttl = self.ttl.or(other.ttl);
+        self.dirty |= other.dirty;
+    }
+}
+
+/// A batch's mark writes folded by key (a hot key raised 500 times in one
+/// batch is one row write), its reconciliations, and its prune time.
+type Folded<'a> = (HashMap<&'a Arc<str>, Row>, Vec<(&'a str, u64)>, Option<i64>);
+
+fn fold(batch: &[Op]) -> Folded<'_> {
+    let mut folded: HashMap<&Arc<str>, Row> = HashMap::new();
+    let mut reconciled: Vec<(&str, u64)> = Vec::new();
+    let mut prune_before = None;
+    for op in batch {
+        match op {
+            Op::Raise {
+                key,
+                value,
+                expires_at,
+                ttl,
+                dirty,
+                ..
+            } => {
+                let row = Row {
+                    value: *value,
+                    expires_at: *expires_at,
+                    ttl: *ttl,
+                    dirty: *dirty,
+                };
+                folded
+                    .entry(key)
+                    .and_modify(|r| r.merge(&row))
+                    .or_insert(row);
+            }
+            Op::Reconciled { key, value, .. } => reconciled.push((key, *value)),
+            Op::Prune { now, .. } => prune_before = Some(*now),
+            Op::SaveStreams { .. }
+            | Op::DeleteStreams { .. }
+            | Op::StreamsSynced { .. }
+            | Op::PruneStreams { .. }
+            | Op::Outbox { .. }
+            | Op::Flush { .. }
+            | Op::Close { .. } => {}
+        }
+    }
+    (folded, reconciled, prune_before)
+}
+
+fn write_marks(
+    tx: &rusqlite::Transaction<'_>,
+    folded: &HashMap<&Arc<str>, Row>,
+    raised: &[(Arc<str>, u64)],
+    reconciled: &[(&str, u64)],
+) -> rusqlite::Result<()> {
+    let ceiling_of: HashMap<&str, u64> = raised.iter().map(|(k, c)| (&**k, *c)).collect();
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(key) DO UPDATE SET
+             value = max(value, excluded.value),
+             expires_at = CASE
+                 WHEN expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL
+                 ELSE max(expires_at, excluded.expires_at) END,
+             dirty = max(dirty, excluded.dirty),
+             ttl = coalesce(excluded.ttl, ttl),
+             ceiling = CASE
+                 WHEN excluded.ceiling IS NULL THEN ceiling
+                 ELSE max(coalesce(ceiling, 0), excluded.ceiling) END",
+    )?;
+    for (key, r) in folded {
+        let key: &str = key;
+        upsert.execute(params![
+            key,
+            r.value as i64,
+            r.expires_at,
+            r.dirty as i64,
+            r.ttl.map(|t| t as i64),
+            ceiling_of.get(key).map(|c| *c as i64)
+        ])?;
+    }
+    // After the raises of the same batch: a key issued past the reconciled
+    // value stays dirty.
+    let mut clean =
+        tx.prepare_cached("UPDATE marks SET dirty = 0 WHERE key = ?1 AND value <= ?2")?;
+    for (key, value) in reconciled {
+        clean.execute(params![key, *value as i64])?;
+    }
+    Ok(())
+}
+
+/// Stream and outbox operations, in their order: a delete after a save wins.
+fn write_others(tx: &rusqlite::Transaction<'_>, batch: &[Op]) -> rusqlite::Result<()> {
+    for op in batch {
+        match op {
+            Op::SaveStreams { rows, .. } => streams::save(tx, rows)?,
+            Op::DeleteStreams { keys, .. } => streams::delete(tx, keys.as_deref())?,
+            Op::StreamsSynced { keys, .. } => streams::synced(tx, keys)?,
+            Op::PruneStreams { before_ms, .. } => streams::prune(tx, *before_ms)?,
+            Op::Outbox { entries, add, .. } => outbox::write(tx, entries, *add)?,
+            Op::Raise { .. }
+            | Op::Reconciled { .. }
+            | Op::Prune { .. }
+            | Op::Flush { .. }
+            | Op::Close { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// Deletes expired marks; returns how many.
+fn prune(tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM marks WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        [now],
+    )
+}

@@ -1,0 +1,252 @@
+//! Local mode: stream states in memory, bounded, committed to SQLite
+//! before each reply. In Redis mode the same tracker mirrors what Redis
+//! answered and takes over while Redis cannot answer.
+
+use super::classify::{self, decode_missing, encode_missing, Outcome, StreamState};
+use super::{now_ms, observe, result, stats_of, Checked, Tracker};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::store::{Store, StreamRow};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use seqd_protocol::{GapResult, Source, StreamStats};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Stream states in memory, bounded, optionally persisted.
+pub(super) struct Streams {
+    /// `(state, dirty)`; a `std::sync::Mutex`: nothing awaits under it.
+    map: Mutex<HashMap<String, (StreamState, bool)>>,
+    max_streams: usize,
+}
+
+impl Streams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (StreamState, bool)>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Classifies `events` against memory; returns outcomes and the final
+    /// state of every stream touched. Refuses the whole batch, changing
+    /// nothing, if it would add streams beyond the limit.
+    fn apply(
+        &self,
+        events: &[Checked],
+        dirty: bool,
+    ) -> Result<(Vec<Outcome>, Vec<StreamRow>), Error> {
+        let now = now_ms();
+        let mut map = self.lock();
+        let new_streams = {
+            let mut seen: Vec<&str> = events
+                .iter()
+                .map(|e| e.key.as_str())
+                .filter(|k| !map.contains_key(*k))
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len()
+        };
+        if map.len() + new_streams > self.max_streams {
+            return Err(Error::Unavailable(format!(
+                "the local gap tracker holds its limit of {} streams",
+                self.max_streams
+            )));
+        }
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut touched: Vec<&str> = Vec::new();
+        for e in events {
+            // In place for a known stream: no key copy per event.
+            let outcome = match map.get_mut(&e.key) {
+                Some((state, was_dirty)) => {
+                    let mut s = Some(std::mem::take(state));
+                    let o = classify::check(&mut s, e.seq, now);
+                    *state = s.expect("check always leaves a state");
+                    *was_dirty |= dirty;
+                    o
+                }
+                None => {
+                    let mut s = None;
+                    let o = classify::check(&mut s, e.seq, now);
+                    let state = s.expect("check always leaves a state");
+                    map.insert(e.key.clone(), (state, dirty));
+                    o
+                }
+            };
+            outcomes.push(outcome);
+            touched.push(&e.key);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let rows = touched
+            .into_iter()
+            .map(|k| {
+                let (state, dirty) = &map[k];
+                row_of(k, state, *dirty)
+            })
+            .collect();
+        Ok((outcomes, rows))
+    }
+
+    /// Takes Redis's word for streams (Redis mode mirror), if there is room.
+    pub(super) fn mirror(&self, rows: Vec<(String, StreamState)>) {
+        let mut map = self.lock();
+        for (k, st) in rows {
+            if map.len() < self.max_streams || map.contains_key(&k) {
+                map.insert(k, (st, false));
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<StreamState> {
+        self.lock().get(key).map(|(s, _)| s.clone())
+    }
+
+    fn remove(&self, key: &str) -> bool {
+        self.lock().remove(key).is_some()
+    }
+
+    fn clear(&self) -> usize {
+        let mut map = self.lock();
+        let n = map.len();
+        map.clear();
+        n
+    }
+
+    pub(super) fn dirty(&self) -> Vec<(String, StreamState)> {
+        self.lock()
+            .iter()
+            .filter(|(_, (_, d))| *d)
+            .map(|(k, (s, _))| (k.clone(), s.clone()))
+            .collect()
+    }
+
+    pub(super) fn dirty_count(&self) -> usize {
+        self.lock().values().filter(|(_, d)| *d).count()
+    }
+
+    /// Clears `dirty` for streams whose state is still the one synced.
+    pub(super) fn synced(&self, done: &[(String, i64)]) {
+        let mut map = self.lock();
+        for (k, ts) in done {
+            if let Some((s, d)) = map.get_mut(k) {
+                if s.last_ts_ms == *ts {
+                    *d = false;
+                }
+            }
+        }
+    }
+}
+
+/// Local mode: stream states in memory, committed to SQLite before each
+/// reply.
+pub struct LocalTracker {
+    pub(super) streams: Streams,
+    pub(super) store: Store,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl LocalTracker {
+    /// `loaded` is what the store held at start.
+    pub fn new(
+        store: Store,
+        loaded: Vec<StreamRow>,
+        max_streams: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let map = loaded
+            .into_iter()
+            .map(|r| {
+                let state = state_of(&r);
+                (r.key, (state, r.dirty))
+            })
+            .collect();
+        LocalTracker {
+            streams: Streams {
+                map: Mutex::new(map),
+                max_streams,
+            },
+            store,
+            metrics,
+        }
+    }
+
+    /// Classifies from memory and persists; `dirty` marks the streams for
+    /// writing to Redis later (Redis mode fallback).
+    pub(super) async fn check_local(
+        &self,
+        events: &[Checked],
+        dirty: bool,
+    ) -> Result<Vec<GapResult>, Error> {
+        let (outcomes, rows) = self.streams.apply(events, dirty)?;
+        self.store.save_streams(rows).await?;
+        let results = events
+            .iter()
+            .zip(outcomes)
+            .map(|(e, o)| {
+                observe(&self.metrics, e, &o);
+                result(o, e.seq, Source::Local)
+            })
+            .collect();
+        Ok(results)
+    }
+
+    pub(super) fn stats_local(&self, key: &str) -> Option<StreamStats> {
+        self.streams.get(key).map(|s| stats_of(&s, Source::Local))
+    }
+
+    pub(super) async fn clear_local(&self, key: &str) -> Result<bool, Error> {
+        let existed = self.streams.remove(key);
+        self.store
+            .delete_streams(Some(vec![key.to_string()]))
+            .await?;
+        Ok(existed)
+    }
+
+    pub(super) async fn clear_all_local(&self) -> Result<u64, Error> {
+        let n = self.streams.clear();
+        self.store.delete_streams(None).await?;
+        Ok(n as u64)
+    }
+}
+
+impl Tracker for LocalTracker {
+    fn check<'a>(&'a self, events: &'a [Checked]) -> BoxFuture<'a, Result<Vec<GapResult>, Error>> {
+        self.check_local(events, false).boxed()
+    }
+
+    fn stats<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<StreamStats>, Error>> {
+        let s = self.stats_local(key);
+        async move { Ok(s) }.boxed()
+    }
+
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        async move { self.clear_local(key).await.map(|_| ()) }.boxed()
+    }
+
+    fn clear_all(&self) -> BoxFuture<'_, Result<u64, Error>> {
+        self.clear_all_local().boxed()
+    }
+}
+
+/// A stream as the store keeps it: plain columns.
+fn row_of(key: &str, st: &StreamState, dirty: bool) -> StreamRow {
+    StreamRow {
+        key: key.to_string(),
+        last_seq: st.last_seq,
+        last_ts_ms: st.last_ts_ms,
+        gap_count: st.gap_count,
+        reset_count: st.reset_count,
+        missing: encode_missing(&st.missing),
+        dirty,
+    }
+}
+
+/// A stream's state from its row.
+fn state_of(r: &StreamRow) -> StreamState {
+    StreamState {
+        last_seq: r.last_seq,
+        last_ts_ms: r.last_ts_ms,
+        gap_count: r.gap_count,
+        reset_count: r.reset_count,
+        missing: decode_missing(&r.missing),
+    }
+}
