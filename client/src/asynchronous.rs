@@ -16,64 +16,69 @@
 //! # Ok(()) }
 //! ```
 
-use crate::{
-    answers, cache_del, cache_set, daily_query, gap_event, hello, hello_answer, response_of,
-    ClientError, ConvSeq, DailySeq,
-};
-use seqd_protocol::codec::{self, FrameError, LENGTH_PREFIX};
+use crate::answers;
+use crate::requests::{cache_del, cache_set, daily_query, gap_event};
+use crate::session::{hello_answer, Session};
+use crate::{ClientError, ConvSeq, DailySeq};
+use futures_util::StreamExt;
+use seqd_protocol::codec::{self, length_delimited};
 use seqd_protocol::{
-    ClientMessage, Conversation, GapEvent, GapResult, Request, Response, ServerMessage,
-    WriteOutcome, DEFAULT_MAX_FRAME,
+    Conversation, GapEvent, GapResult, Request, Response, ServerMessage, WriteOutcome,
 };
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// An async connection to seqd.
 pub struct AsyncClient {
-    stream: BufReader<UnixStream>,
-    max_frame: usize,
-    next_id: u64,
+    /// Frames through the protocol crate's length-delimited codec, which
+    /// checks the length against the limit before buffering the payload.
+    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    writer: OwnedWriteHalf,
+    session: Session,
     /// Reused for every exchange: one allocation per connection, not per
     /// request.
     out: Vec<u8>,
-    payload: Vec<u8>,
 }
 
 impl AsyncClient {
     /// Connects to the socket at `path` and says hello.
     pub async fn connect(path: impl AsRef<Path>) -> Result<AsyncClient, ClientError> {
-        let stream = UnixStream::connect(path).await?;
+        let (rd, writer) = UnixStream::connect(path).await?.into_split();
+        let session = Session::new();
         let mut c = AsyncClient {
-            stream: BufReader::new(stream),
-            max_frame: DEFAULT_MAX_FRAME,
-            next_id: 1,
+            frames: FramedRead::new(rd, length_delimited(session.max_frame)),
+            writer,
+            session,
             out: Vec::with_capacity(256),
-            payload: Vec::with_capacity(256),
         };
-        let frame = codec::encode_frame(&hello(), c.max_frame)?;
-        c.stream.get_mut().write_all(&frame).await?;
+        let hello = c.session.hello()?;
+        c.writer.write_all(&hello).await?;
         let msg = c.read_message().await?;
         hello_answer(msg)?;
         Ok(c)
     }
 
     async fn read_message(&mut self) -> Result<ServerMessage, ClientError> {
-        let mut len = [0u8; LENGTH_PREFIX];
-        self.stream.read_exact(&mut len).await?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame,
+        let frame = match self.frames.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                return Err(
+                    match e
+                        .get_ref()
+                        .and_then(|i| i.downcast_ref::<LengthDelimitedCodecError>())
+                    {
+                        Some(too_large) => ClientError::Protocol(too_large.to_string()),
+                        None => ClientError::Io(e),
+                    },
+                )
             }
-            .into());
-        }
-        self.payload.resize(len, 0);
-        self.stream.read_exact(&mut self.payload).await?;
-        Ok(codec::decode_payload(&self.payload, self.max_frame)?)
+            None => return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        };
+        Ok(codec::decode_payload(&frame, self.session.max_frame)?)
     }
 
     /// Sends one request and waits for its response.
@@ -90,32 +95,13 @@ impl AsyncClient {
         &mut self,
         requests: &[Request],
     ) -> Result<Vec<Result<Response, ClientError>>, ClientError> {
-        let first_id = self.next_id;
-        self.next_id += requests.len() as u64;
-        self.out.clear();
-        for (i, request) in requests.iter().enumerate() {
-            let msg = ClientMessage::Request {
-                id: first_id + i as u64,
-                request: request.clone(),
-            };
-            self.out
-                .extend_from_slice(&codec::encode_frame(&msg, self.max_frame)?);
-        }
-        self.stream.get_mut().write_all(&self.out).await?;
-        if requests.len() == 1 {
+        let mut batch = self.session.encode(requests, &mut self.out)?;
+        self.writer.write_all(&self.out).await?;
+        while !batch.is_complete() {
             let msg = self.read_message().await?;
-            let (_, result) = response_of(msg, first_id..self.next_id)?;
-            return Ok(vec![result]);
+            batch.accept(msg)?;
         }
-        let mut results = HashMap::with_capacity(requests.len());
-        while results.len() < requests.len() {
-            let msg = self.read_message().await?;
-            let (id, result) = response_of(msg, first_id..self.next_id)?;
-            results.insert(id, result);
-        }
-        Ok((0..requests.len() as u64)
-            .map(|i| results.remove(&(first_id + i)).expect("collected above"))
-            .collect())
+        Ok(batch.finish())
     }
 
     pub async fn ping(&mut self) -> Result<(), ClientError> {
