@@ -40,7 +40,7 @@ impl RedisFailure {
     }
 }
 
-/// Why [`RedisLink::call`] did not return a value.
+/// Why [`RedisLink::call`](super::RedisLink::call) did not return a value.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
     /// The breaker is not closed; Redis was not tried.

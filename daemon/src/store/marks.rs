@@ -10,7 +10,7 @@
 //! # What it guarantees
 //!
 //! - A mark only ever rises.
-//! - [`HighWaterMarks::claim`] refuses a number Redis returned if it may
+//! - `HighWaterMarks::claim` refuses a number Redis returned if it may
 //!   already have been issued since the request began — by the store, or
 //!   by Redis to another request after Redis went back in time — so a
 //!   Redis answer in flight can never duplicate a number.
@@ -43,7 +43,7 @@ impl Drop for Flight {
     }
 }
 
-/// Why [`HighWaterMarks::claim`] (and so `Store::claim`) refused a number.
+/// Why `HighWaterMarks::claim` (and so `Store::claim`) refused a number.
 #[derive(Debug, thiserror::Error)]
 pub enum Claim {
     /// The store issued this number (or a higher one) itself; ask Redis

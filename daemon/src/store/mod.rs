@@ -39,10 +39,11 @@
 //!
 //! # Layout
 //!
-//! - [`marks`]: the marks in memory and the never-twice rule (no SQLite).
-//! - [`schema`]: tables, migration, how the last run ended.
-//! - [`writer`]: the writer thread, group commit, fsync policy.
-//! - [`streams`], [`outbox`]: the rows of the tracker and the cache.
+//! - `marks.rs`: the marks in memory and the never-twice rule (no SQLite).
+//! - `schema.rs`: tables, migration, how the last run ended.
+//! - `writer.rs`: the writer thread, group commit, fsync policy.
+//! - `streams.rs`, `outbox.rs`: the rows of the tracker and the cache.
+//! - `tests.rs`: the store's tests.
 //!
 //! The store knows no capability: it stores keys, numbers and rows.
 

@@ -6,8 +6,8 @@
 //! - `marks`: per sequence key, the mark (`value`), when it may be dropped
 //!   (`expires_at`), whether Redis is behind it (`dirty`), the key's Redis
 //!   TTL, and the reserved `ceiling` last fsynced.
-//! - `streams`: gap-tracker stream states ([`super::streams`]).
-//! - `outbox`: cache invalidations waiting for Redis ([`super::outbox`]).
+//! - `streams`: gap-tracker stream states (`streams.rs`).
+//! - `outbox`: cache invalidations waiting for Redis (`outbox.rs`).
 //! - `meta`: `clean` (the last run stopped cleanly), `boot_id`, `flushes`.
 
 use super::marks::{HighWaterMarks, Mark};

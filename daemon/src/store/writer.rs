@@ -3,7 +3,7 @@
 //! # What it owns
 //!
 //! The store's one writing connection, fed by a bounded channel of
-//! [`Op`]s. It takes everything queued and writes it in one transaction
+//! `Op`s. It takes everything queued and writes it in one transaction
 //! (group commit): N concurrent requests cost one commit and at most one
 //! fsync.
 //!
@@ -13,7 +13,7 @@
 //! a process crash, not a power loss). A commit fsyncs (`FULL`) when a
 //! key's number passes its reserved *ceiling* (the ceiling then rises to
 //! the number plus `reserve`), and for every write a power loss must not
-//! undo ([`Op::must_sync`]). A ceiling is trusted only once its commit
+//! undo (`Op::must_sync`). A ceiling is trusted only once its commit
 //! returned.
 
 use super::marks::Mark;

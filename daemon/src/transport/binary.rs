@@ -6,7 +6,7 @@
 //! spawn and no hop to a writer task), and writes responses as they
 //! complete, in any order, appending every ready one to a single buffer so
 //! that a burst costs one write. Reading stops while the buffer holds more
-//! than [`OUT_HIGH_WATER`] unsent bytes: a client that does not read its
+//! than `OUT_HIGH_WATER` unsent bytes: a client that does not read its
 //! answers only ever slows itself.
 
 use crate::context::Context;

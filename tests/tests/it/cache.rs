@@ -8,15 +8,6 @@ use seqd_tests::*;
 use std::cell::Cell;
 use std::time::Duration;
 
-fn redis_seqd(extra: &[&str]) -> (RedisServer, Seqd) {
-    let redis = RedisServer::start();
-    let seqd = Seqd::start(SeqdOptions {
-        args: extra.iter().map(|s| s.to_string()).collect(),
-        ..SeqdOptions::redis(&redis)
-    });
-    (redis, seqd)
-}
-
 fn health(seqd: &Seqd, name: &str) -> String {
     field(&seqd.text().cmd("HEALTH"), name).to_string()
 }

@@ -5,15 +5,9 @@ use seqd_tests::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 
-fn redis_seqd() -> (RedisServer, Seqd) {
-    let redis = RedisServer::start();
-    let seqd = Seqd::start(SeqdOptions::redis(&redis));
-    (redis, seqd)
-}
-
 #[test]
 fn daily_next_answers_with_todays_kolkata_date_from_redis() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     let mut t = seqd.text();
     let today = today_in("Asia/Kolkata");
     assert_eq!(
@@ -82,7 +76,7 @@ fn daily_sequence_resets_at_kolkata_midnight() {
 
 #[test]
 fn daily_sequence_crosses_the_year_boundary_in_local_time() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     let mut t = seqd.text();
     // 23:59:59 on 31 Dec in New York is 04:59:59 UTC on 1 Jan.
     assert_eq!(
@@ -123,7 +117,7 @@ fn default_zone_is_the_daemons() {
 
 #[test]
 fn first_increment_sets_a_48_hour_ttl() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     let mut t = seqd.text();
     t.cmd("DAILY NEXT ttl1 at=2026-05-05T10:00:00Z");
     let ttl = redis.cmd(&["TTL", "user:ttl1:sequence:20260505"]).as_int();
@@ -165,7 +159,7 @@ fn get_returns_the_current_value_without_incrementing() {
 
 #[test]
 fn past_99999_the_counter_keeps_counting_without_wrapping() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     let key = "user:big:sequence:20260303";
     redis.cmd(&["SET", key, "99998", "EX", "172800"]);
     let mut t = seqd.text();
@@ -188,7 +182,7 @@ fn past_99999_the_counter_keeps_counting_without_wrapping() {
 
 #[test]
 fn users_have_independent_sequences() {
-    let (_redis, seqd) = redis_seqd();
+    let (_redis, seqd) = redis_seqd(&[]);
     let mut c = seqd.client();
     let at = Some(1_767_724_199_000);
     assert_eq!(c.daily_next("a", None, at).unwrap().seq, 1);
@@ -199,7 +193,7 @@ fn users_have_independent_sequences() {
 
 #[test]
 fn invalid_ids_zones_and_instants_are_invalid_argument() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     let mut t = seqd.text();
     let long = "x".repeat(65);
     for line in [
@@ -244,7 +238,7 @@ fn invalid_ids_zones_and_instants_are_invalid_argument() {
 
 #[test]
 fn private_chat_key_sorts_the_two_ids() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     let mut t = seqd.text();
     assert_eq!(
         t.cmd("CONV NEXT private user002 user001"),
@@ -305,7 +299,7 @@ fn parallel_increments(seqd: &Seqd, daily: bool) -> Vec<u64> {
 
 #[test]
 fn parallel_increments_of_one_key_never_repeat_in_redis_mode() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     parallel_increments(&seqd, true);
     parallel_increments(&seqd, false);
     assert_eq!(redis.get_u64("user:hot:sequence:20260106"), Some(640));

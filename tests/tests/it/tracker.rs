@@ -11,12 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-fn redis_seqd() -> (RedisServer, Seqd) {
-    let redis = RedisServer::start();
-    let seqd = Seqd::start(SeqdOptions::redis(&redis));
-    (redis, seqd)
-}
-
 /// A plain model of the SPEC §5 table, written independently of seqd's.
 #[derive(Default)]
 struct Model {
@@ -108,7 +102,7 @@ fn every_row_of_the_table(seqd: &Seqd, source: &str) {
 
 #[test]
 fn every_row_of_the_classification_in_redis() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     every_row_of_the_table(&seqd, "redis");
     let h = match redis.cmd(&["HGETALL", "k2:seq:asx:BHP"]) {
         Reply::Array(items) => items,
@@ -142,7 +136,7 @@ fn every_row_of_the_classification_in_local_mode() {
 
 #[test]
 fn stats_list_the_missing_ranges() {
-    let (_redis, seqd) = redis_seqd();
+    let (_redis, seqd) = redis_seqd(&[]);
     let mut c = seqd.client();
     for s in [10, 20, 30, 25] {
         c.gap_check("x", "S", s).unwrap();
@@ -161,7 +155,7 @@ fn stats_list_the_missing_ranges() {
 
 #[test]
 fn invalid_streams_and_numbers_are_refused() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     let mut t = seqd.text();
     for line in [
         "GAP CHECK a:b S 1",
@@ -224,7 +218,7 @@ fn batch_equals_sequential(seqd: &Seqd, cases: u32) {
 
 #[test]
 fn a_batch_equals_sequential_single_checks_in_redis() {
-    let (_redis, seqd) = redis_seqd();
+    let (_redis, seqd) = redis_seqd(&[]);
     batch_equals_sequential(&seqd, 64);
 }
 
@@ -270,7 +264,7 @@ fn racing_consumers(seqd: &Seqd) {
 
 #[test]
 fn racing_consumers_see_one_normal_per_number_in_redis() {
-    let (_redis, seqd) = redis_seqd();
+    let (_redis, seqd) = redis_seqd(&[]);
     racing_consumers(&seqd);
 }
 
@@ -299,7 +293,7 @@ fn local_state_survives_a_restart() {
 
 #[test]
 fn clear_and_clear_all_use_scan_never_keys() {
-    let (redis, seqd) = redis_seqd();
+    let (redis, seqd) = redis_seqd(&[]);
     let mut c = seqd.client();
     let events: Vec<_> = (0..2500)
         .map(|i| gap_event("bulk", &format!("S{i}"), 1))
@@ -324,7 +318,7 @@ fn clear_and_clear_all_use_scan_never_keys() {
 
 #[test]
 fn gaps_are_logged_by_size_and_counted_per_exchange() {
-    let (_redis, seqd) = redis_seqd();
+    let (_redis, seqd) = redis_seqd(&[]);
     let mut c = seqd.client();
     for s in [1, 5, 16, 117, 1118] {
         c.gap_check("logx", "L", s).unwrap();

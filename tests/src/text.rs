@@ -1,0 +1,69 @@
+//! The text protocol from a test's side: a connection, and the fields of
+//! its replies.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// A text-protocol connection: write lines, read reply lines.
+pub struct TextConn {
+    pub reader: BufReader<UnixStream>,
+    pub writer: UnixStream,
+}
+
+impl TextConn {
+    pub fn connect(path: &Path) -> TextConn {
+        let s = UnixStream::connect(path).expect("connecting to seqd");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        TextConn {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("writing to seqd");
+    }
+
+    /// Reads one reply line, without its `\n`.
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("reading from seqd");
+        assert!(line.ends_with('\n'), "connection closed; got {line:?}");
+        line.pop();
+        line
+    }
+
+    /// Sends one command line and reads its one-line reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\n").as_bytes());
+        self.read_line()
+    }
+}
+
+/// The value of `name` in an `OK k=v ...` reply.
+pub fn field<'a>(reply: &'a str, name: &str) -> &'a str {
+    seqd_protocol::text::parse_ok_fields(reply)
+        .unwrap_or_else(|| panic!("not an OK reply: {reply}"))
+        .into_iter()
+        .find(|(k, _)| *k == name)
+        .unwrap_or_else(|| panic!("no {name}= in {reply}"))
+        .1
+}
+
+/// `seq=` of an `OK` reply as a number.
+pub fn seq_of(reply: &str) -> u64 {
+    field(reply, "seq").parse().expect("seq is a number")
+}
+
+/// Today's date (YYYYMMDD) in `tz`, for replies without `at=`.
+pub fn today_in(tz: &str) -> u32 {
+    let tz: chrono_tz::Tz = tz.parse().unwrap();
+    chrono::Utc::now()
+        .with_timezone(&tz)
+        .format("%Y%m%d")
+        .to_string()
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,14 @@
+//! The integration tests, one binary so the suite links once: real
+//! `redis-server` and `seqd` processes driven through the harness in
+//! `tests/src` (`seqd_tests`). One module per area of the spec.
+
+mod bench;
+mod cache;
+mod cli;
+mod config;
+mod durability;
+mod faults;
+mod ops;
+mod protocol;
+mod sequences;
+mod tracker;
