@@ -61,8 +61,7 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
         }),
         Request::GapCheck(e) => tracker::check(gaps, &e).await,
         Request::GapBatch(events) => {
-            let max = ctx.config().max_batch as usize;
-            tracker::check_batch(gaps, &events, max).await
+            tracker::check_batch(gaps, &events, ctx.config().max_batch as usize).await
         }
         Request::GapStats(s) => tracker::stats(gaps, &s).await,
         Request::GapClear(s) => tracker::clear(gaps, &s).await,
