@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::reload::{self, LogReload};
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::tracker::classify::STREAM_TTL_SECS;
 use crate::{metrics_http, mode, redis, sequences, server, systemd};
 use anyhow::Context as _;
@@ -39,8 +39,8 @@ pub async fn run(
         .context("installing the SIGHUP handler")?;
     let default_tz = sequences::keys::parse_tz(&config.default_tz)
         .map_err(|e| anyhow::anyhow!("--default-tz: {e}"))?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    // Before anything in the directory is read: one seqd per store.
+    let dir_lock = store::lock_data_dir(&config.data_dir)?;
     let data_dir = config.data_dir.clone();
     let reserve = config.mark_reserve;
     let store = tokio::task::spawn_blocking(move || {
@@ -137,6 +137,7 @@ pub async fn run(
     tasks.wait().await;
     store.close().await.context("closing the store")?;
     drop(socket);
+    drop(dir_lock);
     tracing::info!("seqd stopped");
     Ok(())
 }

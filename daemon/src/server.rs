@@ -76,9 +76,11 @@ pub fn activated() -> io::Result<Option<BoundSocket>> {
     }))
 }
 
-/// Binds the socket at `path`. If a file is there, connect first: a live
-/// seqd answering means refuse to start; nothing answering means the file is
-/// stale and is removed. The socket gets mode 0660.
+/// Binds the socket at `path`. If something is there, only a socket nobody
+/// answers on is removed (stale); a socket a live process answers on, and
+/// anything that is not a socket (a regular file — perhaps seqd's own
+/// store —, a symlink, a directory) are refused with an error. The socket
+/// gets mode 0660.
 pub fn bind(path: &Path, group: Option<&str>) -> io::Result<BoundSocket> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
@@ -93,7 +95,27 @@ pub fn bind(path: &Path, group: Option<&str>) -> io::Result<BoundSocket> {
             }
         }
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = meta.file_type();
+        if !kind.is_socket() {
+            let what = if kind.is_symlink() {
+                "a symlink"
+            } else if kind.is_dir() {
+                "a directory"
+            } else if kind.is_file() {
+                "a regular file"
+            } else {
+                "not a socket"
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} is {what}; seqd only ever replaces a stale socket (choose another --socket)",
+                    path.display()
+                ),
+            ));
+        }
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => {
                 return Err(io::Error::new(

@@ -18,9 +18,7 @@ use std::io::{self, Read, Write};
 pub const LENGTH_PREFIX: usize = 4;
 /// Default maximum payload size of a frame: 8 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
-/// No configuration may raise the frame limit above 256 MiB. It also keeps
-/// the first byte of every binary connection below 0x20, which is how the
-/// daemon tells the binary protocol from the text one.
+/// No configuration may raise the frame limit above 256 MiB.
 pub const MAX_FRAME_CEILING: usize = 256 * 1024 * 1024;
 
 /// Why a frame could not be read or decoded.
@@ -67,7 +65,21 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], max: usize) -> Result
     }
     options(max)
         .deserialize(payload)
-        .map_err(|e| FrameError::Malformed(e.to_string()))
+        .map_err(|e| FrameError::Malformed(describe(&e, payload.len(), max)))
+}
+
+/// What was wrong with a payload, in words: bincode's own message for a
+/// length that runs past the payload is an empty I/O error.
+fn describe(e: &bincode::Error, len: usize, max: usize) -> String {
+    match &**e {
+        bincode::ErrorKind::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            format!("a declared length or value runs past the end of the {len}-byte payload")
+        }
+        bincode::ErrorKind::SizeLimit => {
+            format!("a declared length exceeds the frame limit of {max} bytes")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Encodes a message as a whole frame: the length prefix and the payload.
@@ -137,4 +149,34 @@ pub fn length_delimited(max: usize) -> tokio_util::codec::LengthDelimitedCodec {
         .big_endian()
         .max_frame_length(max.min(MAX_FRAME_CEILING))
         .new_codec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientMessage;
+
+    /// A request frame whose key declares `len` bytes but carries none.
+    fn cache_get_declaring(len: u64) -> Vec<u8> {
+        let mut p = Vec::new();
+        p.extend_from_slice(&1u32.to_le_bytes()); // ClientMessage::Request
+        p.extend_from_slice(&7u64.to_le_bytes()); // id
+        p.extend_from_slice(&12u32.to_le_bytes()); // Request::CacheGet
+        p.extend_from_slice(&len.to_le_bytes()); // key length
+        p
+    }
+
+    #[test]
+    fn a_length_past_the_payload_or_the_limit_is_named_in_the_error() {
+        // bincode checks what is left of the payload before its limit, so
+        // both a small and a huge declared length end up here.
+        for (len, want) in [
+            (10, "runs past the end of the 24-byte payload"),
+            (u64::MAX, "runs past the end of the 24-byte payload"),
+        ] {
+            let e = decode_payload::<ClientMessage>(&cache_get_declaring(len), 1024).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(want), "{len}: {text}");
+        }
+    }
 }

@@ -14,8 +14,9 @@
 //! - `lines` (feature `tokio`): line framing for the text protocol.
 //!
 //! One socket speaks both protocols: the first byte a client sends decides.
-//! A byte below 0x20 starts a binary frame (the high byte of a length of at
-//! most 256 MiB is at most 0x10); a printable byte starts a text command.
+//! A binary connection always opens with a hello frame, whose big-endian
+//! length is far below 16 MiB, so its first byte is `0x00`; any other first
+//! byte starts a text command (blank lines, tabs and CRs included).
 //! `PROTOCOL.md` describes every byte.
 
 pub mod codec;
@@ -31,9 +32,12 @@ pub use wire::*;
 /// different version with `version_mismatch` and closes the connection.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// True when a connection whose first byte is `b` speaks the binary protocol.
+/// True when a connection whose first byte is `b` speaks the binary
+/// protocol: only `0x00`, the high byte of the hello's length (a hello is a
+/// few dozen bytes, and every frame is far below the 16 MiB that would
+/// make that byte nonzero).
 pub fn is_binary_first_byte(b: u8) -> bool {
-    b < 0x20
+    b == 0x00
 }
 
 /// The longest id (user, group) the daemon accepts; also bounds what any

@@ -22,7 +22,7 @@ mod text;
 
 pub use assert::*;
 pub use load::*;
-pub use process::{free_port, wait_until, workspace_bin, STARTUP_DEADLINE};
+pub use process::{free_port, output_within_deadline, wait_until, workspace_bin, STARTUP_DEADLINE};
 pub use redis_server::*;
 pub use resp::*;
 pub use seqd::*;

@@ -39,6 +39,7 @@
 //!
 //! # Layout
 //!
+//! - `lock.rs`: the data directory, private and held by one seqd.
 //! - `marks.rs`: the marks in memory and the never-twice rule (no SQLite).
 //! - `schema.rs`: tables, migration, how the last run ended.
 //! - `writer.rs`: the writer thread, group commit, fsync policy.
@@ -47,14 +48,16 @@
 //!
 //! The store knows no capability: it stores keys, numbers and rows.
 
-pub mod marks;
-pub mod outbox;
-pub mod schema;
-pub mod streams;
+mod lock;
+mod marks;
+mod outbox;
+mod schema;
+mod streams;
 #[cfg(test)]
 mod tests;
-pub mod writer;
+mod writer;
 
+pub use lock::{lock_data_dir, DataDirLock, LockError, LOCK_FILE};
 pub use marks::{Claim, Flight, HighWaterMarks, PendingKey};
 pub use outbox::OutboxEntry;
 pub use streams::StreamRow;

@@ -18,7 +18,14 @@ use std::sync::Arc;
 
 /// Opens (or creates) `dir/seqd.db` with its tables, migrated.
 pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(dir.join("seqd.db"))?;
+    let path = dir.join("seqd.db");
+    make_private(&path).map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("{}: {e}", path.display())),
+        )
+    })?;
+    let conn = Connection::open(&path)?;
     // WAL lets the writer commit without blocking readers. Opening is
     // fsynced (FULL); the writer then picks the level per commit.
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -59,6 +66,30 @@ pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
         conn.execute_batch("ALTER TABLE marks ADD COLUMN ceiling INTEGER")?;
     }
     Ok(conn)
+}
+
+/// Creates the store file `0600` if it is missing (SQLite gives its WAL and
+/// shared-memory files the same mode), and tightens an existing one and
+/// its companions that others may read: the store holds user ids and who
+/// chats with whom.
+fn make_private(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        if let Ok(meta) = std::fs::metadata(&p) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The kernel's id of this boot. A page cache survives a process crash but

@@ -1,8 +1,8 @@
 //! Transport: sockets to requests and responses back.
 //!
 //! One Unix stream socket carries two protocols; the first byte a client
-//! sends decides which one its connection speaks ([`binary`] below 0x20,
-//! [`text`] otherwise). Either way, requests go to [`crate::dispatch`], and a
+//! sends decides which one its connection speaks ([`binary`] for `0x00`,
+//! the first byte of the hello's length; [`text`] otherwise). Either way, requests go to [`crate::dispatch`], and a
 //! client's bad input only ever affects that client's connection.
 
 pub mod binary;

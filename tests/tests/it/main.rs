@@ -6,6 +6,7 @@ mod bench;
 mod cache;
 mod cli;
 mod config;
+mod datadir;
 mod durability;
 mod faults;
 mod ops;

@@ -189,9 +189,10 @@ fn an_oversized_frame_is_refused_without_harming_others() {
     // 9 MiB announced, above the 8 MiB default: refused on the length alone.
     s.write_all(&(9u32 * 1024 * 1024).to_be_bytes()).unwrap();
     expect_fatal(&mut s, ErrorCode::TooLarge);
-    // Also as the very first frame (before any hello).
+    // Also as the very first frame (before any hello): a binary
+    // connection starts with 0x00, the high byte of the hello's length.
     let mut s = raw(&seqd);
-    s.write_all(&[0x0f, 0xff, 0xff, 0xff]).unwrap();
+    s.write_all(&[0x00, 0xff, 0xff, 0xff]).unwrap();
     expect_fatal(&mut s, ErrorCode::TooLarge);
     bystander.finish();
 }
@@ -259,6 +260,64 @@ fn an_undecodable_request_with_an_intact_id_gets_an_error_and_the_connection_liv
             result: Ok(Response::Pong)
         }
     );
+}
+
+#[test]
+fn a_declared_length_past_the_payload_is_named_in_the_error() {
+    let seqd = Seqd::start(SeqdOptions::local());
+    let mut s = raw(&seqd);
+    hello(&mut s);
+    // CacheGet whose key declares 1 GiB and carries 3 bytes.
+    let mut payload = vec![1, 0, 0, 0];
+    payload.extend_from_slice(&45u64.to_le_bytes());
+    payload.extend_from_slice(&12u32.to_le_bytes()); // CacheGet
+    payload.extend_from_slice(&(1u64 << 30).to_le_bytes());
+    payload.extend_from_slice(b"abc");
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    s.write_all(&frame).unwrap();
+    match recv(&mut s) {
+        ServerMessage::Response {
+            id: 45,
+            result: Err(e),
+        } => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(
+                e.message.contains(
+                    "a declared length or value runs past the end of the 27-byte payload"
+                ),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn text_connections_may_open_with_blank_lines_tabs_or_cr() {
+    let seqd = Seqd::start(SeqdOptions::local());
+    for opening in [
+        "\n",
+        "\r\n",
+        "\n\n\t\n",
+        "\tPING\n",
+        " PING\n",
+        "\r\nPING\r\n",
+    ] {
+        let mut t = seqd.text();
+        t.send_raw(opening.as_bytes());
+        let reply = if opening.contains("PING") {
+            t.read_line()
+        } else {
+            t.cmd("PING")
+        };
+        assert_eq!(
+            reply.trim_end_matches('\r'),
+            "OK pong",
+            "opening {opening:?}"
+        );
+    }
 }
 
 #[test]

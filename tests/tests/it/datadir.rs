@@ -1,0 +1,103 @@
+//! One host, one store (issue 12 B): a second seqd on the same data
+//! directory, a `--socket` that names something other than a stale socket,
+//! and the modes of what seqd creates.
+
+use seqd_tests::*;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn a_second_seqd_on_the_same_data_dir_exits_naming_the_holder() {
+    let seqd = Seqd::start(SeqdOptions::local());
+    assert_eq!(seq_of(&seqd.text().cmd("CONV NEXT group g")), 1);
+    let out = output_within_deadline(&mut seqd_command(
+        &seqd.dir.path().join("second.sock"),
+        &seqd.data_dir(),
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("is in use by another seqd (pid {}", seqd.pid())),
+        "{stderr}"
+    );
+    assert!(!seqd.dir.path().join("second.sock").exists());
+    // The first one never noticed, and nothing was issued twice.
+    assert_eq!(seq_of(&seqd.text().cmd("CONV NEXT group g")), 2);
+}
+
+#[test]
+fn a_socket_path_that_is_a_file_or_symlink_is_refused_and_left_alone() {
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    for _ in 0..3 {
+        seqd.text().cmd("CONV NEXT group g");
+    }
+    seqd.terminate();
+    let db = seqd.data_dir().join("seqd.db");
+    let link = seqd.dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    for (socket, what) in [(&db, "a regular file"), (&link, "a symlink")] {
+        let out = output_within_deadline(&mut seqd_command(socket, &seqd.data_dir()));
+        assert_eq!(out.status.code(), Some(1), "{socket:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("is {what}")), "{stderr}");
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // The store is intact: numbers go on after 3.
+    seqd.restart();
+    assert_eq!(seq_of(&seqd.text().cmd("CONV NEXT group g")), 4);
+}
+
+#[test]
+fn the_data_dir_and_store_files_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, data) = (dir.path().join("s.sock"), dir.path().join("data"));
+    let mut cmd = seqd_command(&socket, &data);
+    // SAFETY: umask(2) between fork and exec touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the socket", STARTUP_DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let mut t = TextConn::connect(&socket);
+    assert_eq!(seq_of(&t.cmd("CONV NEXT private alice bob")), 1);
+    assert_eq!(mode(&data), 0o700);
+    for f in ["seqd.db", "seqd.db-wal", "seqd.db-shm", "seqd.lock"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&socket), 0o660);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn an_existing_readable_data_dir_and_store_are_made_private() {
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    seqd.text().cmd("CONV NEXT group g");
+    seqd.terminate();
+    let data = seqd.data_dir();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = data.join("seqd.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    seqd.restart();
+    assert_eq!((mode(&data), mode(&db)), (0o700, 0o600));
+}
