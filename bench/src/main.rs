@@ -11,8 +11,8 @@
 //! events), `ops_per_sec`, `p50_us`, `p99_us` (per request; a batch is one
 //! request), `errors`.
 //!
-//! `daily-next` spreads clients over [`DAILY_USERS`] users on one fixed day,
-//! so that the Redis counters `user:bench-u*:sequence:20260106` add up to
+//! `daily-next` spreads clients over [`DAILY_USERS`] users on today's date
+//! (UTC), so that the Redis counters `user:bench-u*:sequence:*` add up to
 //! `ops` exactly when every answer came from Redis.
 //!
 //! `cache-get` reads [`CACHE_KEYS`] keys that it writes before the run
@@ -25,8 +25,6 @@ use std::time::{Duration, Instant};
 
 /// Users `daily-next` spreads over.
 const DAILY_USERS: usize = 16;
-/// 2026-01-06T12:00:00Z: one fixed day for `daily-next`.
-const DAILY_AT_MS: i64 = 1_767_700_800_000;
 /// Keys `cache-get` reads.
 const CACHE_KEYS: usize = 16;
 
@@ -111,12 +109,7 @@ async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientR
     while Instant::now() < deadline {
         let started = Instant::now();
         let (ok, n) = match args.op {
-            Op::DailyNext => (
-                c.daily_next(&user, Some("UTC"), Some(DAILY_AT_MS))
-                    .await
-                    .is_ok(),
-                1,
-            ),
+            Op::DailyNext => (c.daily_next(&user, Some("UTC"), None).await.is_ok(), 1),
             Op::ConvNext => (c.conv_next(group.clone()).await.is_ok(), 1),
             Op::GapCheck => {
                 seq += 1;

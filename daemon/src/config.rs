@@ -59,6 +59,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
     pub mark_reserve: u64,
 
+    /// Days around today, in the request's zone, whose daily counter
+    /// accepts DAILY NEXT (1: yesterday, today and tomorrow). A counter
+    /// lives until its day's window has closed, so a day is never counted
+    /// from 1 twice; NEXT for a day outside it is invalid_argument.
+    #[arg(long, env = "SEQD_DAILY_WINDOW_DAYS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(0..=366))]
+    pub daily_window_days: u32,
+
     /// Time limit of one Redis operation, in milliseconds (connecting
     /// included). An operation over it fails as a timeout.
     #[arg(long, env = "SEQD_REDIS_TIMEOUT_MS", default_value_t = 250,

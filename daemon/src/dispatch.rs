@@ -5,6 +5,7 @@
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::sequences::keys::DailyRules;
 use crate::{cache, sequences, tracker};
 use seqd_protocol::{ErrorCode, Request, Response, WireError};
 use std::time::Instant;
@@ -46,10 +47,14 @@ fn source_of(result: &Result<Response, WireError>) -> &'static str {
 async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
     let (seqs, m) = (&*ctx.sequences, &*ctx.metrics);
     let (gaps, cache) = (&*ctx.tracker, &*ctx.cache);
+    let daily = DailyRules {
+        default_tz: ctx.default_tz,
+        window_days: ctx.config().daily_window_days,
+    };
     match request {
         Request::Ping => Ok(Response::Pong),
-        Request::DailyNext(q) => sequences::daily(seqs, m, ctx.default_tz, &q, true).await,
-        Request::DailyGet(q) => sequences::daily(seqs, m, ctx.default_tz, &q, false).await,
+        Request::DailyNext(q) => sequences::daily(seqs, m, daily, &q, true).await,
+        Request::DailyGet(q) => sequences::daily(seqs, m, daily, &q, false).await,
         Request::ConvNext(c) => sequences::conv(seqs, m, &c, true).await,
         Request::ConvGet(c) => sequences::conv(seqs, m, &c, false).await,
         // HEALTH and METRICS span every capability: the context gathers them.

@@ -5,6 +5,7 @@
 use crate::assert::{assert_strictly_increasing, assert_unique};
 use crate::process::wait_until;
 use crate::seqd::Seqd;
+use crate::text::{day_at, test_instant_ms};
 use std::time::{Duration, Instant};
 
 /// The keys a [`Load`] spreads over: daily and conversation counters.
@@ -16,7 +17,7 @@ pub fn next_for(
     key: &str,
 ) -> Result<seqd_client::ConvSeq, seqd_client::ClientError> {
     // A fixed instant keeps daily keys on one day for the whole test.
-    let at = Some(1_767_724_199_000);
+    let at = Some(test_instant_ms());
     let daily = |d: seqd_client::DailySeq| seqd_client::ConvSeq {
         seq: d.seq,
         source: d.source,
@@ -31,12 +32,13 @@ pub fn next_for(
 }
 
 /// The Redis key behind a [`LOAD_KEYS`] key.
-pub fn redis_key_of(key: &str) -> &'static str {
+pub fn redis_key_of(key: &str) -> String {
+    let at = test_instant_ms();
     match key {
-        "daily:alice" => "user:alice:sequence:20260106",
-        "daily:bob" => "user:bob:sequence:20260106",
-        "group:g1" => "seq:group:g1",
-        "private:x:y" => "seq:private:x:y",
+        "daily:alice" => format!("user:alice:sequence:{}", day_at(at, "UTC")),
+        "daily:bob" => format!("user:bob:sequence:{}", day_at(at, "Asia/Kolkata")),
+        "group:g1" => "seq:group:g1".into(),
+        "private:x:y" => "seq:private:x:y".into(),
         other => panic!("unknown load key {other}"),
     }
 }

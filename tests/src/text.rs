@@ -67,3 +67,31 @@ pub fn today_in(tz: &str) -> u32 {
         .parse()
         .unwrap()
 }
+
+/// One instant for the whole test process (the first call's now), in
+/// milliseconds: tests that pass `at=` keep their daily keys on one day
+/// even across midnight, and it is always within seqd's window of days
+/// that accept `DAILY NEXT`.
+pub fn test_instant_ms() -> i64 {
+    static AT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| chrono::Utc::now().timestamp_millis())
+}
+
+/// The local date (YYYYMMDD) of `at_ms` in `tz`.
+pub fn day_at(at_ms: i64, tz: &str) -> u32 {
+    let tz: chrono_tz::Tz = tz.parse().unwrap();
+    chrono::DateTime::from_timestamp_millis(at_ms)
+        .unwrap()
+        .with_timezone(&tz)
+        .format("%Y%m%d")
+        .to_string()
+        .parse()
+        .unwrap()
+}
+
+/// `at_ms` as RFC 3339 (for `at=` in text commands).
+pub fn rfc3339(at_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(at_ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

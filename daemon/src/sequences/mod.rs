@@ -28,9 +28,8 @@ pub mod redis;
 use crate::error::Error;
 use crate::metrics::{IssuedLabels, Metrics};
 use chrono::Utc;
-use chrono_tz::Tz;
 use futures_util::future::BoxFuture;
-use keys::{SeqKey, DAILY_WIDTH_MAX};
+use keys::{DailyRules, SeqKey, DAILY_WIDTH_MAX};
 use seqd_protocol::{Conversation, DailyQuery, Response, Source};
 
 /// A number and where it came from.
@@ -60,15 +59,24 @@ pub trait Sequences: Send + Sync {
 }
 
 /// `DAILY NEXT` (`next`) or `DAILY GET`: the user's number of the local
-/// day of `q.at` (default now) in `q.tz` (default `default_tz`).
+/// day of `q.at` (default now) in `q.tz` (default the daemon's). `NEXT`
+/// only issues for the days within the window around today (see
+/// [`keys::daily_key`]); `GET` reads any day.
 pub async fn daily(
     seqs: &dyn Sequences,
     metrics: &Metrics,
-    default_tz: Tz,
+    rules: DailyRules,
     q: &DailyQuery,
     next: bool,
 ) -> Result<Response, Error> {
-    let k = keys::daily_key(q, default_tz, Utc::now())?;
+    let k = keys::daily_key(q, rules, Utc::now())?;
+    if next && !k.in_window {
+        return Err(Error::invalid(format!(
+            "day {} is more than {} day(s) from today ({}) in that zone; \
+             DAILY NEXT only issues numbers for days within --daily-window-days of today",
+            k.day, rules.window_days, k.today
+        )));
+    }
     let Issued { seq, source } = if next {
         let issued = seqs.next(&k.key).await?;
         count_issued(metrics, "daily", issued);

@@ -44,7 +44,7 @@ fn assert_recovered(seqd: &Seqd, redis: &RedisServer, issued: &LoadResult) {
     );
     let mut c = seqd.client();
     for key in LOAD_KEYS {
-        let in_redis = redis.get_u64(redis_key_of(key)).unwrap_or(0);
+        let in_redis = redis.get_u64(&redis_key_of(key)).unwrap_or(0);
         assert!(
             in_redis >= issued.max(key),
             "{key}: Redis holds {in_redis}, seqd issued {}",
@@ -194,8 +194,8 @@ fn redis_failover_to_a_lagging_replica_never_repeats() {
     load.wait_for(300, "answers");
     for key in LOAD_KEYS {
         let k = redis_key_of(key);
-        let v = redis.get_u64(k).unwrap_or(0);
-        redis.cmd(&["SET", k, &(v / 2).to_string()]);
+        let v = redis.get_u64(&k).unwrap_or(0);
+        redis.cmd(&["SET", &k, &(v / 2).to_string()]);
     }
     load.wait_for(300, "answers after the counters went back");
     let result = load.finish();

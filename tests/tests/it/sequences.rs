@@ -47,36 +47,46 @@ fn daily_sequence_resets_at_kolkata_midnight() {
             None => SeqdOptions::local(),
         });
         let mut t = seqd.text();
-        let before = "DAILY NEXT 123 tz=Asia/Kolkata at=2026-01-06T18:29:59Z";
-        let after = "DAILY NEXT 123 tz=Asia/Kolkata at=2026-01-06T18:30:00Z";
+        // Kolkata midnight at the end of today's UTC date D (18:30Z is
+        // 00:00 IST): D and D+1 are both within a day of today in Kolkata.
+        let d = chrono::DateTime::from_timestamp_millis(test_instant_ms())
+            .unwrap()
+            .date_naive();
+        let next = d.succ_opt().unwrap();
+        let (day1, day2) = (d.format("%Y%m%d"), next.format("%Y%m%d"));
+        let before = format!("DAILY NEXT 123 tz=Asia/Kolkata at={d}T18:29:59Z");
+        let after = format!("DAILY NEXT 123 tz=Asia/Kolkata at={d}T18:30:00Z");
         let source = if options.is_some() { "redis" } else { "local" };
         assert_eq!(
-            t.cmd(before),
-            format!("OK seq=1 day=20260106 source={source}")
+            t.cmd(&before),
+            format!("OK seq=1 day={day1} source={source}")
         );
         assert_eq!(
-            t.cmd(before),
-            format!("OK seq=2 day=20260106 source={source}")
+            t.cmd(&before),
+            format!("OK seq=2 day={day1} source={source}")
         );
         assert_eq!(
-            t.cmd(after),
-            format!("OK seq=1 day=20260107 source={source}")
+            t.cmd(&after),
+            format!("OK seq=1 day={day2} source={source}")
         );
         // The same instant as a local time with an offset.
         assert_eq!(
-            t.cmd("DAILY NEXT 123 tz=Asia/Kolkata at=2026-01-07T00:00:01+05:30"),
-            format!("OK seq=2 day=20260107 source={source}")
+            t.cmd(&format!(
+                "DAILY NEXT 123 tz=Asia/Kolkata at={next}T00:00:01+05:30"
+            )),
+            format!("OK seq=2 day={day2} source={source}")
         );
         if let Some(redis) = &options {
-            assert_eq!(redis.get_u64("user:123:sequence:20260106"), Some(2));
-            assert_eq!(redis.get_u64("user:123:sequence:20260107"), Some(2));
+            assert_eq!(redis.get_u64(&format!("user:123:sequence:{day1}")), Some(2));
+            assert_eq!(redis.get_u64(&format!("user:123:sequence:{day2}")), Some(2));
         }
     }
 }
 
 #[test]
 fn daily_sequence_crosses_the_year_boundary_in_local_time() {
-    let (redis, seqd) = redis_seqd(&[]);
+    // New Year is further from today than the default window of one day.
+    let (redis, seqd) = redis_seqd(&["--daily-window-days", "366"]);
     let mut t = seqd.text();
     // 23:59:59 on 31 Dec in New York is 04:59:59 UTC on 1 Jan.
     assert_eq!(
@@ -108,10 +118,13 @@ fn default_zone_is_the_daemons() {
         ..SeqdOptions::local()
     });
     let mut t = seqd.text();
-    // 2026-03-01T20:00Z is already 2 March in Tokyo.
+    // 20:00Z is already the next day in Tokyo.
+    let d = chrono::DateTime::from_timestamp_millis(test_instant_ms())
+        .unwrap()
+        .date_naive();
     assert_eq!(
-        field(&t.cmd("DAILY NEXT u at=2026-03-01T20:00:00Z"), "day"),
-        "20260302"
+        field(&t.cmd(&format!("DAILY NEXT u at={d}T20:00:00Z")), "day"),
+        d.succ_opt().unwrap().format("%Y%m%d").to_string()
     );
 }
 
@@ -119,13 +132,18 @@ fn default_zone_is_the_daemons() {
 fn first_increment_sets_a_48_hour_ttl() {
     let (redis, seqd) = redis_seqd(&[]);
     let mut t = seqd.text();
-    t.cmd("DAILY NEXT ttl1 at=2026-05-05T10:00:00Z");
-    let ttl = redis.cmd(&["TTL", "user:ttl1:sequence:20260505"]).as_int();
+    let at = test_instant_ms();
+    let (cmd, key) = (
+        format!("DAILY NEXT ttl1 tz=UTC at={}", rfc3339(at)),
+        format!("user:ttl1:sequence:{}", day_at(at, "UTC")),
+    );
+    t.cmd(&cmd);
+    let ttl = redis.cmd(&["TTL", &key]).as_int();
     assert!((172_790..=172_800).contains(&ttl), "TTL {ttl}");
     // Later increments keep the key's TTL (they do not reset or remove it).
-    redis.cmd(&["EXPIRE", "user:ttl1:sequence:20260505", "1000"]);
-    t.cmd("DAILY NEXT ttl1 at=2026-05-05T10:00:00Z");
-    let ttl = redis.cmd(&["TTL", "user:ttl1:sequence:20260505"]).as_int();
+    redis.cmd(&["EXPIRE", &key, "1000"]);
+    t.cmd(&cmd);
+    let ttl = redis.cmd(&["TTL", &key]).as_int();
     assert!((990..=1000).contains(&ttl), "TTL {ttl}");
     // Conversation keys have none.
     t.cmd("CONV NEXT group g-ttl");
@@ -141,7 +159,7 @@ fn get_returns_the_current_value_without_incrementing() {
                 .map_or_else(SeqdOptions::local, SeqdOptions::redis),
         );
         let mut t = seqd.text();
-        let at = "at=2026-02-02T12:00:00Z";
+        let at = format!("tz=UTC at={}", rfc3339(test_instant_ms()));
         assert_eq!(seq_of(&t.cmd(&format!("DAILY GET g {at}"))), 0);
         t.cmd(&format!("DAILY NEXT g {at}"));
         t.cmd(&format!("DAILY NEXT g {at}"));
@@ -152,7 +170,8 @@ fn get_returns_the_current_value_without_incrementing() {
         t.cmd("CONV NEXT group gg");
         assert_eq!(seq_of(&t.cmd("CONV GET group gg")), 1);
         if let Some(r) = &redis {
-            assert_eq!(r.get_u64("user:g:sequence:20260202"), Some(3));
+            let key = format!("user:g:sequence:{}", day_at(test_instant_ms(), "UTC"));
+            assert_eq!(r.get_u64(&key), Some(3));
         }
     }
 }
@@ -160,10 +179,10 @@ fn get_returns_the_current_value_without_incrementing() {
 #[test]
 fn past_99999_the_counter_keeps_counting_without_wrapping() {
     let (redis, seqd) = redis_seqd(&[]);
-    let key = "user:big:sequence:20260303";
+    let key = &format!("user:big:sequence:{}", day_at(test_instant_ms(), "UTC"));
     redis.cmd(&["SET", key, "99998", "EX", "172800"]);
     let mut t = seqd.text();
-    let at = "at=2026-03-03T01:00:00Z";
+    let at = format!("tz=UTC at={}", rfc3339(test_instant_ms()));
     assert_eq!(seq_of(&t.cmd(&format!("DAILY NEXT big {at}"))), 99_999);
     assert_eq!(seq_of(&t.cmd(&format!("DAILY NEXT big {at}"))), 100_000);
     assert_eq!(seq_of(&t.cmd(&format!("DAILY NEXT big {at}"))), 100_001);
@@ -184,7 +203,7 @@ fn past_99999_the_counter_keeps_counting_without_wrapping() {
 fn users_have_independent_sequences() {
     let (_redis, seqd) = redis_seqd(&[]);
     let mut c = seqd.client();
-    let at = Some(1_767_724_199_000);
+    let at = Some(test_instant_ms());
     assert_eq!(c.daily_next("a", None, at).unwrap().seq, 1);
     assert_eq!(c.daily_next("a", None, at).unwrap().seq, 2);
     assert_eq!(c.daily_next("b", None, at).unwrap().seq, 1);
@@ -275,7 +294,7 @@ fn parallel_increments(seqd: &Seqd, daily: bool) -> Vec<u64> {
                 let got: Vec<u64> = (0..EACH)
                     .map(|_| {
                         if daily {
-                            c.daily_next("hot", Some("UTC"), Some(1_767_724_199_000))
+                            c.daily_next("hot", Some("UTC"), Some(test_instant_ms()))
                                 .unwrap()
                                 .seq
                         } else {
@@ -302,7 +321,8 @@ fn parallel_increments_of_one_key_never_repeat_in_redis_mode() {
     let (redis, seqd) = redis_seqd(&[]);
     parallel_increments(&seqd, true);
     parallel_increments(&seqd, false);
-    assert_eq!(redis.get_u64("user:hot:sequence:20260106"), Some(640));
+    let key = format!("user:hot:sequence:{}", day_at(test_instant_ms(), "UTC"));
+    assert_eq!(redis.get_u64(&key), Some(640));
     assert_eq!(redis.get_u64("seq:group:hot"), Some(640));
 }
 
@@ -330,4 +350,52 @@ fn two_seqds_on_one_redis_share_the_counter() {
         assert!(seen.insert(n, who).is_none(), "{n} issued twice");
     }
     assert_eq!(redis.get_u64("seq:group:shared"), Some(50));
+}
+
+#[test]
+fn daily_next_outside_the_window_of_days_is_refused_and_inside_lives_until_it_closes() {
+    let day_ms = 24 * 3600 * 1000;
+    let now = test_instant_ms();
+    for (window, offset_days, accepted) in [(1, 4, false), (1, -4, false), (7, 4, true)] {
+        let (redis, seqd) = redis_seqd(&["--daily-window-days", &window.to_string()]);
+        let at = now + offset_days * day_ms;
+        let reply = seqd
+            .text()
+            .cmd(&format!("DAILY NEXT far tz=UTC at={}", rfc3339(at)));
+        let key = format!("user:far:sequence:{}", day_at(at, "UTC"));
+        if !accepted {
+            assert!(
+                reply.starts_with("ERR invalid_argument ") && reply.contains("--daily-window-days"),
+                "{offset_days} days: {reply}"
+            );
+            assert_eq!(redis.cmd(&["DBSIZE"]).as_int(), 0, "nothing written");
+            continue;
+        }
+        assert_eq!(seq_of(&reply), 1);
+        // The day's window closes at the start of day + 8 (UTC).
+        let day_start = at - at.rem_euclid(day_ms);
+        let closes_in = (day_start + 8 * day_ms - now) / 1000;
+        let ttl = redis.cmd(&["TTL", &key]).as_int();
+        assert!(
+            (closes_in - 10..=closes_in).contains(&ttl) && ttl > 172_800,
+            "TTL {ttl}, window closes in {closes_in} s"
+        );
+    }
+}
+
+#[test]
+fn a_local_date_outside_years_1_to_9999_is_invalid() {
+    let (redis, seqd) = redis_seqd(&["--daily-window-days", "366"]);
+    let reply = seqd
+        .text()
+        .cmd("DAILY NEXT u at=9999-12-31T23:59:59Z tz=Pacific/Kiritimati");
+    assert!(
+        reply.starts_with("ERR invalid_argument ") && reply.contains("0001-9999"),
+        "{reply}"
+    );
+    let reply = seqd
+        .text()
+        .cmd("DAILY GET u at=9999-12-31T23:59:59Z tz=Pacific/Kiritimati");
+    assert!(reply.starts_with("ERR invalid_argument "), "{reply}");
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_int(), 0);
 }
