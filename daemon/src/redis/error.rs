@@ -1,42 +1,78 @@
 //! Redis errors, sorted the way the breaker and the fallback need them.
 //!
-//! [`RedisFailure`] says why one operation failed: transport failures and
-//! timeouts count against Redis's health, logic errors (`WRONGTYPE`, a
-//! script error) do not. [`LinkError`] adds the breaker's refusal: an
-//! operation that was never tried.
+//! [`RedisFailure`] says why one operation failed. Transport failures,
+//! timeouts, and a Redis that answers but cannot serve (out of memory,
+//! read-only, loading, busy, a wrong password, ...) count against Redis's
+//! health: the breaker opens and requests fall back. Logic errors — one
+//! key holding something that is not a counter, a script error — fail
+//! that request only and say nothing about Redis's health.
+//! [`LinkError`] adds the breaker's refusal: an operation never tried.
 
-/// Why a Redis operation failed, sorted the way the breaker needs it:
-/// transport failures and timeouts say Redis is unhealthy; logic errors
-/// (`WRONGTYPE`, a script error) say nothing about its health.
+/// Why a Redis operation failed, sorted the way the breaker needs it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisFailure {
     #[error("redis operation timed out after {0} ms")]
     Timeout(u64),
     #[error("redis unreachable: {0}")]
     Transport(String),
+    /// Redis answered, but refuses to serve anything now (`OOM`,
+    /// `READONLY`, `MASTERDOWN`, `MISCONF`, `LOADING`, `BUSY`, `NOAUTH`,
+    /// `WRONGPASS`, ...): no number can come from it.
+    #[error("redis cannot serve: {0}")]
+    Refused(String),
     #[error("redis refused the operation: {0}")]
     Logic(String),
 }
 
+/// Error codes with which Redis refuses service as a whole, whatever the
+/// key: they say Redis is unhealthy for seqd's purpose.
+const REFUSING_SERVICE: &[&str] = &[
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "MISCONF",
+    "LOADING",
+    "BUSY",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+];
+
 impl RedisFailure {
-    /// Sorts an error of the redis crate.
+    /// Sorts an error of the redis crate. A reply that does not convert to
+    /// the expected type (`ErrorKind::Parse` from a value, or an unexpected
+    /// return type) is a logic error of that key: the pipe reports broken
+    /// framing as an I/O error, never as a parse error.
     pub fn classify(e: &redis::RedisError) -> RedisFailure {
+        use redis::ErrorKind;
         if e.is_timeout() {
-            RedisFailure::Timeout(0)
-        } else if e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_unrecoverable_error()
-        {
-            RedisFailure::Transport(e.to_string())
-        } else {
-            RedisFailure::Logic(e.to_string())
+            return RedisFailure::Timeout(0);
+        }
+        let text = e.to_string();
+        match e.kind() {
+            ErrorKind::Io
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::InvalidClientConfig => RedisFailure::Transport(text),
+            ErrorKind::AuthenticationFailed => RedisFailure::Refused(text),
+            _ if e.code().is_some_and(|c| REFUSING_SERVICE.contains(&c)) => {
+                RedisFailure::Refused(text)
+            }
+            _ => RedisFailure::Logic(text),
         }
     }
 
-    /// True for failures that count against Redis's health.
-    pub fn is_transport(&self) -> bool {
+    /// True for failures that count against Redis's health (everything but
+    /// a logic error).
+    pub fn counts_against_health(&self) -> bool {
         !matches!(self, RedisFailure::Logic(_))
+    }
+
+    /// True when the connection used may be broken or hung and must not be
+    /// used again.
+    pub fn breaks_connection(&self) -> bool {
+        matches!(self, RedisFailure::Timeout(_) | RedisFailure::Transport(_))
     }
 }
 
@@ -56,7 +92,7 @@ impl LinkError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             LinkError::BreakerOpen(_) => true,
-            LinkError::Failed(f) => f.is_transport(),
+            LinkError::Failed(f) => f.counts_against_health(),
         }
     }
 

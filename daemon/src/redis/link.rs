@@ -154,7 +154,7 @@ impl RedisLink {
         let result = self.pool.run_until(deadline, op).await;
         match &result {
             Ok(_) => self.lock().record_success(),
-            Err(e) if e.is_transport() => self.record_failure(e),
+            Err(e) if e.counts_against_health() => self.record_failure(e),
             Err(_) => {} // logic errors say nothing about Redis's health
         }
         let failures = self.lock().consecutive_failures();

@@ -214,14 +214,21 @@ async fn next_value<R: AsyncRead + Unpin>(
         match frame_len(buf) {
             Ok(Some(len)) => {
                 let frame = buf.split_to(len);
-                return redis::parse_redis_value(&frame);
+                return redis::parse_redis_value(&frame).map_err(|e| {
+                    RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("unparsable reply from Redis: {e}"),
+                    ))
+                });
             }
             Ok(None) => {}
+            // Broken framing ends the connection: an I/O error (so the
+            // breaker counts it), not a parse error (which the breaker
+            // reads as one key's value that did not convert).
             Err(e) => {
-                return Err(RedisError::from((
-                    ErrorKind::Parse,
-                    "unexpected bytes from Redis",
-                    e,
+                return Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("unexpected bytes from Redis: {e}"),
                 )))
             }
         }

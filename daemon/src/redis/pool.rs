@@ -189,7 +189,7 @@ impl RedisPool {
                 Ok(v) => Ok(v),
                 Err(e) => {
                     let failure = RedisFailure::classify(&e);
-                    if failure.is_transport() {
+                    if failure.breaks_connection() {
                         self.discard(i, generation).await;
                     }
                     Err(failure)

@@ -196,7 +196,7 @@ impl RedisSequences {
                             tracing::warn!(key = %p.key, error = %e, "cannot record a reconciliation");
                         }
                     }
-                    Err(e) if e.is_transport() => return Err(e),
+                    Err(e) if e.counts_against_health() => return Err(e),
                     Err(e) => {
                         // A key Redis refuses to raise (it holds something
                         // that is not a counter) must not block recovery of

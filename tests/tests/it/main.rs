@@ -11,5 +11,6 @@ mod durability;
 mod faults;
 mod ops;
 mod protocol;
+mod redis_errors;
 mod sequences;
 mod tracker;
