@@ -21,9 +21,12 @@
 //!   value superseded during an outage — not even after a `kill -9` of
 //!   seqd, since the outbox is loaded again at start.
 //! - **Coalescing.** Concurrent gets of one key share one Redis round trip;
-//!   every waiter gets the real result or error.
+//!   every waiter gets the real result or error. A read never shares a
+//!   round trip sent before a write it could have seen was acknowledged,
+//!   and a reader that vanishes leaves nothing behind ([`reads`]).
 
 pub mod local;
+pub mod reads;
 pub mod redis;
 pub mod rules;
 

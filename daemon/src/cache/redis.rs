@@ -2,16 +2,17 @@
 //! readers from superseded values and the coalescing of concurrent gets
 //! (the guarantees are in the [module above](super)).
 
+use super::reads::{Joined, Read, Reads};
 use super::rules::{is_forbidden, scan_pattern};
 use super::{worst, Cache, Value};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::redis::{LinkError, Pipe, Recovery, RedisFailure, RedisLink};
 use crate::store::{OutboxEntry, Store};
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use seqd_protocol::{CacheItem, WriteOutcome};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 /// Invalidations waiting for Redis, mirrored in the store's outbox table.
@@ -59,8 +60,6 @@ impl Outbox {
     }
 }
 
-type Read = Result<Option<Value>, LinkError>;
-
 /// Keys per `UNLINK` and per `SCAN` step.
 const CHUNK: usize = 500;
 
@@ -74,9 +73,8 @@ pub struct RedisCache {
     /// Most invalidations kept; past it they collapse into one "delete
     /// every cache key" entry, which is correct, only coarser.
     max_outbox: usize,
-    /// Gets in flight, by key: later readers of the same key await the
-    /// first one's round trip.
-    inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, Read>>>>,
+    /// Gets in flight, shared by readers while no write intervened.
+    reads: Arc<Reads>,
 }
 
 impl RedisCache {
@@ -97,7 +95,7 @@ impl RedisCache {
             metrics,
             outbox: Mutex::new(pending),
             max_outbox,
-            inflight: Mutex::new(HashMap::new()),
+            reads: Arc::new(Reads::default()),
         }
     }
 
@@ -117,8 +115,20 @@ impl RedisCache {
         Ok(())
     }
 
+    /// Writes to these keys or prefixes were tried: whatever Redis did, no
+    /// read may share a round trip sent before now (see [`Reads`]).
+    fn written(&self, entries: &[OutboxEntry]) {
+        for e in entries {
+            match e {
+                OutboxEntry::Key(k) => self.reads.written(k),
+                OutboxEntry::Prefix(_) => self.reads.written_all(),
+            }
+        }
+    }
+
     /// Queues invalidations durably; they run before Redis is read again.
     async fn defer(&self, entries: Vec<OutboxEntry>) -> Result<(), Error> {
+        self.written(&entries);
         // Decide under the lock, write to the store after it.
         let collapsed = {
             let mut pending = self.outbox();
@@ -151,45 +161,28 @@ impl RedisCache {
         Ok(())
     }
 
-    /// The Redis `GET`, shared by concurrent readers of `key`.
+    /// The Redis `GET`, shared by concurrent readers of `key` (see
+    /// [`Reads`]).
     async fn coalesced_get(&self, key: &str) -> Read {
-        let (fut, leader) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match inflight.get(key) {
-                Some(f) => {
-                    self.metrics.cache_coalesced.inc();
-                    (f.clone(), false)
-                }
-                None => {
-                    let link = self.link.clone();
-                    let metrics = self.metrics.clone();
-                    let k = key.to_string();
-                    let f: BoxFuture<'static, Read> = async move {
-                        metrics.cache_redis_gets.inc();
-                        link.call(|mut c| async move {
-                            redis::cmd("GET")
-                                .arg(&k)
-                                .query_async::<Option<Vec<u8>>>(&mut c)
-                                .await
-                        })
-                        .await
-                        .map(|v| v.map(Arc::new))
-                    }
-                    .boxed();
-                    let shared = f.shared();
-                    inflight.insert(key.to_string(), shared.clone());
-                    (shared, true)
-                }
-            }
+        let link = self.link.clone();
+        let metrics = self.metrics.clone();
+        let k = key.to_string();
+        let fetch = async move {
+            metrics.cache_redis_gets.inc();
+            link.call(|mut c| async move {
+                redis::cmd("GET")
+                    .arg(&k)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
+                    .await
+            })
+            .await
+            .map(|v| v.map(Arc::new))
         };
-        let out = fut.await;
-        if leader {
-            self.inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(key);
+        let (read, joined) = self.reads.get(key, fetch).await;
+        if joined == Joined::Shared {
+            self.metrics.cache_coalesced.inc();
         }
-        out
+        read
     }
 
     async fn set_one(&self, item: CacheItem) -> Result<WriteOutcome, Error> {
@@ -206,6 +199,8 @@ impl RedisCache {
                 cmd.query_async::<()>(&mut c).await
             })
             .await;
+        // Before the writer hears back, whether the SET took or not.
+        self.reads.written(&key);
         let outcome = match stored {
             Ok(()) => WriteOutcome::Stored,
             Err(e) => {
@@ -220,7 +215,7 @@ impl RedisCache {
     /// Deletes keys now, or defers the deletion: the outcome says which.
     async fn invalidate(&self, keys: Vec<String>) -> Result<WriteOutcome, Error> {
         let ks = &keys;
-        match self
+        let unlinked = self
             .link
             .call(|mut c| async move {
                 redis::cmd("UNLINK")
@@ -228,8 +223,9 @@ impl RedisCache {
                     .query_async::<u64>(&mut c)
                     .await
             })
-            .await
-        {
+            .await;
+        keys.iter().for_each(|k| self.reads.written(k));
+        match unlinked {
             Ok(_) => Ok(WriteOutcome::Invalidated),
             Err(_) => {
                 self.defer(keys.into_iter().map(OutboxEntry::Key).collect())
@@ -322,6 +318,7 @@ impl RedisCache {
     }
 
     async fn done(&self, entries: Vec<OutboxEntry>) {
+        self.written(&entries);
         {
             let mut pending = self.outbox();
             for e in &entries {
@@ -401,7 +398,7 @@ impl Cache for RedisCache {
 
     fn del<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(u64, bool), Error>> {
         async move {
-            match self
+            let unlinked = self
                 .link
                 .call(|mut c| async move {
                     redis::cmd("UNLINK")
@@ -409,8 +406,9 @@ impl Cache for RedisCache {
                         .query_async::<u64>(&mut c)
                         .await
                 })
-                .await
-            {
+                .await;
+            keys.iter().for_each(|k| self.reads.written(k));
+            match unlinked {
                 Ok(n) => Ok((n, false)),
                 Err(_) => {
                     self.defer(keys.iter().cloned().map(OutboxEntry::Key).collect())
@@ -425,7 +423,9 @@ impl Cache for RedisCache {
 
     fn del_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(u64, bool), Error>> {
         async move {
-            match self.unlink_prefix(prefix, false).await {
+            let unlinked = self.unlink_prefix(prefix, false).await;
+            self.reads.written_all();
+            match unlinked {
                 Ok(n) => Ok((n, false)),
                 Err(_) => {
                     self.defer(vec![OutboxEntry::Prefix(prefix.to_string())])

@@ -395,3 +395,97 @@ fn get_or_load_and_write_through() {
     assert_eq!(loads.get(), 2);
     redis.resume();
 }
+
+/// Opens a binary connection and says hello, by hand.
+fn raw_binary(seqd: &Seqd) -> std::os::unix::net::UnixStream {
+    use seqd_client::seqd_protocol::{codec, ClientMessage, ServerMessage, PROTOCOL_VERSION};
+    let mut s = std::os::unix::net::UnixStream::connect(seqd.socket()).unwrap();
+    let hello = ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        client: "vanishing".into(),
+    };
+    codec::write_frame(&mut s, &hello, 1 << 20).unwrap();
+    let answer: ServerMessage = codec::read_frame(&mut s, 1 << 20).unwrap();
+    assert!(matches!(answer, ServerMessage::Hello { .. }), "{answer:?}");
+    s
+}
+
+#[test]
+fn a_reader_that_vanishes_mid_read_never_freezes_the_key() {
+    use seqd_client::seqd_protocol::{codec, ClientMessage, Request};
+    use std::io::Write;
+    let (redis, seqd) = redis_seqd(&["--redis-timeout-ms", "5000"]);
+    let mut c = seqd.client();
+    c.cache_set("frozen", b"v1", None).unwrap();
+    let open = |c: &mut Client| metric(c, "seqd_connections_open ");
+    assert_eq!(open(&mut c), 1);
+    redis.hang();
+    // A CacheGet stuck behind the hung Redis, then a Ping whose answer
+    // cannot be delivered (the read side is shut): seqd drops the
+    // connection with the read still in flight.
+    let mut s = raw_binary(&seqd);
+    let mut frames = Vec::new();
+    for (id, request) in [
+        (
+            1,
+            Request::CacheGet {
+                key: "frozen".into(),
+            },
+        ),
+        (2, Request::Ping),
+    ] {
+        frames
+            .extend(codec::encode_frame(&ClientMessage::Request { id, request }, 1 << 20).unwrap());
+    }
+    s.shutdown(std::net::Shutdown::Read).unwrap();
+    s.write_all(&frames).unwrap();
+    wait_until(
+        "the vanished reader's connection is dropped",
+        Duration::from_secs(5),
+        || open(&mut c) == 1,
+    );
+    redis.resume();
+    assert_eq!(
+        c.cache_set("frozen", b"v2", None).unwrap(),
+        WriteOutcome::Stored
+    );
+    for _ in 0..3 {
+        assert_eq!(c.cache_get("frozen").unwrap().as_deref(), Some(&b"v2"[..]));
+    }
+    assert_eq!(c.cache_del(&["frozen"]).unwrap(), (1, false));
+    assert_eq!(c.cache_get("frozen").unwrap(), None);
+    drop(s);
+}
+
+#[test]
+fn a_read_after_an_acknowledged_write_never_shares_an_older_round_trip() {
+    let (_redis, seqd) = redis_seqd(&["--redis-timeout-ms", "5000"]);
+    let mut w = seqd.client();
+    let mut b = seqd.client();
+    let big = vec![b'o'; 2 * 1024 * 1024];
+    let mut stale = 0;
+    for round in 0..10 {
+        w.cache_set("k", &big, None).unwrap();
+        let gets = metric(&mut w, "seqd_cache_redis_gets_total ");
+        // A: a read of the old, large value, whose reply takes a while to
+        // arrive and parse.
+        let mut a = seqd.client();
+        let reader = std::thread::spawn(move || a.cache_get("k").unwrap());
+        wait_until("A's GET sent", Duration::from_secs(5), || {
+            metric(&mut w, "seqd_cache_redis_gets_total ") > gets
+        });
+        // The write is acknowledged; B reads after it and must see it.
+        w.cache_set("k", format!("new{round}").as_bytes(), None)
+            .unwrap();
+        let seen = b.cache_get("k").unwrap();
+        if seen.as_deref() != Some(format!("new{round}").as_bytes()) {
+            stale += 1;
+        }
+        let a_saw = reader.join().unwrap().unwrap();
+        assert!(a_saw == big || a_saw == format!("new{round}").as_bytes());
+    }
+    assert_eq!(
+        stale, 0,
+        "reads after an acknowledged write saw the old value"
+    );
+}
