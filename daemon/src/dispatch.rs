@@ -7,7 +7,9 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::sequences::keys::DailyRules;
 use crate::{cache, sequences, tracker};
-use seqd_protocol::{ErrorCode, Request, Response, WireError};
+use seqd_protocol::{Conversation, ErrorCode, Request, Response, Stream, WireError};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 /// Answers one request: the outcome as it goes on the wire.
@@ -81,5 +83,80 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
         }
         Request::CacheDel { keys } => cache::del(cache, &keys).await,
         Request::CacheDelPrefix { prefix } => cache::del_prefix(cache, &prefix).await,
+    }
+}
+
+/// Which keys a request touches, as hashes (a collision only orders two
+/// requests that did not need it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touches {
+    /// Nothing with state (PING, HEALTH, METRICS).
+    Nothing,
+    /// These keys.
+    Keys(Vec<u64>),
+    /// Possibly every key (a prefix delete, clearing every stream): ordered
+    /// after everything before it and before everything after it.
+    Everything,
+}
+
+impl Touches {
+    /// The hash of one key of a family (`"daily"`, `"gap"`, ...).
+    pub fn key(family: &str, parts: &[&str]) -> u64 {
+        let mut h = DefaultHasher::new();
+        family.hash(&mut h);
+        parts.hash(&mut h);
+        h.finish()
+    }
+
+    pub fn overlaps(&self, other: &Touches) -> bool {
+        match (self, other) {
+            (Touches::Nothing, _) | (_, Touches::Nothing) => false,
+            (Touches::Everything, _) | (_, Touches::Everything) => true,
+            (Touches::Keys(a), Touches::Keys(b)) => {
+                let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+                if large.len() > 16 {
+                    let set: std::collections::HashSet<&u64> = large.iter().collect();
+                    small.iter().any(|k| set.contains(k))
+                } else {
+                    small.iter().any(|k| large.contains(k))
+                }
+            }
+        }
+    }
+}
+
+/// Which keys `request` touches: a binary connection runs requests that
+/// touch a common key in the order they were sent (`transport::order`).
+/// Coarser than the real key where that is simpler and still correct: a
+/// user's daily counters are one key whatever the day.
+pub fn touches(request: &Request) -> Touches {
+    let stream = |s: &Stream| Touches::key("gap", &[&s.exchange, &s.symbol]);
+    let cache = |k: &str| Touches::key("cache", &[k]);
+    match request {
+        Request::Ping | Request::Health | Request::Metrics => Touches::Nothing,
+        Request::DailyNext(q) | Request::DailyGet(q) => {
+            Touches::Keys(vec![Touches::key("daily", &[&q.user])])
+        }
+        Request::ConvNext(c) | Request::ConvGet(c) => Touches::Keys(vec![match c {
+            Conversation::Private { a, b } => {
+                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                Touches::key("private", &[lo, hi])
+            }
+            Conversation::Group { id } => Touches::key("group", &[id]),
+        }]),
+        Request::GapCheck(e) => Touches::Keys(vec![stream(&e.stream)]),
+        Request::GapBatch(events) => {
+            Touches::Keys(events.iter().map(|e| stream(&e.stream)).collect())
+        }
+        Request::GapStats(s) | Request::GapClear(s) => Touches::Keys(vec![stream(s)]),
+        Request::CacheGet { key } => Touches::Keys(vec![cache(key)]),
+        Request::CacheGetMany { keys } | Request::CacheDel { keys } => {
+            Touches::Keys(keys.iter().map(|k| cache(k)).collect())
+        }
+        Request::CacheSet(item) => Touches::Keys(vec![cache(&item.key)]),
+        Request::CacheSetMany(items) => {
+            Touches::Keys(items.iter().map(|i| cache(&i.key)).collect())
+        }
+        Request::GapClearAll | Request::CacheDelPrefix { .. } => Touches::Everything,
     }
 }

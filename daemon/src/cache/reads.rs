@@ -31,6 +31,9 @@ use std::sync::{Arc, Mutex};
 /// A value read, shared without copying among coalesced readers.
 pub type Read = Result<Option<Arc<Vec<u8>>>, LinkError>;
 
+/// A read in flight, shared by the readers that joined it.
+pub type PendingRead = Shared<BoxFuture<'static, Read>>;
+
 /// Stripes of write epochs.
 const STRIPES: usize = 256;
 
@@ -88,9 +91,10 @@ impl Reads {
         }
     }
 
-    /// The value of `key`: from a round trip in flight that is fresh
-    /// enough, or from `fetch` run as a task of its own.
-    pub async fn get<F>(self: &Arc<Self>, key: &str, fetch: F) -> (Read, Joined)
+    /// The value of `key`, to await: a round trip in flight that is fresh
+    /// enough, or `fetch` run as a task of its own. Whether it joined is
+    /// known at once (before the answer, for the metrics).
+    pub fn get<F>(self: &Arc<Self>, key: &str, fetch: F) -> (PendingRead, Joined)
     where
         F: Future<Output = Read> + Send + 'static,
     {
@@ -135,7 +139,7 @@ impl Reads {
                 }
             }
         };
-        (read.await, joined)
+        (read, joined)
     }
 
     /// Round trips in flight (for tests and diagnostics).
@@ -162,7 +166,10 @@ mod tests {
         let (tx, rx) = oneshot::channel::<Read>();
         let first = {
             let reads = reads.clone();
-            tokio::spawn(async move { reads.get("k", async { rx.await.unwrap() }).await })
+            tokio::spawn(async move {
+                let (read, joined) = reads.get("k", async { rx.await.unwrap() });
+                (read.await, joined)
+            })
         };
         tokio::task::yield_now().await;
         while reads.in_flight() == 0 {
@@ -171,16 +178,17 @@ mod tests {
         // A second reader joins the round trip in flight.
         let second = {
             let reads = reads.clone();
-            tokio::spawn(async move { reads.get("k", async { value("never") }).await })
+            tokio::spawn(async move {
+                let (read, joined) = reads.get("k", async { value("never") });
+                (read.await, joined)
+            })
         };
         tokio::task::yield_now().await;
         // A write is acknowledged: a reader from now on must not join.
         reads.written("k");
-        let (third, joined) = reads.get("k", async { value("v2") }).await;
-        assert_eq!(
-            (third.unwrap(), joined),
-            (value("v2").unwrap(), Joined::Led)
-        );
+        let (third, joined) = reads.get("k", async { value("v2") });
+        assert_eq!(joined, Joined::Led);
+        assert_eq!(third.await.unwrap(), value("v2").unwrap());
         tx.send(value("v1")).unwrap();
         let (r, j) = first.await.unwrap();
         assert_eq!((r.unwrap(), j), (value("v1").unwrap(), Joined::Led));
@@ -195,7 +203,10 @@ mod tests {
         let (tx, rx) = oneshot::channel::<Read>();
         let leader = {
             let reads = reads.clone();
-            tokio::spawn(async move { reads.get("k", async { rx.await.unwrap() }).await })
+            tokio::spawn(async move {
+                let (read, joined) = reads.get("k", async { rx.await.unwrap() });
+                (read.await, joined)
+            })
         };
         while reads.in_flight() == 0 {
             tokio::task::yield_now().await;
@@ -206,10 +217,8 @@ mod tests {
         while reads.in_flight() != 0 {
             tokio::task::yield_now().await;
         }
-        let (later, joined) = reads.get("k", async { value("v2") }).await;
-        assert_eq!(
-            (later.unwrap(), joined),
-            (value("v2").unwrap(), Joined::Led)
-        );
+        let (later, joined) = reads.get("k", async { value("v2") });
+        assert_eq!(joined, Joined::Led);
+        assert_eq!(later.await.unwrap(), value("v2").unwrap());
     }
 }

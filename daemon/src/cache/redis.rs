@@ -178,11 +178,11 @@ impl RedisCache {
             .await
             .map(|v| v.map(Arc::new))
         };
-        let (read, joined) = self.reads.get(key, fetch).await;
+        let (read, joined) = self.reads.get(key, fetch);
         if joined == Joined::Shared {
             self.metrics.cache_coalesced.inc();
         }
-        read
+        read.await
     }
 
     async fn set_one(&self, item: CacheItem) -> Result<WriteOutcome, Error> {

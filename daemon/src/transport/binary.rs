@@ -7,8 +7,10 @@
 //! complete, in any order, appending every ready one to a single buffer so
 //! that a burst costs one write. Reading stops while the buffer holds more
 //! than `OUT_HIGH_WATER` unsent bytes: a client that does not read its
-//! answers only ever slows itself.
+//! answers only ever slows itself. Requests that touch a common key take
+//! effect in the order sent ([`super::order`]).
 
+use super::order::Order;
 use crate::context::Context;
 use crate::dispatch;
 use futures_util::stream::FuturesUnordered;
@@ -126,6 +128,7 @@ pub async fn serve<R>(
     }
     let ctx: &Context = &ctx;
     let mut inflight = FuturesUnordered::new();
+    let mut order = Order::default();
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     // One idle timer per connection, pushed back when it fires early
@@ -137,8 +140,9 @@ pub async fn serve<R>(
         let quiet = inflight.is_empty() && out.pending() == 0;
         tokio::select! {
             biased;
-            Some((id, result)) = inflight.next(), if !inflight.is_empty() => {
+            Some((seq, id, result)) = inflight.next(), if !inflight.is_empty() => {
                 last_activity = Instant::now();
+                order.finished(seq);
                 out.push(&ServerMessage::Response { id, result }, Some(id));
             }
             alive = out.write_some(), if out.pending() > 0 => {
@@ -158,7 +162,15 @@ pub async fn serve<R>(
                 };
                 match codec::decode_payload::<ClientMessage>(&payload, max) {
                     Ok(ClientMessage::Request { id, request }) => {
-                        inflight.push(async move { (id, dispatch::serve(ctx, request).await) });
+                        let admitted = order.admit(dispatch::touches(&request));
+                        inflight.push(async move {
+                            for earlier in admitted.wait_for {
+                                let _ = earlier.await;
+                            }
+                            let result = dispatch::serve(ctx, request).await;
+                            drop(admitted.end);
+                            (admitted.seq, id, result)
+                        });
                     }
                     Ok(ClientMessage::Hello { .. }) => {
                         out.fatal(WireError::new(ErrorCode::BadRequest, "hello sent twice"));
@@ -198,7 +210,7 @@ pub async fn serve<R>(
         }
     }
     // Drain: every request in flight is still answered.
-    while let Some((id, result)) = inflight.next().await {
+    while let Some((_, id, result)) = inflight.next().await {
         out.push(&ServerMessage::Response { id, result }, Some(id));
     }
     out.finish().await;

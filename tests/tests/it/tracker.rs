@@ -455,3 +455,50 @@ fn recovery_never_moves_a_stream_backwards() {
     let log = seqd.log_text();
     assert!(log.contains("Redis moved past the local state"), "{log}");
 }
+
+#[test]
+fn pipelined_checks_on_one_connection_take_effect_in_the_order_sent() {
+    use seqd_client::seqd_protocol::{Request, Response};
+    // Local mode commits every check to SQLite before its answer, so it
+    // gets fewer (each fsyncs, and in order they cannot share a commit).
+    for (redis, n) in [(Some(RedisServer::start()), 2000), (None, 300)] {
+        let seqd = Seqd::start(
+            redis
+                .as_ref()
+                .map_or_else(SeqdOptions::local, SeqdOptions::redis),
+        );
+        let mut c = seqd.client();
+        let requests: Vec<Request> = (1..=n)
+            .map(|n| Request::GapCheck(gap_event("pipe", "ONE", n)))
+            .collect();
+        let answers = c.pipeline(requests).unwrap();
+        let kinds: Vec<GapKind> = answers
+            .into_iter()
+            .map(|a| match a.unwrap() {
+                Response::Gap(r) => r.kind,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let normal = kinds.iter().filter(|k| **k == GapKind::Normal).count();
+        assert_eq!(normal, n as usize, "redis={}: {kinds:?}", redis.is_some());
+        // Different streams on one connection still run side by side, and
+        // a stream's batch waits for the single checks sent before it.
+        let mut mixed = vec![Request::GapCheck(gap_event("pipe", "A", 1))];
+        mixed.push(Request::GapCheck(gap_event("pipe", "B", 1)));
+        mixed.push(Request::GapBatch(vec![
+            gap_event("pipe", "A", 2),
+            gap_event("pipe", "B", 2),
+        ]));
+        let kinds: Vec<Vec<GapKind>> = c
+            .pipeline(mixed)
+            .unwrap()
+            .into_iter()
+            .map(|a| match a.unwrap() {
+                Response::Gap(r) => vec![r.kind],
+                Response::GapBatch(rs) => rs.into_iter().map(|r| r.kind).collect(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds.concat(), vec![GapKind::Normal; 4]);
+    }
+}
