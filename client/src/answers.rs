@@ -13,14 +13,35 @@ pub(crate) fn pong(r: Response) -> Result<(), ClientError> {
 
 pub(crate) fn daily(r: Response) -> Result<DailySeq, ClientError> {
     match r {
-        Response::Daily { seq, day, source } => Ok(DailySeq { seq, day, source }),
+        Response::Daily { seq, day, source } => Ok(DailySeq {
+            seq,
+            day,
+            source,
+            host: None,
+        }),
+        Response::DailyNumber {
+            seq,
+            day,
+            source,
+            host,
+        } => Ok(DailySeq {
+            seq,
+            day,
+            source,
+            host,
+        }),
         other => Err(unexpected(other)),
     }
 }
 
 pub(crate) fn conv(r: Response) -> Result<ConvSeq, ClientError> {
     match r {
-        Response::Conv { seq, source } => Ok(ConvSeq { seq, source }),
+        Response::Conv { seq, source } => Ok(ConvSeq {
+            seq,
+            source,
+            host: None,
+        }),
+        Response::ConvNumber { seq, source, host } => Ok(ConvSeq { seq, source, host }),
         other => Err(unexpected(other)),
     }
 }

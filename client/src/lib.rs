@@ -48,7 +48,7 @@ pub use blocking::Client;
 pub use error::{CacheAsideError, ClientError};
 pub use requests::{gap_event, stream};
 pub use seqd_protocol;
-pub use types::{format_daily_seq, ConvSeq, DailySeq};
+pub use types::{format_daily_seq, format_order_id, ConvSeq, DailySeq};
 
 #[cfg(feature = "tokio")]
 pub use asynchronous::AsyncClient;

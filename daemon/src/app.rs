@@ -52,7 +52,13 @@ pub async fn run(
     let mut metrics = Metrics::new();
     metrics.register_store(store.counters());
     let metrics = Arc::new(metrics);
-    let caps = mode::build(&config, &store, &metrics).await?;
+    let (host, host_from) = config.host();
+    tracing::info!(
+        host,
+        from = host_from,
+        "host id (numbers issued from the local store in Redis mode carry it)"
+    );
+    let caps = mode::build(&config, &store, &metrics, host).await?;
 
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -85,6 +91,7 @@ pub async fn run(
     let ctx = Arc::new(Context::new(
         config,
         default_tz,
+        host,
         caps.sequences,
         caps.tracker,
         caps.cache,

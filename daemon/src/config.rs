@@ -1,6 +1,7 @@
 //! Configuration: flags, each with an environment variable (the flag wins).
 
 use crate::redis::{BreakerConfig, RedisTarget};
+use crate::sequences::{Fallback, FallbackPolicy};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +67,25 @@ pub struct Config {
     #[arg(long, env = "SEQD_DAILY_WINDOW_DAYS", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(0..=366))]
     pub daily_window_days: u32,
+
+    /// This host's id (0-65535), carried by every number issued from the
+    /// local store in Redis mode (`source=local host=<id>`), so that
+    /// `(host, number)` never repeats across a fleet. Default: derived
+    /// from /etc/machine-id (logged at start); set it explicitly to be
+    /// sure two hosts differ.
+    #[arg(long, env = "SEQD_HOST_ID")]
+    pub host_id: Option<u16>,
+
+    /// What DAILY NEXT does when Redis cannot answer: `local` answers from
+    /// this host's store (host-tagged; unique per host, not per fleet),
+    /// `refuse` answers `unavailable` and issues nothing (unique per
+    /// fleet, not always answering).
+    #[arg(long, env = "SEQD_FALLBACK_DAILY", default_value_t = Fallback::Local)]
+    pub fallback_daily: Fallback,
+
+    /// The same choice for CONV NEXT.
+    #[arg(long, env = "SEQD_FALLBACK_CONV", default_value_t = Fallback::Local)]
+    pub fallback_conv: Fallback,
 
     /// Time limit of one Redis operation, in milliseconds (connecting
     /// included). An operation over it fails as a timeout.
@@ -209,6 +229,26 @@ fn parse_max_frame(s: &str) -> Result<usize, String> {
 }
 
 impl Config {
+    /// The fallback of each sequence family.
+    pub fn fallback(&self) -> FallbackPolicy {
+        FallbackPolicy {
+            daily: self.fallback_daily,
+            conv: self.fallback_conv,
+        }
+    }
+
+    /// This host's id and where it came from (`--host-id`, the machine id,
+    /// or `0` when neither is there).
+    pub fn host(&self) -> (u16, &'static str) {
+        if let Some(id) = self.host_id {
+            return (id, "--host-id");
+        }
+        match std::fs::read_to_string("/etc/machine-id") {
+            Ok(id) if !id.trim().is_empty() => (host_from_machine_id(id.trim()), "/etc/machine-id"),
+            _ => (0, "default (no --host-id, no /etc/machine-id)"),
+        }
+    }
+
     /// `None` means local mode.
     pub fn redis_target(&self) -> Option<RedisTarget> {
         if let Some(url) = self.redis_url.as_ref().filter(|u| !u.is_empty()) {
@@ -253,4 +293,16 @@ impl Config {
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
     }
+}
+
+/// A 16-bit host id from a machine id: FNV-1a, folded. Two machines share
+/// one with probability 1/65536 per pair, which is why `--host-id` is the
+/// way to be sure.
+fn host_from_machine_id(id: &str) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)) as u16
 }

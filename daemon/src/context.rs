@@ -16,6 +16,8 @@ pub struct Context {
     config: RwLock<Arc<Config>>,
     /// `config.default_tz`, parsed once at start.
     pub default_tz: Tz,
+    /// This host's id (`Config::host`), resolved once at start.
+    pub host_id: u16,
     pub sequences: Arc<dyn Sequences>,
     pub tracker: Arc<dyn Tracker>,
     pub cache: Arc<dyn Cache>,
@@ -28,6 +30,7 @@ impl Context {
     pub fn new(
         config: Config,
         default_tz: Tz,
+        host_id: u16,
         sequences: Arc<dyn Sequences>,
         tracker: Arc<dyn Tracker>,
         cache: Arc<dyn Cache>,
@@ -37,6 +40,7 @@ impl Context {
         Context {
             config: RwLock::new(Arc::new(config)),
             default_tz,
+            host_id,
             sequences,
             tracker,
             cache,
@@ -64,6 +68,7 @@ impl Context {
         let mut fields = self.sequences.health().await;
         fields.extend(self.cache.health());
         fields.push(("mode".into(), self.sequences.mode().into()));
+        fields.push(("host".into(), self.host_id.to_string()));
         fields.push(("local_marks".into(), self.store.len().to_string()));
         fields.push(("version".into(), env!("CARGO_PKG_VERSION").into()));
         fields

@@ -38,7 +38,12 @@ pub async fn serve(ctx: &Context, request: Request) -> Result<Response, WireErro
 /// Where an answer came from, for the latency histogram.
 fn source_of(result: &Result<Response, WireError>) -> &'static str {
     match result {
-        Ok(Response::Daily { source, .. } | Response::Conv { source, .. }) => source.as_str(),
+        Ok(
+            Response::Daily { source, .. }
+            | Response::Conv { source, .. }
+            | Response::DailyNumber { source, .. }
+            | Response::ConvNumber { source, .. },
+        ) => source.as_str(),
         Ok(Response::Gap(r)) => r.source.as_str(),
         Ok(Response::GapBatch(r)) => r.first().map_or("-", |r| r.source.as_str()),
         Ok(Response::GapStats(Some(s))) => s.source.as_str(),

@@ -89,6 +89,7 @@ pub struct Metrics {
     pub pending_reconciliation: Gauge,
     pub reconciled_keys: Counter,
     pub redis_regressions: Counter,
+    pub fallback_possible_overlap: Counter,
     pub gap_events: Family<GapLabels, Counter>,
     pub cache_reads: Family<ResultLabels, Counter>,
     pub cache_writes: Family<ResultLabels, Counter>,
@@ -123,6 +124,12 @@ impl Metrics {
         let pending_reconciliation = Gauge::default();
         let reconciled_keys = Counter::default();
         let redis_regressions = Counter::default();
+        let fallback_possible_overlap = Counter::default();
+        registry.register(
+            "fallback_possible_overlap",
+            "Reconciliations that found Redis had moved past where this host's local numbers began: other hosts may hold the same bare numbers (told apart by host)",
+            fallback_possible_overlap.clone(),
+        );
         let gap_events = Family::<GapLabels, Counter>::default();
         let cache_reads = Family::<ResultLabels, Counter>::default();
         let cache_writes = Family::<ResultLabels, Counter>::default();
@@ -245,6 +252,7 @@ impl Metrics {
             pending_reconciliation,
             reconciled_keys,
             redis_regressions,
+            fallback_possible_overlap,
             gap_events,
             cache_reads,
             cache_writes,

@@ -42,6 +42,7 @@ pub async fn build(
     config: &Config,
     store: &Store,
     metrics: &Arc<Metrics>,
+    host: u16,
 ) -> anyhow::Result<Capabilities> {
     let streams = {
         let dir = config.data_dir.clone();
@@ -80,6 +81,8 @@ pub async fn build(
         pool = config.redis_pool_size,
         timeout_ms = config.redis_timeout_ms,
         breaker_threshold = config.breaker_threshold,
+        fallback_daily = %config.fallback_daily,
+        fallback_conv = %config.fallback_conv,
         pending_reconciliation = store.pending(),
         "mode: Redis at {}", target.display()
     );
@@ -88,6 +91,8 @@ pub async fn build(
         link.clone(),
         store.clone(),
         metrics.clone(),
+        host,
+        config.fallback(),
     ));
     let tracker = Arc::new(RedisTracker::new(link.clone(), local_tracker));
     let outbox = {

@@ -28,9 +28,18 @@ pub mod wire;
 pub use codec::{FrameError, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING};
 pub use wire::*;
 
-/// The version a client announces in its hello. The daemon answers a
-/// different version with `version_mismatch` and closes the connection.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version a client announces in its hello. The daemon speaks every
+/// version from [`MIN_PROTOCOL_VERSION`] up to this one, answers the hello
+/// with the version it will speak on the connection (the lower of the
+/// two), and refuses any other with `version_mismatch`.
+///
+/// Version 2 adds the `host` of numbers issued from a host's local store
+/// ([`Response::DailyNumber`], [`Response::ConvNumber`]); a version-1
+/// connection gets [`Response::Daily`] and [`Response::Conv`] instead.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version the daemon still speaks.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
 /// True when a connection whose first byte is `b` speaks the binary
 /// protocol: only `0x00`, the high byte of the hello's length (a hello is a

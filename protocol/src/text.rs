@@ -280,6 +280,11 @@ fn parse_u64(what: &str, word: &str) -> Result<u64, WireError> {
     })
 }
 
+/// ` host=<id>` for a number issued from a host's local store, else nothing.
+fn host_field(host: Option<u16>) -> String {
+    host.map_or_else(String::new, |h| format!(" host={h}"))
+}
+
 /// Formats an outcome as its reply: one line without the final `\n`, or for
 /// multi-line replies several lines ending with a line holding only `.`.
 pub fn format_reply(result: &Result<Response, WireError>) -> String {
@@ -289,6 +294,23 @@ pub fn format_reply(result: &Result<Response, WireError>) -> String {
             format!("OK seq={seq} day={day:08} source={}", source.as_str())
         }
         Ok(Response::Conv { seq, source }) => format!("OK seq={seq} source={}", source.as_str()),
+        // `host=` is appended only when there is one: the fields of the
+        // reply without it keep their order and meaning.
+        Ok(Response::DailyNumber {
+            seq,
+            day,
+            source,
+            host,
+        }) => format!(
+            "OK seq={seq} day={day:08} source={}{}",
+            source.as_str(),
+            host_field(*host)
+        ),
+        Ok(Response::ConvNumber { seq, source, host }) => format!(
+            "OK seq={seq} source={}{}",
+            source.as_str(),
+            host_field(*host)
+        ),
         Ok(Response::Health { fields }) => {
             let mut line = String::from("OK");
             for (k, v) in fields {

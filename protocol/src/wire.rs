@@ -285,6 +285,40 @@ pub enum Response {
         count: u64,
         deferred: bool,
     },
+    /// Protocol 2's answer to `DailyNext`/`DailyGet`: [`Response::Daily`]
+    /// plus `host`, the id of the host that issued the number from its
+    /// local store in Redis mode (`None`: from Redis, a read, or local
+    /// mode). `(host, seq)` never repeats across a fleet.
+    DailyNumber {
+        seq: u64,
+        day: u32,
+        source: Source,
+        host: Option<u16>,
+    },
+    /// Protocol 2's answer to `ConvNext`/`ConvGet`: [`Response::Conv`]
+    /// plus `host` (as in [`Response::DailyNumber`]).
+    ConvNumber {
+        seq: u64,
+        source: Source,
+        host: Option<u16>,
+    },
+}
+
+impl Response {
+    /// This response as a client speaking protocol `version` can decode
+    /// it: version 1 has no `host`, so the numbered answers fall back to
+    /// [`Response::Daily`] and [`Response::Conv`].
+    pub fn for_version(self, version: u32) -> Response {
+        match self {
+            Response::DailyNumber {
+                seq, day, source, ..
+            } if version < 2 => Response::Daily { seq, day, source },
+            Response::ConvNumber { seq, source, .. } if version < 2 => {
+                Response::Conv { seq, source }
+            }
+            other => other,
+        }
+    }
 }
 
 /// Where a sequence number came from.

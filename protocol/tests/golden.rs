@@ -318,6 +318,37 @@ fn vectors() -> Vec<(&'static str, Msg)> {
                 error: WireError::new(ErrorCode::VersionMismatch, "v"),
             }),
         ),
+        // Protocol 2 (appended: the vectors above stay version 1's bytes).
+        (
+            "hello_v2",
+            C(ClientMessage::Hello {
+                version: 2,
+                client: "c".into(),
+            }),
+        ),
+        (
+            "daily_number_local_host",
+            S(ServerMessage::Response {
+                id: 7,
+                result: Ok(Response::DailyNumber {
+                    seq: 42,
+                    day: 20_261_122,
+                    source: Source::Local,
+                    host: Some(513),
+                }),
+            }),
+        ),
+        (
+            "conv_number_redis",
+            S(ServerMessage::Response {
+                id: 9,
+                result: Ok(Response::ConvNumber {
+                    seq: 300,
+                    source: Source::Redis,
+                    host: None,
+                }),
+            }),
+        ),
     ]
 }
 

@@ -119,6 +119,16 @@ fn response() -> impl Strategy<Value = Result<Response, WireError>> {
             source
         })),
         (any::<u64>(), source()).prop_map(|(seq, source)| Ok(Response::Conv { seq, source })),
+        (any::<u64>(), any::<u32>(), source(), any::<Option<u16>>()).prop_map(
+            |(seq, day, source, host)| Ok(Response::DailyNumber {
+                seq,
+                day,
+                source,
+                host
+            })
+        ),
+        (any::<u64>(), source(), any::<Option<u16>>())
+            .prop_map(|(seq, source, host)| Ok(Response::ConvNumber { seq, source, host })),
         proptest::collection::vec(("[a-z_]{1,12}", ".{0,20}"), 0..5)
             .prop_map(|fields| Ok(Response::Health { fields })),
         ".{0,200}".prop_map(|text| Ok(Response::Metrics { text })),

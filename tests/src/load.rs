@@ -21,6 +21,7 @@ pub fn next_for(
     let daily = |d: seqd_client::DailySeq| seqd_client::ConvSeq {
         seq: d.seq,
         source: d.source,
+        host: d.host,
     };
     match key {
         "daily:alice" => c.daily_next("alice", Some("UTC"), at).map(daily),

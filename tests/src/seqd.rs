@@ -23,6 +23,9 @@ pub fn seqd_command(socket: &Path, data_dir: &Path) -> Command {
     cmd
 }
 
+/// The host id every test seqd gets unless its options say otherwise.
+pub const TEST_HOST_ID: u16 = 7;
+
 /// How a seqd is started.
 #[derive(Debug, Clone, Default)]
 pub struct SeqdOptions {
@@ -102,6 +105,8 @@ impl Seqd {
         let mut cmd = seqd_command(&self.socket(), &self.data_dir());
         cmd.args(&self.options.args)
             .env("SEQD_LOG", "info")
+            // A known host id, so replies can be compared whole.
+            .env("SEQD_HOST_ID", TEST_HOST_ID.to_string())
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(url) = &self.options.redis_url {

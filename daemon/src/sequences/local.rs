@@ -30,6 +30,7 @@ impl Sequences for LocalSequences {
             Ok(Issued {
                 seq,
                 source: Source::Local,
+                host: None,
             })
         }
         .boxed()
@@ -41,6 +42,7 @@ impl Sequences for LocalSequences {
             Ok(Issued {
                 seq,
                 source: Source::Local,
+                host: None,
             })
         }
         .boxed()

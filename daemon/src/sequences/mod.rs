@@ -37,6 +37,63 @@ use seqd_protocol::{Conversation, DailyQuery, Response, Source};
 pub struct Issued {
     pub seq: u64,
     pub source: Source,
+    /// This host's id when the number was issued from its local store in
+    /// Redis mode: other hosts may hand out the same bare number, never
+    /// the same `(host, seq)`.
+    pub host: Option<u16>,
+}
+
+/// What `NEXT` does for a family when Redis cannot answer (SPEC §4.3, 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Answer from the local store, tagged with the host: always answers;
+    /// unique per host, not per fleet.
+    Local,
+    /// Answer `unavailable` and issue nothing: unique per fleet, not
+    /// always answering.
+    Refuse,
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Local => "local",
+            Fallback::Refuse => "refuse",
+        }
+    }
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Fallback {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Fallback::Local),
+            "refuse" => Ok(Fallback::Refuse),
+            other => Err(format!("'{other}': expected local or refuse")),
+        }
+    }
+}
+
+/// The fallback of each family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FallbackPolicy {
+    pub daily: Fallback,
+    pub conv: Fallback,
+}
+
+impl FallbackPolicy {
+    pub fn of(&self, family: keys::Family) -> Fallback {
+        match family {
+            keys::Family::Daily => self.daily,
+            keys::Family::Conv => self.conv,
+        }
+    }
 }
 
 /// Issues and reads sequence numbers.
@@ -77,7 +134,7 @@ pub async fn daily(
             k.day, rules.window_days, k.today
         )));
     }
-    let Issued { seq, source } = if next {
+    let Issued { seq, source, host } = if next {
         let issued = seqs.next(&k.key).await?;
         count_issued(metrics, "daily", issued);
         if issued.seq == DAILY_WIDTH_MAX + 1 {
@@ -89,10 +146,11 @@ pub async fn daily(
     } else {
         seqs.current(&k.key).await?
     };
-    Ok(Response::Daily {
+    Ok(Response::DailyNumber {
         seq,
         day: k.day,
         source,
+        host,
     })
 }
 
@@ -104,14 +162,14 @@ pub async fn conv(
     next: bool,
 ) -> Result<Response, Error> {
     let key = keys::conv_key(c)?;
-    let Issued { seq, source } = if next {
+    let Issued { seq, source, host } = if next {
         let issued = seqs.next(&key).await?;
         count_issued(metrics, "conv", issued);
         issued
     } else {
         seqs.current(&key).await?
     };
-    Ok(Response::Conv { seq, source })
+    Ok(Response::ConvNumber { seq, source, host })
 }
 
 fn count_issued(metrics: &Metrics, kind: &'static str, issued: Issued) {

@@ -19,7 +19,7 @@
 //!   mark by a script that only ever raises.
 
 use super::keys::SeqKey;
-use super::{Issued, Sequences};
+use super::{Fallback, FallbackPolicy, Issued, Sequences};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::redis::{LinkError, Recovery, RedisFailure, RedisLink};
@@ -34,10 +34,12 @@ use std::sync::Arc;
 /// the same step as the first increment.
 ///
 /// KEYS[1] = counter; ARGV[1] = TTL in seconds (0 = none); ARGV[2] = floor
-/// (the caller's high-water mark). Returns `{n, raised}`: the new number and
-/// 1 when the counter was at or below the floor.
+/// (the caller's high-water mark). Returns `{n, raised, before}`: the new
+/// number, 1 when the counter was at or below the floor, and the counter
+/// before this call.
 const NEXT_SCRIPT: &str = r#"
 local n = redis.call('INCR', KEYS[1])
+local before = n - 1
 local floor = tonumber(ARGV[2])
 local raised = 0
 if n <= floor then
@@ -49,26 +51,26 @@ local ttl = tonumber(ARGV[1])
 if ttl > 0 and (n == 1 or raised == 1) and redis.call('TTL', KEYS[1]) == -1 then
   redis.call('EXPIRE', KEYS[1], ttl)
 end
-return {n, raised}
+return {n, raised, before}
 "#;
 
 /// Raises a counter to at least a mark; never lowers it.
 ///
 /// KEYS[1] = counter; ARGV[1] = mark; ARGV[2] = TTL for a key that has none
-/// (0 = none). Returns 1 when it raised the counter, 0 when it was already
-/// at or above the mark.
+/// (0 = none). Returns `{raised, cur}`: 1 when it raised the counter, 0
+/// when it was already at or above the mark; and the counter it found.
 const RAISE_SCRIPT: &str = r#"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local mark = tonumber(ARGV[1])
 if cur >= mark then
-  return 0
+  return {0, cur}
 end
 redis.call('SET', KEYS[1], mark, 'KEEPTTL')
 local ttl = tonumber(ARGV[2])
 if ttl > 0 and redis.call('TTL', KEYS[1]) == -1 then
   redis.call('EXPIRE', KEYS[1], ttl)
 end
-return 1
+return {1, cur}
 "#;
 
 /// How often `next` asks Redis again after its answer collided with a
@@ -80,6 +82,10 @@ const RECONCILE_BATCH: usize = 256;
 /// Sequences from the shared Redis counter, recorded in the local store.
 pub struct RedisSequences {
     link: Arc<RedisLink>,
+    /// This host's id, carried by every number issued from the store.
+    host: u16,
+    /// Whether a `NEXT` Redis cannot answer is answered from the store.
+    fallback: FallbackPolicy,
     next_script: redis::Script,
     raise_script: redis::Script,
     store: Store,
@@ -105,9 +111,17 @@ impl From<LinkError> for RedisMiss {
 }
 
 impl RedisSequences {
-    pub fn new(link: Arc<RedisLink>, store: Store, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        link: Arc<RedisLink>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        host: u16,
+        fallback: FallbackPolicy,
+    ) -> Self {
         RedisSequences {
             link,
+            host,
+            fallback,
             next_script: redis::Script::new(NEXT_SCRIPT),
             raise_script: redis::Script::new(RAISE_SCRIPT),
             store,
@@ -129,7 +143,7 @@ impl RedisSequences {
             let pending = self.store.is_dirty(&key.key);
             let ttl = key.ttl_secs.unwrap_or(0);
             let script = &self.next_script;
-            let (seq, raised): (u64, u64) = self
+            let (seq, raised, before): (u64, u64, u64) = self
                 .link
                 .call_until(deadline, |mut c| async move {
                     script
@@ -150,11 +164,13 @@ impl RedisSequences {
                         if pending {
                             // The script raised the counter past numbers
                             // issued locally: that key is reconciled.
+                            let from = self.store.dirty_from(&key.key);
                             self.store
                                 .reconciled(&key.key, seq)
                                 .await
                                 .map_err(|e| RedisMiss::Fail(e.into()))?;
                             self.metrics.reconciled_keys.inc();
+                            self.report_overlap(&key.key, from, floor, before);
                         } else {
                             self.metrics.redis_regressions.inc();
                             tracing::warn!(key = %key.key, mark = floor, issued = seq,
@@ -164,6 +180,7 @@ impl RedisSequences {
                     return Ok(Issued {
                         seq,
                         source: Source::Redis,
+                        host: None,
                     });
                 }
                 // The store issued this number while Redis was answering:
@@ -188,10 +205,11 @@ impl RedisSequences {
             let results = join_all(batch.iter().map(|p| self.raise(link, p))).await;
             for (p, r) in batch.iter().zip(results) {
                 match r {
-                    Ok(raised) => {
+                    Ok((raised, cur)) => {
                         if raised {
                             self.metrics.reconciled_keys.inc();
                         }
+                        self.report_overlap(&p.key, p.dirty_from, p.value, cur);
                         if let Err(e) = self.store.reconciled(&p.key, p.value).await {
                             tracing::warn!(key = %p.key, error = %e, "cannot record a reconciliation");
                         }
@@ -209,10 +227,12 @@ impl RedisSequences {
         Ok(())
     }
 
-    async fn raise(&self, link: &RedisLink, p: &PendingKey) -> Result<bool, RedisFailure> {
+    /// Raises `p`'s counter to its mark; returns whether it did, and the
+    /// counter Redis held.
+    async fn raise(&self, link: &RedisLink, p: &PendingKey) -> Result<(bool, u64), RedisFailure> {
         let script = &self.raise_script;
         let ttl = p.ttl.unwrap_or(0);
-        let raised: u64 = link
+        let (raised, cur): (u64, u64) = link
             .call_recovering(|mut c| async move {
                 script
                     .key(&*p.key)
@@ -222,7 +242,36 @@ impl RedisSequences {
                     .await
             })
             .await?;
-        Ok(raised == 1)
+        Ok((raised == 1, cur))
+    }
+
+    /// On reconciling `key`, whose local numbers ran from `from + 1` to
+    /// `mark`: if Redis's counter (`redis`) had moved past `from`, other
+    /// hosts drew numbers from Redis meanwhile that this host may also
+    /// have issued locally (SPEC §4.3, 8). Counted, and logged once per
+    /// reconciliation of the key.
+    fn report_overlap(&self, key: &str, from: Option<u64>, mark: u64, redis: u64) {
+        let Some(from) = from else {
+            tracing::debug!(
+                key,
+                "reconciled a key whose local range is unknown (older store)"
+            );
+            return;
+        };
+        if redis <= from || mark <= from {
+            return;
+        }
+        self.metrics.fallback_possible_overlap.inc();
+        tracing::warn!(
+            key,
+            local_first = from + 1,
+            local_last = mark,
+            redis = redis,
+            host = self.host,
+            "numbers issued from the local store may repeat numbers other hosts drew from Redis \
+             during the outage (told apart by host={})",
+            self.host
+        );
     }
 }
 
@@ -234,6 +283,12 @@ impl Sequences for RedisSequences {
                 Err(RedisMiss::Fail(e)) => return Err(e),
                 Err(RedisMiss::Fallback(reason)) => reason,
             };
+            if self.fallback.of(key.family) == Fallback::Refuse {
+                return Err(Error::Unavailable(format!(
+                    "Redis cannot answer ({reason}) and --fallback-{}=refuse: no number was issued",
+                    key.family.as_str()
+                )));
+            }
             let seq = self
                 .store
                 .issue(&key.key, key.mark_expires_at, key.ttl_secs)
@@ -245,6 +300,7 @@ impl Sequences for RedisSequences {
             Ok(Issued {
                 seq,
                 source: Source::Local,
+                host: Some(self.host),
             })
         }
         .boxed()
@@ -264,10 +320,12 @@ impl Sequences for RedisSequences {
                 Ok(v) => Ok(Issued {
                     seq: v.unwrap_or(0).max(mark),
                     source: Source::Redis,
+                    host: None,
                 }),
                 Err(e) if e.is_unavailable() => Ok(Issued {
                     seq: mark,
                     source: Source::Local,
+                    host: None,
                 }),
                 Err(e) => Err(e.into()),
             }

@@ -67,6 +67,10 @@ pub(super) struct Mark {
     pub(super) expires_at: Option<i64>,
     /// Redis TTL of the key, for reconciliation.
     pub(super) ttl: Option<u64>,
+    /// While dirty: the mark when the store began issuing on its own (the
+    /// local numbers are `dirty_from + 1 ..= value`), to tell on
+    /// reconciliation whether Redis moved past it meanwhile.
+    pub(super) dirty_from: Option<u64>,
     /// Numbers issued (by Redis or the store) while Redis requests for this
     /// key were in flight, each with its issue index. A Redis answer can
     /// only duplicate a number issued after its request began: everything
@@ -84,6 +88,7 @@ impl Mark {
             value,
             expires_at,
             ttl,
+            dirty_from: None,
             recent: VecDeque::new(),
             next_index: 0,
             flights: BTreeMap::new(),
@@ -146,6 +151,9 @@ pub struct PendingKey {
     pub key: Arc<str>,
     pub value: u64,
     pub ttl: Option<u64>,
+    /// The mark the local numbers began from (`None` for a store written
+    /// before this was recorded).
+    pub dirty_from: Option<u64>,
 }
 
 /// Every key's mark. Shared behind a `std::sync::Mutex`, not a Tokio one:
@@ -182,22 +190,24 @@ impl HighWaterMarks {
     }
 
     /// The next number of `key` from the store alone: one more than the
-    /// mark, recorded and marked dirty.
+    /// mark, recorded and marked dirty. Returns the key, the number and the
+    /// mark the local numbers began from.
     pub(super) fn issue(
         &mut self,
         key: &str,
         expires_at: Option<i64>,
         ttl: Option<u64>,
-    ) -> Result<(Arc<str>, u64), StoreError> {
+    ) -> Result<(Arc<str>, u64, u64), StoreError> {
         let (key, mark) = self.entry(key, expires_at, ttl);
         let value = mark
             .value
             .checked_add(1)
             .filter(|v| *v <= i64::MAX as u64)
             .ok_or_else(|| StoreError::Exhausted(key.to_string()))?;
+        let from = *mark.dirty_from.get_or_insert(mark.value);
         mark.record(value);
         self.dirty.insert(key.clone());
-        Ok((key, value))
+        Ok((key, value, from))
     }
 
     /// Registers a Redis request for `key` as in flight until the
@@ -250,6 +260,9 @@ impl HighWaterMarks {
         }
         let k = k.clone();
         self.dirty.remove(&k);
+        if let Some(m) = self.by_key.get_mut(&k) {
+            m.dirty_from = None;
+        }
         Some(k)
     }
 
@@ -263,9 +276,18 @@ impl HighWaterMarks {
                     key: k.clone(),
                     value: m.value,
                     ttl: m.ttl,
+                    dirty_from: m.dirty_from,
                 })
             })
             .collect()
+    }
+
+    /// While `key` is dirty: the mark its local numbers began from.
+    pub(super) fn dirty_from(&self, key: &str) -> Option<u64> {
+        if !self.dirty.contains(key) {
+            return None;
+        }
+        self.by_key.get(key).and_then(|m| m.dirty_from)
     }
 
     /// Drops marks that expired before `now`.

@@ -145,6 +145,11 @@ impl Store {
         self.lock().dirty.contains(key)
     }
 
+    /// While `key` holds numbers issued locally: the mark they began from.
+    pub fn dirty_from(&self, key: &str) -> Option<u64> {
+        self.lock().dirty_from(key)
+    }
+
     /// How many keys have a mark in memory.
     pub fn len(&self) -> usize {
         self.lock().by_key.len()
@@ -177,10 +182,11 @@ impl Store {
         expires_at: Option<i64>,
         ttl: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let (key, value) = self.lock().issue(key, expires_at, ttl)?;
+        let (key, value, from) = self.lock().issue(key, expires_at, ttl)?;
         // Commits may complete out of order relative to the in-memory
         // increments; that is safe because the disk only keeps the maximum.
-        self.persist(key, value, expires_at, ttl, true).await?;
+        self.persist(key, value, expires_at, ttl, Some(from))
+            .await?;
         Ok(value)
     }
 
@@ -205,7 +211,7 @@ impl Store {
         ttl: Option<u64>,
     ) -> Result<(), Claim> {
         let key = self.lock().claim(flight, value, expires_at, ttl)?;
-        self.persist(key, value, expires_at, ttl, false)
+        self.persist(key, value, expires_at, ttl, None)
             .await
             .map_err(Claim::Failed)
     }
@@ -226,7 +232,7 @@ impl Store {
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
-        dirty: bool,
+        dirty_from: Option<u64>,
     ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         let op = Op::Raise {
@@ -234,7 +240,7 @@ impl Store {
             value,
             expires_at,
             ttl,
-            dirty,
+            dirty_from,
             done,
         };
         self.send(op, wait).await

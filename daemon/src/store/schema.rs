@@ -65,6 +65,14 @@ pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
     if !has_ceiling {
         conn.execute_batch("ALTER TABLE marks ADD COLUMN ceiling INTEGER")?;
     }
+    // Where a dirty key's local numbers began, for overlap reports; a
+    // store from before has none (reported as unknown).
+    let has_dirty_from = conn
+        .prepare("SELECT 1 FROM pragma_table_info('marks') WHERE name = 'dirty_from'")?
+        .exists([])?;
+    if !has_dirty_from {
+        conn.execute_batch("ALTER TABLE marks ADD COLUMN dirty_from INTEGER")?;
+    }
     Ok(conn)
 }
 
@@ -151,7 +159,7 @@ pub(super) fn load_marks(
     let mut marks = HighWaterMarks::default();
     let mut ceilings = HashMap::new();
     let mut stmt = conn.prepare(
-        "SELECT key, value, expires_at, dirty, ttl, coalesce(ceiling, value) FROM marks
+        "SELECT key, value, expires_at, dirty, ttl, coalesce(ceiling, value), dirty_from FROM marks
          WHERE expires_at IS NULL OR expires_at > ?1",
     )?;
     let rows = stmt.query_map([now], |r| {
@@ -162,19 +170,22 @@ pub(super) fn load_marks(
             r.get::<_, i64>(3)?,
             r.get::<_, Option<i64>>(4)?,
             r.get::<_, i64>(5)?,
+            r.get::<_, Option<i64>>(6)?,
         ))
     })?;
     for row in rows {
-        let (key, value, expires_at, dirty, ttl, ceiling) = row?;
+        let (key, value, expires_at, dirty, ttl, ceiling, dirty_from) = row?;
         let key: Arc<str> = Arc::from(key);
         let ttl = ttl.map(|t| t.max(0) as u64);
         let (value, ceiling) = (value.max(0) as u64, ceiling.max(0) as u64);
         // Without exact marks, go on above the ceiling (start_boot
         // raised the values on disk to it as well).
         let value = if exact { value } else { value.max(ceiling) };
-        marks
-            .by_key
-            .insert(key.clone(), Mark::new(value, expires_at, ttl));
+        let mut mark = Mark::new(value, expires_at, ttl);
+        if dirty != 0 {
+            mark.dirty_from = dirty_from.map(|f| f.max(0) as u64);
+        }
+        marks.by_key.insert(key.clone(), mark);
         ceilings.insert(key.clone(), ceiling);
         if dirty != 0 {
             marks.dirty.insert(key);

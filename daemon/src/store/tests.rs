@@ -242,11 +242,13 @@ async fn reconciliation_clears_dirty_unless_issued_past_it() {
             key: "a".into(),
             value: 1,
             ttl: Some(172_800),
+            dirty_from: Some(0),
         },
         PendingKey {
             key: "b".into(),
             value: 1,
             ttl: None,
+            dirty_from: Some(0),
         },
     ];
     assert_eq!(batch, want);
@@ -283,4 +285,31 @@ async fn prune_drops_only_expired_marks() {
     let store = Store::open(dir.path(), 400, 1000).unwrap();
     assert_eq!(store.mark("new"), 0);
     assert_eq!(store.mark("forever"), 5);
+}
+
+#[tokio::test]
+async fn a_dirty_key_remembers_where_its_local_numbers_began_until_reconciled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    claim(&store, "k", 5).await.unwrap();
+    assert_eq!(
+        store.dirty_from("k"),
+        None,
+        "numbers from Redis are not dirty"
+    );
+    store.issue("k", None, None).await.unwrap();
+    store.issue("k", None, None).await.unwrap();
+    assert_eq!(store.dirty_from("k"), Some(5));
+    drop(store);
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.dirty_from("k"), Some(5), "kept across a restart");
+    assert_eq!(store.pending_batch(1)[0].dirty_from, Some(5));
+    store.reconciled("k", 7).await.unwrap();
+    assert_eq!(store.dirty_from("k"), None);
+    // A later outage starts a new local range.
+    store.issue("k", None, None).await.unwrap();
+    assert_eq!(store.dirty_from("k"), Some(7));
+    drop(store);
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.dirty_from("k"), Some(7));
 }

@@ -39,8 +39,9 @@ pub(super) enum Op {
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
-        /// True when the number came from the store, not Redis.
-        dirty: bool,
+        /// `Some` when the number came from the store, not Redis: the mark
+        /// the key's local numbers began from.
+        dirty_from: Option<u64>,
         done: oneshot::Sender<Result<(), String>>,
     },
     /// Redis holds at least `value` for `key` now.
@@ -217,12 +218,13 @@ impl Op {
 }
 
 /// What one batch writes for a key: the highest value, the latest expiry,
-/// the TTL, and whether any of its numbers came from the store (dirty).
+/// the TTL, and whether any of its numbers came from the store (dirty, and
+/// from which mark).
 struct Row {
     value: u64,
     expires_at: Option<i64>,
     ttl: Option<u64>,
-    dirty: bool,
+    dirty_from: Option<u64>,
 }
 
 impl Row {
@@ -230,7 +232,10 @@ impl Row {
         self.value = self.value.max(other.value);
         self.expires_at = Mark::merge_expiry(self.expires_at, other.expires_at);
         self.ttl = self.ttl.or(other.ttl);
-        self.dirty |= other.dirty;
+        self.dirty_from = match (self.dirty_from, other.dirty_from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -249,14 +254,14 @@ fn fold(batch: &[Op]) -> Folded<'_> {
                 value,
                 expires_at,
                 ttl,
-                dirty,
+                dirty_from,
                 ..
             } => {
                 let row = Row {
                     value: *value,
                     expires_at: *expires_at,
                     ttl: *ttl,
-                    dirty: *dirty,
+                    dirty_from: *dirty_from,
                 };
                 folded
                     .entry(key)
@@ -285,14 +290,15 @@ fn write_marks(
 ) -> rusqlite::Result<()> {
     let ceiling_of: HashMap<&str, u64> = raised.iter().map(|(k, c)| (&**k, *c)).collect();
     let mut upsert = tx.prepare_cached(
-        "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling, dirty_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(key) DO UPDATE SET
              value = max(value, excluded.value),
              expires_at = CASE
                  WHEN expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL
                  ELSE max(expires_at, excluded.expires_at) END,
              dirty = max(dirty, excluded.dirty),
+             dirty_from = coalesce(dirty_from, excluded.dirty_from),
              ttl = coalesce(excluded.ttl, ttl),
              ceiling = CASE
                  WHEN excluded.ceiling IS NULL THEN ceiling
@@ -304,15 +310,17 @@ fn write_marks(
             key,
             r.value as i64,
             r.expires_at,
-            r.dirty as i64,
+            r.dirty_from.is_some() as i64,
             r.ttl.map(|t| t as i64),
-            ceiling_of.get(key).map(|c| *c as i64)
+            ceiling_of.get(key).map(|c| *c as i64),
+            r.dirty_from.map(|f| f as i64)
         ])?;
     }
     // After the raises of the same batch: a key issued past the reconciled
     // value stays dirty.
-    let mut clean =
-        tx.prepare_cached("UPDATE marks SET dirty = 0 WHERE key = ?1 AND value <= ?2")?;
+    let mut clean = tx.prepare_cached(
+        "UPDATE marks SET dirty = 0, dirty_from = NULL WHERE key = ?1 AND value <= ?2",
+    )?;
     for (key, value) in reconciled {
         clean.execute(params![key, *value as i64])?;
     }

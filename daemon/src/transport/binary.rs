@@ -16,7 +16,10 @@ use crate::dispatch;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use seqd_protocol::codec::{self, length_delimited};
-use seqd_protocol::{ClientMessage, ErrorCode, ServerMessage, WireError, PROTOCOL_VERSION};
+use seqd_protocol::{
+    ClientMessage, ErrorCode, Response, ServerMessage, WireError, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
@@ -122,10 +125,10 @@ pub async fn serve<R>(
         sent: 0,
         max,
     };
-    if !hello(&ctx, &mut frames, &mut out).await {
+    let Some(version) = hello(&ctx, &mut frames, &mut out).await else {
         out.finish().await;
         return;
-    }
+    };
     let ctx: &Context = &ctx;
     let mut inflight = FuturesUnordered::new();
     let mut order = Order::default();
@@ -143,6 +146,8 @@ pub async fn serve<R>(
             Some((seq, id, result)) = inflight.next(), if !inflight.is_empty() => {
                 last_activity = Instant::now();
                 order.finished(seq);
+                let result: Result<Response, WireError> = result;
+                let result = result.map(|r| r.for_version(version));
                 out.push(&ServerMessage::Response { id, result }, Some(id));
             }
             alive = out.write_some(), if out.pending() > 0 => {
@@ -211,17 +216,20 @@ pub async fn serve<R>(
     }
     // Drain: every request in flight is still answered.
     while let Some((_, id, result)) = inflight.next().await {
+        let result = result.map(|r| r.for_version(version));
         out.push(&ServerMessage::Response { id, result }, Some(id));
     }
     out.finish().await;
 }
 
-/// Reads and answers the hello. False means the connection must close.
+/// Reads and answers the hello: the protocol version the connection
+/// speaks (the client's, if this seqd speaks it), or `None` when the
+/// connection must close.
 async fn hello<R>(
     ctx: &Context,
     frames: &mut FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
     out: &mut Out,
-) -> bool
+) -> Option<u32>
 where
     R: AsyncRead + Unpin,
 {
@@ -232,45 +240,48 @@ where
                 ErrorCode::BadRequest,
                 "no hello within the handshake timeout",
             ));
-            return false;
+            return None;
         }
-        Ok(None) => return false,
+        Ok(None) => return None,
         Ok(Some(Err(e))) => {
             out.fatal(framing_error(&e, max));
-            return false;
+            return None;
         }
         Ok(Some(Ok(frame))) => frame,
     };
     match codec::decode_payload::<ClientMessage>(&frame, max) {
-        Ok(ClientMessage::Hello { version, client }) if version == PROTOCOL_VERSION => {
-            tracing::debug!(client = %client, "binary client said hello");
+        Ok(ClientMessage::Hello { version, client })
+            if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) =>
+        {
+            tracing::debug!(client = %client, version, "binary client said hello");
             let reply = ServerMessage::Hello {
-                version: PROTOCOL_VERSION,
+                version,
                 server: format!("seqd/{}", env!("CARGO_PKG_VERSION")),
             };
             out.push(&reply, None);
-            true
+            Some(version)
         }
         Ok(ClientMessage::Hello { version, .. }) => {
             let msg = format!(
-                "client speaks protocol version {version}; this seqd speaks {PROTOCOL_VERSION}"
+                "client speaks protocol version {version}; this seqd speaks \
+                 {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
             );
             out.fatal(WireError::new(ErrorCode::VersionMismatch, msg));
-            false
+            None
         }
         Ok(ClientMessage::Request { .. }) => {
             out.fatal(WireError::new(
                 ErrorCode::BadRequest,
                 "the first frame must be a hello",
             ));
-            false
+            None
         }
         Err(e) => {
             out.fatal(WireError::new(
                 ErrorCode::BadRequest,
                 format!("undecodable hello: {e}"),
             ));
-            false
+            None
         }
     }
 }

@@ -76,8 +76,8 @@ fn seqd_starts_and_answers_when_redis_is_unreachable() {
     let mut t = seqd.text();
     assert_eq!(t.cmd("PING"), "OK pong");
     // Numbers keep coming, from the local store.
-    assert_eq!(t.cmd("CONV NEXT group g"), "OK seq=1 source=local");
-    assert_eq!(t.cmd("CONV NEXT group g"), "OK seq=2 source=local");
+    assert_eq!(t.cmd("CONV NEXT group g"), "OK seq=1 source=local host=7");
+    assert_eq!(t.cmd("CONV NEXT group g"), "OK seq=2 source=local host=7");
     wait_until(
         "HEALTH to show Redis down",
         std::time::Duration::from_secs(10),

@@ -163,9 +163,10 @@ fn responses_repeat_ids_and_may_be_pipelined() {
     let mut seqs = Vec::new();
     for id in &ids {
         match &seen[id] {
-            Response::Conv {
+            Response::ConvNumber {
                 seq,
                 source: Source::Redis,
+                host: None,
             } => {
                 assert_eq!(id % 2, 0);
                 seqs.push(*seq);
@@ -178,6 +179,8 @@ fn responses_repeat_ids_and_may_be_pipelined() {
         assert_unique("pipelined", &seqs),
         (1..=150).collect::<Vec<_>>()
     );
+    // One key on one connection takes effect in the order sent.
+    assert_strictly_increasing("in id order", &seqs);
 }
 
 #[test]
@@ -379,9 +382,10 @@ fn errors_are_answered_per_request_in_binary() {
     );
     assert_eq!(
         results[1].as_ref().unwrap(),
-        &Response::Conv {
+        &Response::ConvNumber {
             seq: 1,
-            source: Source::Local
+            source: Source::Local,
+            host: None
         }
     );
     assert_eq!(
