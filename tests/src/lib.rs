@@ -15,6 +15,7 @@
 mod assert;
 mod load;
 mod process;
+mod proxy;
 mod redis_server;
 mod resp;
 mod seqd;
@@ -23,6 +24,7 @@ mod text;
 pub use assert::*;
 pub use load::*;
 pub use process::{free_port, output_within_deadline, wait_until, workspace_bin, STARTUP_DEADLINE};
+pub use proxy::Proxy;
 pub use redis_server::*;
 pub use resp::*;
 pub use seqd::*;

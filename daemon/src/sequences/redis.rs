@@ -263,7 +263,7 @@ impl RedisSequences {
         }
         self.metrics.fallback_possible_overlap.inc();
         tracing::warn!(
-            key,
+            key = %key,
             local_first = from + 1,
             local_last = mark,
             redis = redis,

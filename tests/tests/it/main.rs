@@ -9,6 +9,7 @@ mod config;
 mod datadir;
 mod durability;
 mod faults;
+mod fleet;
 mod ops;
 mod protocol;
 mod redis_errors;
