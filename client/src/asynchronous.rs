@@ -18,7 +18,7 @@
 
 use crate::answers;
 use crate::requests::{cache_del, cache_set, daily_query, gap_event};
-use crate::session::{hello_answer, Session};
+use crate::session::{hello_answer, retry_older, Session};
 use crate::{ClientError, ConvSeq, DailySeq};
 use futures_util::StreamExt;
 use seqd_protocol::codec::{self, length_delimited};
@@ -46,20 +46,30 @@ pub struct AsyncClient {
 
 impl AsyncClient {
     /// Connects to the socket at `path` and says hello.
+    /// Connects to the socket at `path` and says hello (in protocol 1 to
+    /// a daemon older than this client).
     pub async fn connect(path: impl AsRef<Path>) -> Result<AsyncClient, ClientError> {
-        let (rd, writer) = UnixStream::connect(path).await?.into_split();
-        let session = Session::new();
-        let mut c = AsyncClient {
-            frames: FramedRead::new(rd, length_delimited(session.max_frame)),
-            writer,
-            session,
-            out: Vec::with_capacity(256),
-        };
-        let hello = c.session.hello()?;
-        c.writer.write_all(&hello).await?;
-        let msg = c.read_message().await?;
-        hello_answer(msg)?;
-        Ok(c)
+        let path = path.as_ref();
+        let mut session = Session::new();
+        loop {
+            let (rd, writer) = UnixStream::connect(path).await?.into_split();
+            let mut c = AsyncClient {
+                frames: FramedRead::new(rd, length_delimited(session.max_frame)),
+                writer,
+                session,
+                out: Vec::with_capacity(256),
+            };
+            let hello = c.session.hello()?;
+            c.writer.write_all(&hello).await?;
+            let answer = hello_answer(c.read_message().await?);
+            session = c.session;
+            if retry_older(&mut session, &answer) {
+                continue;
+            }
+            answer?;
+            c.session = session;
+            return Ok(c);
+        }
     }
 
     async fn read_message(&mut self) -> Result<ServerMessage, ClientError> {

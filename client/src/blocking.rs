@@ -9,7 +9,7 @@
 
 use crate::answers;
 use crate::requests::{cache_del, cache_set, daily_query, gap_event, stream};
-use crate::session::{hello_answer, Session};
+use crate::session::{hello_answer, retry_older, Session};
 use crate::{ClientError, ConvSeq, DailySeq, DEFAULT_TIMEOUT};
 use seqd_protocol::codec;
 use seqd_protocol::{
@@ -57,7 +57,20 @@ impl Client {
         Ok(client)
     }
 
-    fn open(&self) -> Result<Conn, ClientError> {
+    /// Connects and says hello; a daemon older than this client is spoken
+    /// to in protocol 1 (its answers then carry no host).
+    fn open(&mut self) -> Result<Conn, ClientError> {
+        loop {
+            let (conn, answer) = self.open_once()?;
+            if retry_older(&mut self.session, &answer) {
+                continue;
+            }
+            answer?;
+            return Ok(conn);
+        }
+    }
+
+    fn open_once(&self) -> Result<(Conn, Result<(), ClientError>), ClientError> {
         let stream = UnixStream::connect(&self.path)?;
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
@@ -67,8 +80,8 @@ impl Client {
         };
         conn.writer.write_all(&self.session.hello()?)?;
         conn.writer.flush()?;
-        hello_answer(codec::read_frame(&mut conn.reader, self.session.max_frame)?)?;
-        Ok(conn)
+        let answer = hello_answer(codec::read_frame(&mut conn.reader, self.session.max_frame)?);
+        Ok((conn, answer))
     }
 
     /// Sends one request and waits for its response.

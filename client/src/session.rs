@@ -6,7 +6,8 @@
 use crate::ClientError;
 use seqd_protocol::codec;
 use seqd_protocol::{
-    ClientMessage, ErrorCode, Request, Response, ServerMessage, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, Request, Response, ServerMessage, DEFAULT_MAX_FRAME,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use std::ops::Range;
 
@@ -14,6 +15,9 @@ use std::ops::Range;
 pub(crate) struct Session {
     /// The largest frame sent or accepted.
     pub(crate) max_frame: usize,
+    /// The protocol version to say hello with: the newest, until a daemon
+    /// refuses it (an older seqd during a rolling upgrade), then 1.
+    pub(crate) version: u32,
     /// The id of the next request; ids never repeat on a connection.
     next_id: u64,
 }
@@ -22,6 +26,7 @@ impl Session {
     pub(crate) fn new() -> Session {
         Session {
             max_frame: DEFAULT_MAX_FRAME,
+            version: PROTOCOL_VERSION,
             next_id: 1,
         }
     }
@@ -29,7 +34,7 @@ impl Session {
     /// The hello frame that opens a connection.
     pub(crate) fn hello(&self) -> Result<Vec<u8>, ClientError> {
         let hello = ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
+            version: self.version,
             client: format!("seqd-client/{}", env!("CARGO_PKG_VERSION")),
         };
         Ok(codec::encode_frame(&hello, self.max_frame)?)
@@ -58,6 +63,19 @@ impl Session {
             missing: requests.len(),
         })
     }
+}
+
+/// After `answer` to a hello: true when the daemon does not speak this
+/// session's version but may speak the oldest one (say hello again with
+/// it, on a new connection: the daemon closes after refusing).
+pub(crate) fn retry_older(session: &mut Session, answer: &Result<(), ClientError>) -> bool {
+    let refused =
+        matches!(answer, Err(ClientError::Server(e)) if e.code == ErrorCode::VersionMismatch);
+    if refused && session.version > MIN_PROTOCOL_VERSION {
+        session.version = MIN_PROTOCOL_VERSION;
+        return true;
+    }
+    false
 }
 
 /// The daemon's answer to the hello.
@@ -185,5 +203,22 @@ mod tests {
             })
             .unwrap_err();
         assert!(e.is_broken_connection());
+    }
+
+    #[test]
+    fn a_daemon_refusing_version_2_is_spoken_to_in_version_1_once() {
+        let mut s = Session::new();
+        assert_eq!(s.version, PROTOCOL_VERSION);
+        let refused: Result<(), ClientError> = Err(ClientError::Server(WireError::new(
+            ErrorCode::VersionMismatch,
+            "this seqd speaks 1",
+        )));
+        assert!(retry_older(&mut s, &refused));
+        assert_eq!(s.version, MIN_PROTOCOL_VERSION);
+        let hello: ClientMessage =
+            codec::decode_payload(&s.hello().unwrap()[4..], s.max_frame).unwrap();
+        assert!(matches!(hello, ClientMessage::Hello { version: 1, .. }));
+        assert!(!retry_older(&mut s, &refused), "no version below 1 to try");
+        assert!(!retry_older(&mut Session::new(), &Ok(())));
     }
 }

@@ -479,8 +479,14 @@ fn pipelined_checks_on_one_connection_take_effect_in_the_order_sent() {
                 other => panic!("{other:?}"),
             })
             .collect();
-        let normal = kinds.iter().filter(|k| **k == GapKind::Normal).count();
-        assert_eq!(normal, n as usize, "redis={}: {kinds:?}", redis.is_some());
+        let count = |kind| kinds.iter().filter(|k| **k == kind).count();
+        let counts: Vec<(GapKind, usize)> = GapKind::ALL.iter().map(|k| (*k, count(*k))).collect();
+        assert_eq!(
+            count(GapKind::Normal),
+            n as usize,
+            "redis={}: {counts:?}",
+            redis.is_some()
+        );
         // Different streams on one connection still run side by side, and
         // a stream's batch waits for the single checks sent before it.
         let mut mixed = vec![Request::GapCheck(gap_event("pipe", "A", 1))];
