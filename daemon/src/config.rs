@@ -148,6 +148,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_batch: u32,
 
+    /// Most keys in one cache request (get-many, set-many, del): a small
+    /// request must not fan out into a huge reply or a long Redis call.
+    /// A get-many whose values would not fit one frame is too_large too.
+    #[arg(long, env = "SEQD_MAX_KEYS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_keys: u32,
+
     /// IANA zone for daily sequences when a request names none.
     #[arg(long, env = "SEQD_DEFAULT_TZ", default_value = "UTC")]
     pub default_tz: String,

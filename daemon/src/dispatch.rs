@@ -54,10 +54,16 @@ fn source_of(result: &Result<Response, WireError>) -> &'static str {
 async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
     let (seqs, m) = (&*ctx.sequences, &*ctx.metrics);
     let (gaps, cache) = (&*ctx.tracker, &*ctx.cache);
+    let config = ctx.config();
     let daily = DailyRules {
         default_tz: ctx.default_tz,
-        window_days: ctx.config().daily_window_days,
+        window_days: config.daily_window_days,
     };
+    let limits = cache::Limits {
+        max_keys: config.max_keys as usize,
+        max_reply: config.max_frame,
+    };
+    let max_value = config.max_value as usize;
     match request {
         Request::Ping => Ok(Response::Pong),
         Request::DailyNext(q) => sequences::daily(seqs, m, daily, &q, true).await,
@@ -73,20 +79,16 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
         }),
         Request::GapCheck(e) => tracker::check(gaps, &e).await,
         Request::GapBatch(events) => {
-            tracker::check_batch(gaps, &events, ctx.config().max_batch as usize).await
+            tracker::check_batch(gaps, &events, config.max_batch as usize).await
         }
         Request::GapStats(s) => tracker::stats(gaps, &s).await,
         Request::GapClear(s) => tracker::clear(gaps, &s).await,
         Request::GapClearAll => tracker::clear_all(gaps).await,
         Request::CacheGet { key } => cache::get(cache, &key).await,
-        Request::CacheGetMany { keys } => cache::get_many(cache, &keys).await,
-        Request::CacheSet(item) => {
-            cache::set(cache, vec![item], ctx.config().max_value as usize).await
-        }
-        Request::CacheSetMany(items) => {
-            cache::set(cache, items, ctx.config().max_value as usize).await
-        }
-        Request::CacheDel { keys } => cache::del(cache, &keys).await,
+        Request::CacheGetMany { keys } => cache::get_many(cache, &keys, limits).await,
+        Request::CacheSet(item) => cache::set(cache, vec![item], max_value, limits).await,
+        Request::CacheSetMany(items) => cache::set(cache, items, max_value, limits).await,
+        Request::CacheDel { keys } => cache::del(cache, &keys, limits).await,
         Request::CacheDelPrefix { prefix } => cache::del_prefix(cache, &prefix).await,
     }
 }
@@ -128,6 +130,15 @@ impl Touches {
             }
         }
     }
+}
+
+/// True for requests whose reply may be large (cache values, the metrics):
+/// a connection runs only a few of them at once (`transport::binary`).
+pub fn reply_may_be_large(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::CacheGet { .. } | Request::CacheGetMany { .. } | Request::Metrics
+    )
 }
 
 /// Which keys `request` touches: a binary connection runs requests that

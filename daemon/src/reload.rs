@@ -30,6 +30,7 @@ pub const RELOADABLE: &[&str] = &[
     "SEQD_MAX_FRAME",
     "SEQD_MAX_VALUE",
     "SEQD_MAX_BATCH",
+    "SEQD_MAX_KEYS",
     "SEQD_ALLOW_UIDS",
     "SEQD_ALLOW_GIDS",
 ];
@@ -100,6 +101,7 @@ pub fn reloaded(
     take!("SEQD_MAX_FRAME", max_frame);
     take!("SEQD_MAX_VALUE", max_value);
     take!("SEQD_MAX_BATCH", max_batch);
+    take!("SEQD_MAX_KEYS", max_keys);
     take!("SEQD_ALLOW_UIDS", allow_uids);
     take!("SEQD_ALLOW_GIDS", allow_gids);
     Ok((next, changed))

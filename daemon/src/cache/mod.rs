@@ -73,16 +73,55 @@ pub(crate) fn worst(a: WriteOutcome, b: WriteOutcome) -> WriteOutcome {
 pub async fn get(c: &dyn Cache, key: &str) -> Result<Response, Error> {
     rules::validate_key(key)?;
     let v = c.get(key).await?;
-    Ok(Response::CacheValue(v.map(|v| v.to_vec())))
+    Ok(Response::CacheValue(v.map(owned)))
 }
 
-/// Several values, one answer per key.
-pub async fn get_many(c: &dyn Cache, keys: &[String]) -> Result<Response, Error> {
+/// Several values, one answer per key: at most `limits.max_keys` keys, and
+/// a reply that fits one frame — checked on the shared values before any
+/// is copied into the reply.
+pub async fn get_many(c: &dyn Cache, keys: &[String], limits: Limits) -> Result<Response, Error> {
+    limits.check_keys(keys.len())?;
     keys.iter().try_for_each(|k| rules::validate_key(k))?;
-    let v = c.get_many(keys).await?;
+    let values = c.get_many(keys).await?;
+    let total: usize = values.iter().flatten().map(|v| v.len() + 9).sum();
+    if total > limits.max_reply {
+        return Err(Error::TooLarge(format!(
+            "the {} values come to {total} bytes, above the reply limit of {} bytes \
+             (--max-frame); ask for fewer keys at a time",
+            keys.len(),
+            limits.max_reply
+        )));
+    }
     Ok(Response::CacheValues(
-        v.into_iter().map(|v| v.map(|v| v.to_vec())).collect(),
+        values.into_iter().map(|v| v.map(owned)).collect(),
     ))
+}
+
+/// How much one cache request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Keys in one request (`--max-keys`).
+    pub max_keys: usize,
+    /// Bytes of one reply: it must fit one frame (`--max-frame`).
+    pub max_reply: usize,
+}
+
+impl Limits {
+    fn check_keys(&self, n: usize) -> Result<(), Error> {
+        if n > self.max_keys {
+            return Err(Error::TooLarge(format!(
+                "{n} keys in one request; at most {} (--max-keys)",
+                self.max_keys
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A value for a reply: moved out when nobody else holds it, copied
+/// otherwise (a value shared by coalesced readers).
+fn owned(v: Value) -> Vec<u8> {
+    Arc::try_unwrap(v).unwrap_or_else(|shared| shared.to_vec())
 }
 
 /// `CACHE SET` of one or more items. Validates every item (values up to
@@ -91,7 +130,9 @@ pub async fn set(
     c: &dyn Cache,
     items: Vec<CacheItem>,
     max_value: usize,
+    limits: Limits,
 ) -> Result<Response, Error> {
+    limits.check_keys(items.len())?;
     for item in &items {
         rules::validate_key(&item.key)?;
         rules::validate_value(&item.value, max_value)?;
@@ -100,7 +141,8 @@ pub async fn set(
 }
 
 /// `CACHE DEL`: invalidates keys.
-pub async fn del(c: &dyn Cache, keys: &[String]) -> Result<Response, Error> {
+pub async fn del(c: &dyn Cache, keys: &[String], limits: Limits) -> Result<Response, Error> {
+    limits.check_keys(keys.len())?;
     keys.iter().try_for_each(|k| rules::validate_key(k))?;
     let (count, deferred) = c.del(keys).await?;
     Ok(Response::CacheDeleted { count, deferred })

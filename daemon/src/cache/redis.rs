@@ -12,7 +12,7 @@ use crate::store::{OutboxEntry, Store};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use seqd_protocol::{CacheItem, WriteOutcome};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Invalidations waiting for Redis, mirrored in the store's outbox table.
@@ -368,19 +368,36 @@ impl Cache for RedisCache {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
+            // Each key once: a request naming one key many times costs one
+            // value, shared.
+            let mut unique: Vec<&str> = keys.iter().map(String::as_str).collect();
+            unique.sort_unstable();
+            unique.dedup();
+            let names = &unique;
             let values: Vec<Option<Vec<u8>>> = self
                 .link
-                .call(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
+                .call(
+                    |mut c| async move { redis::cmd("MGET").arg(names).query_async(&mut c).await },
+                )
                 .await
                 .map_err(|e| {
                     self.metrics.count_cache_read("unavailable");
                     Error::from(e)
                 })?;
-            for v in &values {
+            let by_key: HashMap<&str, Option<Value>> = unique
+                .iter()
+                .copied()
+                .zip(values.into_iter().map(|v| v.map(Arc::new)))
+                .collect();
+            let answers: Vec<Option<Value>> = keys
+                .iter()
+                .map(|k| by_key.get(k.as_str()).cloned().flatten())
+                .collect();
+            for v in &answers {
                 self.metrics
                     .count_cache_read(if v.is_some() { "hit" } else { "miss" });
             }
-            Ok(values.into_iter().map(|v| v.map(Arc::new)).collect())
+            Ok(answers)
         }
         .boxed()
     }

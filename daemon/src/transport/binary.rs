@@ -6,8 +6,10 @@
 //! spawn and no hop to a writer task), and writes responses as they
 //! complete, in any order, appending every ready one to a single buffer so
 //! that a burst costs one write. Reading stops while the buffer holds more
-//! than `OUT_HIGH_WATER` unsent bytes: a client that does not read its
-//! answers only ever slows itself. Requests that touch a common key take
+//! than `OUT_HIGH_WATER` unsent bytes, and so does the running of its
+//! requests (a finished reply is output too): a client that does not read
+//! its answers only ever slows itself, and holds at most that much plus
+//! one reply. Requests that touch a common key take
 //! effect in the order sent ([`super::order`]).
 
 use super::order::Order;
@@ -29,8 +31,14 @@ use tokio_util::sync::CancellationToken;
 
 /// The variant index of `ClientMessage::Request` in bincode (u32 LE).
 const REQUEST_TAG: [u8; 4] = [1, 0, 0, 0];
-/// Unsent response bytes above which no more requests are read.
+/// Unsent response bytes above which no more requests are read, and no
+/// request runs on to completion.
 const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Requests of one connection whose reply may be large (a cache value, the
+/// metrics) that run at once. A started read holds its value (from Redis)
+/// until it completes, and completing waits for the client to read: with
+/// this bound a client that never reads holds at most this many values.
+const BULKY_IN_FLIGHT: usize = 4;
 
 /// Responses waiting to be written, and the socket they go to.
 struct Out {
@@ -130,6 +138,9 @@ pub async fn serve<R>(
         return;
     };
     let ctx: &Context = &ctx;
+    // Declared before the requests that borrow it, so it outlives them.
+    let bulky = tokio::sync::Semaphore::new(BULKY_IN_FLIGHT);
+    let bulky = &bulky;
     let mut inflight = FuturesUnordered::new();
     let mut order = Order::default();
     let cancelled = shutdown.cancelled();
@@ -143,7 +154,11 @@ pub async fn serve<R>(
         let quiet = inflight.is_empty() && out.pending() == 0;
         tokio::select! {
             biased;
-            Some((seq, id, result)) = inflight.next(), if !inflight.is_empty() => {
+            // Finished replies count toward the output limit: while the
+            // client has not taken what is written, no request runs on
+            // (none completes, so none copies its reply), so a client
+            // that does not read holds at most the limit plus one reply.
+            Some((seq, id, result)) = inflight.next(), if !inflight.is_empty() && out.pending() < OUT_HIGH_WATER => {
                 last_activity = Instant::now();
                 order.finished(seq);
                 let result: Result<Response, WireError> = result;
@@ -168,10 +183,16 @@ pub async fn serve<R>(
                 match codec::decode_payload::<ClientMessage>(&payload, max) {
                     Ok(ClientMessage::Request { id, request }) => {
                         let admitted = order.admit(dispatch::touches(&request));
+                        let large = dispatch::reply_may_be_large(&request);
                         inflight.push(async move {
                             for earlier in admitted.wait_for {
                                 let _ = earlier.await;
                             }
+                            // Never closed, so acquiring cannot fail.
+                            let _permit = match large {
+                                true => bulky.acquire().await.ok(),
+                                false => None,
+                            };
                             let result = dispatch::serve(ctx, request).await;
                             drop(admitted.end);
                             (admitted.seq, id, result)
@@ -214,8 +235,20 @@ pub async fn serve<R>(
             () = &mut cancelled => break,
         }
     }
-    // Drain: every request in flight is still answered.
-    while let Some((_, id, result)) = inflight.next().await {
+    // Drain: every request in flight is still answered, within the same
+    // output limit (a client that stopped reading holds the drain, which
+    // the server bounds by its drain timeout).
+    loop {
+        if out.pending() >= OUT_HIGH_WATER {
+            if !out.write_some().await {
+                return;
+            }
+            continue;
+        }
+        let Some((_, id, result)) = inflight.next().await else {
+            break;
+        };
+        let result: Result<Response, WireError> = result;
         let result = result.map(|r| r.for_version(version));
         out.push(&ServerMessage::Response { id, result }, Some(id));
     }

@@ -2,6 +2,7 @@
 //! `redis-server` and `seqd` processes driven through the harness in
 //! `tests/src` (`seqd_tests`). One module per area of the spec.
 
+mod abuse;
 mod bench;
 mod cache;
 mod cli;
