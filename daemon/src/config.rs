@@ -174,6 +174,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Connections one uid may hold at once (peer credentials): one
+    /// runaway process cannot take every slot. Past it, a connection gets
+    /// `unavailable` and is closed.
+    #[arg(long, env = "SEQD_MAX_CONNECTIONS_PER_UID", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_uid: u32,
+
     /// Most requests in flight on one binary connection; further requests
     /// wait until one completes (backpressure on that client only).
     #[arg(long, env = "SEQD_MAX_INFLIGHT", default_value_t = 1024,

@@ -31,6 +31,7 @@ pub const RELOADABLE: &[&str] = &[
     "SEQD_MAX_VALUE",
     "SEQD_MAX_BATCH",
     "SEQD_MAX_KEYS",
+    "SEQD_MAX_CONNECTIONS_PER_UID",
     "SEQD_ALLOW_UIDS",
     "SEQD_ALLOW_GIDS",
 ];
@@ -102,6 +103,7 @@ pub fn reloaded(
     take!("SEQD_MAX_VALUE", max_value);
     take!("SEQD_MAX_BATCH", max_batch);
     take!("SEQD_MAX_KEYS", max_keys);
+    take!("SEQD_MAX_CONNECTIONS_PER_UID", max_connections_per_uid);
     take!("SEQD_ALLOW_UIDS", allow_uids);
     take!("SEQD_ALLOW_GIDS", allow_gids);
     Ok((next, changed))

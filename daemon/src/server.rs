@@ -1,8 +1,17 @@
 //! The listening socket and the accept loop.
 //!
-//! Owns: binding the socket (with the stale-socket check), the cap on
-//! connections (a permit is taken *before* `accept`, so a full daemon stops
-//! accepting instead of failing connections), and the drain on shutdown.
+//! Owns: binding the socket (with the stale-socket check), who gets a
+//! connection slot, and the drain on shutdown.
+//!
+//! # Slots
+//!
+//! A peer's credentials are checked right after `accept`, before a slot is
+//! taken or a byte is read: a peer outside `--allow-uids`/`--allow-gids`,
+//! or a uid that holds `--max-connections-per-uid` already, never holds a
+//! slot (its refusal is written by a small task of its own, at most
+//! [`MAX_REFUSING`] at once, each bounded by [`REFUSE_TIMEOUT`]). An
+//! accepted peer then waits for one of `--max-connections` slots; while it
+//! waits, the loop accepts nothing else.
 
 use crate::context::Context;
 use crate::transport;
@@ -16,6 +25,12 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Refusals being written at once; past it a refused peer is just closed.
+pub const MAX_REFUSING: usize = 64;
+/// How long a refused peer may take to send its first byte (which tells
+/// the protocol its refusal is written in).
+pub const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,26 +179,76 @@ fn resolve_group(group: &str) -> io::Result<u32> {
 /// [`DRAIN_TIMEOUT`]), and returns.
 pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let stop = CancellationToken::new();
-    let connections = Arc::new(Semaphore::new(ctx.config().max_connections as usize));
+    let connections = Arc::new(Semaphore::new(connection_limit(
+        ctx.config().max_connections as usize,
+    )));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let per_uid = Arc::new(PerUid::default());
     let tracker = TaskTracker::new();
+    let mut accept_failures = 0u32;
     tokio::pin!(shutdown);
     loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    accept_failures = 0;
+                    stream
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off (up to a second) instead
+                    // of spinning, and say so once per streak, not per try.
+                    accept_failures += 1;
+                    if accept_failures == 1 {
+                        tracing::warn!(error = %e, "accept failed; backing off until it works again");
+                    }
+                    let wait = Duration::from_millis(50u64 << accept_failures.min(5));
+                    tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let config = ctx.config();
+        let (uid, gid) = match stream.peer_cred() {
+            Ok(cred) => (Some(cred.uid()), Some(cred.gid())),
+            Err(_) => (None, None),
+        };
+        let allowed = match (uid, gid) {
+            (Some(uid), Some(gid)) => {
+                tracing::debug!(uid, gid, "connection accepted");
+                config.peer_allowed(uid, gid)
+            }
+            // Without credentials an allow-list cannot be honoured.
+            _ => config.allow_uids.is_empty() && config.allow_gids.is_empty(),
+        };
+        if !allowed {
+            tracing::info!(?uid, "connection refused: peer not in the allow-list");
+            refuse(&tracker, &refusing, stream, transport::Refusal::NotAllowed);
+            continue;
+        }
+        let uid_slot = match per_uid.take(uid, config.max_connections_per_uid as usize) {
+            Some(slot) => slot,
+            None => {
+                tracing::info!(
+                    ?uid,
+                    limit = config.max_connections_per_uid,
+                    "connection refused: the uid holds its limit of connections"
+                );
+                let limit = config.max_connections_per_uid;
+                refuse(
+                    &tracker,
+                    &refusing,
+                    stream,
+                    transport::Refusal::TooManyForUid(limit),
+                );
+                continue;
+            }
+        };
+        drop(config);
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
             },
             _ = &mut shutdown => break,
         };
@@ -194,6 +259,7 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
             transport::serve_connection(ctx.clone(), stream, stop).await;
             ctx.metrics.connections_open.dec();
             drop(permit);
+            drop(uid_slot);
         });
     }
     stop.cancel();
@@ -203,5 +269,108 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
         .is_err()
     {
         tracing::warn!("shutdown: connections still busy after the drain timeout");
+    }
+}
+
+/// Descriptors kept for everything but client connections: the store,
+/// Redis connections, the listener, refusals being written, logs.
+const RESERVED_FDS: usize = 32 + MAX_REFUSING;
+
+/// The connections seqd can really hold: `--max-connections`, or fewer
+/// when the open-files limit (already raised to its hard limit at start)
+/// would run out first — then `accept` would fail with `EMFILE` instead.
+/// Logged once at start.
+fn connection_limit(configured: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    let nofile = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
+        0 => lim.rlim_cur as usize,
+        _ => usize::MAX,
+    };
+    let effective = configured.min(nofile.saturating_sub(RESERVED_FDS)).max(1);
+    if effective < configured {
+        tracing::warn!(
+            effective,
+            max_connections = configured,
+            open_files_limit = nofile,
+            "the open-files limit allows fewer connections than --max-connections; \
+             serving at most {effective} (raise LimitNOFILE= to serve more)"
+        );
+    } else {
+        tracing::info!(
+            max_connections = effective,
+            open_files_limit = nofile,
+            "connection limit"
+        );
+    }
+    effective
+}
+
+/// Writes a refusal without taking a connection slot, if fewer than
+/// [`MAX_REFUSING`] are being written; otherwise just closes.
+fn refuse(
+    tracker: &TaskTracker,
+    refusing: &Arc<Semaphore>,
+    stream: tokio::net::UnixStream,
+    why: transport::Refusal,
+) {
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    tracker.spawn(async move {
+        transport::refuse(stream, why, REFUSE_TIMEOUT).await;
+        drop(permit);
+    });
+}
+
+/// Connections held per uid.
+#[derive(Default)]
+struct PerUid {
+    /// A `std::sync::Mutex`: held for a count update, never across an await.
+    counts: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
+}
+
+/// One connection of a uid; gives the count back when dropped.
+struct UidSlot {
+    per_uid: Arc<PerUid>,
+    uid: u32,
+}
+
+impl PerUid {
+    /// A slot for `uid` if it holds fewer than `limit` (peers without
+    /// credentials are not counted).
+    fn take(self: &Arc<Self>, uid: Option<u32>, limit: usize) -> Option<Option<UidSlot>> {
+        let Some(uid) = uid else {
+            return Some(None);
+        };
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(uid).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Some(UidSlot {
+            per_uid: self.clone(),
+            uid,
+        }))
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .per_uid
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.uid);
+            }
+        }
     }
 }

@@ -18,16 +18,9 @@ use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
 /// Serves one connection until the client leaves, a fatal protocol error,
-/// or `shutdown` (then requests in flight are still answered).
+/// or `shutdown` (then requests in flight are still answered). The peer
+/// was let in by the server (credentials, slots).
 pub async fn serve_connection(ctx: Arc<Context>, stream: UnixStream, shutdown: CancellationToken) {
-    let allowed = match stream.peer_cred() {
-        Ok(cred) => {
-            tracing::debug!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "connection accepted");
-            ctx.config().peer_allowed(cred.uid(), cred.gid())
-        }
-        // Without credentials an allow-list cannot be honoured.
-        Err(_) => ctx.config().allow_uids.is_empty() && ctx.config().allow_gids.is_empty(),
-    };
     let (mut rd, mut wr) = stream.into_split();
     let mut first = [0u8; 1];
     let read = tokio::select! {
@@ -44,10 +37,6 @@ pub async fn serve_connection(ctx: Arc<Context>, stream: UnixStream, shutdown: C
             return;
         }
     }
-    if !allowed {
-        refuse(&mut wr, first[0]).await;
-        return;
-    }
     // Put the byte back in front of the stream for the protocol's framing.
     let reader = Cursor::new(first).chain(rd);
     if seqd_protocol::is_binary_first_byte(first[0]) {
@@ -59,14 +48,34 @@ pub async fn serve_connection(ctx: Arc<Context>, stream: UnixStream, shutdown: C
     }
 }
 
-/// Tells a peer outside the allow-list why it is refused, in the protocol
-/// it started to speak, then the connection closes.
-async fn refuse(wr: &mut tokio::net::unix::OwnedWriteHalf, first: u8) {
-    tracing::info!("connection refused: peer not in the allow-list");
-    let error = WireError::new(
-        ErrorCode::Forbidden,
-        "this user may not use seqd (see --allow-uids/--allow-gids)",
-    );
+/// Why a peer is turned away before it gets a slot.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// Not in `--allow-uids`/`--allow-gids`.
+    NotAllowed,
+    /// Its uid holds this many connections already.
+    TooManyForUid(u32),
+}
+
+/// Tells a refused peer why, in the protocol it starts to speak (its first
+/// byte, awaited at most `wait`), then closes.
+pub async fn refuse(stream: UnixStream, why: Refusal, wait: std::time::Duration) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut first = [0u8; 1];
+    let first = match tokio::time::timeout(wait, rd.read(&mut first)).await {
+        Ok(Ok(1)) => first[0],
+        _ => return,
+    };
+    let error = match why {
+        Refusal::NotAllowed => WireError::new(
+            ErrorCode::Forbidden,
+            "this user may not use seqd (see --allow-uids/--allow-gids)",
+        ),
+        Refusal::TooManyForUid(limit) => WireError::new(
+            ErrorCode::Unavailable,
+            format!("this user holds its limit of {limit} connections (--max-connections-per-uid)"),
+        ),
+    };
     let bytes = if seqd_protocol::is_binary_first_byte(first) {
         let msg = ServerMessage::Error { error };
         seqd_protocol::codec::encode_frame(&msg, seqd_protocol::MAX_FRAME_CEILING)

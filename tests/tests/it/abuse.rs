@@ -145,3 +145,123 @@ fn a_fan_out_request_is_refused_before_it_costs_memory() {
     let got = c.cache_get_many(&["small", "nope", "small"]).unwrap();
     assert_eq!(got, vec![Some(b"s".to_vec()), None, Some(b"s".to_vec())]);
 }
+
+/// `echo PING | socat` as a child with `gid` (and `uid` if given): a peer
+/// with other credentials than this test's.
+fn ping_as(socket: &std::path::Path, uid: Option<u32>, gid: u32) -> (String, Duration) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "echo PING | socat - UNIX-CONNECT:{}",
+            socket.display()
+        ))
+        .gid(gid);
+    if let Some(uid) = uid {
+        cmd.uid(uid);
+    }
+    let started = Instant::now();
+    let out = output_within_deadline(&mut cmd);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn refused_peers_take_no_slot_from_allowed_ones() {
+    let seqd = Seqd::start_unchecked(SeqdOptions {
+        args: ["--allow-gids", "4242", "--max-connections", "4"]
+            .map(String::from)
+            .to_vec(),
+        ..SeqdOptions::local()
+    });
+    // This test's process (gid 0) is not allowed: 20 connections that
+    // say nothing.
+    let idle: Vec<_> = (0..20)
+        .map(|_| std::os::unix::net::UnixStream::connect(seqd.socket()).unwrap())
+        .collect();
+    let (reply, took) = ping_as(&seqd.socket(), None, 4242);
+    println!("an allowed PING behind 20 refused idle peers took {took:?}");
+    assert_eq!(reply, "OK pong\n");
+    // A refused peer that speaks is still told why.
+    let mut t = TextConn::connect(&seqd.socket());
+    assert!(t.cmd("PING").starts_with("ERR forbidden "));
+    drop(idle);
+}
+
+#[test]
+fn one_uid_holds_at_most_its_share_of_connections() {
+    use std::os::unix::fs::PermissionsExt;
+    let seqd = Seqd::start(SeqdOptions {
+        args: ["--max-connections-per-uid", "3", "--socket-group", "4242"]
+            .map(String::from)
+            .to_vec(),
+        ..SeqdOptions::local()
+    });
+    // Let another uid reach the socket (group 4242, mode 0660).
+    std::fs::set_permissions(seqd.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut held: Vec<TextConn> = (0..3).map(|_| seqd.text()).collect();
+    for t in &mut held {
+        assert_eq!(t.cmd("PING"), "OK pong");
+    }
+    let reply = seqd.text().cmd("PING");
+    assert!(
+        reply.starts_with("ERR unavailable ") && reply.contains("--max-connections-per-uid"),
+        "{reply}"
+    );
+    // Another uid is not affected.
+    let (reply, _) = ping_as(&seqd.socket(), Some(65534), 4242);
+    assert_eq!(reply, "OK pong\n");
+    // A slot given back is a slot again.
+    held.pop();
+    wait_until("the slot given back", Duration::from_secs(5), || {
+        seqd.text().cmd("PING") == "OK pong"
+    });
+}
+
+#[test]
+fn a_low_open_files_limit_lowers_the_connection_limit_instead_of_failing_accepts() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, log) = (dir.path().join("s.sock"), dir.path().join("log"));
+    let mut cmd = seqd_command(&socket, &dir.path().join("data"));
+    // SAFETY: setrlimit(2) between fork and exec touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the socket", STARTUP_DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let text = || std::fs::read_to_string(&log).unwrap();
+    wait_until("the limit in the log", Duration::from_secs(5), || {
+        text().contains("serving at most 160")
+    });
+    // Twice what the descriptors allow.
+    let held: Vec<_> = (0..320)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    let flooded = within(Duration::from_secs(2), || {
+        text().matches("accept failed").count() > 1
+    });
+    println!(
+        "320 connections at an open-files limit of 256: {} 'accept failed' lines",
+        text().matches("accept failed").count()
+    );
+    assert!(!flooded, "{}", text());
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+}
