@@ -3,6 +3,7 @@
 //! answered and takes over while Redis cannot answer.
 
 use super::classify::{self, decode_missing, encode_missing, Outcome, StreamState};
+use super::gap_log::GapLog;
 use super::{now_ms, observe, result, stats_of, Checked, Tracker};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -142,6 +143,7 @@ pub struct LocalTracker {
     pub(super) streams: Streams,
     pub(super) store: Store,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) gap_log: GapLog,
 }
 
 impl LocalTracker {
@@ -166,6 +168,7 @@ impl LocalTracker {
             },
             store,
             metrics,
+            gap_log: GapLog::default(),
         }
     }
 
@@ -182,7 +185,7 @@ impl LocalTracker {
             .iter()
             .zip(outcomes)
             .map(|(e, o)| {
-                observe(&self.metrics, e, &o);
+                observe(&self.metrics, &self.gap_log, e, &o);
                 result(o, e.seq, Source::Local)
             })
             .collect();

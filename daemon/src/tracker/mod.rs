@@ -4,6 +4,7 @@
 //!
 //! - [`classify`]: the classification itself, a pure function over a
 //!   stream's state, with the name rules and the Redis key schema.
+//! - [`gap_log`]: gap logs summarised per stream and interval.
 //! - [`Tracker`]: where stream states live, with two implementations:
 //!   [`local::LocalTracker`] (local mode: memory backed by the SQLite
 //!   store) and [`redis::RedisTracker`] (Redis mode: the hash
@@ -24,6 +25,7 @@
 //!   Redis on recovery, unless Redis has moved further (never backwards).
 
 pub mod classify;
+pub mod gap_log;
 pub mod local;
 pub mod redis;
 
@@ -31,6 +33,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use classify::{Outcome, StreamState};
 use futures_util::future::BoxFuture;
+use gap_log::{GapLog, Verdict};
 use seqd_protocol::{GapEvent, GapKind, GapResult, Response, Source, Stream, StreamStats};
 
 /// A validated event: the stream's key and names, and the number.
@@ -80,13 +83,25 @@ pub(crate) fn stats_of(st: &StreamState, source: Source) -> StreamStats {
 
 /// Counts an event and logs gaps by size (10 / 100 / 1000: info / warn /
 /// error).
-pub(crate) fn observe(metrics: &Metrics, e: &Checked, o: &Outcome) {
+pub(crate) fn observe(metrics: &Metrics, log: &GapLog, e: &Checked, o: &Outcome) {
     metrics.count_gap_event(&e.exchange, o.kind.as_str());
     if o.kind != GapKind::Gap || o.gap < classify::GAP_LOG_INFO {
         return;
     }
+    let (ex, sym) = (&e.exchange, &e.symbol);
+    match log.verdict(&e.key, o.gap, std::time::Instant::now()) {
+        Verdict::Hold => return,
+        Verdict::Log {
+            held_back: Some((held_back, largest)),
+        } => tracing::warn!(
+            exchange = %ex, symbol = %sym, held_back, largest,
+            "more sequence gaps on this stream were counted but not logged one by one (at most one line per stream every {} s)",
+            gap_log::INTERVAL.as_secs()
+        ),
+        Verdict::Log { held_back: None } => {}
+    }
     let expected = o.expected.unwrap_or(0);
-    let (ex, sym, actual, gap) = (&e.exchange, &e.symbol, e.seq, o.gap);
+    let (actual, gap) = (e.seq, o.gap);
     if gap >= classify::GAP_LOG_ERROR {
         tracing::error!(exchange = %ex, symbol = %sym, expected, actual, gap, "critical sequence gap");
     } else if gap >= classify::GAP_LOG_WARN {

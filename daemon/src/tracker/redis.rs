@@ -219,7 +219,7 @@ impl RedisTracker {
                     gap: r[2].max(0) as u64,
                     filled: (r[3] >= 0).then_some(r[3] == 1),
                 };
-                observe(&self.local.metrics, e, &o);
+                observe(&self.local.metrics, &self.local.gap_log, e, &o);
                 result(o, e.seq, Source::Redis)
             })
             .collect();

@@ -320,10 +320,18 @@ fn clear_and_clear_all_use_scan_never_keys() {
 fn gaps_are_logged_by_size_and_counted_per_exchange() {
     let (_redis, seqd) = redis_seqd(&[]);
     let mut c = seqd.client();
-    for s in [1, 5, 16, 117, 1118] {
-        c.gap_check("logx", "L", s).unwrap();
+    // One stream per size: a stream's gaps after its first logged one in
+    // an interval are only counted (see the flood test below).
+    for (symbol, first, then) in [
+        ("L3", 1, 5),
+        ("L10", 5, 16),
+        ("L100", 16, 117),
+        ("L1000", 117, 1118),
+    ] {
+        c.gap_check("logx", symbol, first).unwrap();
+        c.gap_check("logx", symbol, then).unwrap();
     }
-    c.gap_check("logx", "L", 1118).unwrap();
+    c.gap_check("logx", "L1000", 1118).unwrap();
     wait_until("the error-level gap log", Duration::from_secs(5), || {
         seqd.log_text().contains("critical sequence gap")
     });
@@ -348,7 +356,7 @@ fn gaps_are_logged_by_size_and_counted_per_exchange() {
         metrics.contains(r#"seqd_gap_events_total{exchange="logx",event="gap"} 4"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"seqd_gap_events_total{exchange="logx",event="normal"} 1"#));
+    assert!(metrics.contains(r#"seqd_gap_events_total{exchange="logx",event="normal"} 4"#));
     assert!(metrics.contains(r#"seqd_gap_events_total{exchange="logx",event="duplicate"} 1"#));
 }
 
@@ -507,4 +515,32 @@ fn pipelined_checks_on_one_connection_take_effect_in_the_order_sent() {
             .collect();
         assert_eq!(kinds.concat(), vec![GapKind::Normal; 4]);
     }
+}
+
+#[test]
+fn a_batch_of_ten_thousand_gaps_makes_one_log_line_and_every_count() {
+    let (_redis, seqd) = redis_seqd(&[]);
+    let mut c = seqd.client();
+    // A first number, then 9,999 gaps of 1,000 numbers each.
+    let events: Vec<_> = (0..10_000u64)
+        .map(|i| gap_event("flood", "F", 1 + i * 1001))
+        .collect();
+    let results = c.gap_batch(events).unwrap();
+    let gaps = results.iter().filter(|r| r.kind == GapKind::Gap).count();
+    assert_eq!(gaps, 9_999);
+    let metrics = c.metrics().unwrap();
+    assert!(
+        metrics.contains(r#"seqd_gap_events_total{exchange="flood",event="gap"} 9999"#),
+        "{metrics}"
+    );
+    wait_until("the gap line", Duration::from_secs(5), || {
+        seqd.log_text().contains("critical sequence gap")
+    });
+    let lines = seqd
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("exchange=flood"))
+        .count();
+    println!("9,999 gaps in one batch: {lines} log line(s)");
+    assert_eq!(lines, 1, "{}", seqd.log_text());
 }
