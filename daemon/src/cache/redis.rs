@@ -16,10 +16,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Invalidations waiting for Redis, mirrored in the store's outbox table.
+///
+/// A key is covered by a pending prefix when one of its own prefixes is in
+/// the set: a lookup per key length, not a scan of every prefix.
 #[derive(Default)]
 struct Outbox {
     keys: HashSet<String>,
-    prefixes: Vec<String>,
+    prefixes: HashSet<String>,
+}
+
+/// True when one of `key`'s prefixes (the empty one included) is in `set`.
+fn covered(set: &HashSet<String>, key: &str) -> bool {
+    !set.is_empty() && (0..=key.len()).any(|i| key.is_char_boundary(i) && set.contains(&key[..i]))
 }
 
 impl Outbox {
@@ -28,7 +36,7 @@ impl Outbox {
     }
 
     fn covers(&self, key: &str) -> bool {
-        self.keys.contains(key) || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+        self.keys.contains(key) || covered(&self.prefixes, key)
     }
 
     fn insert(&mut self, e: &OutboxEntry) {
@@ -36,8 +44,9 @@ impl Outbox {
             OutboxEntry::Key(k) => {
                 self.keys.insert(k.clone());
             }
-            OutboxEntry::Prefix(p) if !self.prefixes.contains(p) => self.prefixes.push(p.clone()),
-            OutboxEntry::Prefix(_) => {}
+            OutboxEntry::Prefix(p) => {
+                self.prefixes.insert(p.clone());
+            }
         }
     }
 
@@ -46,7 +55,9 @@ impl Outbox {
             OutboxEntry::Key(k) => {
                 self.keys.remove(k);
             }
-            OutboxEntry::Prefix(p) => self.prefixes.retain(|x| x != p),
+            OutboxEntry::Prefix(p) => {
+                self.prefixes.remove(p);
+            }
         }
     }
 
@@ -62,6 +73,9 @@ impl Outbox {
 
 /// Keys per `UNLINK` and per `SCAN` step.
 const CHUNK: usize = 500;
+/// Keys per `SCAN` step of an outbox replay: larger steps, fewer round
+/// trips while the breaker waits half-open.
+const REPLAY_SCAN_STEP: usize = 2000;
 
 /// Redis mode.
 pub struct RedisCache {
@@ -235,43 +249,39 @@ impl RedisCache {
         }
     }
 
-    /// `SCAN` + `UNLINK` of the keys starting with `prefix`, skipping the
-    /// counter families; `recovering` runs the steps while half-open.
-    async fn unlink_prefix(&self, prefix: &str, recovering: bool) -> Result<u64, LinkError> {
+    /// `SCAN MATCH` + `UNLINK` of the keys starting with `prefix`,
+    /// skipping the counter families.
+    async fn unlink_prefix(&self, prefix: &str) -> Result<u64, LinkError> {
         let pattern = scan_pattern(prefix);
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
             let p = &pattern;
-            let scan = |mut c: Pipe| async move {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(p)
-                    .arg("COUNT")
-                    .arg(CHUNK)
-                    .query_async::<(u64, Vec<String>)>(&mut c)
-                    .await
-            };
-            let (next, keys) = if recovering {
-                self.link.call_recovering(scan).await?
-            } else {
-                self.link.call(scan).await?
-            };
+            let (next, keys): (u64, Vec<String>) = self
+                .link
+                .call(|mut c: Pipe| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(p)
+                        .arg("COUNT")
+                        .arg(CHUNK)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
             let keys: Vec<String> = keys.into_iter().filter(|k| !is_forbidden(k)).collect();
             if !keys.is_empty() {
                 let ks = &keys;
-                let unlink = |mut c: Pipe| async move {
-                    redis::cmd("UNLINK")
-                        .arg(ks)
-                        .query_async::<u64>(&mut c)
-                        .await
-                };
-                removed += if recovering {
-                    self.link.call_recovering(unlink).await?
-                } else {
-                    self.link.call(unlink).await?
-                };
+                removed += self
+                    .link
+                    .call(|mut c: Pipe| async move {
+                        redis::cmd("UNLINK")
+                            .arg(ks)
+                            .query_async::<u64>(&mut c)
+                            .await
+                    })
+                    .await?;
             }
             if next == 0 {
                 return Ok(removed);
@@ -305,16 +315,69 @@ impl RedisCache {
             .await?;
             self.done(chunk.to_vec()).await;
         }
-        for e in prefixes {
-            if let OutboxEntry::Prefix(p) = &e {
-                self.unlink_prefix(p, true).await.map_err(|e| match e {
-                    LinkError::Failed(f) => f,
-                    LinkError::BreakerOpen(s) => RedisFailure::Transport(format!("breaker {s}")),
-                })?;
-            }
-            self.done(vec![e]).await;
+        if !prefixes.is_empty() {
+            // Every pending prefix in one pass over the keyspace, however
+            // many there are (a prefix covering another absorbs it): the
+            // breaker closes after one SCAN, not one per prefix.
+            let set: HashSet<String> = prefixes
+                .iter()
+                .filter_map(|e| match e {
+                    OutboxEntry::Prefix(p) => Some(p.clone()),
+                    OutboxEntry::Key(_) => None,
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let removed = self.unlink_covered(link, &set).await?;
+            tracing::info!(
+                prefixes = set.len(),
+                removed,
+                ms = started.elapsed().as_millis() as u64,
+                "cache prefix invalidations replayed in one pass"
+            );
+            self.done(prefixes).await;
         }
         Ok(())
+    }
+
+    /// `SCAN` + `UNLINK` of every key one of `prefixes` covers, skipping the
+    /// counter families, while the breaker is half-open.
+    async fn unlink_covered(
+        &self,
+        link: &RedisLink,
+        prefixes: &HashSet<String>,
+    ) -> Result<u64, RedisFailure> {
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = link
+                .call_recovering(|mut c| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(REPLAY_SCAN_STEP)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let doomed: Vec<String> = keys
+                .into_iter()
+                .filter(|k| !is_forbidden(k) && covered(prefixes, k))
+                .collect();
+            for chunk in doomed.chunks(CHUNK) {
+                removed += link
+                    .call_recovering(|mut c| async move {
+                        redis::cmd("UNLINK")
+                            .arg(chunk)
+                            .query_async::<u64>(&mut c)
+                            .await
+                    })
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
     }
 
     async fn done(&self, entries: Vec<OutboxEntry>) {
@@ -440,7 +503,7 @@ impl Cache for RedisCache {
 
     fn del_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(u64, bool), Error>> {
         async move {
-            let unlinked = self.unlink_prefix(prefix, false).await;
+            let unlinked = self.unlink_prefix(prefix).await;
             self.reads.written_all();
             match unlinked {
                 Ok(n) => Ok((n, false)),

@@ -265,3 +265,45 @@ fn a_low_open_files_limit_lowers_the_connection_limit_instead_of_failing_accepts
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_thousand_deferred_prefix_deletes_are_replayed_in_one_pass() {
+    let (redis, seqd) = redis_seqd(&["--redis-timeout-ms", "200", "--probe-base-ms", "50"]);
+    // 20,000 settings keys of 1,000 users, and two keys that must stay.
+    redis.cmd(&[
+        "EVAL",
+        "for u=1,1000 do for i=1,20 do redis.call('SET','user:'..u..':k'..i,'x') end end return 1",
+        "0",
+    ]);
+    redis.cmd(&["SET", "admin:defaults:all", "keep"]);
+    redis.cmd(&["SET", "seq:group:g", "5"]);
+    let mut c = seqd.client();
+    redis.hang();
+    for u in 1..=1000 {
+        let (_, deferred) = c.cache_del_prefix(&format!("user:{u}:")).unwrap();
+        assert!(deferred);
+    }
+    let health = |name: &str| field(&seqd.text().cmd("HEALTH"), name).to_string();
+    assert_eq!(health("outbox"), "1000");
+    redis.resume();
+    let started = Instant::now();
+    wait_until(
+        "the outbox replayed and the breaker closed",
+        Duration::from_secs(15),
+        || health("breaker") == "closed" && health("outbox") == "0",
+    );
+    let took = started.elapsed();
+    println!(
+        "1,000 deferred prefixes over 20,000 keys: breaker closed {took:?} after Redis returned"
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert_eq!(
+        redis.cmd(&["DBSIZE"]).as_int(),
+        2,
+        "every user key gone, the others kept"
+    );
+    assert_eq!(
+        redis.get_bytes("admin:defaults:all"),
+        Some(b"keep".to_vec())
+    );
+}
