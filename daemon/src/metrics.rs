@@ -279,7 +279,8 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn count_gap_event(&self, exchange: &str, event: &'static str) {
+    /// Counts `n` gap-tracker events of one exchange and kind.
+    pub fn count_gap_events(&self, exchange: &str, event: &'static str, n: u64) {
         let exchange = {
             let mut known = self.exchanges.lock().unwrap_or_else(|p| p.into_inner());
             if known.contains(exchange) {
@@ -293,7 +294,7 @@ impl Metrics {
         };
         self.gap_events
             .get_or_create(&GapLabels { exchange, event })
-            .inc();
+            .inc_by(n);
     }
 
     pub fn count_cache_read(&self, result: &'static str) {

@@ -7,6 +7,7 @@ use crate::cache::redis::RedisCache;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::redis::link::BULK_TIMEOUT_FACTOR;
 use crate::redis::{Recovery, RedisLink, RedisPool};
 use crate::sequences::local::LocalSequences;
 use crate::sequences::redis::RedisSequences;
@@ -86,7 +87,16 @@ pub async fn build(
         pending_reconciliation = store.pending(),
         "mode: Redis at {}", target.display()
     );
-    let link = Arc::new(RedisLink::new(pool, config.breaker(), metrics.clone()));
+    // One connection for bulk work, with a longer timeout (see
+    // `RedisLink::call_bulk`).
+    let bulk = RedisPool::new(&target, 1, config.redis_timeout() * BULK_TIMEOUT_FACTOR)
+        .map_err(anyhow::Error::msg)?;
+    let link = Arc::new(RedisLink::new(
+        pool,
+        bulk,
+        config.breaker(),
+        metrics.clone(),
+    ));
     let sequences = Arc::new(RedisSequences::new(
         link.clone(),
         store.clone(),

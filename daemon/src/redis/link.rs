@@ -49,9 +49,16 @@ pub trait Recovery: Send + Sync {
     fn recover<'a>(&'a self, link: &'a RedisLink) -> BoxFuture<'a, Result<(), RedisFailure>>;
 }
 
+/// How much longer than the operation timeout a bulk operation may take.
+pub const BULK_TIMEOUT_FACTOR: u32 = 10;
+
 /// The pool behind the breaker.
 pub struct RedisLink {
     pub(super) pool: RedisPool,
+    /// A connection of its own for bulk work (large gap batches): it never
+    /// queues ahead of the small requests on `pool`, and its slowness is
+    /// not taken for Redis failing.
+    bulk: RedisPool,
     /// A `std::sync::Mutex`: held only for a state update, never across an
     /// await.
     breaker: Mutex<Breaker>,
@@ -61,13 +68,19 @@ pub struct RedisLink {
 }
 
 impl RedisLink {
-    pub fn new(pool: RedisPool, breaker: BreakerConfig, metrics: Arc<Metrics>) -> RedisLink {
+    pub fn new(
+        pool: RedisPool,
+        bulk: RedisPool,
+        breaker: BreakerConfig,
+        metrics: Arc<Metrics>,
+    ) -> RedisLink {
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
         RedisLink {
             pool,
+            bulk,
             breaker: Mutex::new(Breaker::new(breaker, Instant::now(), seed)),
             wake: Notify::new(),
             metrics,
@@ -85,6 +98,7 @@ impl RedisLink {
     /// New operation timeout and breaker settings (reload).
     pub fn reconfigure(&self, timeout: Duration, breaker: BreakerConfig) {
         self.pool.set_timeout(timeout);
+        self.bulk.set_timeout(timeout * BULK_TIMEOUT_FACTOR);
         self.lock().set_config(breaker);
     }
 
@@ -118,6 +132,36 @@ impl RedisLink {
     {
         self.call_until(Instant::now() + self.pool.timeout(), op)
             .await
+    }
+
+    /// Runs one bulk operation (a chunk of a large gap batch) on the bulk
+    /// connection, under [`BULK_TIMEOUT_FACTOR`] times the operation
+    /// timeout, if the breaker is closed. A transport failure or a Redis
+    /// that cannot serve counts against the breaker; a bulk operation that
+    /// is merely slow (its timeout) does not: it is slow because of the
+    /// work asked of it, which says nothing about Redis's health.
+    pub async fn call_bulk<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(Pipe) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let state = self.lock().state();
+        if state != BreakerState::Closed {
+            return Err(LinkError::BreakerOpen(state.as_str()));
+        }
+        let result = self.bulk.run(op).await;
+        match &result {
+            Ok(_) => self.lock().record_success(),
+            Err(RedisFailure::Timeout(ms)) => {
+                tracing::debug!(
+                    ms,
+                    "a bulk Redis operation timed out (not counted against Redis)"
+                )
+            }
+            Err(e) if e.counts_against_health() => self.record_failure(e),
+            Err(_) => {}
+        }
+        result.map_err(LinkError::Failed)
     }
 
     /// Like [`RedisLink::call`], ending at `deadline` at the latest.

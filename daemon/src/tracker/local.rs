@@ -4,7 +4,7 @@
 
 use super::classify::{self, decode_missing, encode_missing, Outcome, StreamState};
 use super::gap_log::GapLog;
-use super::{now_ms, observe, result, stats_of, Checked, Tracker};
+use super::{count_events, now_ms, observe, result, stats_of, Checked, Tracker};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::{Store, StreamRow};
@@ -181,14 +181,15 @@ impl LocalTracker {
     ) -> Result<Vec<GapResult>, Error> {
         let (outcomes, rows) = self.streams.apply(events, dirty)?;
         self.store.save_streams(rows).await?;
-        let results = events
+        let results: Vec<GapResult> = events
             .iter()
             .zip(outcomes)
             .map(|(e, o)| {
-                observe(&self.metrics, &self.gap_log, e, &o);
+                observe(&self.gap_log, e, &o);
                 result(o, e.seq, Source::Local)
             })
             .collect();
+        count_events(&self.metrics, events, &results);
         Ok(results)
     }
 

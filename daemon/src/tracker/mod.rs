@@ -83,8 +83,7 @@ pub(crate) fn stats_of(st: &StreamState, source: Source) -> StreamStats {
 
 /// Counts an event and logs gaps by size (10 / 100 / 1000: info / warn /
 /// error).
-pub(crate) fn observe(metrics: &Metrics, log: &GapLog, e: &Checked, o: &Outcome) {
-    metrics.count_gap_event(&e.exchange, o.kind.as_str());
+pub(crate) fn observe(log: &GapLog, e: &Checked, o: &Outcome) {
     if o.kind != GapKind::Gap || o.gap < classify::GAP_LOG_INFO {
         return;
     }
@@ -108,6 +107,18 @@ pub(crate) fn observe(metrics: &Metrics, log: &GapLog, e: &Checked, o: &Outcome)
         tracing::warn!(exchange = %ex, symbol = %sym, expected, actual, gap, "large sequence gap");
     } else {
         tracing::info!(exchange = %ex, symbol = %sym, expected, actual, gap, "sequence gap");
+    }
+}
+
+/// Counts a batch's events per exchange and kind: one metric update per
+/// pair, not per event.
+pub(crate) fn count_events(metrics: &Metrics, events: &[Checked], results: &[GapResult]) {
+    let mut counts: std::collections::HashMap<(&str, GapKind), u64> = Default::default();
+    for (e, r) in events.iter().zip(results) {
+        *counts.entry((e.exchange.as_str(), r.kind)).or_default() += 1;
+    }
+    for ((exchange, kind), n) in counts {
+        metrics.count_gap_events(exchange, kind.as_str(), n);
     }
 }
 

@@ -8,7 +8,7 @@ use super::classify::{
     self, decode_missing, Outcome, StreamState, MAX_MISSING_RANGES, STREAM_TTL_SECS,
 };
 use super::local::LocalTracker;
-use super::{now_ms, observe, result, Checked, Tracker};
+use super::{count_events, now_ms, observe, result, Checked, Tracker};
 use crate::error::Error;
 use crate::redis::{LinkError, Recovery, RedisFailure, RedisLink};
 use futures_util::future::BoxFuture;
@@ -137,6 +137,10 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 return 1
 "#;
 
+/// Events per script call: a batch larger than this runs in several calls
+/// on the bulk connection (about a millisecond of Redis time each).
+const BATCH_CHUNK: usize = 256;
+
 /// Streams scanned per `SCAN` step of a clear-all.
 const SCAN_COUNT: usize = 1000;
 
@@ -159,7 +163,13 @@ impl RedisTracker {
         }
     }
 
-    async fn check_redis(&self, events: &[Checked]) -> Result<Vec<GapResult>, LinkError> {
+    /// Classifies `events` in Redis in one script call; `bulk` runs it on
+    /// the bulk connection.
+    async fn check_redis(
+        &self,
+        events: &[Checked],
+        bulk: bool,
+    ) -> Result<Vec<GapResult>, LinkError> {
         let mut keys: Vec<&str> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut invocation = self.check_script.prepare_invoke();
@@ -178,10 +188,12 @@ impl RedisTracker {
             invocation.key(*k);
         }
         let invocation = &invocation;
-        let (flat, finals): (Vec<i64>, Vec<String>) = self
-            .link
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
+        let op = |mut c: crate::redis::Pipe| async move { invocation.invoke_async(&mut c).await };
+        let (flat, finals): (Vec<i64>, Vec<String>) = if bulk {
+            self.link.call_bulk(op).await?
+        } else {
+            self.link.call(op).await?
+        };
         if flat.len() != events.len() * 4 || finals.len() != keys.len() * 5 {
             return Err(LinkError::Failed(RedisFailure::Logic(
                 "gap script returned an unexpected shape".into(),
@@ -209,7 +221,7 @@ impl RedisTracker {
             GapKind::OutOfOrder,
             GapKind::Reset,
         ];
-        let results = events
+        let results: Vec<GapResult> = events
             .iter()
             .zip(flat.chunks(4))
             .map(|(e, r)| {
@@ -219,10 +231,11 @@ impl RedisTracker {
                     gap: r[2].max(0) as u64,
                     filled: (r[3] >= 0).then_some(r[3] == 1),
                 };
-                observe(&self.local.metrics, &self.local.gap_log, e, &o);
+                observe(&self.local.gap_log, e, &o);
                 result(o, e.seq, Source::Redis)
             })
             .collect();
+        count_events(&self.local.metrics, events, &results);
         Ok(results)
     }
 
@@ -331,13 +344,28 @@ fn unavailable(e: LinkError) -> Result<(), Error> {
 impl Tracker for RedisTracker {
     fn check<'a>(&'a self, events: &'a [Checked]) -> BoxFuture<'a, Result<Vec<GapResult>, Error>> {
         async move {
-            match self.check_redis(events).await {
-                Ok(r) => return Ok(r),
-                Err(e) => unavailable(e)?,
+            // A large batch runs as short script calls on the bulk
+            // connection, in order: each sees the states the ones before it
+            // wrote, so the results are those of checking one by one, and
+            // no call holds Redis (or the small requests' connections) for
+            // long.
+            let bulk = events.len() > BATCH_CHUNK;
+            let mut results = Vec::with_capacity(events.len());
+            for chunk in events.chunks(BATCH_CHUNK) {
+                match self.check_redis(chunk, bulk).await {
+                    Ok(r) => results.extend(r),
+                    Err(e) => {
+                        unavailable(e)?;
+                        // What Redis classified stays; the rest is checked
+                        // here.
+                        let rest = &events[results.len()..];
+                        results.extend(self.local.check_local(rest, true).await?);
+                        self.local.metrics.count_fallback("tracker");
+                        self.link.wake();
+                        break;
+                    }
+                }
             }
-            let results = self.local.check_local(events, true).await?;
-            self.local.metrics.count_fallback("tracker");
-            self.link.wake();
             Ok(results)
         }
         .boxed()

@@ -307,3 +307,55 @@ fn a_thousand_deferred_prefix_deletes_are_replayed_in_one_pass() {
         Some(b"keep".to_vec())
     );
 }
+
+#[test]
+fn bulk_gap_batches_do_not_push_other_requests_off_redis() {
+    use seqd_client::seqd_protocol::Source;
+    // A 1 s operation timeout: on these two shared cores the debug build's
+    // own work on 320,000 results can hold a reply for ~250 ms, which is
+    // not what this test is about (Redis queueing and the breaker).
+    let (_redis, seqd) = redis_seqd(&["--redis-timeout-ms", "1000"]);
+    // One client pipelines 32 batches of 10,000 events (a stream each).
+    let mut bulk =
+        seqd_client::Client::connect_with_timeout(seqd.socket(), Duration::from_secs(120)).unwrap();
+    let requests: Vec<Request> = (0..32)
+        .map(|b| {
+            let stream = format!("S{b}");
+            Request::GapBatch(
+                (1..=10_000)
+                    .map(|n| seqd_client::gap_event("bulk", &stream, n))
+                    .collect(),
+            )
+        })
+        .collect();
+    let worker = std::thread::spawn(move || {
+        bulk.pipeline(requests)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.is_ok())
+            .count()
+    });
+    let events = r#"seqd_gap_events_total{exchange="bulk",event="normal"} "#;
+    wait_until("the bulk work under way", Duration::from_secs(60), || {
+        counter(&seqd, events) > 0
+    });
+    // Meanwhile another client's numbers keep coming from Redis.
+    let mut c = seqd.client();
+    let (mut asked, mut local, mut slowest) = (0, 0, Duration::ZERO);
+    while !worker.is_finished() || asked < 101 {
+        let started = Instant::now();
+        if c.group_next("small").unwrap().source == Source::Local {
+            local += 1;
+        }
+        slowest = slowest.max(started.elapsed());
+        asked += 1;
+    }
+    let answered = worker.join().unwrap();
+    let opened = counter(&seqd, r#"seqd_breaker_transitions_total{to="open"} "#);
+    println!(
+        "during 32 batches of 10,000 events: {local} of {asked} NEXTs answered locally, slowest {slowest:?}, breaker opened {opened} times"
+    );
+    assert_eq!(answered, 32);
+    assert_eq!(counter(&seqd, events), 320_000);
+    assert_eq!((local, opened), (0, 0));
+}
