@@ -181,6 +181,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_uid: u32,
 
+    /// Bytes of client frames all connections together may hold while
+    /// they arrive and while their requests run. A connection whose next
+    /// frame does not fit stops reading until others give bytes back; a
+    /// frame larger than all of it is too_large. With --max-frame 8 MiB,
+    /// 256 MiB lets 32 maximal frames be in flight at once.
+    #[arg(long, env = "SEQD_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_buffered_bytes: u64,
+
     /// Most requests in flight on one binary connection; further requests
     /// wait until one completes (backpressure on that client only).
     #[arg(long, env = "SEQD_MAX_INFLIGHT", default_value_t = 1024,

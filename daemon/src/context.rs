@@ -1,6 +1,7 @@
 //! The shared state every connection gets a reference to. No globals: the
 //! server owns one `Arc<Context>` and hands out clones.
 
+use crate::budget::Budget;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::{self, Levels, Metrics};
@@ -18,6 +19,8 @@ pub struct Context {
     pub default_tz: Tz,
     /// This host's id (`Config::host`), resolved once at start.
     pub host_id: u16,
+    /// Memory for buffered frames, shared by every connection.
+    pub buffer_budget: Budget,
     pub sequences: Arc<dyn Sequences>,
     pub tracker: Arc<dyn Tracker>,
     pub cache: Arc<dyn Cache>,
@@ -37,10 +40,12 @@ impl Context {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Context {
+        let buffer_budget = Budget::new(config.max_buffered_bytes as usize);
         Context {
             config: RwLock::new(Arc::new(config)),
             default_tz,
             host_id,
+            buffer_budget,
             sequences,
             tracker,
             cache,

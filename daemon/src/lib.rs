@@ -45,6 +45,7 @@
 //! ```
 
 pub mod app;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod context;

@@ -12,12 +12,13 @@
 //! one reply. Requests that touch a common key take
 //! effect in the order sent ([`super::order`]).
 
+use super::frames::{FrameError, FrameReader};
 use super::order::Order;
 use crate::context::Context;
 use crate::dispatch;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use seqd_protocol::codec::{self, length_delimited};
+use seqd_protocol::codec;
 use seqd_protocol::{
     ClientMessage, ErrorCode, Response, ServerMessage, WireError, MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodecError};
 use tokio_util::sync::CancellationToken;
 
 /// The variant index of `ClientMessage::Request` in bincode (u32 LE).
@@ -126,7 +126,7 @@ pub async fn serve<R>(
     let max_inflight = config.max_inflight as usize;
     let idle = config.idle_timeout();
     drop(config);
-    let mut frames = FramedRead::new(reader, length_delimited(max));
+    let mut frames = FrameReader::new(reader, max, &ctx.buffer_budget);
     let mut out = Out {
         wr: writer,
         buf: Vec::with_capacity(4096),
@@ -172,11 +172,11 @@ pub async fn serve<R>(
             }
             frame = frames.next(), if inflight.len() < max_inflight && out.pending() < OUT_HIGH_WATER => {
                 last_activity = Instant::now();
-                let payload = match frame {
+                let (payload, held) = match frame {
                     None => break,
-                    Some(Ok(payload)) => payload,
+                    Some(Ok(frame)) => (frame.payload, frame.held),
                     Some(Err(e)) => {
-                        out.fatal(framing_error(&e, max));
+                        out.fatal(framing_error(&e));
                         break;
                     }
                 };
@@ -194,6 +194,8 @@ pub async fn serve<R>(
                                 false => None,
                             };
                             let result = dispatch::serve(ctx, request).await;
+                            // The frame's bytes count until its request is done.
+                            drop(held);
                             drop(admitted.end);
                             (admitted.seq, id, result)
                         });
@@ -258,11 +260,7 @@ pub async fn serve<R>(
 /// Reads and answers the hello: the protocol version the connection
 /// speaks (the client's, if this seqd speaks it), or `None` when the
 /// connection must close.
-async fn hello<R>(
-    ctx: &Context,
-    frames: &mut FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
-    out: &mut Out,
-) -> Option<u32>
+async fn hello<R>(ctx: &Context, frames: &mut FrameReader<R>, out: &mut Out) -> Option<u32>
 where
     R: AsyncRead + Unpin,
 {
@@ -277,10 +275,10 @@ where
         }
         Ok(None) => return None,
         Ok(Some(Err(e))) => {
-            out.fatal(framing_error(&e, max));
+            out.fatal(framing_error(&e));
             return None;
         }
-        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Ok(frame))) => frame.payload,
     };
     match codec::decode_payload::<ClientMessage>(&frame, max) {
         Ok(ClientMessage::Hello { version, client })
@@ -329,17 +327,26 @@ fn request_id(payload: &[u8]) -> Option<u64> {
     }
 }
 
-fn framing_error(e: &std::io::Error, max: usize) -> WireError {
-    let too_long = e
-        .get_ref()
-        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
-    if too_long {
-        WireError::new(
+fn framing_error(e: &FrameError) -> WireError {
+    match e {
+        FrameError::TooLarge {
+            len,
+            limit,
+            budget: false,
+        } => WireError::new(
             ErrorCode::TooLarge,
-            format!("frame longer than the limit of {max} bytes"),
-        )
-    } else {
-        WireError::new(ErrorCode::BadRequest, format!("broken frame: {e}"))
+            format!("frame of {len} bytes is longer than the limit of {limit} bytes"),
+        ),
+        FrameError::TooLarge { len, limit, .. } => WireError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "frame of {len} bytes is larger than all the buffer memory seqd allows \
+                 (--max-buffered-bytes {limit})"
+            ),
+        ),
+        FrameError::Broken(e) => {
+            WireError::new(ErrorCode::BadRequest, format!("broken frame: {e}"))
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! client's bad input only ever affects that client's connection.
 
 pub mod binary;
+pub mod frames;
 pub mod order;
 pub mod text;
 

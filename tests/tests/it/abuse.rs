@@ -359,3 +359,68 @@ fn bulk_gap_batches_do_not_push_other_requests_off_redis() {
     assert_eq!(counter(&seqd, events), 320_000);
     assert_eq!((local, opened), (0, 0));
 }
+
+#[test]
+fn partial_frames_of_many_connections_stay_within_the_buffer_budget() {
+    let seqd = Seqd::start(SeqdOptions {
+        args: [
+            "--max-buffered-bytes",
+            &(32 * MIB).to_string(),
+            "--max-frame",
+            &(64 * MIB).to_string(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..SeqdOptions::local()
+    });
+    let before = rss(seqd.pid());
+    // 64 connections, each half-way (2 MiB) into a 4 MiB frame.
+    let mut conns = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..64 {
+        let s = raw_binary(&seqd);
+        let mut w = s.try_clone().unwrap();
+        // Blocks once seqd stops reading this connection (its bytes then
+        // wait in the kernel); ends when the test closes the connection.
+        writers.push(std::thread::spawn(move || {
+            let mut frame = (4 * MIB as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&vec![0u8; 2 * MIB as usize]);
+            let _ = w.write_all(&frame);
+        }));
+        conns.push(s);
+    }
+    // Without a budget every connection's 2 MiB is taken in (and its
+    // 4 MiB reserved): wait up to 5 s for that to show.
+    let ballooned = within(Duration::from_secs(5), || {
+        rss(seqd.pid()) > before + 96 * MIB
+    });
+    let after = rss(seqd.pid());
+    println!(
+        "64 connections half-way into 4 MiB frames: RSS {} MiB -> {} MiB (budget 32 MiB)",
+        before / MIB,
+        after / MIB
+    );
+    assert!(
+        !ballooned && after.saturating_sub(before) < 64 * MIB,
+        "grew {} MiB",
+        (after - before) / MIB
+    );
+    // Others are still served.
+    assert_eq!(seqd.text().cmd("PING"), "OK pong");
+    // A frame larger than the whole budget is refused at once.
+    let mut s = raw_binary(&seqd);
+    std::io::Write::write_all(&mut s, &(33 * MIB as u32).to_be_bytes()).unwrap();
+    match codec::read_frame::<_, ServerMessage>(&mut s, 1 << 20).unwrap() {
+        ServerMessage::Error { error } => {
+            assert_eq!(error.code, ErrorCode::TooLarge);
+            assert!(error.message.contains("--max-buffered-bytes"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    for s in &conns {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+}
