@@ -47,16 +47,63 @@ struct Out {
     /// How much of `buf` is written already.
     sent: usize,
     max: usize,
+    /// The daemon-wide buffer budget (`--max-buffered-bytes`): unsent
+    /// output takes from it too.
+    budget: Arc<tokio::sync::Semaphore>,
+    /// Bytes of the budget this connection's output holds.
+    held: usize,
+    /// The budget could not cover the output: no request completes until
+    /// the client has taken what is written.
+    over: bool,
 }
 
 impl Out {
+    fn new(wr: OwnedWriteHalf, max: usize, budget: Arc<tokio::sync::Semaphore>) -> Out {
+        Out {
+            wr,
+            buf: Vec::with_capacity(4096),
+            sent: 0,
+            max,
+            budget,
+            held: 0,
+            over: false,
+        }
+    }
+
     fn pending(&self) -> usize {
         self.buf.len() - self.sent
+    }
+
+    /// Takes budget for what is unsent, or marks the connection over it.
+    fn account(&mut self) {
+        let need = self.pending().saturating_sub(self.held);
+        if need == 0 {
+            return;
+        }
+        match u32::try_from(need).map(|n| self.budget.try_acquire_many(n)) {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                self.held += need;
+            }
+            _ => self.over = true,
+        }
+    }
+
+    /// Everything written: the budget goes back.
+    fn release(&mut self) {
+        self.budget.add_permits(self.held);
+        self.held = 0;
+        self.over = false;
     }
 
     /// Appends one frame. A response too large to encode is replaced by an
     /// error response for the same id.
     fn push(&mut self, msg: &ServerMessage, id: Option<u64>) {
+        self.encode(msg, id);
+        self.account();
+    }
+
+    fn encode(&mut self, msg: &ServerMessage, id: Option<u64>) {
         let error = match codec::encode_frame_into(&mut self.buf, msg, self.max) {
             Ok(()) => return,
             Err(e) => e,
@@ -98,6 +145,7 @@ impl Out {
                 if self.sent == self.buf.len() {
                     self.buf.clear();
                     self.sent = 0;
+                    self.release();
                 }
                 true
             }
@@ -109,6 +157,12 @@ impl Out {
         if self.wr.write_all(&self.buf[self.sent..]).await.is_ok() {
             let _ = self.wr.shutdown().await;
         }
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -127,12 +181,7 @@ pub async fn serve<R>(
     let idle = config.idle_timeout();
     drop(config);
     let mut frames = FrameReader::new(reader, max, &ctx.buffer_budget);
-    let mut out = Out {
-        wr: writer,
-        buf: Vec::with_capacity(4096),
-        sent: 0,
-        max,
-    };
+    let mut out = Out::new(writer, max, ctx.buffer_budget.semaphore());
     let Some(version) = hello(&ctx, &mut frames, &mut out).await else {
         out.finish().await;
         return;
@@ -158,7 +207,7 @@ pub async fn serve<R>(
             // client has not taken what is written, no request runs on
             // (none completes, so none copies its reply), so a client
             // that does not read holds at most the limit plus one reply.
-            Some((seq, id, result)) = inflight.next(), if !inflight.is_empty() && out.pending() < OUT_HIGH_WATER => {
+            Some((seq, id, result)) = inflight.next(), if !inflight.is_empty() && out.pending() < OUT_HIGH_WATER && !out.over => {
                 last_activity = Instant::now();
                 order.finished(seq);
                 let result: Result<Response, WireError> = result;
@@ -241,7 +290,7 @@ pub async fn serve<R>(
     // output limit (a client that stopped reading holds the drain, which
     // the server bounds by its drain timeout).
     loop {
-        if out.pending() >= OUT_HIGH_WATER {
+        if out.pending() >= OUT_HIGH_WATER || out.over {
             if !out.write_some().await {
                 return;
             }
