@@ -28,8 +28,9 @@
 //! Around them: [`app`] (start, serve, stop), [`mode`] (the one place that
 //! chooses local or Redis mode and builds the capabilities), [`config`]
 //! (flags and environment), [`context`] (the shared state, passed as an
-//! `Arc`; there are no globals), [`reload`] (SIGHUP), [`systemd`]
-//! (readiness, watchdog, status), [`metrics`] and [`metrics_http`].
+//! `Arc`; there are no globals), [`budget`] (the memory budget for
+//! buffered frames), [`reload`] (SIGHUP), [`systemd`] (readiness,
+//! watchdog, status), [`metrics`] and [`metrics_http`].
 //!
 //! # The dependency rule
 //!

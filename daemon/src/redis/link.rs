@@ -145,10 +145,7 @@ impl RedisLink {
         F: FnOnce(Pipe) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let state = self.lock().state();
-        if state != BreakerState::Closed {
-            return Err(LinkError::BreakerOpen(state.as_str()));
-        }
+        self.closed_or_refuse()?;
         let result = self.bulk.run(op).await;
         match &result {
             Ok(_) => self.lock().record_success(),
@@ -164,16 +161,22 @@ impl RedisLink {
         result.map_err(LinkError::Failed)
     }
 
+    /// Refuses at once, without touching Redis, unless the breaker is
+    /// closed.
+    fn closed_or_refuse(&self) -> Result<(), LinkError> {
+        match self.lock().state() {
+            BreakerState::Closed => Ok(()),
+            state => Err(LinkError::BreakerOpen(state.as_str())),
+        }
+    }
+
     /// Like [`RedisLink::call`], ending at `deadline` at the latest.
     pub async fn call_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, LinkError>
     where
         F: FnOnce(Pipe) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let state = self.lock().state();
-        if state != BreakerState::Closed {
-            return Err(LinkError::BreakerOpen(state.as_str()));
-        }
+        self.closed_or_refuse()?;
         self.run_recorded(deadline, op)
             .await
             .map_err(LinkError::Failed)
