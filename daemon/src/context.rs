@@ -83,6 +83,10 @@ impl Context {
     pub fn render_metrics(&self) -> String {
         let levels = Levels {
             local_marks: self.store.len(),
+            buffered: (
+                self.buffer_budget.total() - self.buffer_budget.available(),
+                self.buffer_budget.total(),
+            ),
             pending_reconciliation: self.store.pending(),
             cache_outbox: self.cache.outbox_len(),
         };

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub connections_total: Family<ProtocolLabels, Counter>,
     pub connections_open: Gauge,
     pub local_marks: Gauge,
+    pub buffered_bytes: Gauge,
+    pub buffer_budget_bytes: Gauge,
     pub breaker_state: Gauge,
     pub breaker_transitions: Family<TransitionLabels, Counter>,
     pub redis_consecutive_failures: Gauge,
@@ -117,6 +119,18 @@ impl Metrics {
         let connections_total = Family::<ProtocolLabels, Counter>::default();
         let connections_open = Gauge::default();
         let local_marks = Gauge::default();
+        let buffered_bytes = Gauge::default();
+        registry.register(
+            "buffered_bytes",
+            "Bytes of client frames and unsent replies held now, against --max-buffered-bytes",
+            buffered_bytes.clone(),
+        );
+        let buffer_budget_bytes = Gauge::default();
+        registry.register(
+            "buffer_budget_bytes",
+            "--max-buffered-bytes: what all connections together may hold",
+            buffer_budget_bytes.clone(),
+        );
         let breaker_state = Gauge::default();
         let breaker_transitions = Family::<TransitionLabels, Counter>::default();
         let redis_consecutive_failures = Gauge::default();
@@ -245,6 +259,8 @@ impl Metrics {
             connections_total,
             connections_open,
             local_marks,
+            buffered_bytes,
+            buffer_budget_bytes,
             breaker_state,
             breaker_transitions,
             redis_consecutive_failures,
@@ -349,6 +365,8 @@ impl Metrics {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Levels {
     pub local_marks: usize,
+    /// Bytes of the buffer budget in use, and its size.
+    pub buffered: (usize, usize),
     pub pending_reconciliation: usize,
     pub cache_outbox: usize,
 }
@@ -357,6 +375,8 @@ pub struct Levels {
 /// to `levels` first.
 pub fn render(metrics: &Metrics, levels: Levels) -> String {
     metrics.local_marks.set(levels.local_marks as i64);
+    metrics.buffered_bytes.set(levels.buffered.0 as i64);
+    metrics.buffer_budget_bytes.set(levels.buffered.1 as i64);
     metrics
         .pending_reconciliation
         .set(levels.pending_reconciliation as i64);

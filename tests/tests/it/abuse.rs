@@ -405,6 +405,10 @@ fn partial_frames_of_many_connections_stay_within_the_buffer_budget() {
         "grew {} MiB",
         (after - before) / MIB
     );
+    // The metrics show the budget in use.
+    let held = counter(&seqd, "seqd_buffered_bytes ");
+    assert_eq!(counter(&seqd, "seqd_buffer_budget_bytes "), 32 * MIB);
+    assert!((4 * MIB..=32 * MIB).contains(&held), "{held} bytes held");
     // Others are still served.
     assert_eq!(seqd.text().cmd("PING"), "OK pong");
     // A frame larger than the whole budget is refused at once.
