@@ -254,3 +254,37 @@ fn a_second_seqd_refuses_a_live_socket_and_replaces_a_stale_one() {
     seqd.restart();
     assert_eq!(seqd.text().cmd("PING"), "OK pong");
 }
+
+#[test]
+fn seqctl_top_once_shows_live_rates() {
+    let seqd = Seqd::start(SeqdOptions::local());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, mut c) = (stop.clone(), seqd.client());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.group_next("top").unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let (code, out, err) = seqctl(&seqd, &["top", "--once", "--interval-ms", "500"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let issued = load.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    println!("{out}");
+    assert!(
+        out.starts_with("seqd 0.1.0  mode=local redis=disabled breaker=closed host=7"),
+        "{out}"
+    );
+    assert!(out.contains("answered locally 100.0%"), "{out}");
+    let rate: f64 = out
+        .lines()
+        .find(|l| l.starts_with("conv_next "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no conv_next line in {out}"));
+    assert!(rate > 0.0 && issued > 0, "{out}");
+}

@@ -10,6 +10,8 @@ use seqd_client::{gap_event, stream, Client, ClientError, DEFAULT_SOCKET};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod top;
+
 #[derive(Parser)]
 #[command(name = "seqctl", version, about = "Talk to seqd")]
 struct Cli {
@@ -31,6 +33,16 @@ enum Command {
     Health,
     /// Prometheus metrics.
     Metrics,
+    /// A live view: requests/s and p99 per operation, the share answered
+    /// locally, breaker and outbox, refreshed every interval.
+    Top {
+        /// Print one frame (after one interval) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Time between frames, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
     /// Per-user daily sequences.
     Daily {
         #[command(subcommand)]
@@ -173,6 +185,19 @@ fn conversation(t: ConvTarget) -> Conversation {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let request = match cli.command {
+        Command::Top { once, interval_ms } => {
+            let timeout = Duration::from_millis(cli.timeout_ms);
+            let result = Client::connect_with_timeout(&cli.socket, timeout)
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| top::run(&mut c, Duration::from_millis(interval_ms), once));
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("seqctl: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Ping => Request::Ping,
         Command::Health => Request::Health,
         Command::Metrics => Request::Metrics,
