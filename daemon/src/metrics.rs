@@ -83,6 +83,7 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub local_marks: Gauge,
     pub buffered_bytes: Gauge,
+    pub resident_memory_bytes: Gauge,
     pub buffer_budget_bytes: Gauge,
     pub breaker_state: Gauge,
     pub breaker_transitions: Family<TransitionLabels, Counter>,
@@ -119,6 +120,12 @@ impl Metrics {
         let connections_total = Family::<ProtocolLabels, Counter>::default();
         let connections_open = Gauge::default();
         let local_marks = Gauge::default();
+        let resident_memory_bytes = Gauge::default();
+        registry.register(
+            "resident_memory_bytes",
+            "seqd's resident memory (RSS), read at scrape time",
+            resident_memory_bytes.clone(),
+        );
         let buffered_bytes = Gauge::default();
         registry.register(
             "buffered_bytes",
@@ -260,6 +267,7 @@ impl Metrics {
             connections_open,
             local_marks,
             buffered_bytes,
+            resident_memory_bytes,
             buffer_budget_bytes,
             breaker_state,
             breaker_transitions,
@@ -376,10 +384,22 @@ pub struct Levels {
 pub fn render(metrics: &Metrics, levels: Levels) -> String {
     metrics.local_marks.set(levels.local_marks as i64);
     metrics.buffered_bytes.set(levels.buffered.0 as i64);
+    if let Some(rss) = resident_bytes() {
+        metrics.resident_memory_bytes.set(rss as i64);
+    }
     metrics.buffer_budget_bytes.set(levels.buffered.1 as i64);
     metrics
         .pending_reconciliation
         .set(levels.pending_reconciliation as i64);
     metrics.cache_outbox.set(levels.cache_outbox as i64);
     metrics.encode()
+}
+
+/// This process's resident memory, from `/proc/self/statm` (pages).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }

@@ -11,6 +11,7 @@ mod datadir;
 mod durability;
 mod faults;
 mod fleet;
+mod monitoring;
 mod ops;
 mod protocol;
 mod redis_errors;

@@ -1,0 +1,75 @@
+//! The monitoring that ships next to seqd cannot rot: every metric the
+//! Grafana dashboard (`monitoring/seqd-dashboard.json`) queries is one a
+//! live seqd exposes.
+
+use seqd_tests::*;
+use std::collections::BTreeSet;
+
+/// The metric names a live exposition offers: each `# TYPE` family with
+/// the sample names its type gives it.
+fn exposed(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        for s in suffixes {
+            names.insert(format!("{name}{s}"));
+        }
+    }
+    names
+}
+
+/// Every `seqd_…` name in `text`.
+fn used(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("seqd_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn every_metric_the_dashboard_queries_is_exposed_by_a_live_seqd() {
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/seqd-dashboard.json"),
+    )
+    .expect("monitoring/seqd-dashboard.json");
+    let (redis, seqd) = redis_seqd(&["--redis-timeout-ms", "100"]);
+    // Labelled families appear once they have a child: a little of
+    // everything, an outage included (fallbacks, breaker transitions).
+    let mut t = seqd.text();
+    t.cmd("CONV NEXT group g");
+    t.cmd("GAP CHECK x S 1");
+    t.cmd("CACHE GET k");
+    redis.hang();
+    for _ in 0..4 {
+        t.cmd("CONV NEXT group g");
+    }
+    redis.resume();
+    let exposition = seqd.client().metrics().unwrap();
+    let offered = exposed(&exposition);
+    let queried = used(&dashboard);
+    assert!(queried.len() >= 20, "{queried:?}");
+    let missing: Vec<&String> = queried.difference(&offered).collect();
+    assert!(missing.is_empty(), "not exposed by seqd: {missing:?}");
+    // Every panel has a query, and the file is the dashboard it says.
+    let panels = dashboard.matches("\"type\": \"timeseries\"").count();
+    assert_eq!(dashboard.matches("\"expr\":").count() >= panels, true);
+    assert!(panels >= 12 && dashboard.contains("\"uid\": \"seqd\""));
+}
