@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs redis-server, socat and systemd (for
-# `systemd-analyze verify` of the units) with apt-get when they are
+# Runs the whole test suite. Installs redis-server, socat, systemd (for
+# `systemd-analyze verify` of the units) and prometheus (for `promtool`,
+# which checks the alert rules) with apt-get when they are
 # missing (the integration tests start real redis-server processes on free
 # loopback ports, never 6379), builds the binaries the tests start (seqd,
 # seqctl), then runs every test.
@@ -11,12 +12,21 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
-if ((${#need[@]})); then
+# promtool checks and unit-tests the alert rules in monitoring/; only the
+# package itself (no node exporter and friends from its recommends).
+lean=()
+command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+if ((${#need[@]} + ${#lean[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing ${need[*]} with apt-get"
+  echo "installing ${need[*]} ${lean[*]} with apt-get"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  if ((${#need[@]})); then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if ((${#lean[@]})); then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
+  fi
 fi
 
 cargo build --workspace --all-features --bins

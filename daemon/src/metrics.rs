@@ -83,6 +83,7 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub local_marks: Gauge,
     pub buffered_bytes: Gauge,
+    pub connections_limit: Gauge,
     pub resident_memory_bytes: Gauge,
     pub buffer_budget_bytes: Gauge,
     pub breaker_state: Gauge,
@@ -125,6 +126,12 @@ impl Metrics {
             "resident_memory_bytes",
             "seqd's resident memory (RSS), read at scrape time",
             resident_memory_bytes.clone(),
+        );
+        let connections_limit = Gauge::default();
+        registry.register(
+            "connections_limit",
+            "Connections seqd serves at once: --max-connections, or fewer when the open-files limit is lower",
+            connections_limit.clone(),
         );
         let buffered_bytes = Gauge::default();
         registry.register(
@@ -267,6 +274,7 @@ impl Metrics {
             connections_open,
             local_marks,
             buffered_bytes,
+            connections_limit,
             resident_memory_bytes,
             buffer_budget_bytes,
             breaker_state,

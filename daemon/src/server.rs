@@ -179,9 +179,9 @@ fn resolve_group(group: &str) -> io::Result<u32> {
 /// [`DRAIN_TIMEOUT`]), and returns.
 pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let stop = CancellationToken::new();
-    let connections = Arc::new(Semaphore::new(connection_limit(
-        ctx.config().max_connections as usize,
-    )));
+    let limit = connection_limit(ctx.config().max_connections as usize);
+    ctx.metrics.connections_limit.set(limit as i64);
+    let connections = Arc::new(Semaphore::new(limit));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let per_uid = Arc::new(PerUid::default());
     let tracker = TaskTracker::new();

@@ -73,3 +73,63 @@ fn every_metric_the_dashboard_queries_is_exposed_by_a_live_seqd() {
     assert!(dashboard.matches("\"expr\":").count() >= panels);
     assert!(panels >= 12 && dashboard.contains("\"uid\": \"seqd\""));
 }
+
+fn monitoring_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../monitoring")
+        .join(name)
+}
+
+/// Runs promtool (installed by scripts/test.sh with Debian's `prometheus`).
+fn promtool(args: &[&str]) -> String {
+    let out = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(monitoring_file(""))
+        .output()
+        .expect("promtool must be installed (scripts/test.sh installs the prometheus package)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn the_alert_rules_are_valid_and_each_fires_and_stays_silent_in_its_unit_tests() {
+    let checked = promtool(&["check", "rules", "seqd.rules.yml"]);
+    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    let tested = promtool(&["test", "rules", "seqd.rules.test.yml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+    // Each alert has a firing and a silent case.
+    let tests = std::fs::read_to_string(monitoring_file("seqd.rules.test.yml")).unwrap();
+    let rules = std::fs::read_to_string(monitoring_file("seqd.rules.yml")).unwrap();
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        for case in ["fires", "silent"] {
+            assert!(
+                tests.contains(&format!("# {alert} {case}")),
+                "{alert} {case}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_metric_the_alert_rules_use_is_exposed_by_a_live_seqd() {
+    let rules = std::fs::read_to_string(monitoring_file("seqd.rules.yml")).unwrap();
+    let (redis, seqd) = redis_seqd(&["--redis-timeout-ms", "100"]);
+    let mut t = seqd.text();
+    t.cmd("CONV NEXT group g");
+    redis.hang();
+    for _ in 0..4 {
+        t.cmd("CONV NEXT group g");
+    }
+    redis.resume();
+    let offered = exposed(&seqd.client().metrics().unwrap());
+    let missing: Vec<String> = used(&rules).difference(&offered).cloned().collect();
+    assert!(missing.is_empty(), "not exposed by seqd: {missing:?}");
+}
