@@ -226,20 +226,25 @@ impl RedisCache {
         Ok(outcome)
     }
 
-    /// Deletes keys now, or defers the deletion: the outcome says which.
-    async fn invalidate(&self, keys: Vec<String>) -> Result<WriteOutcome, Error> {
-        let ks = &keys;
+    /// `UNLINK`s `keys` in Redis; whatever Redis did, no read may share a
+    /// round trip sent before now (see [`Reads`]).
+    async fn unlink(&self, keys: &[String]) -> Result<u64, LinkError> {
         let unlinked = self
             .link
             .call(|mut c| async move {
                 redis::cmd("UNLINK")
-                    .arg(ks)
+                    .arg(keys)
                     .query_async::<u64>(&mut c)
                     .await
             })
             .await;
         keys.iter().for_each(|k| self.reads.written(k));
-        match unlinked {
+        unlinked
+    }
+
+    /// Deletes keys now, or defers the deletion: the outcome says which.
+    async fn invalidate(&self, keys: Vec<String>) -> Result<WriteOutcome, Error> {
+        match self.unlink(&keys).await {
             Ok(_) => Ok(WriteOutcome::Invalidated),
             Err(_) => {
                 self.defer(keys.into_iter().map(OutboxEntry::Key).collect())
@@ -478,17 +483,7 @@ impl Cache for RedisCache {
 
     fn del<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(u64, bool), Error>> {
         async move {
-            let unlinked = self
-                .link
-                .call(|mut c| async move {
-                    redis::cmd("UNLINK")
-                        .arg(keys)
-                        .query_async::<u64>(&mut c)
-                        .await
-                })
-                .await;
-            keys.iter().for_each(|k| self.reads.written(k));
-            match unlinked {
+            match self.unlink(keys).await {
                 Ok(n) => Ok((n, false)),
                 Err(_) => {
                     self.defer(keys.iter().cloned().map(OutboxEntry::Key).collect())
