@@ -1,5 +1,6 @@
 //! Configuration: flags, each with an environment variable (the flag wins).
 
+use crate::redis::target::{parse_nodes, parse_url, Endpoint, TlsFiles, TlsSettings, Topology};
 use crate::redis::{BreakerConfig, RedisTarget};
 use crate::sequences::{Fallback, FallbackPolicy};
 use clap::Parser;
@@ -37,9 +38,63 @@ pub struct Config {
     #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
 
-    /// Redis database number, used with REDIS_HOST.
+    /// Redis database number, used with REDIS_HOST and with Sentinel.
     #[arg(long, env = "REDIS_DB", default_value_t = 0)]
     pub redis_db: i64,
+
+    /// ACL user of the Redis data nodes (with --redis-password), for
+    /// --redis-host, Sentinel and Cluster. A URL carries its own.
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// Sentinels watching the master (HOST:PORT, comma-separated): seqd
+    /// asks them where the master is and follows failovers. Excludes
+    /// --redis-url, --redis-host and --redis-cluster.
+    #[arg(long, env = "REDIS_SENTINELS")]
+    pub redis_sentinels: Option<String>,
+
+    /// The master's name in Sentinel (`sentinel monitor <name> …`).
+    #[arg(long, env = "REDIS_MASTER_NAME", default_value = "mymaster")]
+    pub redis_master_name: String,
+
+    /// The sentinels' own password (their `requirepass`), if any; the data
+    /// nodes' is --redis-password.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub redis_sentinel_password: Option<String>,
+
+    /// Seed nodes of a Redis Cluster (HOST:PORT, comma-separated); the
+    /// rest of the cluster is discovered from them. Excludes the other
+    /// topologies.
+    #[arg(long, env = "REDIS_CLUSTER_NODES")]
+    pub redis_cluster: Option<String>,
+
+    /// Speak TLS to Redis (and to the sentinels) for --redis-host,
+    /// --redis-sentinels and --redis-cluster; a rediss:// URL implies it.
+    #[arg(long, env = "REDIS_TLS")]
+    pub redis_tls: bool,
+
+    /// CA certificates (PEM) that sign Redis's certificates. Without it,
+    /// the system's trust store.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for Redis's `tls-auth-clients`; with
+    /// --redis-key-file.
+    #[arg(long, env = "REDIS_CERT_FILE")]
+    pub redis_cert_file: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "REDIS_KEY_FILE")]
+    pub redis_key_file: Option<PathBuf>,
+
+    /// Replicas that must acknowledge each increment (`WAIT`, once per
+    /// pipelined write batch) before a NEXT is answered from Redis; when
+    /// they do not in time, the request falls back (or is refused) per
+    /// --fallback-*. 0 = off: a failover may then hand out again, to
+    /// another host, numbers this host already issued (see README).
+    #[arg(long, env = "SEQD_REDIS_WAIT_REPLICAS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub redis_wait_replicas: u32,
 
     /// Redis connections. Each one pipelines the requests of many clients
     /// into shared writes, so a few are enough: measured with 50 clients,
@@ -272,18 +327,88 @@ impl Config {
         }
     }
 
-    /// `None` means local mode.
-    pub fn redis_target(&self) -> Option<RedisTarget> {
-        if let Some(url) = self.redis_url.as_ref().filter(|u| !u.is_empty()) {
-            return Some(RedisTarget::Url(url.clone()));
+    /// Where Redis is; `Ok(None)` means local mode. Exactly one topology
+    /// may be configured; TLS files are read and checked here, at start.
+    pub fn redis_target(&self) -> Result<Option<RedisTarget>, String> {
+        let given = |o: &Option<String>| o.as_ref().filter(|v| !v.trim().is_empty()).cloned();
+        let (url, host) = (given(&self.redis_url), given(&self.redis_host));
+        let (sentinels, cluster) = (given(&self.redis_sentinels), given(&self.redis_cluster));
+        let mut forms = Vec::new();
+        if url.is_some() || host.is_some() {
+            forms.push("single (--redis-url / --redis-host)");
         }
-        let host = self.redis_host.as_ref().filter(|h| !h.is_empty())?;
-        Some(RedisTarget::Host {
-            host: host.clone(),
-            port: self.redis_port,
-            password: self.redis_password.clone().filter(|p| !p.is_empty()),
-            db: self.redis_db,
-        })
+        if sentinels.is_some() {
+            forms.push("Sentinel (--redis-sentinels)");
+        }
+        if cluster.is_some() {
+            forms.push("Cluster (--redis-cluster)");
+        }
+        if forms.len() > 1 {
+            return Err(format!(
+                "configure exactly one Redis topology; got {}",
+                forms.join(" and ")
+            ));
+        }
+        let mut tls = self.redis_tls;
+        let mut username = given(&self.redis_username);
+        let mut password = given(&self.redis_password);
+        let mut db = self.redis_db;
+        let topology = if let Some(url) = url {
+            let u = parse_url(&url)?;
+            tls |= u.tls;
+            if u.password.is_some() {
+                (username, password) = (u.username, u.password);
+            }
+            db = u.db;
+            Topology::Single(u.endpoint)
+        } else if let Some(host) = host {
+            Topology::Single(Endpoint::Tcp {
+                host,
+                port: self.redis_port,
+            })
+        } else if let Some(list) = sentinels {
+            Topology::Sentinel {
+                sentinels: parse_nodes("--redis-sentinels", &list)?,
+                master_name: self.redis_master_name.clone(),
+                password: given(&self.redis_sentinel_password),
+            }
+        } else if let Some(list) = cluster {
+            if db != 0 {
+                return Err(format!(
+                    "--redis-db {db}: a Redis Cluster has only database 0"
+                ));
+            }
+            Topology::Cluster {
+                nodes: parse_nodes("--redis-cluster", &list)?,
+            }
+        } else {
+            return Ok(None);
+        };
+        let files = TlsFiles {
+            ca: self.redis_ca_file.clone(),
+            cert: self.redis_cert_file.clone(),
+            key: self.redis_key_file.clone(),
+        };
+        let tls = if tls {
+            if matches!(topology, Topology::Single(Endpoint::Unix(_))) {
+                return Err("TLS over a Unix socket is not supported".into());
+            }
+            Some(std::sync::Arc::new(TlsSettings::load(&files)?))
+        } else if files.ca.is_some() || files.cert.is_some() || files.key.is_some() {
+            return Err("--redis-ca-file, --redis-cert-file and --redis-key-file need TLS: \
+                        add --redis-tls or use a rediss:// URL"
+                .into());
+        } else {
+            None
+        };
+        Ok(Some(RedisTarget {
+            topology,
+            username,
+            password,
+            db,
+            tls,
+            wait_replicas: self.redis_wait_replicas,
+        }))
     }
 
     /// True when a peer with these credentials may use seqd.

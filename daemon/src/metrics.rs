@@ -89,6 +89,7 @@ pub struct Metrics {
     pub breaker_state: Gauge,
     pub breaker_transitions: Family<TransitionLabels, Counter>,
     pub redis_consecutive_failures: Gauge,
+    pub redis_master_changes: Counter,
     pub fallback_answers: Family<FallbackLabels, Counter>,
     pub pending_reconciliation: Gauge,
     pub reconciled_keys: Counter,
@@ -148,6 +149,12 @@ impl Metrics {
         let breaker_state = Gauge::default();
         let breaker_transitions = Family::<TransitionLabels, Counter>::default();
         let redis_consecutive_failures = Gauge::default();
+        let redis_master_changes = Counter::default();
+        registry.register(
+            "redis_master_changes",
+            "Times a new connection reached another Redis master than before (a failover, or a restarted Redis: another run id)",
+            redis_master_changes.clone(),
+        );
         let fallback_answers = Family::<FallbackLabels, Counter>::default();
         let pending_reconciliation = Gauge::default();
         let reconciled_keys = Counter::default();
@@ -280,6 +287,7 @@ impl Metrics {
             breaker_state,
             breaker_transitions,
             redis_consecutive_failures,
+            redis_master_changes,
             fallback_answers,
             pending_reconciliation,
             reconciled_keys,

@@ -58,7 +58,7 @@ pub async fn build(
         config.max_streams as usize,
         metrics.clone(),
     );
-    let Some(target) = config.redis_target() else {
+    let Some(target) = config.redis_target().map_err(anyhow::Error::msg)? else {
         tracing::info!(
             "mode: local (no Redis configured): numbers come from {} on this host only",
             config.data_dir.join("seqd.db").display()
@@ -79,13 +79,16 @@ pub async fn build(
     .map_err(anyhow::Error::msg)?;
     tracing::info!(
         redis = %target.display(),
+        topology = target.topology.name(),
+        tls = target.tls.is_some(),
+        wait_replicas = target.wait_replicas,
         pool = config.redis_pool_size,
         timeout_ms = config.redis_timeout_ms,
         breaker_threshold = config.breaker_threshold,
         fallback_daily = %config.fallback_daily,
         fallback_conv = %config.fallback_conv,
         pending_reconciliation = store.pending(),
-        "mode: Redis at {}", target.display()
+        "mode: Redis at {} (topology={})", target.display(), target.topology.name()
     );
     // One connection for bulk work, with a longer timeout (see
     // `RedisLink::call_bulk`).
@@ -96,6 +99,7 @@ pub async fn build(
         bulk,
         config.breaker(),
         metrics.clone(),
+        target.topology.name(),
     ));
     let sequences = Arc::new(RedisSequences::new(
         link.clone(),

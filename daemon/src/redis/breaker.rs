@@ -6,7 +6,8 @@
 //! tasks: every method takes `now`, so tests drive it with paused time.
 //!
 //! ```text
-//!            K consecutive transport failures / timeouts
+//!            K consecutive transport failures / timeouts,
+//!            or at once: master lost or replaced (trip)
 //!  Closed ──────────────────────────────────────────────▶ Open
 //!    ▲                                                     │ ▲
 //!    │ recovery done                    probe PING ok      │ │ probe failed:
@@ -184,6 +185,17 @@ impl Breaker {
             }
             // Recovery talks to Redis too; a failure there reopens.
             BreakerState::HalfOpen => self.open(now),
+            BreakerState::Open => None,
+        }
+    }
+
+    /// The master was lost or replaced (a failover): open at once, whatever
+    /// the count, so that recovery runs against the new master before
+    /// requests go to it.
+    pub fn trip(&mut self, error: &str, now: Instant) -> Option<Transition> {
+        self.last_error = Some(error.to_string());
+        match self.state {
+            BreakerState::Closed | BreakerState::HalfOpen => self.open(now),
             BreakerState::Open => None,
         }
     }

@@ -22,13 +22,25 @@ pub enum RedisFailure {
     Refused(String),
     #[error("redis refused the operation: {0}")]
     Logic(String),
+    /// The node seqd is connected to is not the master any more
+    /// (`READONLY`: it was demoted in a failover), or a new connection
+    /// found a node that is not one.
+    #[error("redis node is not the master: {0}")]
+    WrongNode(String),
+    /// A new connection reached another master than the one seqd wrote to
+    /// (a failover, or a restarted Redis): recovery must run against it
+    /// before requests do.
+    #[error("{0}")]
+    MasterChanged(String),
 }
 
 /// Error codes with which Redis refuses service as a whole, whatever the
-/// key: they say Redis is unhealthy for seqd's purpose.
+/// key: they say Redis is unhealthy for seqd's purpose. (`READONLY` is
+/// [`RedisFailure::WrongNode`]; `NOREPLICAS` also comes from the fence of
+/// `--redis-wait-replicas`.)
 const REFUSING_SERVICE: &[&str] = &[
     "OOM",
-    "READONLY",
+    "NOREPLICAS",
     "MASTERDOWN",
     "MISCONF",
     "LOADING",
@@ -56,6 +68,7 @@ impl RedisFailure {
             | ErrorKind::ClusterConnectionNotFound
             | ErrorKind::InvalidClientConfig => RedisFailure::Transport(text),
             ErrorKind::AuthenticationFailed => RedisFailure::Refused(text),
+            _ if e.code() == Some("READONLY") => RedisFailure::WrongNode(text),
             _ if e.code().is_some_and(|c| REFUSING_SERVICE.contains(&c)) => {
                 RedisFailure::Refused(text)
             }
@@ -72,7 +85,20 @@ impl RedisFailure {
     /// True when the connection used may be broken or hung and must not be
     /// used again.
     pub fn breaks_connection(&self) -> bool {
-        matches!(self, RedisFailure::Timeout(_) | RedisFailure::Transport(_))
+        matches!(
+            self,
+            RedisFailure::Timeout(_) | RedisFailure::Transport(_) | RedisFailure::WrongNode(_)
+        )
+    }
+
+    /// True when the master seqd wrote to is gone or replaced: the breaker
+    /// opens at once (not after K failures) so that every connection is
+    /// dropped and recovery runs against the new master first.
+    pub fn master_lost(&self) -> bool {
+        matches!(
+            self,
+            RedisFailure::WrongNode(_) | RedisFailure::MasterChanged(_)
+        )
     }
 }
 

@@ -65,6 +65,8 @@ pub struct RedisLink {
     /// Wakes the supervisor: the breaker opened, or work became pending.
     pub(super) wake: Notify,
     metrics: Arc<Metrics>,
+    /// `single`, `sentinel` or `cluster`.
+    topology: &'static str,
 }
 
 impl RedisLink {
@@ -73,6 +75,7 @@ impl RedisLink {
         bulk: RedisPool,
         breaker: BreakerConfig,
         metrics: Arc<Metrics>,
+        topology: &'static str,
     ) -> RedisLink {
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -84,6 +87,7 @@ impl RedisLink {
             breaker: Mutex::new(Breaker::new(breaker, Instant::now(), seed)),
             wake: Notify::new(),
             metrics,
+            topology,
         }
     }
 
@@ -212,13 +216,59 @@ impl RedisLink {
     }
 
     fn record_failure(&self, e: &RedisFailure) {
-        let transition = self.lock().record_failure(&e.to_string(), Instant::now());
+        if let RedisFailure::MasterChanged(change) = e {
+            self.master_changed(change);
+        }
+        let transition = if e.master_lost() {
+            self.lock().trip(&e.to_string(), Instant::now())
+        } else {
+            self.lock().record_failure(&e.to_string(), Instant::now())
+        };
         if let Some(t) = transition {
             // Hung connections must not be reused after the breaker opens.
             self.pool.reset();
             self.announce(t, Some(e));
             self.wake.notify_one();
         }
+    }
+
+    /// Asks Sentinel where the master is (every health interval): when it
+    /// names another node than the one seqd writes to, the breaker opens
+    /// at once, every connection is dropped, and the probe connects to the
+    /// new master. A Sentinel that cannot answer changes nothing here (the
+    /// writes themselves tell whether the master still serves).
+    pub async fn follow_master(&self) {
+        let deadline = self.pool.timeout() * 4;
+        match tokio::time::timeout(deadline, self.pool.master_moved()).await {
+            Ok(Ok(Some(why))) => self.record_failure(&RedisFailure::WrongNode(why)),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "Sentinel did not answer"),
+            Err(_) => tracing::debug!("Sentinel did not answer in time"),
+        }
+    }
+
+    /// A new master (failover, restart): logged and counted once, where
+    /// the pool found it.
+    pub(super) fn master_changed(&self, change: &str) {
+        self.metrics.redis_master_changes.inc();
+        tracing::warn!(
+            "{change}: every connection is dropped and recovery runs against the new master \
+             before requests go to it"
+        );
+    }
+
+    /// The topology, and for Sentinel the master written to now, for
+    /// `HEALTH`.
+    pub fn topology(&self) -> Vec<(String, String)> {
+        let mut fields = vec![("topology".to_string(), self.topology.to_string())];
+        if self.topology == "sentinel" {
+            let master = self
+                .pool
+                .master()
+                .map_or_else(|| "unknown".to_string(), |m| m.endpoint.to_string());
+            fields.push(("master".to_string(), master));
+        }
+        fields
     }
 
     /// Logs a transition once and counts it.

@@ -4,8 +4,11 @@
 //!
 //! - [`pipe`]: one auto-pipelined connection (RESP framing; parsing is the
 //!   redis crate's).
-//! - [`pool`]: where Redis is ([`RedisTarget`]) and a fixed set of pipes,
-//!   every operation under a deadline.
+//! - [`target`]: where Redis is ([`RedisTarget`]): the topology (single,
+//!   Sentinel, Cluster), credentials, TLS.
+//! - [`pool`]: a fixed set of pipes to the master (found through Sentinel
+//!   when there is one), every operation under a deadline; it notices a
+//!   new master.
 //! - [`breaker`]: the circuit breaker, a plain state machine over `now`.
 //! - [`link`]: the pool behind the breaker ([`RedisLink`]), and the
 //!   [`Recovery`] interface of work due before it closes.
@@ -22,10 +25,12 @@ pub mod link;
 pub mod pipe;
 pub mod pool;
 pub mod supervisor;
+pub mod target;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use error::{LinkError, RedisFailure};
 pub use link::{BreakerSnapshot, Recovery, RedisLink};
 pub use pipe::Pipe;
-pub use pool::{RedisPool, RedisTarget};
+pub use pool::RedisPool;
+pub use target::RedisTarget;
 pub use supervisor::supervise;

@@ -18,17 +18,29 @@
 //! encoded and replies parsed by the redis crate ([`redis::Cmd`],
 //! [`redis::parse_redis_value`]); this module only frames and routes.
 //!
+//! # Fencing (`--redis-wait-replicas`)
+//!
+//! A request may ask for its writes to be *acknowledged* ([`Pipe::fenced`]).
+//! When a write batch holds such a request, the writer appends one
+//! `WAIT <replicas> <timeout>` after it, and the reader holds the replies of
+//! the fenced requests until `WAIT` answers: with enough replicas they are
+//! delivered, otherwise each fails with `NOREPLICAS` (and the caller falls
+//! back or refuses). One `WAIT` per batch, not per request: it covers every
+//! write the connection made before it.
+//!
 //! # What it guarantees
 //!
 //! - Replies reach their requests in order; a request that gave up (its
 //!   timeout) only drops its reply.
+//! - A fenced request never sees its reply before `WAIT` confirmed it.
 //! - When the connection breaks, every request waiting on it fails as a
 //!   closed connection, and so does every later one: the pool then drops it.
 //! - When the last handle is dropped, both tasks end and the socket closes,
 //!   even when Redis hangs and never answers again.
 
+use super::target::{Endpoint, TlsSettings};
 use redis::aio::ConnectionLike;
-use redis::{Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisFuture, Value};
+use redis::{Cmd, RedisError, RedisFuture, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +55,20 @@ const MAX_BULK: i64 = 512 * 1024 * 1024;
 pub struct Pipe {
     jobs: mpsc::UnboundedSender<Job>,
     db: i64,
+    /// Fencing of this connection; `None` when off.
+    fence: Option<Fence>,
+    /// Whether this handle's requests wait for the fence.
+    fenced: bool,
+}
+
+/// `WAIT` settings of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// Replicas that must acknowledge.
+    pub replicas: u32,
+    /// How long Redis waits for them, in milliseconds (never 0: `WAIT`
+    /// with 0 blocks forever).
+    pub timeout_ms: u64,
 }
 
 /// Encoded commands and where their replies go.
@@ -53,14 +79,23 @@ struct Job {
     /// Replies to drop from the front (the `MULTI` / `QUEUED` of a
     /// transaction).
     skip: usize,
+    /// Hold the replies until the batch's `WAIT` confirms them.
+    fenced: bool,
+    fence: Option<Fence>,
     done: oneshot::Sender<redis::RedisResult<Vec<Value>>>,
 }
 
-/// What the reader needs of a job once its bytes are written.
-struct Waiting {
-    replies: usize,
-    skip: usize,
-    done: oneshot::Sender<redis::RedisResult<Vec<Value>>>,
+/// What the reader expects next, in the order the bytes were written.
+enum Waiting {
+    /// A job's replies.
+    Job {
+        replies: usize,
+        skip: usize,
+        fenced: bool,
+        done: oneshot::Sender<redis::RedisResult<Vec<Value>>>,
+    },
+    /// The `WAIT` that closes a batch with fenced jobs.
+    Wait(Fence),
 }
 
 fn closed() -> RedisError {
@@ -70,57 +105,64 @@ fn closed() -> RedisError {
     ))
 }
 
-/// Refuses addresses this pipe cannot connect to (checked at start, so a
-/// `rediss://` URL fails there and not on every request).
-pub fn check_address(info: &ConnectionInfo) -> Result<(), String> {
-    match info.addr() {
-        ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_) => Ok(()),
-        other => Err(format!(
-            "unsupported Redis address {other} (TLS is not built in)"
-        )),
-    }
-}
-
-/// Connects, authenticates and selects the database of `info`.
-pub async fn connect(info: &ConnectionInfo) -> redis::RedisResult<Pipe> {
-    let settings = info.redis_settings();
-    let mut pipe = match info.addr() {
-        ConnectionAddr::Tcp(host, port) => {
+/// Connects (over TLS when `tls` is given), authenticates and selects
+/// database `db`.
+pub async fn connect(
+    endpoint: &Endpoint,
+    tls: Option<&TlsSettings>,
+    login: &Login,
+    fence: Option<Fence>,
+) -> redis::RedisResult<Pipe> {
+    let db = login.db;
+    let mut pipe = match (endpoint, tls) {
+        (Endpoint::Tcp { host, port }, None) => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
             stream.set_nodelay(true)?;
             let (rd, wr) = stream.into_split();
-            spawn(rd, wr, settings.db())
+            spawn(rd, wr, db, fence)
         }
-        ConnectionAddr::Unix(path) => {
+        (Endpoint::Tcp { host, port }, Some(tls)) => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            stream.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}"))
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(tls.client.clone())
+                .connect(name, stream)
+                .await?;
+            let (rd, wr) = tokio::io::split(stream);
+            spawn(rd, wr, db, fence)
+        }
+        (Endpoint::Unix(path), _) => {
             let (rd, wr) = tokio::net::UnixStream::connect(path).await?.into_split();
-            spawn(rd, wr, settings.db())
-        }
-        _ => {
-            let why = check_address(info).err().unwrap_or_default();
-            return Err(RedisError::from((
-                ErrorKind::InvalidClientConfig,
-                "cannot connect",
-                why,
-            )));
+            spawn(rd, wr, db, fence)
         }
     };
-    if let Some(password) = settings.password() {
+    if let Some(password) = &login.password {
         let mut auth = redis::cmd("AUTH");
-        if let Some(user) = settings.username() {
+        if let Some(user) = &login.username {
             auth.arg(user);
         }
         auth.arg(password).query_async::<()>(&mut pipe).await?;
     }
-    if settings.db() != 0 {
+    if db != 0 {
         redis::cmd("SELECT")
-            .arg(settings.db())
+            .arg(db)
             .query_async::<()>(&mut pipe)
             .await?;
     }
     Ok(pipe)
 }
 
-fn spawn<R, W>(rd: R, wr: W, db: i64) -> Pipe
+/// How a connection logs in.
+#[derive(Debug, Clone, Default)]
+pub struct Login {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: i64,
+}
+
+fn spawn<R, W>(rd: R, wr: W, db: i64, fence: Option<Fence>) -> Pipe
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -130,7 +172,12 @@ where
     let stop = CancellationToken::new();
     tokio::spawn(write_loop(wr, queue, waiting_tx, stop.clone()));
     tokio::spawn(read_loop(rd, waiting_rx, stop));
-    Pipe { jobs, db }
+    Pipe {
+        jobs,
+        db,
+        fence,
+        fenced: false,
+    }
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
@@ -145,11 +192,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         // commands, then send them all in one write.
         tokio::task::yield_now().await;
         let mut next = Some(first);
+        let mut fence = None;
         while let Some(job) = next.take().or_else(|| queue.try_recv().ok()) {
             buf.extend_from_slice(&job.bytes);
-            let w = Waiting {
+            if job.fenced {
+                fence = job.fence;
+            }
+            let w = Waiting::Job {
                 replies: job.replies,
                 skip: job.skip,
+                fenced: job.fenced,
                 done: job.done,
             };
             if waiting.send(w).is_err() {
@@ -157,6 +209,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             if buf.len() >= MAX_WRITE {
                 break;
+            }
+        }
+        if let Some(f) = fence {
+            buf.extend_from_slice(
+                &redis::cmd("WAIT")
+                    .arg(f.replicas)
+                    .arg(f.timeout_ms)
+                    .get_packed_command(),
+            );
+            if waiting.send(Waiting::Wait(f)).is_err() {
+                break 'run;
             }
         }
         let written = tokio::select! {
@@ -179,6 +242,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     stop: CancellationToken,
 ) {
     let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
+    // Replies of fenced jobs, held until their batch's `WAIT` answers.
+    let mut held: Vec<(Vec<Value>, Done)> = Vec::new();
     'run: loop {
         let w = tokio::select! {
             w = waiting.recv() => match w {
@@ -187,21 +252,86 @@ async fn read_loop<R: AsyncRead + Unpin>(
             },
             () = stop.cancelled() => break,
         };
-        let mut values = Vec::with_capacity(w.replies);
-        while values.len() < w.replies {
-            match next_value(&mut rd, &mut buf, &stop).await {
-                Ok(v) => values.push(v),
-                Err(e) => {
-                    let _ = w.done.send(Err(e));
-                    break 'run;
+        match w {
+            Waiting::Job {
+                replies,
+                skip,
+                fenced,
+                done,
+            } => {
+                let mut values = Vec::with_capacity(replies);
+                while values.len() < replies {
+                    match next_value(&mut rd, &mut buf, &stop).await {
+                        Ok(v) => values.push(v),
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                            break 'run;
+                        }
+                    }
+                }
+                values.drain(..skip.min(values.len()));
+                if fenced {
+                    held.push((values, done));
+                } else {
+                    let _ = done.send(Ok(values));
+                }
+            }
+            Waiting::Wait(f) => {
+                let acked = match next_value(&mut rd, &mut buf, &stop).await {
+                    Ok(Value::Int(n)) => n,
+                    Ok(other) => {
+                        // A Redis without WAIT (or refusing it) fences
+                        // nothing: no fenced reply may pass.
+                        tracing::debug!(reply = ?other, "WAIT did not answer a count");
+                        -1
+                    }
+                    Err(e) => {
+                        for (_, done) in held.drain(..) {
+                            let _ = done.send(Err(closed_with(&e)));
+                        }
+                        break 'run;
+                    }
+                };
+                for (values, done) in held.drain(..) {
+                    let _ = done.send(if acked >= i64::from(f.replicas) {
+                        Ok(values)
+                    } else {
+                        Err(not_acknowledged(acked, f))
+                    });
                 }
             }
         }
-        values.drain(..w.skip.min(values.len()));
-        let _ = w.done.send(Ok(values));
     }
     stop.cancel();
+    // Held replies were never confirmed: they fail as a closed connection.
+    drop(held);
     // Dropping `waiting` fails every request still queued: closed().
+}
+
+type Done = oneshot::Sender<redis::RedisResult<Vec<Value>>>;
+
+/// The error of a fenced request whose batch too few replicas
+/// acknowledged: `NOREPLICAS`, which the breaker reads as a Redis that
+/// cannot serve.
+fn not_acknowledged(acked: i64, f: Fence) -> RedisError {
+    let line = format!(
+        "-NOREPLICAS {} of {} replicas acknowledged the write within {} ms (--redis-wait-replicas)\r\n",
+        acked.max(0),
+        f.replicas,
+        f.timeout_ms
+    );
+    match redis::parse_redis_value(line.as_bytes()).map(Value::extract_error) {
+        Ok(Err(e)) => e,
+        _ => closed(),
+    }
+}
+
+/// A transport error for each request that shared a broken read.
+fn closed_with(e: &RedisError) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        format!("Redis connection failed: {e}"),
+    ))
 }
 
 /// Reads until one whole reply is buffered, then parses it.
@@ -296,6 +426,15 @@ fn int(line: &[u8]) -> Result<i64, String> {
 }
 
 impl Pipe {
+    /// A handle whose requests are answered only once `WAIT` confirmed
+    /// their writes (when this connection fences; otherwise the same).
+    pub fn fenced(&self) -> Pipe {
+        Pipe {
+            fenced: self.fence.is_some(),
+            ..self.clone()
+        }
+    }
+
     async fn send(
         &self,
         bytes: Vec<u8>,
@@ -307,6 +446,8 @@ impl Pipe {
             bytes,
             replies,
             skip,
+            fenced: self.fenced,
+            fence: self.fence,
             done,
         };
         self.jobs.send(job).map_err(|_| closed())?;

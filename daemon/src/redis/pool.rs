@@ -9,42 +9,122 @@
 //! by itself. The breaker's probe runs on a fresh connection of its own.
 
 use super::error::RedisFailure;
-use super::pipe::{self, Pipe};
-use redis::{ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+use super::pipe::{self, Fence, Login, Pipe};
+use super::target::{Endpoint, RedisTarget, TlsSettings, Topology};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Where Redis is, when seqd runs in Redis mode.
-#[derive(Debug, Clone)]
-pub enum RedisTarget {
-    Url(String),
-    Host {
-        host: String,
-        port: u16,
-        password: Option<String>,
-        db: i64,
-    },
+/// The master seqd writes to: where it is and which process it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Master {
+    pub endpoint: Endpoint,
+    /// `run_id` from `INFO server`: a restarted or different Redis at the
+    /// same address has another one.
+    pub run_id: String,
 }
 
-impl RedisTarget {
-    /// The address for logs, without the password.
-    pub fn display(&self) -> String {
+/// A master that is not the one the pool wrote to before.
+#[derive(Debug, Clone)]
+pub struct MasterChange {
+    pub from: Master,
+    pub to: Master,
+}
+
+impl std::fmt::Display for MasterChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Redis master changed from {} (run id {}) to {} (run id {})",
+            self.from.endpoint, self.from.run_id, self.to.endpoint, self.to.run_id
+        )
+    }
+}
+
+/// Finds the master to connect to.
+enum Resolver {
+    Fixed(Endpoint),
+    /// The redis crate's Sentinel client: it asks the sentinels for the
+    /// master and checks with `ROLE` that the node it names is one. It is
+    /// asked again for every new connection, so a failover is followed as
+    /// soon as the old connections are dropped (redis-rs #1438: the crate
+    /// itself never re-resolves an existing connection).
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Resolver {
+    fn new(target: &RedisTarget) -> Result<Resolver, String> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        match &target.topology {
+            Topology::Single(e) => Ok(Resolver::Fixed(e.clone())),
+            Topology::Sentinel {
+                sentinels,
+                master_name,
+                password,
+            } => {
+                let addrs = sentinels.iter().map(|(h, p)| match &target.tls {
+                    None => redis::ConnectionAddr::Tcp(h.clone(), *p),
+                    Some(_) => redis::ConnectionAddr::TcpTls {
+                        host: h.clone(),
+                        port: *p,
+                        insecure: false,
+                        tls_params: None,
+                    },
+                });
+                let mut b =
+                    SentinelClientBuilder::new(addrs, master_name, SentinelServerType::Master)
+                        .map_err(|e| format!("invalid Sentinel configuration: {e}"))?
+                        .set_client_to_redis_db(target.db);
+                if let Some(pw) = password {
+                    b = b.set_client_to_sentinel_password(pw);
+                }
+                if let Some(user) = &target.username {
+                    b = b.set_client_to_redis_username(user);
+                }
+                if let Some(pw) = &target.password {
+                    b = b.set_client_to_redis_password(pw);
+                }
+                if let Some(tls) = &target.tls {
+                    b = b
+                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_redis_certificates(tls.certificates.clone())
+                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_sentinel_certificates(tls.certificates.clone());
+                }
+                let client = b
+                    .build()
+                    .map_err(|e| format!("invalid Sentinel configuration: {e}"))?;
+                Ok(Resolver::Sentinel(tokio::sync::Mutex::new(client)))
+            }
+            Topology::Cluster { .. } => {
+                Err("a cluster is not reached through this pool (see redis::cluster)".into())
+            }
+        }
+    }
+
+    async fn resolve(&self) -> Result<Endpoint, RedisFailure> {
         match self {
-            RedisTarget::Url(u) => match redis::parse_redis_url(u) {
-                Some(url) => format!(
-                    "{}:{}/{}",
-                    url.host_str().unwrap_or("?"),
-                    url.port().unwrap_or(6379),
-                    match url.path().trim_start_matches('/') {
-                        "" => "0",
-                        db => db,
-                    }
-                ),
-                None => "(unparsable URL)".to_string(),
-            },
-            RedisTarget::Host { host, port, db, .. } => format!("{host}:{port}/{db}"),
+            Resolver::Fixed(e) => Ok(e.clone()),
+            Resolver::Sentinel(client) => {
+                let master = client
+                    .lock()
+                    .await
+                    .async_get_client()
+                    .await
+                    .map_err(|e| RedisFailure::Transport(format!("Sentinel: {e}")))?;
+                match master.get_connection_info().addr() {
+                    redis::ConnectionAddr::Tcp(host, port)
+                    | redis::ConnectionAddr::TcpTls { host, port, .. } => Ok(Endpoint::Tcp {
+                        host: host.clone(),
+                        port: *port,
+                    }),
+                    other => Err(RedisFailure::Transport(format!(
+                        "Sentinel named an unusable master address {other}"
+                    ))),
+                }
+            }
         }
     }
 }
@@ -57,7 +137,13 @@ struct Slot {
 
 /// A fixed set of auto-pipelined connections, used round-robin.
 pub struct RedisPool {
-    info: ConnectionInfo,
+    resolver: Resolver,
+    tls: Option<Arc<TlsSettings>>,
+    login: Login,
+    fence: Option<Fence>,
+    /// The master the pool's connections were made to; a new connection
+    /// to another one is a [`MasterChange`].
+    master: std::sync::Mutex<Option<Master>>,
     slots: Vec<Slot>,
     next: AtomicUsize,
     generation: AtomicU64,
@@ -67,27 +153,23 @@ pub struct RedisPool {
 
 impl RedisPool {
     pub fn new(target: &RedisTarget, size: usize, timeout: Duration) -> Result<RedisPool, String> {
-        let info = match target {
-            RedisTarget::Url(url) => url.as_str().into_connection_info(),
-            RedisTarget::Host {
-                host,
-                port,
-                password,
-                db,
-            } => redis::ConnectionAddr::Tcp(host.clone(), *port)
-                .into_connection_info()
-                .map(|i| {
-                    let mut r = RedisConnectionInfo::default().set_db(*db);
-                    if let Some(pw) = password {
-                        r = r.set_password(pw);
-                    }
-                    i.set_redis_settings(r)
-                }),
-        }
-        .map_err(|e| format!("invalid Redis address: {e}"))?;
-        pipe::check_address(&info)?;
+        let fence = (target.wait_replicas > 0).then(|| Fence {
+            replicas: target.wait_replicas,
+            // Redis gives up waiting before the operation's own deadline,
+            // so a missing replica is a NOREPLICAS answer, not a timeout
+            // that would drop the connection.
+            timeout_ms: (timeout.as_millis() as u64 / 2).max(1),
+        });
         Ok(RedisPool {
-            info,
+            resolver: Resolver::new(target)?,
+            tls: target.tls.clone(),
+            login: Login {
+                username: target.username.clone(),
+                password: target.password.clone(),
+                db: target.db,
+            },
+            fence,
+            master: std::sync::Mutex::new(None),
             slots: (0..size.max(1))
                 .map(|_| Slot {
                     conn: tokio::sync::Mutex::new(None),
@@ -97,6 +179,12 @@ impl RedisPool {
             generation: AtomicU64::new(0),
             timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
         })
+    }
+
+    /// The master the pool writes to now, for `HEALTH` (`None` before the
+    /// first connection).
+    pub fn master(&self) -> Option<Master> {
+        self.master.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn timeout(&self) -> Duration {
@@ -116,16 +204,78 @@ impl RedisPool {
         if let Some((generation, conn)) = slot.as_ref() {
             return Ok((i, *generation, conn.clone()));
         }
-        let conn = self.connect().await?;
+        let (conn, change) = self.connect().await?;
+        if let Some(change) = change {
+            // Never write through a new master before recovery ran
+            // against it: the link opens the breaker on this.
+            return Err(RedisFailure::MasterChanged(change.to_string()));
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         *slot = Some((generation, conn.clone()));
         Ok((i, generation, conn))
     }
 
-    async fn connect(&self) -> Result<Pipe, RedisFailure> {
-        pipe::connect(&self.info)
+    /// Resolves the master, connects, logs in, and checks that the node
+    /// is a master. Returns the change when it is not the master the pool
+    /// knew (it becomes the known one).
+    async fn connect(&self) -> Result<(Pipe, Option<MasterChange>), RedisFailure> {
+        let endpoint = self.resolver.resolve().await?;
+        let fail = |e: redis::RedisError| RedisFailure::classify(&e);
+        let mut conn = pipe::connect(&endpoint, self.tls.as_deref(), &self.login, self.fence)
             .await
-            .map_err(|e| RedisFailure::classify(&e))
+            .map_err(fail)?;
+        let (role, info): (redis::Value, String) = redis::pipe()
+            .cmd("ROLE")
+            .cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(fail)?;
+        if let redis::Value::Array(items) = &role {
+            if let Some(redis::Value::BulkString(r)) = items.first() {
+                if r.as_slice() != b"master" {
+                    return Err(RedisFailure::WrongNode(format!(
+                        "{endpoint} is a {}, not a master",
+                        String::from_utf8_lossy(r)
+                    )));
+                }
+            }
+        }
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let now = Master { endpoint, run_id };
+        let mut known = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let change = match known.as_ref() {
+            Some(before) if *before != now => Some(MasterChange {
+                from: before.clone(),
+                to: now.clone(),
+            }),
+            _ => None,
+        };
+        *known = Some(now);
+        Ok((conn, change))
+    }
+
+    /// Asks the resolver where the master is now; `Some` when that is not
+    /// where the pool writes (Sentinel promoted another node). Never
+    /// connects the pool itself.
+    pub async fn master_moved(&self) -> Result<Option<String>, RedisFailure> {
+        if matches!(self.resolver, Resolver::Fixed(_)) {
+            return Ok(None);
+        }
+        let now = self.resolver.resolve().await?;
+        let known = self.master();
+        Ok(match known {
+            Some(m) if m.endpoint != now => Some(format!(
+                "Sentinel names {now} as the master (seqd writes to {})",
+                m.endpoint
+            )),
+            _ => None,
+        })
     }
 
     /// Drops every connection; the next operations connect afresh. Called
@@ -139,18 +289,37 @@ impl RedisPool {
     }
 
     /// `PING` on a fresh connection of its own (not from the pool), under
-    /// the timeout: the breaker's probe.
-    pub async fn probe(&self) -> Result<(), RedisFailure> {
+    /// the timeout: the breaker's probe. With fencing, the master must also
+    /// have the replicas it asks for (`WAIT` on a connection that wrote
+    /// nothing answers at once with the replicas connected). Returns the
+    /// master change it found, if any.
+    pub async fn probe(&self) -> Result<Option<MasterChange>, RedisFailure> {
         let timeout_ms = self.timeout().as_millis() as u64;
         let attempt = async {
-            let mut conn = self.connect().await?;
+            let (mut conn, change) = self.connect().await?;
+            let fail = |e: redis::RedisError| RedisFailure::classify(&e);
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await
-                .map_err(|e| RedisFailure::classify(&e))
+                .map_err(fail)?;
+            if let Some(f) = self.fence {
+                let replicas: i64 = redis::cmd("WAIT")
+                    .arg(f.replicas)
+                    .arg(f.timeout_ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(fail)?;
+                if replicas < i64::from(f.replicas) {
+                    return Err(RedisFailure::Refused(format!(
+                        "the master has {replicas} of the {} replicas --redis-wait-replicas asks for",
+                        f.replicas
+                    )));
+                }
+            }
+            Ok(change)
         };
         match tokio::time::timeout(self.timeout(), attempt).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(change)) => Ok(change),
             Ok(Err(RedisFailure::Timeout(_))) | Err(_) => Err(RedisFailure::Timeout(timeout_ms)),
             Ok(Err(e)) => Err(e),
         }

@@ -1,5 +1,6 @@
-//! The task that drives the breaker: a health `PING` while closed, probes
-//! with backoff while open, and the recovery steps ([`Recovery`]:
+//! The task that drives the breaker: a health `PING` while closed (and,
+//! with Sentinel, the question where the master is now), probes with
+//! backoff while open, and the recovery steps ([`Recovery`]:
 //! reconciliation, outbox replay) while half-open, before requests go to
 //! Redis again.
 
@@ -38,6 +39,9 @@ pub async fn supervise(
                         })
                         .await;
                 }
+                if link.allows_requests() {
+                    link.follow_master().await;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(health_interval) => {}
                     _ = link.wake.notified() => {}
@@ -51,7 +55,10 @@ pub async fn supervise(
                     _ = stop.cancelled() => return,
                 }
                 match link.pool.probe().await {
-                    Ok(()) => {
+                    Ok(change) => {
+                        if let Some(change) = change {
+                            link.master_changed(&change.to_string());
+                        }
                         let t = link.lock().probe_succeeded();
                         if let Some(t) = t {
                             link.announce(t, None);

@@ -145,12 +145,14 @@ impl RedisSequences {
             let script = &self.next_script;
             let (seq, raised, before): (u64, u64, u64) = self
                 .link
-                .call_until(deadline, |mut c| async move {
+                .call_until(deadline, |c| async move {
+                    // Fenced: with --redis-wait-replicas the number is
+                    // answered only once replicas hold it.
                     script
                         .key(&key.key)
                         .arg(ttl)
                         .arg(floor)
-                        .invoke_async(&mut c)
+                        .invoke_async(&mut c.fenced())
                         .await
                 })
                 .await?;
@@ -233,12 +235,12 @@ impl RedisSequences {
         let script = &self.raise_script;
         let ttl = p.ttl.unwrap_or(0);
         let (raised, cur): (u64, u64) = link
-            .call_recovering(|mut c| async move {
+            .call_recovering(|c| async move {
                 script
                     .key(&*p.key)
                     .arg(p.value)
                     .arg(ttl)
-                    .invoke_async(&mut c)
+                    .invoke_async(&mut c.fenced())
                     .await
             })
             .await?;
@@ -336,10 +338,11 @@ impl Sequences for RedisSequences {
     fn health(&self) -> BoxFuture<'_, Vec<(String, String)>> {
         let b = self.link.snapshot();
         let pending = self.store.pending();
+        let topology = self.link.topology();
         async move {
             let last_transition = chrono::DateTime::<Utc>::from(b.last_transition)
                 .to_rfc3339_opts(SecondsFormat::Secs, true);
-            vec![
+            let mut fields = vec![
                 (
                     "redis".into(),
                     if b.redis_up { "up" } else { "down" }.into(),
@@ -355,7 +358,9 @@ impl Sequences for RedisSequences {
                     b.last_error.unwrap_or_else(|| "none".into()),
                 ),
                 ("pending_reconciliation".into(), pending.to_string()),
-            ]
+            ];
+            fields.extend(topology);
+            fields
         }
         .boxed()
     }
