@@ -395,9 +395,11 @@ impl Config {
             }
             Some(std::sync::Arc::new(TlsSettings::load(&files)?))
         } else if files.ca.is_some() || files.cert.is_some() || files.key.is_some() {
-            return Err("--redis-ca-file, --redis-cert-file and --redis-key-file need TLS: \
+            return Err(
+                "--redis-ca-file, --redis-cert-file and --redis-key-file need TLS: \
                         add --redis-tls or use a rediss:// URL"
-                .into());
+                    .into(),
+            );
         } else {
             None
         };

@@ -5,6 +5,7 @@
 //! - [`Seqd`] runs the `seqd` binary on a socket in a temp dir, and can kill
 //!   it with SIGKILL and restart it on the same store; [`redis_seqd`] starts
 //!   both.
+//! - [`SentinelGroup`] runs a master, a replica and three sentinels.
 //! - [`resp()`] is a minimal RESP client, so tests inspect Redis directly.
 //! - [`TextConn`] speaks the text protocol; [`Load`] drives concurrent
 //!   `NEXT`s; `assert_*` check the guarantees.
@@ -18,6 +19,7 @@ mod process;
 mod proxy;
 mod redis_server;
 mod resp;
+mod sentinel;
 mod seqd;
 mod text;
 
@@ -27,5 +29,6 @@ pub use process::{free_port, output_within_deadline, wait_until, workspace_bin, 
 pub use proxy::Proxy;
 pub use redis_server::*;
 pub use resp::*;
+pub use sentinel::*;
 pub use seqd::*;
 pub use text::*;

@@ -49,6 +49,9 @@ pub fn redis_key_of(key: &str) -> String {
 pub struct LoadResult {
     /// Every number that got a reply, per key.
     pub issued: std::collections::HashMap<&'static str, Vec<u64>>,
+    /// The numbers that came from Redis (`source=redis`), per key: across
+    /// seqds sharing one Redis these never repeat.
+    pub from_redis: std::collections::HashMap<&'static str, Vec<u64>>,
     /// Replies per source (`redis`, `local`).
     pub by_source: std::collections::HashMap<&'static str, usize>,
     /// The slowest reply.
@@ -102,6 +105,9 @@ impl Load {
                                 Ok(s) => {
                                     r.slowest = r.slowest.max(started.elapsed());
                                     r.issued.entry(key).or_default().push(s.seq);
+                                    if s.source.as_str() == "redis" {
+                                        r.from_redis.entry(key).or_default().push(s.seq);
+                                    }
                                     *r.by_source.entry(s.source.as_str()).or_default() += 1;
                                     answered.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -149,6 +155,9 @@ impl Load {
             let r = t.join().expect("load client");
             for (k, v) in r.issued {
                 all.issued.entry(k).or_default().extend(v);
+            }
+            for (k, v) in r.from_redis {
+                all.from_redis.entry(k).or_default().extend(v);
             }
             for (s, n) in r.by_source {
                 *all.by_source.entry(s).or_default() += n;

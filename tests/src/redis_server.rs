@@ -12,16 +12,28 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (replication, TLS, cluster).
+    extra: Vec<String>,
+    /// The port `PING` is checked on when it is not `port` (TLS-only).
+    plain_port: Option<u16>,
 }
 
 impl RedisServer {
     /// Starts a Redis without persistence: a restart loses everything.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a Redis with extra arguments; `{port}` and `{dir}` in them
+    /// are replaced by its port and directory.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = RedisServer {
             port: 0,
             dir,
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            plain_port: None,
         };
         // A free port can be taken between the probe and the bind; retry.
         for _ in 0..5 {
@@ -33,14 +45,70 @@ impl RedisServer {
         panic!("could not start redis-server (is it installed?)");
     }
 
+    /// A Redis serving TLS on `port` (with the given certificate files)
+    /// and plain TCP on a second port, which the harness's own commands
+    /// use.
+    pub fn start_tls(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            port: 0,
+            dir,
+            child: None,
+            extra: vec![
+                "--tls-ca-cert-file".into(),
+                ca.display().to_string(),
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "optional".into(),
+            ],
+            plain_port: None,
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            server.plain_port = Some(free_port());
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server with TLS");
+    }
+
+    /// The directory Redis runs in.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The port the harness's plain commands go to.
+    fn command_port(&self) -> u16 {
+        self.plain_port.unwrap_or(self.port)
+    }
+
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let dir = self.dir.path().display().to_string();
+        let mut cmd = Command::new("redis-server");
+        match self.plain_port {
+            Some(plain) => cmd
+                .args(["--port", &plain.to_string()])
+                .args(["--tls-port", &self.port.to_string()]),
+            None => cmd.args(["--port", &self.port.to_string()]),
+        };
+        let child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(self.extra.iter().map(|a| {
+                a.replace("{port}", &self.port.to_string())
+                    .replace("{dir}", &dir)
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -69,7 +137,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("redis-server running").id()
     }
 
@@ -99,7 +167,7 @@ impl RedisServer {
     }
 
     pub fn try_cmd(&self, args: &[&str]) -> std::io::Result<Reply> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut s = TcpStream::connect(("127.0.0.1", self.command_port()))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         resp(&mut s, args)
     }

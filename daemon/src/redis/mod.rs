@@ -32,5 +32,5 @@ pub use error::{LinkError, RedisFailure};
 pub use link::{BreakerSnapshot, Recovery, RedisLink};
 pub use pipe::Pipe;
 pub use pool::RedisPool;
-pub use target::RedisTarget;
 pub use supervisor::supervise;
+pub use target::RedisTarget;

@@ -184,7 +184,10 @@ impl RedisPool {
     /// The master the pool writes to now, for `HEALTH` (`None` before the
     /// first connection).
     pub fn master(&self) -> Option<Master> {
-        self.master.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.master
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn timeout(&self) -> Duration {
@@ -224,7 +227,13 @@ impl RedisPool {
         let mut conn = pipe::connect(&endpoint, self.tls.as_deref(), &self.login, self.fence)
             .await
             .map_err(fail)?;
+        // The name lets an operator (and the tests) tell seqd's
+        // connections apart in `CLIENT LIST`.
         let (role, info): (redis::Value, String) = redis::pipe()
+            .cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("seqd")
+            .ignore()
             .cmd("ROLE")
             .cmd("INFO")
             .arg("server")

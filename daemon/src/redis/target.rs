@@ -254,9 +254,11 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
             ..
         } => {
             if *insecure {
-                return Err("rediss:// URLs with #insecure are refused: seqd always verifies \
+                return Err(
+                    "rediss:// URLs with #insecure are refused: seqd always verifies \
                             Redis's certificate (give its CA with --redis-ca-file)"
-                    .into());
+                        .into(),
+                );
             }
             (
                 Endpoint::Tcp {
@@ -294,7 +296,10 @@ mod tests {
             ]
         );
         let e = parse_nodes("--redis-cluster", "a").unwrap_err();
-        assert!(e.contains("--redis-cluster") && e.contains("HOST:PORT"), "{e}");
+        assert!(
+            e.contains("--redis-cluster") && e.contains("HOST:PORT"),
+            "{e}"
+        );
         assert!(parse_nodes("--redis-cluster", "a:0").is_err());
         assert!(parse_nodes("--redis-cluster", "a:x").is_err());
         assert!(parse_nodes("--redis-cluster", " , ").is_err());

@@ -29,7 +29,10 @@ fn startup_log_names_the_mode() {
     );
     let redis = RedisServer::start();
     let seqd = Seqd::start(SeqdOptions::redis(&redis));
-    let want = format!("mode: Redis at 127.0.0.1:{}/0 (topology=single)", redis.port);
+    let want = format!(
+        "mode: Redis at 127.0.0.1:{}/0 (topology=single)",
+        redis.port
+    );
     assert!(seqd.log_text().contains(&want), "{}", seqd.log_text());
     let health = seqd.text().cmd("HEALTH");
     assert!(health.contains(" topology=single"), "{health}");

@@ -15,5 +15,6 @@ mod monitoring;
 mod ops;
 mod protocol;
 mod redis_errors;
+mod sentinel;
 mod sequences;
 mod tracker;
