@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+# openssl generates the CA and certificates of the TLS tests.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # promtool checks and unit-tests the alert rules in monitoring/; only the
 # package itself (no node exporter and friends from its recommends).

@@ -17,4 +17,5 @@ mod protocol;
 mod redis_errors;
 mod sentinel;
 mod sequences;
+mod tls;
 mod tracker;
