@@ -7,7 +7,7 @@ use super::rules::{is_forbidden, scan_pattern};
 use super::{worst, Cache, Value};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::redis::{LinkError, Pipe, Recovery, RedisFailure, RedisLink};
+use crate::redis::{unlink, LinkError, Recovery, RedisFailure, RedisLink, Scan};
 use crate::store::{OutboxEntry, Store};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -229,15 +229,7 @@ impl RedisCache {
     /// `UNLINK`s `keys` in Redis; whatever Redis did, no read may share a
     /// round trip sent before now (see [`Reads`]).
     async fn unlink(&self, keys: &[String]) -> Result<u64, LinkError> {
-        let unlinked = self
-            .link
-            .call(|mut c| async move {
-                redis::cmd("UNLINK")
-                    .arg(keys)
-                    .query_async::<u64>(&mut c)
-                    .await
-            })
-            .await;
+        let unlinked = unlink(&self.link, false, keys).await;
         keys.iter().for_each(|k| self.reads.written(k));
         unlinked
     }
@@ -255,44 +247,17 @@ impl RedisCache {
     }
 
     /// `SCAN MATCH` + `UNLINK` of the keys starting with `prefix`,
-    /// skipping the counter families.
+    /// skipping the counter families (on every master of a cluster).
     async fn unlink_prefix(&self, prefix: &str) -> Result<u64, LinkError> {
-        let pattern = scan_pattern(prefix);
-        let mut cursor: u64 = 0;
+        let mut scan = Scan::new(Some(&scan_pattern(prefix)), CHUNK, false);
         let mut removed = 0;
-        loop {
-            let p = &pattern;
-            let (next, keys): (u64, Vec<String>) = self
-                .link
-                .call(|mut c: Pipe| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(p)
-                        .arg("COUNT")
-                        .arg(CHUNK)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
+        while let Some(keys) = scan.next(&self.link).await? {
             let keys: Vec<String> = keys.into_iter().filter(|k| !is_forbidden(k)).collect();
             if !keys.is_empty() {
-                let ks = &keys;
-                removed += self
-                    .link
-                    .call(|mut c: Pipe| async move {
-                        redis::cmd("UNLINK")
-                            .arg(ks)
-                            .query_async::<u64>(&mut c)
-                            .await
-                    })
-                    .await?;
+                removed += unlink(&self.link, false, &keys).await?;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// Replays the outbox: every queued invalidation runs in Redis, then
@@ -310,14 +275,9 @@ impl RedisCache {
                     OutboxEntry::Prefix(_) => None,
                 })
                 .collect();
-            let names = &names;
-            link.call_recovering(|mut c| async move {
-                redis::cmd("UNLINK")
-                    .arg(names)
-                    .query_async::<u64>(&mut c)
-                    .await
-            })
-            .await?;
+            unlink(link, true, &names)
+                .await
+                .map_err(LinkError::into_failure)?;
             self.done(chunk.to_vec()).await;
         }
         if !prefixes.is_empty() {
@@ -351,38 +311,20 @@ impl RedisCache {
         link: &RedisLink,
         prefixes: &HashSet<String>,
     ) -> Result<u64, RedisFailure> {
-        let mut cursor: u64 = 0;
+        let mut scan = Scan::new(None, REPLAY_SCAN_STEP, true);
         let mut removed = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = link
-                .call_recovering(|mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(REPLAY_SCAN_STEP)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
+        while let Some(keys) = scan.next(link).await.map_err(LinkError::into_failure)? {
             let doomed: Vec<String> = keys
                 .into_iter()
                 .filter(|k| !is_forbidden(k) && covered(prefixes, k))
                 .collect();
             for chunk in doomed.chunks(CHUNK) {
-                removed += link
-                    .call_recovering(|mut c| async move {
-                        redis::cmd("UNLINK")
-                            .arg(chunk)
-                            .query_async::<u64>(&mut c)
-                            .await
-                    })
-                    .await?;
+                removed += unlink(link, true, chunk)
+                    .await
+                    .map_err(LinkError::into_failure)?;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     async fn done(&self, entries: Vec<OutboxEntry>) {

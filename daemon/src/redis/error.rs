@@ -102,6 +102,16 @@ impl RedisFailure {
     }
 }
 
+/// A Redis error reply `line` (`CODE message`) as Redis would send it, for
+/// answers seqd makes up on Redis's behalf (the fence's `NOREPLICAS`).
+pub(super) fn server_error(line: &str) -> redis::RedisError {
+    let raw = format!("-{line}\r\n");
+    match redis::parse_redis_value(raw.as_bytes()).map(redis::Value::extract_error) {
+        Ok(Err(e)) => e,
+        _ => redis::RedisError::from((redis::ErrorKind::Client, "unparsable error", line.into())),
+    }
+}
+
 /// Why [`RedisLink::call`](super::RedisLink::call) did not return a value.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
@@ -122,11 +132,39 @@ impl LinkError {
         }
     }
 
+    /// The failure, for recovery code (which runs whatever the breaker
+    /// says, so a refusal by the breaker is reported as Redis failing).
+    pub fn into_failure(self) -> RedisFailure {
+        match self {
+            LinkError::BreakerOpen(state) => {
+                RedisFailure::Transport(format!("Redis circuit breaker is {state}"))
+            }
+            LinkError::Failed(f) => f,
+        }
+    }
+
     /// The metrics label of a fallback caused by this error.
     pub fn fallback_reason(&self) -> &'static str {
         match self {
             LinkError::BreakerOpen(_) => "breaker_open",
             LinkError::Failed(_) => "redis_failed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_errors_keep_their_code_and_sort_as_refusals() {
+        let e = server_error("NOREPLICAS 0 of 1");
+        assert_eq!(e.code(), Some("NOREPLICAS"));
+        assert!(matches!(
+            RedisFailure::classify(&e),
+            RedisFailure::Refused(_)
+        ));
+        let ro = server_error("READONLY You can't write against a read only replica.");
+        assert!(RedisFailure::classify(&ro).master_lost());
     }
 }

@@ -13,8 +13,8 @@
 //! Transitions are logged once, where they happen, not per request.
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState, Transition};
+use super::conn::Conn;
 use super::error::{LinkError, RedisFailure};
-use super::pipe::Pipe;
 use super::pool::RedisPool;
 use crate::metrics::{Metrics, TransitionLabels};
 use futures_util::future::BoxFuture;
@@ -106,6 +106,11 @@ impl RedisLink {
         self.lock().set_config(breaker);
     }
 
+    /// True on a Redis Cluster (multi-key scripts must be split by slot).
+    pub fn is_cluster(&self) -> bool {
+        self.topology == "cluster"
+    }
+
     /// True when requests may go to Redis now.
     pub fn allows_requests(&self) -> bool {
         self.lock().allows_requests()
@@ -131,7 +136,7 @@ impl RedisLink {
     /// outcome. Refuses at once while the breaker is open or half-open.
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
     where
-        F: FnOnce(Pipe) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.call_until(Instant::now() + self.pool.timeout(), op)
@@ -146,7 +151,7 @@ impl RedisLink {
     /// work asked of it, which says nothing about Redis's health.
     pub async fn call_bulk<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
     where
-        F: FnOnce(Pipe) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.closed_or_refuse()?;
@@ -177,7 +182,7 @@ impl RedisLink {
     /// Like [`RedisLink::call`], ending at `deadline` at the latest.
     pub async fn call_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, LinkError>
     where
-        F: FnOnce(Pipe) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.closed_or_refuse()?;
@@ -186,11 +191,25 @@ impl RedisLink {
             .map_err(LinkError::Failed)
     }
 
+    /// [`RedisLink::call_recovering`] when `recovering`, else
+    /// [`RedisLink::call`]: for helpers that serve both.
+    pub async fn call_as<T, F, Fut>(&self, recovering: bool, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if recovering {
+            self.call_recovering(op).await.map_err(LinkError::Failed)
+        } else {
+            self.call(op).await
+        }
+    }
+
     /// Runs one Redis operation whatever the breaker's state (recovery
     /// works while half-open), and records its outcome.
     pub async fn call_recovering<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(Pipe) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.run_recorded(Instant::now() + self.pool.timeout(), op)
@@ -199,7 +218,7 @@ impl RedisLink {
 
     async fn run_recorded<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(Pipe) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let result = self.pool.run_until(deadline, op).await;

@@ -2,6 +2,10 @@
 //!
 //! One file per Redis concept:
 //!
+//! - [`conn`]: the connection an operation runs on ([`Conn`]): seqd's pipe
+//!   on one server, the redis crate's cluster connection on a Cluster; what
+//!   a capability must know about a cluster (scan every master, group a
+//!   script's keys by slot).
 //! - [`pipe`]: one auto-pipelined connection (RESP framing; parsing is the
 //!   redis crate's).
 //! - [`target`]: where Redis is ([`RedisTarget`]): the topology (single,
@@ -9,6 +13,7 @@
 //! - [`pool`]: a fixed set of pipes to the master (found through Sentinel
 //!   when there is one), every operation under a deadline; it notices a
 //!   new master.
+//! - [`scan`]: `SCAN` over every node that holds keys ([`Scan`]).
 //! - [`breaker`]: the circuit breaker, a plain state machine over `now`.
 //! - [`link`]: the pool behind the breaker ([`RedisLink`]), and the
 //!   [`Recovery`] interface of work due before it closes.
@@ -20,17 +25,21 @@
 //! and never decides what a key means.
 
 pub mod breaker;
+pub mod conn;
 pub mod error;
 pub mod link;
 pub mod pipe;
 pub mod pool;
+pub mod scan;
 pub mod supervisor;
 pub mod target;
 
 pub use breaker::{BreakerConfig, BreakerState};
+pub use conn::{slot_groups, Conn, NodeAddr};
 pub use error::{LinkError, RedisFailure};
 pub use link::{BreakerSnapshot, Recovery, RedisLink};
 pub use pipe::Pipe;
 pub use pool::RedisPool;
+pub use scan::{unlink, Scan};
 pub use supervisor::supervise;
 pub use target::RedisTarget;

@@ -313,17 +313,13 @@ type Done = oneshot::Sender<redis::RedisResult<Vec<Value>>>;
 /// The error of a fenced request whose batch too few replicas
 /// acknowledged: `NOREPLICAS`, which the breaker reads as a Redis that
 /// cannot serve.
-fn not_acknowledged(acked: i64, f: Fence) -> RedisError {
-    let line = format!(
-        "-NOREPLICAS {} of {} replicas acknowledged the write within {} ms (--redis-wait-replicas)\r\n",
+pub(super) fn not_acknowledged(acked: i64, f: Fence) -> RedisError {
+    super::error::server_error(&format!(
+        "NOREPLICAS {} of {} replicas acknowledged the write within {} ms (--redis-wait-replicas)",
         acked.max(0),
         f.replicas,
         f.timeout_ms
-    );
-    match redis::parse_redis_value(line.as_bytes()).map(Value::extract_error) {
-        Ok(Err(e)) => e,
-        _ => closed(),
-    }
+    ))
 }
 
 /// A transport error for each request that shared a broken read.

@@ -8,8 +8,9 @@
 //! on next use, because the redis crate never abandons a hung connection
 //! by itself. The breaker's probe runs on a fresh connection of its own.
 
+use super::conn::Conn;
 use super::error::RedisFailure;
-use super::pipe::{self, Fence, Login, Pipe};
+use super::pipe::{self, Fence, Login};
 use super::target::{Endpoint, RedisTarget, TlsSettings, Topology};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -52,10 +53,14 @@ enum Resolver {
     /// soon as the old connections are dropped (redis-rs #1438: the crate
     /// itself never re-resolves an existing connection).
     Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+    /// The redis crate's cluster client: a connection is a cluster
+    /// connection that routes by slot and follows the cluster's own
+    /// failovers and reshardings.
+    Cluster(redis::cluster::ClusterClient),
 }
 
 impl Resolver {
-    fn new(target: &RedisTarget) -> Result<Resolver, String> {
+    fn new(target: &RedisTarget, timeout: Duration) -> Result<Resolver, String> {
         use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
         match &target.topology {
             Topology::Single(e) => Ok(Resolver::Fixed(e.clone())),
@@ -98,8 +103,41 @@ impl Resolver {
                     .map_err(|e| format!("invalid Sentinel configuration: {e}"))?;
                 Ok(Resolver::Sentinel(tokio::sync::Mutex::new(client)))
             }
-            Topology::Cluster { .. } => {
-                Err("a cluster is not reached through this pool (see redis::cluster)".into())
+            Topology::Cluster { nodes } => {
+                let scheme = if target.tls.is_some() {
+                    "rediss"
+                } else {
+                    "redis"
+                };
+                let urls: Vec<String> = nodes
+                    .iter()
+                    .map(|(h, p)| format!("{scheme}://{h}:{p}"))
+                    .collect();
+                let mut b = redis::cluster::ClusterClientBuilder::new(urls)
+                    // seqd's own deadline bounds every operation; the
+                    // crate retries MOVED/ASK and lost connections within
+                    // it. A retried increment may skip a number, never
+                    // repeat one (each INCR answers a new value).
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(4)
+                    .min_retry_wait(5)
+                    .max_retry_wait(50);
+                if let Some(user) = &target.username {
+                    b = b.username(user);
+                }
+                if let Some(pw) = &target.password {
+                    b = b.password(pw);
+                }
+                if let Some(tls) = &target.tls {
+                    b = b
+                        .tls(redis::TlsMode::Secure)
+                        .certs(tls.certificates.clone());
+                }
+                let client = b
+                    .build()
+                    .map_err(|e| format!("invalid cluster configuration: {e}"))?;
+                Ok(Resolver::Cluster(client))
             }
         }
     }
@@ -107,6 +145,9 @@ impl Resolver {
     async fn resolve(&self) -> Result<Endpoint, RedisFailure> {
         match self {
             Resolver::Fixed(e) => Ok(e.clone()),
+            Resolver::Cluster(_) => Err(RedisFailure::Transport(
+                "a cluster has no single master".into(),
+            )),
             Resolver::Sentinel(client) => {
                 let master = client
                     .lock()
@@ -132,7 +173,7 @@ impl Resolver {
 /// One pool slot: a connection (or none yet) and a generation, so that a
 /// task reporting a failure on an old connection cannot drop a newer one.
 struct Slot {
-    conn: tokio::sync::Mutex<Option<(u64, Pipe)>>,
+    conn: tokio::sync::Mutex<Option<(u64, Conn)>>,
 }
 
 /// A fixed set of auto-pipelined connections, used round-robin.
@@ -161,7 +202,7 @@ impl RedisPool {
             timeout_ms: (timeout.as_millis() as u64 / 2).max(1),
         });
         Ok(RedisPool {
-            resolver: Resolver::new(target)?,
+            resolver: Resolver::new(target, timeout)?,
             tls: target.tls.clone(),
             login: Login {
                 username: target.username.clone(),
@@ -201,7 +242,7 @@ impl RedisPool {
     }
 
     /// A connection from the next slot, connecting if the slot is empty.
-    async fn checkout(&self) -> Result<(usize, u64, Pipe), RedisFailure> {
+    async fn checkout(&self) -> Result<(usize, u64, Conn), RedisFailure> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].conn.lock().await;
         if let Some((generation, conn)) = slot.as_ref() {
@@ -221,9 +262,20 @@ impl RedisPool {
     /// Resolves the master, connects, logs in, and checks that the node
     /// is a master. Returns the change when it is not the master the pool
     /// knew (it becomes the known one).
-    async fn connect(&self) -> Result<(Pipe, Option<MasterChange>), RedisFailure> {
-        let endpoint = self.resolver.resolve().await?;
+    async fn connect(&self) -> Result<(Conn, Option<MasterChange>), RedisFailure> {
         let fail = |e: redis::RedisError| RedisFailure::classify(&e);
+        if let Resolver::Cluster(client) = &self.resolver {
+            let conn = client.get_async_connection().await.map_err(fail)?;
+            return Ok((
+                Conn::Cluster {
+                    conn,
+                    fence: self.fence,
+                    fenced: false,
+                },
+                None,
+            ));
+        }
+        let endpoint = self.resolver.resolve().await?;
         let mut conn = pipe::connect(&endpoint, self.tls.as_deref(), &self.login, self.fence)
             .await
             .map_err(fail)?;
@@ -266,14 +318,14 @@ impl RedisPool {
             _ => None,
         };
         *known = Some(now);
-        Ok((conn, change))
+        Ok((Conn::Pipe(conn), change))
     }
 
     /// Asks the resolver where the master is now; `Some` when that is not
     /// where the pool writes (Sentinel promoted another node). Never
     /// connects the pool itself.
     pub async fn master_moved(&self) -> Result<Option<String>, RedisFailure> {
-        if matches!(self.resolver, Resolver::Fixed(_)) {
+        if !matches!(self.resolver, Resolver::Sentinel(_)) {
             return Ok(None);
         }
         let now = self.resolver.resolve().await?;
@@ -307,11 +359,9 @@ impl RedisPool {
         let attempt = async {
             let (mut conn, change) = self.connect().await?;
             let fail = |e: redis::RedisError| RedisFailure::classify(&e);
-            redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .map_err(fail)?;
-            if let Some(f) = self.fence {
+            conn.ping().await.map_err(fail)?;
+            // (A cluster's replicas are checked per write only.)
+            if let (Some(f), Conn::Pipe(_)) = (self.fence, &conn) {
                 let replicas: i64 = redis::cmd("WAIT")
                     .arg(f.replicas)
                     .arg(f.timeout_ms)
@@ -346,7 +396,7 @@ impl RedisPool {
     /// transport failure or timeout discards the connection it used.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(Pipe) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.run_until(Instant::now() + self.timeout(), op).await
@@ -356,7 +406,7 @@ impl RedisPool {
     /// from now): a request that retries keeps within one timeout in all.
     pub async fn run_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(Pipe) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let deadline = deadline.min(Instant::now() + self.timeout());

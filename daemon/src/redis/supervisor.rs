@@ -34,9 +34,7 @@ pub async fn supervise(
                 }
                 if link.allows_requests() {
                     let _ = link
-                        .call_recovering(|mut c| async move {
-                            redis::cmd("PING").query_async::<String>(&mut c).await
-                        })
+                        .call_recovering(|mut c| async move { c.ping().await })
                         .await;
                 }
                 if link.allows_requests() {

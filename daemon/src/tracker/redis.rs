@@ -10,7 +10,7 @@ use super::classify::{
 use super::local::LocalTracker;
 use super::{count_events, now_ms, observe, result, Checked, Tracker};
 use crate::error::Error;
-use crate::redis::{LinkError, Recovery, RedisFailure, RedisLink};
+use crate::redis::{slot_groups, unlink, LinkError, Recovery, RedisFailure, RedisLink, Scan};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use seqd_protocol::{GapKind, GapResult, Source, StreamStats};
@@ -163,8 +163,46 @@ impl RedisTracker {
         }
     }
 
-    /// Classifies `events` in Redis in one script call; `bulk` runs it on
-    /// the bulk connection.
+    /// Classifies a chunk in Redis: one script call, or on a cluster one per
+    /// slot of the chunk's streams (a script's keys must share a slot), each
+    /// group in the chunk's order. Returns each event's result where Redis
+    /// gave one, and the failure that stopped it, if any.
+    async fn check_chunk(
+        &self,
+        chunk: &[Checked],
+        bulk: bool,
+    ) -> (Vec<Option<GapResult>>, Option<LinkError>) {
+        let groups = slot_groups(self.link.is_cluster(), chunk.iter().map(|e| e.key.as_str()));
+        if groups.len() == 1 {
+            return match self.check_redis(chunk, bulk).await {
+                Ok(r) => (r.into_iter().map(Some).collect(), None),
+                Err(e) => (vec![None; chunk.len()], Some(e)),
+            };
+        }
+        // Groups share no stream: they run at once (the cluster connection
+        // pipelines them per node).
+        let calls = groups.iter().map(|group| async move {
+            let events: Vec<Checked> = group.iter().map(|&i| chunk[i].clone()).collect();
+            self.check_redis(&events, bulk).await
+        });
+        let outcomes = futures_util::future::join_all(calls).await;
+        let mut placed = vec![None; chunk.len()];
+        let mut failed = None;
+        for (group, outcome) in groups.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(r) => {
+                    for (i, r) in group.into_iter().zip(r) {
+                        placed[i] = Some(r);
+                    }
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        (placed, failed)
+    }
+
+    /// Classifies `events` (streams of one slot) in Redis in one script
+    /// call; `bulk` runs it on the bulk connection.
     async fn check_redis(
         &self,
         events: &[Checked],
@@ -188,7 +226,7 @@ impl RedisTracker {
             invocation.key(*k);
         }
         let invocation = &invocation;
-        let op = |mut c: crate::redis::Pipe| async move { invocation.invoke_async(&mut c).await };
+        let op = |mut c: crate::redis::Conn| async move { invocation.invoke_async(&mut c).await };
         let (flat, finals): (Vec<i64>, Vec<String>) = if bulk {
             self.link.call_bulk(op).await?
         } else {
@@ -261,39 +299,14 @@ impl RedisTracker {
         }))
     }
 
-    /// `SCAN` + `UNLINK` over `k2:seq:*`, never `KEYS`.
+    /// `SCAN` + `UNLINK` over `k2:seq:*` on every master, never `KEYS`.
     async fn clear_all_redis(&self) -> Result<u64, LinkError> {
-        let mut cursor: u64 = 0;
+        let mut scan = Scan::new(Some("k2:seq:*"), SCAN_COUNT, false);
         let mut removed = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .link
-                .call(|mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg("k2:seq:*")
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            if !keys.is_empty() {
-                let keys = &keys;
-                let n: u64 = self
-                    .link
-                    .call(|mut c| async move {
-                        redis::cmd("UNLINK").arg(keys).query_async(&mut c).await
-                    })
-                    .await?;
-                removed += n;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
+        while let Some(keys) = scan.next(&self.link).await? {
+            removed += unlink(&self.link, false, &keys).await?;
         }
+        Ok(removed)
     }
 
     /// Writes streams changed during an outage to Redis (never moving a
@@ -352,19 +365,34 @@ impl Tracker for RedisTracker {
             let bulk = events.len() > BATCH_CHUNK;
             let mut results = Vec::with_capacity(events.len());
             for chunk in events.chunks(BATCH_CHUNK) {
-                match self.check_redis(chunk, bulk).await {
-                    Ok(r) => results.extend(r),
-                    Err(e) => {
-                        unavailable(e)?;
-                        // What Redis classified stays; the rest is checked
-                        // here.
-                        let rest = &events[results.len()..];
-                        results.extend(self.local.check_local(rest, true).await?);
-                        self.local.metrics.count_fallback("tracker");
-                        self.link.wake();
-                        break;
-                    }
+                let start = results.len();
+                let (placed, failed) = self.check_chunk(chunk, bulk).await;
+                let Some(e) = failed else {
+                    results.extend(placed.into_iter().flatten());
+                    continue;
+                };
+                unavailable(e)?;
+                // What Redis classified stays; the rest (this chunk's
+                // unclassified events, then every later one, in order) is
+                // checked here. Streams of different slots share nothing,
+                // so each stream still sees its events in order.
+                let pending: Vec<usize> = (0..chunk.len())
+                    .filter(|&i| placed[i].is_none())
+                    .map(|i| start + i)
+                    .chain(start + chunk.len()..events.len())
+                    .collect();
+                let rest: Vec<Checked> = pending.iter().map(|&i| events[i].clone()).collect();
+                let local = self.local.check_local(&rest, true).await?;
+                let mut all: Vec<Option<GapResult>> = results.into_iter().map(Some).collect();
+                all.extend(placed);
+                all.resize(events.len(), None);
+                for (i, r) in pending.into_iter().zip(local) {
+                    all[i] = Some(r);
                 }
+                results = all.into_iter().flatten().collect();
+                self.local.metrics.count_fallback("tracker");
+                self.link.wake();
+                break;
             }
             Ok(results)
         }

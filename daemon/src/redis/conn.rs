@@ -1,0 +1,320 @@
+//! The connection an operation runs on, whatever the topology.
+//!
+//! # What it owns
+//!
+//! [`Conn`] hides the topology from the capabilities: on one server (single
+//! or Sentinel) it is seqd's own auto-pipelined [`Pipe`]; on a Cluster it is
+//! the redis crate's cluster connection, which routes each command by its
+//! key's slot, follows `MOVED`/`ASK`, splits multi-key `MGET`/`UNLINK` by
+//! slot, and loads scripts on every master (no home-made router). What a
+//! capability still has to know about a cluster is said here:
+//!
+//! - [`Conn::masters`] + [`Conn::on`]: commands that see only one node's
+//!   keys (`SCAN`) run on every master in turn.
+//! - [`slot_groups`]: a script's keys must share one slot, so a multi-key
+//!   script call is split by slot (order kept within each group).
+//! - [`Conn::fenced`]: `WAIT` after the write, on the same node connection.
+//! - [`Conn::ping`]: health is "the cluster serves" (`CLUSTER INFO`), not
+//!   "every node answers".
+
+use super::error::server_error;
+use super::pipe::{not_acknowledged, Fence, Pipe};
+use redis::aio::ConnectionLike;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, RedisFuture, Value};
+
+/// A connection to run operations on.
+#[derive(Clone)]
+pub enum Conn {
+    /// One server: the master (single, or found through Sentinel).
+    Pipe(Pipe),
+    /// A Redis Cluster, routed by the redis crate; `fence` is set on a
+    /// handle whose writes must be acknowledged by replicas.
+    Cluster {
+        conn: ClusterConnection,
+        fence: Option<Fence>,
+        fenced: bool,
+    },
+    /// One node of a cluster (for `SCAN`).
+    Node {
+        conn: ClusterConnection,
+        host: String,
+        port: u16,
+    },
+}
+
+/// A node of the deployment that holds keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAddr {
+    /// The one server (single, Sentinel).
+    Only,
+    /// A cluster master.
+    At { host: String, port: u16 },
+}
+
+impl Conn {
+    /// A handle whose writes are answered only once `WAIT` confirmed them
+    /// (with `--redis-wait-replicas`; otherwise the same connection).
+    pub fn fenced(&self) -> Conn {
+        match self {
+            Conn::Pipe(p) => Conn::Pipe(p.fenced()),
+            Conn::Cluster { conn, fence, .. } => Conn::Cluster {
+                conn: conn.clone(),
+                fence: *fence,
+                fenced: fence.is_some(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// The nodes that together hold every key: one server, or every
+    /// cluster master (from `CLUSTER SHARDS`).
+    pub async fn masters(&mut self) -> redis::RedisResult<Vec<NodeAddr>> {
+        let conn = match self {
+            Conn::Pipe(_) => return Ok(vec![NodeAddr::Only]),
+            Conn::Cluster { conn, .. } | Conn::Node { conn, .. } => conn,
+        };
+        let slots = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        Ok(masters_of(&slots))
+    }
+
+    /// This connection, aimed at `node`.
+    pub fn on(&self, node: &NodeAddr) -> Conn {
+        match (self, node) {
+            (Conn::Cluster { conn, .. } | Conn::Node { conn, .. }, NodeAddr::At { host, port }) => {
+                Conn::Node {
+                    conn: conn.clone(),
+                    host: host.clone(),
+                    port: *port,
+                }
+            }
+            _ => self.clone(),
+        }
+    }
+
+    /// True on a cluster.
+    pub fn is_cluster(&self) -> bool {
+        !matches!(self, Conn::Pipe(_))
+    }
+
+    /// A health check: `PING` on one server; on a cluster, that it reports
+    /// `cluster_state:ok` (a `PING` would go to every node and fail while
+    /// one failed replica is still listed).
+    pub async fn ping(&mut self) -> redis::RedisResult<()> {
+        match self {
+            Conn::Pipe(p) => redis::cmd("PING")
+                .query_async::<String>(p)
+                .await
+                .map(|_| ()),
+            Conn::Cluster { conn, .. } | Conn::Node { conn, .. } => {
+                let info = conn
+                    .route_command(
+                        redis::cmd("CLUSTER").arg("INFO").clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                    )
+                    .await?;
+                let text = match info {
+                    Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Value::VerbatimString { text, .. } => text,
+                    other => format!("{other:?}"),
+                };
+                if text.contains("cluster_state:ok") {
+                    Ok(())
+                } else {
+                    Err(server_error(
+                        "CLUSTERDOWN the cluster reports cluster_state:fail",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// The masters in a `CLUSTER SLOTS` reply (each slot range's first node).
+fn masters_of(slots: &Value) -> Vec<NodeAddr> {
+    let mut out: Vec<NodeAddr> = Vec::new();
+    let Value::Array(ranges) = slots else {
+        return out;
+    };
+    for range in ranges {
+        let Value::Array(r) = range else { continue };
+        let Some(Value::Array(master)) = r.get(2) else {
+            continue;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+            _ => continue,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            continue;
+        };
+        let node = NodeAddr::At {
+            host,
+            port: *port as u16,
+        };
+        if !out.contains(&node) {
+            out.push(node);
+        }
+    }
+    out
+}
+
+/// Indexes of `keys` grouped by cluster slot, in first-seen order, each
+/// group in the keys' order. On one server, one group of all of them.
+pub fn slot_groups<'a>(cluster: bool, keys: impl Iterator<Item = &'a str>) -> Vec<Vec<usize>> {
+    let keys: Vec<&str> = keys.collect();
+    if !cluster {
+        return vec![(0..keys.len()).collect()];
+    }
+    let mut order: Vec<redis::cluster_routing::Slot> = Vec::new();
+    let mut groups: std::collections::HashMap<redis::cluster_routing::Slot, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        let slot = redis::cluster_routing::Slot::for_key(k.as_bytes());
+        groups
+            .entry(slot)
+            .or_insert_with(|| {
+                order.push(slot);
+                Vec::new()
+            })
+            .push(i);
+    }
+    order
+        .into_iter()
+        .filter_map(|s| groups.remove(&s))
+        .collect()
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Pipe(p) => p.req_packed_command(cmd),
+            Conn::Cluster {
+                conn,
+                fence: Some(f),
+                fenced: true,
+            } => {
+                let f = *f;
+                Box::pin(async move {
+                    // The write and its WAIT in one pipeline: routed by the
+                    // write's key, so WAIT runs on the connection that
+                    // wrote, to the master of that slot.
+                    let mut pipe = redis::pipe();
+                    pipe.add_command(cmd.clone())
+                        .cmd("WAIT")
+                        .arg(f.replicas)
+                        .arg(f.timeout_ms);
+                    let mut values = conn.req_packed_commands(&pipe, 0, 2).await?;
+                    let acked = match values.pop() {
+                        Some(Value::Int(n)) => n,
+                        _ => -1,
+                    };
+                    let reply = values.pop().unwrap_or(Value::Nil).extract_error()?;
+                    if acked < i64::from(f.replicas) {
+                        return Err(not_acknowledged(acked, f));
+                    }
+                    Ok(reply)
+                })
+            }
+            Conn::Cluster { conn, .. } => conn.req_packed_command(cmd),
+            Conn::Node { conn, host, port } => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                Box::pin(conn.route_command(cmd.clone(), routing))
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Pipe(p) => p.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster { conn, .. } => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Node { conn, host, port } => {
+                let route = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                Box::pin(conn.route_pipeline(pipeline.clone(), offset, count, route))
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Pipe(p) => p.get_db(),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_grouped_by_slot_in_order() {
+        // {a} hash tags share a slot; "x" and "y" are in other slots.
+        let keys = ["{a}1", "x", "{a}2", "y", "{a}3", "x"];
+        let groups = slot_groups(true, keys.iter().copied());
+        assert_eq!(groups[0], vec![0, 2, 4]);
+        let flat: Vec<usize> = groups.iter().flatten().copied().collect();
+        let mut sorted = flat.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2, 3, 4, 5]);
+        for g in &groups {
+            assert!(g.windows(2).all(|w| w[0] < w[1]), "{g:?} keeps order");
+        }
+        assert!(groups.iter().any(|g| g == &vec![1, 5]));
+        assert_eq!(
+            slot_groups(false, keys.iter().copied()),
+            vec![vec![0, 1, 2, 3, 4, 5]]
+        );
+    }
+
+    #[test]
+    fn masters_come_from_cluster_slots() {
+        let node = |h: &str, p: i64| {
+            Value::Array(vec![
+                Value::BulkString(h.as_bytes().to_vec()),
+                Value::Int(p),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let slots = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("h", 1),
+                node("h", 4),
+            ]),
+            Value::Array(vec![Value::Int(5461), Value::Int(9000), node("h", 2)]),
+            Value::Array(vec![Value::Int(9001), Value::Int(9002), node("h", 1)]),
+        ]);
+        assert_eq!(
+            masters_of(&slots),
+            vec![
+                NodeAddr::At {
+                    host: "h".into(),
+                    port: 1
+                },
+                NodeAddr::At {
+                    host: "h".into(),
+                    port: 2
+                }
+            ]
+        );
+    }
+}
