@@ -5,6 +5,7 @@
 //! - [`Seqd`] runs the `seqd` binary on a socket in a temp dir, and can kill
 //!   it with SIGKILL and restart it on the same store; [`redis_seqd`] starts
 //!   both.
+//! - [`RedisCluster`] runs a three-master cluster and migrates slots.
 //! - [`SentinelGroup`] runs a master, a replica and three sentinels.
 //! - [`resp()`] is a minimal RESP client, so tests inspect Redis directly.
 //! - [`TextConn`] speaks the text protocol; [`Load`] drives concurrent
@@ -14,6 +15,7 @@
 //! a condition. Processes are killed when their handle drops.
 
 mod assert;
+mod cluster;
 mod load;
 mod process;
 mod proxy;
@@ -24,6 +26,7 @@ mod seqd;
 mod text;
 
 pub use assert::*;
+pub use cluster::RedisCluster;
 pub use load::*;
 pub use process::{free_port, output_within_deadline, wait_until, workspace_bin, STARTUP_DEADLINE};
 pub use proxy::Proxy;

@@ -32,6 +32,11 @@ pub enum RedisFailure {
     /// before requests do.
     #[error("{0}")]
     MasterChanged(String),
+    /// A cluster still redirected the operation (`MOVED`, `ASK`) after the
+    /// redis crate's own retries, as during a slot migration: this request
+    /// is answered without Redis, but it says nothing about Redis's health.
+    #[error("redis cluster redirected the operation: {0}")]
+    Redirected(String),
 }
 
 /// Error codes with which Redis refuses service as a whole, whatever the
@@ -69,6 +74,7 @@ impl RedisFailure {
             | ErrorKind::InvalidClientConfig => RedisFailure::Transport(text),
             ErrorKind::AuthenticationFailed => RedisFailure::Refused(text),
             _ if e.code() == Some("READONLY") => RedisFailure::WrongNode(text),
+            _ if matches!(e.code(), Some("MOVED" | "ASK")) => RedisFailure::Redirected(text),
             _ if e.code().is_some_and(|c| REFUSING_SERVICE.contains(&c)) => {
                 RedisFailure::Refused(text)
             }
@@ -79,7 +85,7 @@ impl RedisFailure {
     /// True for failures that count against Redis's health (everything but
     /// a logic error).
     pub fn counts_against_health(&self) -> bool {
-        !matches!(self, RedisFailure::Logic(_))
+        !matches!(self, RedisFailure::Logic(_) | RedisFailure::Redirected(_))
     }
 
     /// True when the connection used may be broken or hung and must not be
@@ -128,7 +134,9 @@ impl LinkError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             LinkError::BreakerOpen(_) => true,
-            LinkError::Failed(f) => f.counts_against_health(),
+            LinkError::Failed(f) => {
+                f.counts_against_health() || matches!(f, RedisFailure::Redirected(_))
+            }
         }
     }
 
@@ -166,5 +174,12 @@ mod tests {
         ));
         let ro = server_error("READONLY You can't write against a read only replica.");
         assert!(RedisFailure::classify(&ro).master_lost());
+        // A redirect the cluster client gave up on: this request falls
+        // back; the breaker does not count it.
+        let ask = LinkError::Failed(RedisFailure::classify(&server_error(
+            "ASK 12205 127.0.0.1:1",
+        )));
+        assert!(ask.is_unavailable());
+        assert!(matches!(&ask, LinkError::Failed(f) if !f.counts_against_health()));
     }
 }

@@ -115,13 +115,13 @@ impl Resolver {
                     .collect();
                 let mut b = redis::cluster::ClusterClientBuilder::new(urls)
                     // seqd's own deadline bounds every operation; the
-                    // crate retries MOVED/ASK and lost connections within
-                    // it. A retried increment may skip a number, never
+                    // crate retries MOVED/ASK (each redirect is a retry)
+                    // and lost connections within it. A retried increment may skip a number, never
                     // repeat one (each INCR answers a new value).
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    .retries(4)
-                    .min_retry_wait(5)
+                    .retries(16)
+                    .min_retry_wait(2)
                     .max_retry_wait(50);
                 if let Some(user) = &target.username {
                     b = b.username(user);
