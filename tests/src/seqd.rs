@@ -182,6 +182,16 @@ impl Seqd {
     }
 
     /// A text-protocol connection.
+    /// The value of the metric whose line starts with `line_start` (0 when
+    /// absent), from `METRICS`.
+    pub fn metric(&self, line_start: &str) -> u64 {
+        let text = self.client().metrics().expect("METRICS");
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |v| v.parse::<f64>().expect("a number") as u64)
+    }
+
     pub fn text(&self) -> TextConn {
         TextConn::connect(&self.socket())
     }

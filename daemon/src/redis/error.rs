@@ -37,15 +37,19 @@ pub enum RedisFailure {
     /// is answered without Redis, but it says nothing about Redis's health.
     #[error("redis cluster redirected the operation: {0}")]
     Redirected(String),
+    /// Too few replicas acknowledged a fenced write (`NOREPLICAS`, from
+    /// `--redis-wait-replicas` or Redis's own `min-replicas-to-write`): no
+    /// number may come from this master until it has its replicas back.
+    #[error("redis replicas missing: {0}")]
+    Unacknowledged(String),
 }
 
 /// Error codes with which Redis refuses service as a whole, whatever the
 /// key: they say Redis is unhealthy for seqd's purpose. (`READONLY` is
-/// [`RedisFailure::WrongNode`]; `NOREPLICAS` also comes from the fence of
-/// `--redis-wait-replicas`.)
+/// [`RedisFailure::WrongNode`], `NOREPLICAS`
+/// [`RedisFailure::Unacknowledged`].)
 const REFUSING_SERVICE: &[&str] = &[
     "OOM",
-    "NOREPLICAS",
     "MASTERDOWN",
     "MISCONF",
     "LOADING",
@@ -75,6 +79,7 @@ impl RedisFailure {
             ErrorKind::AuthenticationFailed => RedisFailure::Refused(text),
             _ if e.code() == Some("READONLY") => RedisFailure::WrongNode(text),
             _ if matches!(e.code(), Some("MOVED" | "ASK")) => RedisFailure::Redirected(text),
+            _ if e.code() == Some("NOREPLICAS") => RedisFailure::Unacknowledged(text),
             _ if e.code().is_some_and(|c| REFUSING_SERVICE.contains(&c)) => {
                 RedisFailure::Refused(text)
             }
@@ -97,13 +102,17 @@ impl RedisFailure {
         )
     }
 
-    /// True when the master seqd wrote to is gone or replaced: the breaker
-    /// opens at once (not after K failures) so that every connection is
-    /// dropped and recovery runs against the new master first.
-    pub fn master_lost(&self) -> bool {
+    /// True when the master seqd wrote to is gone, replaced, or without
+    /// the replicas fencing needs: the breaker opens at once (not after K
+    /// failures), so that every connection is dropped, requests answer
+    /// locally without waiting, and recovery runs against the (new) master
+    /// before requests go to it again.
+    pub fn opens_at_once(&self) -> bool {
         matches!(
             self,
-            RedisFailure::WrongNode(_) | RedisFailure::MasterChanged(_)
+            RedisFailure::WrongNode(_)
+                | RedisFailure::MasterChanged(_)
+                | RedisFailure::Unacknowledged(_)
         )
     }
 }
@@ -168,12 +177,10 @@ mod tests {
     fn made_up_errors_keep_their_code_and_sort_as_refusals() {
         let e = server_error("NOREPLICAS 0 of 1");
         assert_eq!(e.code(), Some("NOREPLICAS"));
-        assert!(matches!(
-            RedisFailure::classify(&e),
-            RedisFailure::Refused(_)
-        ));
+        let unfenced = RedisFailure::classify(&e);
+        assert!(unfenced.counts_against_health() && unfenced.opens_at_once());
         let ro = server_error("READONLY You can't write against a read only replica.");
-        assert!(RedisFailure::classify(&ro).master_lost());
+        assert!(RedisFailure::classify(&ro).opens_at_once());
         // A redirect the cluster client gave up on: this request falls
         // back; the breaker does not count it.
         let ask = LinkError::Failed(RedisFailure::classify(&server_error(

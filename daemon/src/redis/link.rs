@@ -238,7 +238,7 @@ impl RedisLink {
         if let RedisFailure::MasterChanged(change) = e {
             self.master_changed(change);
         }
-        let transition = if e.master_lost() {
+        let transition = if e.opens_at_once() {
             self.lock().trip(&e.to_string(), Instant::now())
         } else {
             self.lock().record_failure(&e.to_string(), Instant::now())

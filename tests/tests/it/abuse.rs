@@ -22,11 +22,7 @@ fn rss(pid: u32) -> u64 {
 
 /// A counter of seqd's metrics (0 when absent).
 fn counter(seqd: &Seqd, line_start: &str) -> u64 {
-    let text = seqd.client().metrics().unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |v| v.parse::<f64>().unwrap() as u64)
+    seqd.metric(line_start)
 }
 
 /// A binary connection that said hello, by hand.

@@ -11,6 +11,7 @@ mod config;
 mod datadir;
 mod durability;
 mod faults;
+mod fencing;
 mod fleet;
 mod monitoring;
 mod ops;
