@@ -35,9 +35,14 @@ impl RedisServer {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             plain_port: None,
         };
+        // A cluster node also binds its bus on port + 10000.
+        let cluster = extra.contains(&"--cluster-enabled");
         // A free port can be taken between the probe and the bind; retry.
         for _ in 0..5 {
             server.port = free_port();
+            while cluster && server.port >= 55000 {
+                server.port = free_port();
+            }
             if server.spawn() {
                 return server;
             }
