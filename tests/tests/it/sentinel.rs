@@ -115,11 +115,26 @@ fn through_failover(how: How, extra: &[&str]) -> (LoadResult, LoadResult, Durati
     la.wait_for(200, "numbers before the failover");
     lb.wait_for(200, "numbers before the failover");
     let old_index = group.master_index();
+    // A cached setting the replica holds too.
+    a.client().cache_set("cfg:failover", b"v1", None).unwrap();
+    let replica = 1 - old_index;
+    wait_until("the replica to hold the setting", FAILOVER_DEADLINE, || {
+        group.nodes[replica].get_bytes("cfg:failover").is_some()
+    });
     match how {
         How::Command => {
             group.failover();
         }
-        How::Kill => group.nodes[old_index].kill9(),
+        How::Kill => {
+            group.nodes[old_index].kill9();
+            // Invalidated while Redis is out of reach: deferred to the
+            // outbox, replayed against the new master before it serves.
+            wait_until("the breaker to open", FAILOVER_DEADLINE, || {
+                field(&health(&a), "breaker") != "closed"
+            });
+            let (_, deferred) = a.client().cache_del(&["cfg:failover"]).unwrap();
+            assert!(deferred, "the delete waits for Redis");
+        }
     }
     let new = group.wait_for_new_master(old);
     let elected = Instant::now();
@@ -133,6 +148,11 @@ fn through_failover(how: How, extra: &[&str]) -> (LoadResult, LoadResult, Durati
         wait_serving_from(s, new, "seqd to follow the new master");
     }
     let followed = elected.elapsed();
+    if matches!(how, How::Kill) {
+        assert_eq!(field(&health(&a), "outbox"), "0");
+        assert_eq!(group.nodes[replica].get_bytes("cfg:failover"), None);
+        assert_eq!(b.client().cache_get("cfg:failover").unwrap(), None);
+    }
     // Numbers keep coming, now from the new master.
     la.wait_for(200, "numbers after the failover");
     lb.wait_for(200, "numbers after the failover");
