@@ -8,14 +8,20 @@ use crate::redis_server::RedisServer;
 use crate::resp::Reply;
 use std::process::Command;
 
-/// Three masters forming one cluster.
+/// Three masters forming one cluster (and their replicas, if asked for:
+/// nodes 3.. then).
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..3)
+        RedisCluster::start_with_replicas(0)
+    }
+
+    /// Three masters with `replicas` replicas each.
+    pub fn start_with_replicas(replicas: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(&[
                     "--cluster-enabled",
@@ -32,7 +38,7 @@ impl RedisCluster {
         for n in &nodes {
             create.arg(format!("127.0.0.1:{}", n.port));
         }
-        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
         let out = output_within_deadline(&mut create);
         assert!(
             out.status.success(),
@@ -41,6 +47,16 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let cluster = RedisCluster { nodes };
+        if replicas > 0 {
+            wait_until("every replica to sync", STARTUP_DEADLINE, || {
+                cluster.nodes.iter().all(|n| {
+                    matches!(n.try_cmd(&["INFO", "replication"]), Ok(Reply::Bulk(b)) if {
+                        let t = String::from_utf8_lossy(&b).into_owned();
+                        t.contains("role:master") || t.contains("master_link_status:up")
+                    })
+                })
+            });
+        }
         wait_until(
             "the cluster to be ok on every node",
             STARTUP_DEADLINE,

@@ -191,17 +191,35 @@ pub fn slot_groups<'a>(cluster: bool, keys: impl Iterator<Item = &'a str>) -> Ve
         .collect()
 }
 
+/// `EVALSHA`/`EVAL`: the writes seqd fences (the increment and raise
+/// scripts).
+fn is_script_call(cmd: &Cmd) -> bool {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => {
+            name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL")
+        }
+        _ => false,
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Pipe(p) => p.req_packed_command(cmd),
+        // Only the script call (routed by its key) is fenced; the
+        // `SCRIPT LOAD` that may precede it (which the crate sends to every
+        // master) goes as it is.
+        let cluster_fence = match self {
             Conn::Cluster {
-                conn,
                 fence: Some(f),
                 fenced: true,
-            } => {
-                let f = *f;
-                Box::pin(async move {
+                ..
+            } if is_script_call(cmd) => Some(*f),
+            _ => None,
+        };
+        match self {
+            Conn::Pipe(p) => p.req_packed_command(cmd),
+            Conn::Cluster { conn, .. } => match cluster_fence {
+                None => conn.req_packed_command(cmd),
+                Some(f) => Box::pin(async move {
                     // The write and its WAIT in one pipeline: routed by the
                     // write's key, so WAIT runs on the connection that
                     // wrote, to the master of that slot.
@@ -220,9 +238,8 @@ impl ConnectionLike for Conn {
                         return Err(not_acknowledged(acked, f));
                     }
                     Ok(reply)
-                })
-            }
-            Conn::Cluster { conn, .. } => conn.req_packed_command(cmd),
+                }),
+            },
             Conn::Node { conn, host, port } => {
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                     host: host.clone(),

@@ -317,6 +317,9 @@ impl RedisPool {
             }),
             _ => None,
         };
+        if known.is_none() {
+            tracing::info!(master = %now.endpoint, run_id = %now.run_id, "connected to the Redis master");
+        }
         *known = Some(now);
         Ok((Conn::Pipe(conn), change))
     }
@@ -360,8 +363,9 @@ impl RedisPool {
             let (mut conn, change) = self.connect().await?;
             let fail = |e: redis::RedisError| RedisFailure::classify(&e);
             conn.ping().await.map_err(fail)?;
-            // (A cluster's replicas are checked per write only.)
-            if let (Some(f), Conn::Pipe(_)) = (self.fence, &conn) {
+            // On a cluster the redis crate sends WAIT to every master and
+            // answers the smallest count: every master must have them.
+            if let Some(f) = self.fence {
                 let replicas: i64 = redis::cmd("WAIT")
                     .arg(f.replicas)
                     .arg(f.timeout_ms)
@@ -369,7 +373,7 @@ impl RedisPool {
                     .await
                     .map_err(fail)?;
                 if replicas < i64::from(f.replicas) {
-                    return Err(RedisFailure::Refused(format!(
+                    return Err(RedisFailure::Unacknowledged(format!(
                         "the master has {replicas} of the {} replicas --redis-wait-replicas asks for",
                         f.replicas
                     )));

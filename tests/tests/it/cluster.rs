@@ -222,3 +222,61 @@ fn a_slot_with_live_counters_migrates_under_load_without_a_duplicate() {
         ra.slowest.max(rb.slowest)
     );
 }
+
+#[test]
+fn fencing_on_a_cluster_answers_only_what_every_masters_replica_holds() {
+    let cluster = RedisCluster::start_with_replicas(1);
+    let seqd = Seqd::start(SeqdOptions {
+        args: vec![
+            "--redis-cluster".into(),
+            cluster.seeds(),
+            "--redis-wait-replicas".into(),
+            "1".into(),
+            "--probe-base-ms".into(),
+            "50".into(),
+            "--probe-max-ms".into(),
+            "200".into(),
+        ],
+        ..SeqdOptions::local()
+    });
+    let mut t = seqd.text();
+    // Keys on every master: each increment and its WAIT go to its slot's
+    // master in one pipeline.
+    for g in 0..12 {
+        assert_eq!(
+            t.cmd(&format!("CONV NEXT group w{g}")),
+            "OK seq=1 source=redis"
+        );
+    }
+    // One master loses its replica: a NEXT on that master's slots is not
+    // answered from Redis, and the breaker stays open (the probe sends
+    // WAIT to every master) until the replica is back.
+    let key = "seq:group:w0";
+    let master = cluster.owner(cluster.slot_of(key));
+    let master_port = cluster.nodes[master].port.to_string();
+    let replica = (3..6)
+        .find(|&r| {
+            info_field(&cluster.nodes[r], "replication", "master_port").as_deref()
+                == Some(master_port.as_str())
+        })
+        .expect("the master's replica");
+    cluster.nodes[replica].hang();
+    let reply = t.cmd("CONV NEXT group w0");
+    assert_eq!(reply, format!("OK seq=2 source=local host={TEST_HOST_ID}"));
+    wait_until(
+        "the breaker to open",
+        std::time::Duration::from_secs(10),
+        || field(&t.cmd("HEALTH"), "breaker") == "open",
+    );
+    cluster.nodes[replica].resume();
+    wait_until(
+        "the breaker to close",
+        std::time::Duration::from_secs(20),
+        || field(&t.cmd("HEALTH"), "breaker") == "closed",
+    );
+    let after = t.cmd("CONV NEXT group w0");
+    assert!(
+        after.ends_with("source=redis") && seq_of(&after) > 2,
+        "{after}"
+    );
+}
