@@ -22,7 +22,8 @@
 //!   `local.rs` (local mode), `redis.rs` (Redis mode) and its rules:
 //!   [`sequences`] (daily and conversation numbers), [`tracker`] (gap
 //!   tracking), [`cache`] (settings cache).
-//! - Backends: [`redis`] (pipe, pool, breaker, link, supervisor) and
+//! - Backends: [`redis`] (target, pool, pipe, conn, scan, breaker, link,
+//!   supervisor: one server, Sentinel or Cluster, over TLS or not) and
 //!   [`store`] (the SQLite store: marks, schema, writer, streams, outbox).
 //!
 //! Around them: [`app`] (start, serve, stop), [`mode`] (the one place that

@@ -48,6 +48,12 @@ impl SeqdOptions {
             ..SeqdOptions::default()
         }
     }
+
+    /// These options with more flags.
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
 }
 
 /// A `seqd` process of our own.

@@ -21,22 +21,19 @@ fn master_and_replica() -> (RedisServer, RedisServer) {
 }
 
 fn fenced_seqd(master: &RedisServer, extra: &[&str]) -> Seqd {
-    let mut args: Vec<String> = [
+    let fenced = [
         "--redis-wait-replicas",
         "1",
         "--probe-base-ms",
         "50",
         "--probe-max-ms",
         "200",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Seqd::start(SeqdOptions {
-        args,
-        ..SeqdOptions::redis(master)
-    })
+    ];
+    Seqd::start(
+        SeqdOptions::redis(master)
+            .with_args(&fenced)
+            .with_args(extra),
+    )
 }
 
 #[test]

@@ -18,26 +18,20 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 fn sentinel_seqd(group: &SentinelGroup, host: u16, extra: &[&str]) -> Seqd {
-    let mut args: Vec<String> = [
+    let (sentinels, host) = (group.sentinel_list(), host.to_string());
+    let args = [
         "--redis-sentinels",
-        &group.sentinel_list(),
+        &sentinels,
         "--host-id",
-        &host.to_string(),
+        &host,
         "--probe-base-ms",
         "50",
         "--probe-max-ms",
         "500",
         "--health-interval-ms",
         "200",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Seqd::start(SeqdOptions {
-        args,
-        ..SeqdOptions::local()
-    })
+    ];
+    Seqd::start(SeqdOptions::local().with_args(&args).with_args(extra))
 }
 
 fn health(seqd: &Seqd) -> String {
