@@ -191,28 +191,24 @@ pub fn slot_groups<'a>(cluster: bool, keys: impl Iterator<Item = &'a str>) -> Ve
         .collect()
 }
 
-/// `EVALSHA`/`EVAL`: the writes seqd fences (the increment and raise
-/// scripts).
-fn is_script_call(cmd: &Cmd) -> bool {
-    match cmd.args_iter().next() {
-        Some(redis::Arg::Simple(name)) => {
-            name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL")
-        }
-        _ => false,
-    }
+/// Every command of a fenced handle is fenced (the increment, the raise
+/// script) except `SCRIPT LOAD`, which has no key to route by (the crate
+/// sends it to every master).
+fn needs_fence(cmd: &Cmd) -> bool {
+    !matches!(cmd.args_iter().next(),
+        Some(redis::Arg::Simple(name)) if name.eq_ignore_ascii_case(b"SCRIPT"))
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        // Only the script call (routed by its key) is fenced; the
-        // `SCRIPT LOAD` that may precede it (which the crate sends to every
-        // master) goes as it is.
+        // Writes are fenced; the `SCRIPT LOAD` that may precede a script
+        // call goes as it is.
         let cluster_fence = match self {
             Conn::Cluster {
                 fence: Some(f),
                 fenced: true,
                 ..
-            } if is_script_call(cmd) => Some(*f),
+            } if needs_fence(cmd) => Some(*f),
             _ => None,
         };
         match self {
@@ -258,6 +254,28 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Pipe(p) => p.req_packed_commands(pipeline, offset, count),
+            // A fenced pipeline (the increment and its EXPIRE NX) gets its
+            // WAIT as one more command to the same slot's master.
+            Conn::Cluster {
+                conn,
+                fence: Some(f),
+                fenced: true,
+            } => {
+                let f = *f;
+                Box::pin(async move {
+                    let mut fenced = pipeline.clone();
+                    fenced.cmd("WAIT").arg(f.replicas).arg(f.timeout_ms);
+                    let mut values = conn.req_packed_commands(&fenced, offset, count + 1).await?;
+                    let acked = match values.pop() {
+                        Some(Value::Int(n)) => n,
+                        _ => -1,
+                    };
+                    if acked < i64::from(f.replicas) {
+                        return Err(not_acknowledged(acked, f));
+                    }
+                    Ok(values)
+                })
+            }
             Conn::Cluster { conn, .. } => conn.req_packed_commands(pipeline, offset, count),
             Conn::Node { conn, host, port } => {
                 let route = SingleNodeRoutingInfo::ByAddress {

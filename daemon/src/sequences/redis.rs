@@ -54,6 +54,27 @@ end
 return {n, raised, before}
 "#;
 
+/// `INCR key`, and for a key with a TTL `EXPIRE key ttl NX` in the same
+/// write: two commands, one round trip, no script. Not atomic — if the
+/// connection broke between them the key would have no TTL — so every
+/// increment sends the `EXPIRE NX` again (it only sets a missing TTL): the
+/// next number of the key repairs it. Returns the new number.
+async fn increment(c: &mut crate::redis::Conn, key: &str, ttl: u64) -> redis::RedisResult<u64> {
+    if ttl == 0 {
+        return redis::cmd("INCR").arg(key).query_async(c).await;
+    }
+    let (n, _): (u64, i64) = redis::pipe()
+        .cmd("INCR")
+        .arg(key)
+        .cmd("EXPIRE")
+        .arg(key)
+        .arg(ttl)
+        .arg("NX")
+        .query_async(c)
+        .await?;
+    Ok(n)
+}
+
 /// Raises a counter to at least a mark; never lowers it.
 ///
 /// KEYS[1] = counter; ARGV[1] = mark; ARGV[2] = TTL for a key that has none
@@ -142,20 +163,39 @@ impl RedisSequences {
             let floor = flight.floor;
             let pending = self.store.is_dirty(&key.key);
             let ttl = key.ttl_secs.unwrap_or(0);
-            let script = &self.next_script;
-            let (seq, raised, before): (u64, u64, u64) = self
-                .link
-                .call_until(deadline, |c| async move {
-                    // Fenced: with --redis-wait-replicas the number is
-                    // answered only once replicas hold it.
-                    script
-                        .key(&key.key)
-                        .arg(ttl)
-                        .arg(floor)
-                        .invoke_async(&mut c.fenced())
-                        .await
-                })
-                .await?;
+            // The common case costs Redis a plain INCR (and for a daily key
+            // an EXPIRE NX): no script. Only a key with local numbers to
+            // reconcile, or an answer at or below the floor (Redis lost
+            // data), takes the script, which raises the counter atomically.
+            let fast = if pending {
+                None
+            } else {
+                let n = self
+                    .link
+                    .call_until(deadline, |c| async move {
+                        increment(&mut c.fenced(), &key.key, ttl).await
+                    })
+                    .await?;
+                (n > floor).then_some(n)
+            };
+            let (seq, raised, before) = match fast {
+                Some(n) => (n, 0, n - 1),
+                None => {
+                    let script = &self.next_script;
+                    self.link
+                        .call_until(deadline, |c| async move {
+                            // Fenced: with --redis-wait-replicas the number
+                            // is answered only once replicas hold it.
+                            script
+                                .key(&key.key)
+                                .arg(ttl)
+                                .arg(floor)
+                                .invoke_async::<(u64, u64, u64)>(&mut c.fenced())
+                                .await
+                        })
+                        .await?
+                }
+            };
             match self
                 .store
                 .claim(&flight, seq, key.mark_expires_at, key.ttl_secs)

@@ -92,21 +92,38 @@ fn seqd_starts_and_answers_when_redis_is_unreachable() {
 }
 
 #[test]
-fn increments_run_the_script_by_its_sha() {
+fn an_increment_costs_redis_an_incr_and_the_script_runs_only_when_redis_lost_data() {
     let redis = RedisServer::start();
     let seqd = Seqd::start(SeqdOptions::redis(&redis));
     let mut c = seqd.client();
     for _ in 0..50 {
         c.group_next("sha").unwrap();
     }
+    let at = Some(test_instant_ms());
+    for _ in 0..50 {
+        c.daily_next("sha", Some("UTC"), at).unwrap();
+    }
     let stats = info_commandstats(&redis);
-    assert_eq!(calls(&stats, "eval"), 0, "{stats}");
-    assert!(calls(&stats, "evalsha") >= 50, "{stats}");
-    // Loaded once (a few times at most if the first calls raced).
-    assert!(
-        calls(&stats, "script|load") + calls(&stats, "script") <= 4,
+    // Conversation: INCR; daily: INCR + EXPIRE NX (the TTL is set once).
+    assert_eq!(calls(&stats, "incr"), 100, "{stats}");
+    assert_eq!(calls(&stats, "expire"), 50, "{stats}");
+    assert_eq!(
+        calls(&stats, "evalsha") + calls(&stats, "eval"),
+        0,
         "{stats}"
     );
+    let day_key = format!("user:sha:sequence:{}", day_at(test_instant_ms(), "UTC"));
+    assert!(redis.cmd(&["TTL", &day_key]).as_int() > 0);
+    // Redis loses the counter: the INCR answers 1, below this seqd's mark,
+    // and the script (by its SHA, loaded once) raises it past the mark.
+    redis.cmd(&["DEL", "seq:group:sha"]);
+    assert_eq!(c.group_next("sha").unwrap().seq, 51);
+    let stats = info_commandstats(&redis);
+    assert_eq!(calls(&stats, "eval"), 0, "{stats}");
+    // The first EVALSHA finds no script (NOSCRIPT), which is loaded once.
+    assert!(calls(&stats, "evalsha") <= 2, "{stats}");
+    assert_eq!(calls(&stats, "script|load"), 1, "{stats}");
+    assert_eq!(redis.get_u64("seq:group:sha"), Some(51));
 }
 
 #[test]
