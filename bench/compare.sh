@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# seqd next to redis-benchmark on the same Redis, in one run.
+# seqd next to redis-benchmark on the same Redis, in one run, in pairs.
 #
-# Starts its own redis-server on a free loopback port, runs
-# `redis-benchmark -t incr` with the same client counts as seqd-bench, then
-# seqd-bench against a release seqd on that Redis (and a local-mode seqd),
-# and prints a table of ratios; then cache-get next to GET, gap-batch
-# against its target, and the RSS of an idle seqd and of one holding 1000
-# idle connections.
+# Starts its own redis-server on a free loopback port and a release seqd
+# on it (and a local-mode seqd), then runs alternating pairs — the
+# reference (`redis-benchmark -t incr`, with `-r 1000000` for the cold
+# case), then seqd-bench the same shape — PAIRS times (default 3) and
+# prints the median ratio of each figure with every pair: throughput at 50
+# clients (16 hot users, and cold keys: every request a user never seen),
+# one-client p50/p99, local mode, Redis's own CPU per number (INFO cpu
+# around each run) against per INCR, gap-check in local mode, gap-batch,
+# cache-get, and the RSS of an idle seqd and of one holding 1000 idle
+# connections.
 #
-# Usage: bench/compare.sh [seconds]   (default 5)
+# Usage: [PAIRS=3] bench/compare.sh [seconds]   (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -72,29 +76,62 @@ echo PING | socat - "UNIX-CONNECT:$work/idle.sock" >/dev/null
 rss_idle=$(rss_kib "$idle_pid")
 rss_conns=$(hold_conns "$work/idle.sock" "$idle_pid")
 
-rb50=$(rb 50); rb1=$(rb 1)
-s50=$(sb redis 50); s1=$(sb redis 1); l50=$(sb local 50)
+# Redis CPU (user + sys, seconds) so far.
+redis_cpu() { redis-cli -p "$port" info cpu | awk -F: '/^used_cpu_(user|sys):/ { t += $2 } END { printf "%.6f", t }'; }
+cpu_delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+rbr() { # cold reference: INCR over a million keys
+  local n=$(( $1 * 4000 ))
+  redis-benchmark -p "$port" -t incr -r 1000000 -c "$1" -n "$n" -P 1 --csv 2>/dev/null | tail -n 1
+}
+rb_p50() { awk -F'","' '{ gsub(/"/, "", $5); print $5 }' <<<"$1"; }
+us() { awk -v m="$1" 'BEGIN { printf "%.0f", m * 1000 }'; }
+
+# Alternating pairs: the reference, then seqd, on the same Redis, $pairs
+# times; each figure is the median of its pairs' ratios.
+pairs=${PAIRS:-3}
+declare -A R F
+add() { R[$1]+="$2 "; F[$1]+="$3 "; }
+for i in $(seq 1 "$pairs"); do
+  c0=$(redis_cpu); rb50=$(rb 50); c1=$(redis_cpu)
+  s50=$(sb redis 50); c2=$(redis_cpu)
+  add redis50 "$(ratio "$(field ops_per_sec "$s50")" "$(rb_rps "$rb50")")" "$(field ops_per_sec "$s50")/$(rb_rps "$rb50")"
+  cpu_rb=$(awk -v c="$(cpu_delta "$c0" "$c1")" -v n="$(( 50 * 4000 ))" 'BEGIN { printf "%.3f", c / n * 1e6 }')
+  cpu_sq=$(awk -v c="$(cpu_delta "$c1" "$c2")" -v n="$(field ops "$s50")" 'BEGIN { printf "%.3f", c / n * 1e6 }')
+  add cpu "$(ratio "$cpu_sq" "$cpu_rb")" "${cpu_sq}/${cpu_rb}us"
+  l50=$(sb local 50)
+  add local50 "$(ratio "$(field ops_per_sec "$l50")" "$(rb_rps "$rb50")")" "$(field ops_per_sec "$l50")/$(rb_rps "$rb50")"
+  rb1=$(rb 1); s1=$(sb redis 1)
+  add p50 "$(ratio "$(field p50_us "$s1")" "$(us "$(rb_p50 "$rb1")")")" "$(field p50_us "$s1")/$(us "$(rb_p50 "$rb1")")us"
+  add p99 "$(ratio "$(field p99_us "$s1")" "$(us "$(rb_p99 "$rb1")")")" "$(field p99_us "$s1")/$(us "$(rb_p99 "$rb1")")us"
+  g1=$(target/release/seqd-bench --socket "$work/local.sock" --op gap-check --clients 1 --seconds "$secs" --tag "g$i" | tail -n 1)
+  add gap1 "$(ratio "$(field ops_per_sec "$g1")" "$(rb_rps "$rb1")")" "$(field ops_per_sec "$g1")/$(rb_rps "$rb1")"
+  rbc=$(rbr 50)
+  sc=$(target/release/seqd-bench --socket "$work/redis.sock" --op daily-next --cold --clients 50 --seconds "$secs" --tag "r$i" | tail -n 1)
+  lc=$(target/release/seqd-bench --socket "$work/local.sock" --op daily-next --cold --clients 50 --seconds "$secs" --tag "l$i" | tail -n 1)
+  add cold "$(ratio "$(field ops_per_sec "$sc")" "$(rb_rps "$rbc")")" "$(field ops_per_sec "$sc")/$(rb_rps "$rbc")"
+  add coldlocal "$(ratio "$(field ops_per_sec "$lc")" "$(rb_rps "$rbc")")" "$(field ops_per_sec "$lc")/$(rb_rps "$rbc")"
+done
 rbget=$(redis-benchmark -p "$port" -t get -c 50 -n 200000 -P 1 --csv 2>/dev/null | tail -n 1)
 c50=$(target/release/seqd-bench --socket "$work/redis.sock" --op cache-get --clients 50 --seconds "$secs" | tail -n 1)
-g4=$(target/release/seqd-bench --socket "$work/redis.sock" --op gap-batch --batch 1000 --clients 4 --seconds "$secs" | tail -n 1)
+g4=$(target/release/seqd-bench --socket "$work/local.sock" --op gap-batch --batch 1000 --clients 4 --seconds "$secs" | tail -n 1)
+commits=$(echo METRICS | socat - "UNIX-CONNECT:$work/local.sock" | awk '/^seqd_store_commits_total /{print $2}')
+fsyncs=$(echo METRICS | socat - "UNIX-CONNECT:$work/local.sock" | awk '/^seqd_store_fsyncs_total /{print $2}')
 
-row() { printf '%-46s %14s %14s %8s %8s\n' "$@"; }
+row() { printf '%-52s %8s %8s   %s\n' "$@"; }
 echo
-echo "seqd vs redis-benchmark, Redis $(redis-server --version | sed -E 's/.*v=([0-9.]+).*/\1/'), $(nproc) cores, ${secs}s per seqd run"
-row "measure" "seqd" "reference" "ratio" "target"
-row "daily-next ops/s, 50 clients, Redis mode" "$(field ops_per_sec "$s50")" "$(rb_rps "$rb50")" "$(ratio "$(field ops_per_sec "$s50")" "$(rb_rps "$rb50")")" ">= 1.0"
-p99rb=$(awk -v m="$(rb_p99 "$rb1")" 'BEGIN{printf "%.0f", m*1000}')
-row "daily-next p99 us, 1 client, Redis mode" "$(field p99_us "$s1")" "$p99rb" "$(ratio "$(field p99_us "$s1")" "$p99rb")" "<= 2.0"
-row "daily-next ops/s, 50 clients, local mode" "$(field ops_per_sec "$l50")" "$(rb_rps "$rb50")" "$(ratio "$(field ops_per_sec "$l50")" "$(rb_rps "$rb50")")" ">= 3.0"
-row "cache-get ops/s, 50 clients (vs GET)" "$(field ops_per_sec "$c50")" "$(rb_rps "$rbget")" "$(ratio "$(field ops_per_sec "$c50")" "$(rb_rps "$rbget")")" "-"
-row "gap-batch events/s, 1000 x 4 clients" "$(field ops_per_sec "$g4")" "350000" "$(ratio "$(field ops_per_sec "$g4")" 350000)" ">= 1.0"
-row "RSS idle, MiB" "$(awk -v k="$rss_idle" 'BEGIN{printf "%.1f", k/1024}')" "20" "$(ratio "$rss_idle" 20480)" "< 1.0"
-row "RSS with 1000 idle connections, MiB" "$(awk -v k="$rss_conns" 'BEGIN{printf "%.1f", k/1024}')" "64" "$(ratio "$rss_conns" 65536)" "< 1.0"
-echo "seqd redis 50:  $s50"
-echo "seqd redis 1:   $s1"
-echo "seqd local 50:  $l50"
-echo "seqd cache 50:  $c50"
-echo "seqd gap 4:     $g4"
-echo "redis-benchmark INCR -c 50: $rb50"
-echo "redis-benchmark INCR -c 1:  $rb1"
-echo "redis-benchmark GET -c 50:  $rbget"
+echo "seqd vs redis-benchmark, Redis $(redis-server --version | sed -E 's/.*v=([0-9.]+).*/\1/'), $(nproc) cores, ${secs}s per seqd run, median of $pairs alternating pairs"
+row "measure (seqd / reference)" "median" "target" "pairs"
+row "daily-next ops/s, 50 clients, Redis mode / INCR -c 50" "$(median ${R[redis50]})" ">= 0.9" "${F[redis50]}"
+row "daily-next p50, 1 client, Redis mode / INCR -c 1" "$(median ${R[p50]})" "<= 2.0" "${F[p50]}"
+row "daily-next p99, 1 client, Redis mode / INCR -c 1" "$(median ${R[p99]})" "<= 2.5" "${F[p99]}"
+row "daily-next ops/s, 50 clients, local mode / INCR -c 50" "$(median ${R[local50]})" ">= 1.0" "${F[local50]}"
+row "cold keys ops/s, 50 clients, Redis mode / INCR -r 1M" "$(median ${R[cold]})" ">= 0.8" "${F[cold]}"
+row "cold keys ops/s, 50 clients, local mode / INCR -r 1M" "$(median ${R[coldlocal]})" ">= 1.0" "${F[coldlocal]}"
+row "Redis CPU per number / per INCR (INFO cpu)" "$(median ${R[cpu]})" "<= 0.4" "${F[cpu]}"
+row "gap-check ops/s, 1 client, local mode / INCR -c 1" "$(median ${R[gap1]})" ">= 1.0" "${F[gap1]}"
+row "gap-batch events/s, 1000 x 4 clients, local" "$(ratio "$(field ops_per_sec "$g4")" 350000)" ">= 1.0" "$(field ops_per_sec "$g4")/350000"
+row "cache-get ops/s, 50 clients / GET -c 50" "$(ratio "$(field ops_per_sec "$c50")" "$(rb_rps "$rbget")")" "-" "$(field ops_per_sec "$c50")/$(rb_rps "$rbget")"
+row "RSS idle, MiB / 20" "$(ratio "$rss_idle" 20480)" "< 1.0" "$(awk -v k="$rss_idle" 'BEGIN{printf "%.1f", k/1024}')"
+row "RSS with 1000 idle connections, MiB / 64" "$(ratio "$rss_conns" 65536)" "< 1.0" "$(awk -v k="$rss_conns" 'BEGIN{printf "%.1f", k/1024}')"
+echo "local store over the run: $commits commits, $fsyncs fsyncs"

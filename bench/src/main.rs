@@ -11,9 +11,13 @@
 //! events), `ops_per_sec`, `p50_us`, `p99_us` (per request; a batch is one
 //! request), `errors`.
 //!
-//! `daily-next` spreads clients over [`DAILY_USERS`] users on today's date
-//! (UTC), so that the Redis counters `user:bench-u*:sequence:*` add up to
-//! `ops` exactly when every answer came from Redis.
+//! `daily-next` spreads its requests over `--keys` users (default 16,
+//! `bench-u{i}`) on today's date (UTC), so that the Redis counters
+//! `user:bench-u*:sequence:*` add up to `ops` exactly when every answer
+//! came from Redis. With `--cold`, every request is for a user never seen
+//! before (`{tag}-c{client}-{n}`): the production shape of a per-user daily
+//! counter, where most numbers of a day are the first of their key; each
+//! such counter ends at 1, so there are `ops` of them.
 //!
 //! `cache-get` reads [`CACHE_KEYS`] keys that it writes before the run
 //! (`bench:{tag}:cache:{i}`, 64-byte values): every read is a hit.
@@ -23,8 +27,6 @@ use seqd_client::seqd_protocol::Conversation;
 use seqd_client::{gap_event, AsyncClient};
 use std::time::{Duration, Instant};
 
-/// Users `daily-next` spreads over.
-const DAILY_USERS: usize = 16;
 /// Keys `cache-get` reads.
 const CACHE_KEYS: usize = 16;
 
@@ -70,6 +72,12 @@ struct Args {
     /// Threads driving the connections.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Users `daily-next` spreads its requests over (round robin).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    keys: u64,
+    /// `daily-next`: every request for a user never seen before.
+    #[arg(long)]
+    cold: bool,
 }
 
 struct ClientRun {
@@ -95,7 +103,7 @@ async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientR
         errors: 0,
         latencies_us: Vec::with_capacity(1 << 16),
     };
-    let user = format!("bench-u{}", id % DAILY_USERS);
+    let clients = args.clients as u64;
     let group = Conversation::Group {
         id: format!("{}-g{id}", args.tag),
     };
@@ -109,7 +117,15 @@ async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientR
     while Instant::now() < deadline {
         let started = Instant::now();
         let (ok, n) = match args.op {
-            Op::DailyNext => (c.daily_next(&user, Some("UTC"), None).await.is_ok(), 1),
+            Op::DailyNext => {
+                let user = if args.cold {
+                    format!("{}-c{id}-{sent}", args.tag)
+                } else {
+                    format!("bench-u{}", (id as u64 + sent * clients) % args.keys)
+                };
+                sent += 1;
+                (c.daily_next(&user, Some("UTC"), None).await.is_ok(), 1)
+            }
             Op::ConvNext => (c.conv_next(group.clone()).await.is_ok(), 1),
             Op::GapCheck => {
                 seq += 1;

@@ -96,3 +96,40 @@ fn every_op_runs_and_reports_its_figures() {
         assert!(number(&json, "p99_us") >= number(&json, "p50_us"), "{json}");
     }
 }
+
+#[test]
+fn a_cold_run_on_a_fresh_redis_adds_up_to_the_reported_ops() {
+    let redis = RedisServer::start();
+    let seqd = Seqd::start(SeqdOptions::redis(&redis));
+    let json = bench(
+        &seqd,
+        &[
+            "--op", "daily-next", "--cold", "--clients", "10", "--seconds", "1", "--tag", "cold",
+        ],
+    );
+    let ops = number(&json, "ops") as u64;
+    assert_eq!(number(&json, "errors"), 0.0, "{json}");
+    assert!(ops > 50, "{json}");
+    // One counter per request, each at 1, each with its TTL; nothing else.
+    let Reply::Array(keys) = redis.cmd(&["KEYS", "user:cold-c*:sequence:*"]) else {
+        panic!("KEYS answers an array");
+    };
+    assert_eq!(keys.len() as u64, ops, "a new key per request ({json})");
+    for k in &keys {
+        let Reply::Bulk(k) = k else { panic!("{k:?}") };
+        let k = std::str::from_utf8(k).unwrap();
+        assert_eq!(redis.get_u64(k), Some(1), "{k}");
+        assert!(redis.cmd(&["TTL", k]).as_int() > 0, "{k} has a TTL");
+    }
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_int(), ops as i64);
+    // And --keys spreads over exactly that many users.
+    let json = bench(
+        &seqd,
+        &["--op", "daily-next", "--keys", "5", "--clients", "3", "--seconds", "0.3"],
+    );
+    assert_eq!(number(&json, "errors"), 0.0, "{json}");
+    let Reply::Array(users) = redis.cmd(&["KEYS", "user:bench-u*:sequence:*"]) else {
+        panic!("KEYS answers an array");
+    };
+    assert_eq!(users.len(), 5, "{users:?}");
+}
