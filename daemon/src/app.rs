@@ -23,6 +23,9 @@ use tokio_util::task::TaskTracker;
 
 /// How often expired high-water marks and old streams are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// Longest a gap-tracker state stays without an fsync: what a power loss
+/// may undo of the tracker (a `kill -9` undoes nothing).
+const STREAM_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts seqd with `config` and serves until `shutdown` completes; then
 /// drains, stops the background tasks, flushes the store and removes the
@@ -98,6 +101,7 @@ pub async fn run(
         store.clone(),
         metrics,
     ));
+    tasks.spawn(store.clone().sync_every(STREAM_SYNC_INTERVAL, stop.clone()));
     tasks.spawn(store.clone().prune_every(
         PRUNE_INTERVAL,
         Duration::from_secs(STREAM_TTL_SECS),

@@ -100,6 +100,9 @@ pub struct StoreCounters {
     pub commits: Counter,
     /// Commits that fsynced.
     pub fsyncs: Counter,
+    /// Gap-tracker state was committed without an fsync since the last
+    /// one: [`Store::sync_every`] fsyncs it soon.
+    pub(crate) streams_unsynced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -296,6 +299,26 @@ impl Store {
 
     /// Prunes every `every` until `stop`: marks that expired, and streams
     /// not updated within `stream_retention`.
+    /// Makes gap-tracker state durable against power loss within `every`
+    /// of its write: stream writes are plain WAL writes (safe across
+    /// `kill -9`), not an fsync per event; this fsyncs them, only when
+    /// some are waiting.
+    pub async fn sync_every(self, every: Duration, stop: CancellationToken) {
+        use std::sync::atomic::Ordering;
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            if self.counters.streams_unsynced.load(Ordering::Relaxed) {
+                if let Err(e) = self.flush().await {
+                    tracing::warn!(error = %e, "syncing gap-tracker state failed");
+                }
+            }
+        }
+    }
+
     pub async fn prune_every(
         self,
         every: Duration,

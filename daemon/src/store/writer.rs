@@ -14,7 +14,9 @@
 //! key's number passes its reserved *ceiling* (the ceiling then rises to
 //! the number plus `reserve`), and for every write a power loss must not
 //! undo (`Op::must_sync`). A ceiling is trusted only once its commit
-//! returned.
+//! returned. Gap-tracker stream states are plain writes too: a power loss
+//! may undo the last second of them (`Store::sync_every` fsyncs within a
+//! second), never a `kill -9`.
 
 use super::marks::Mark;
 use super::outbox::{self, OutboxEntry};
@@ -186,8 +188,15 @@ impl Writer {
         }
         tx.commit()?;
         self.counters.commits.inc();
+        let unsynced = &self.counters.streams_unsynced;
         if sync {
             self.counters.fsyncs.inc();
+            unsynced.store(false, std::sync::atomic::Ordering::Relaxed);
+        } else if batch
+            .iter()
+            .any(|op| matches!(op, Op::SaveStreams { .. } | Op::StreamsSynced { .. }))
+        {
+            unsynced.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         // Only now are the new ceilings durable.
         self.ceilings.extend(raised);
@@ -200,19 +209,20 @@ impl Writer {
 
 impl Op {
     /// Writes a power loss must not undo: an invalidation promised to
-    /// readers, a stream's state, and whatever a flush or close waits for.
+    /// readers, a cleared stream, and whatever a flush or close waits for.
+    /// (A stream's state is a plain write, fsynced within a second: the
+    /// tracker's bounded loss, see the module docs.)
     fn must_sync(&self) -> bool {
         match self {
             Op::Raise { .. }
             | Op::Reconciled { .. }
             | Op::Prune { .. }
-            | Op::PruneStreams { .. } => false,
-            Op::Flush { .. }
-            | Op::Close { .. }
+            | Op::PruneStreams { .. }
             | Op::SaveStreams { .. }
-            | Op::DeleteStreams { .. }
-            | Op::StreamsSynced { .. }
-            | Op::Outbox { .. } => true,
+            | Op::StreamsSynced { .. } => false,
+            Op::Flush { .. } | Op::Close { .. } | Op::DeleteStreams { .. } | Op::Outbox { .. } => {
+                true
+            }
         }
     }
 }

@@ -104,7 +104,15 @@ fn a_cold_run_on_a_fresh_redis_adds_up_to_the_reported_ops() {
     let json = bench(
         &seqd,
         &[
-            "--op", "daily-next", "--cold", "--clients", "10", "--seconds", "1", "--tag", "cold",
+            "--op",
+            "daily-next",
+            "--cold",
+            "--clients",
+            "10",
+            "--seconds",
+            "1",
+            "--tag",
+            "cold",
         ],
     );
     let ops = number(&json, "ops") as u64;
@@ -125,7 +133,16 @@ fn a_cold_run_on_a_fresh_redis_adds_up_to_the_reported_ops() {
     // And --keys spreads over exactly that many users.
     let json = bench(
         &seqd,
-        &["--op", "daily-next", "--keys", "5", "--clients", "3", "--seconds", "0.3"],
+        &[
+            "--op",
+            "daily-next",
+            "--keys",
+            "5",
+            "--clients",
+            "3",
+            "--seconds",
+            "0.3",
+        ],
     );
     assert_eq!(number(&json, "errors"), 0.0, "{json}");
     let Reply::Array(users) = redis.cmd(&["KEYS", "user:bench-u*:sequence:*"]) else {

@@ -292,6 +292,44 @@ fn local_state_survives_a_restart() {
 }
 
 #[test]
+fn a_gap_check_is_not_fsynced_per_event_but_within_a_second() {
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    let mut c = seqd.client();
+    let fsyncs = |s: &Seqd| s.metric("seqd_store_fsyncs_total ");
+    let before = fsyncs(&seqd);
+    let started = std::time::Instant::now();
+    for n in 1..=300 {
+        assert_eq!(c.gap_check("x", "F", n).unwrap().seq, n);
+    }
+    let took = started.elapsed();
+    let during = fsyncs(&seqd) - before;
+    println!("300 gap checks one by one: {during} fsyncs, {took:?}");
+    // One per second at most (the sync task), not one per event.
+    assert!(
+        during <= 2 + took.as_secs(),
+        "{during} fsyncs for 300 events"
+    );
+    // Within a second of the last write the state is fsynced, with no
+    // further request.
+    let after = fsyncs(&seqd);
+    wait_until(
+        "the tracker's state to be fsynced",
+        std::time::Duration::from_secs(3),
+        || fsyncs(&seqd) > after,
+    );
+    // And a kill -9 never loses it (plain WAL writes survive a crash).
+    c.gap_check("x", "F", 302).unwrap();
+    seqd.kill9();
+    seqd.restart();
+    let st = seqd
+        .client()
+        .gap_stats("x", "F")
+        .unwrap()
+        .expect("state survived");
+    assert_eq!((st.last_seq, st.missing.clone()), (302, vec![(301, 301)]));
+}
+
+#[test]
 fn clear_and_clear_all_use_scan_never_keys() {
     let (redis, seqd) = redis_seqd(&[]);
     let mut c = seqd.client();
