@@ -43,6 +43,10 @@ pub struct SeqKey {
     /// never. For daily keys: no earlier than the Redis key, and never
     /// before the day's window closes.
     pub mark_expires_at: Option<i64>,
+    /// Daily keys: no later than when the day's window opened, in any zone
+    /// (Unix seconds): a key of the local store may have been issued from
+    /// then on (see the store's implied reserve). `None` for conversations.
+    pub issuable_from: Option<i64>,
 }
 
 /// How daily requests are resolved: the zone when a request names none,
@@ -102,12 +106,21 @@ pub fn daily_key(q: &DailyQuery, rules: DailyRules, now: DateTime<Utc>) -> Resul
         .map_or(now, |d| start_of_day(d, tz));
     let until_close = (closes - now).num_seconds().max(0) as u64;
     let ttl = DAILY_TTL_SECS.max(until_close);
+    // The key names the day, not the zone: its window opened no earlier
+    // than midnight UTC a day before the window's first day (UTC+14 is
+    // the earliest zone).
+    let opened = local
+        .checked_sub_days(Days::new(u64::from(rules.window_days) + 1))
+        .map_or(i64::MIN, |d| {
+            d.and_time(NaiveTime::MIN).and_utc().timestamp()
+        });
     Ok(DailyKey {
         key: SeqKey {
             key: format!("user:{}:sequence:{day:08}", q.user),
             family: Family::Daily,
             ttl_secs: Some(ttl),
             mark_expires_at: Some(now.timestamp() + ttl as i64),
+            issuable_from: Some(opened),
         },
         day,
         today: local_day(now, tz)?,
@@ -177,6 +190,7 @@ pub fn conv_key(c: &Conversation) -> Result<SeqKey, Error> {
         family: Family::Conv,
         ttl_secs: None,
         mark_expires_at: None,
+        issuable_from: None,
     })
 }
 

@@ -25,7 +25,12 @@ impl Sequences for LocalSequences {
         async move {
             let seq = self
                 .store
-                .issue(&key.key, key.mark_expires_at, key.ttl_secs)
+                .issue(
+                    &key.key,
+                    key.mark_expires_at,
+                    key.ttl_secs,
+                    key.issuable_from,
+                )
                 .await?;
             Ok(Issued {
                 seq,

@@ -157,9 +157,12 @@ impl RedisSequences {
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            let flight = self
-                .store
-                .begin(&key.key, key.mark_expires_at, key.ttl_secs);
+            let flight = self.store.begin(
+                &key.key,
+                key.mark_expires_at,
+                key.ttl_secs,
+                key.issuable_from,
+            );
             let floor = flight.floor;
             let pending = self.store.is_dirty(&key.key);
             let ttl = key.ttl_secs.unwrap_or(0);
@@ -333,7 +336,12 @@ impl Sequences for RedisSequences {
             }
             let seq = self
                 .store
-                .issue(&key.key, key.mark_expires_at, key.ttl_secs)
+                .issue(
+                    &key.key,
+                    key.mark_expires_at,
+                    key.ttl_secs,
+                    key.issuable_from,
+                )
                 .await?;
             self.metrics.count_fallback(reason);
             // Let the supervisor reconcile the key once Redis is back (or

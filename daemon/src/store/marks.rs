@@ -17,6 +17,14 @@
 //! - What a request in flight needed is forgotten when the last one for
 //!   the key ends: a quiet key costs nothing.
 //!
+//! - A daily key (one that expires) needs no fsync for its first
+//!   `--mark-reserve` numbers: its ceiling is *implied* (see the writer). A
+//!   power loss may then lose the key whole; so after an unclean stop,
+//!   a daily key this store does not know starts above the reserve when
+//!   its window opened before that stop ([`Implied`]): it may have been
+//!   issued then. Conversation keys (which never expire) have no implied
+//!   ceiling: their first number is fsynced.
+//!
 //! No SQLite here: the store's handle (`super::Store`) makes every change
 //! durable before it returns; this file decides what the change is.
 
@@ -163,6 +171,29 @@ pub struct HighWaterMarks {
     pub(super) by_key: HashMap<Arc<str>, Mark>,
     /// Keys whose mark is dirty (issued locally, Redis not raised yet).
     pub(super) dirty: HashSet<Arc<str>>,
+    /// The last unclean stop, if there ever was one.
+    pub(super) implied: Option<Implied>,
+}
+
+/// What an unclean stop leaves to assume of daily keys not in the store.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Implied {
+    /// When the store found it had not stopped cleanly (Unix seconds).
+    pub(super) since: i64,
+    /// `--mark-reserve`: what a lost daily key may have issued.
+    pub(super) reserve: u64,
+}
+
+impl HighWaterMarks {
+    /// The mark of a key this store does not know: the reserve for a daily
+    /// key whose window opened before the last unclean stop (it may have
+    /// been issued, and its row lost), 0 otherwise.
+    fn unknown_key_mark(&self, issuable_from: Option<i64>) -> u64 {
+        match (self.implied, issuable_from) {
+            (Some(i), Some(from)) if from <= i.since => i.reserve,
+            _ => 0,
+        }
+    }
 }
 
 impl HighWaterMarks {
@@ -172,12 +203,15 @@ impl HighWaterMarks {
         key: &str,
         expires_at: Option<i64>,
         ttl: Option<u64>,
+        issuable_from: Option<i64>,
     ) -> (Arc<str>, &mut Mark) {
         let k: Arc<str> = match self.by_key.get_key_value(key) {
             Some((k, _)) => k.clone(),
             None => {
                 let k: Arc<str> = Arc::from(key);
-                self.by_key.insert(k.clone(), Mark::new(0, expires_at, ttl));
+                let value = self.unknown_key_mark(issuable_from);
+                self.by_key
+                    .insert(k.clone(), Mark::new(value, expires_at, ttl));
                 k
             }
         };
@@ -197,8 +231,9 @@ impl HighWaterMarks {
         key: &str,
         expires_at: Option<i64>,
         ttl: Option<u64>,
+        issuable_from: Option<i64>,
     ) -> Result<(Arc<str>, u64, u64), StoreError> {
-        let (key, mark) = self.entry(key, expires_at, ttl);
+        let (key, mark) = self.entry(key, expires_at, ttl, issuable_from);
         let value = mark
             .value
             .checked_add(1)
@@ -217,9 +252,10 @@ impl HighWaterMarks {
         key: &str,
         expires_at: Option<i64>,
         ttl: Option<u64>,
+        issuable_from: Option<i64>,
     ) -> Flight {
         let mut this = lock(marks);
-        let (key, mark) = this.entry(key, expires_at, ttl);
+        let (key, mark) = this.entry(key, expires_at, ttl, issuable_from);
         let start = mark.next_index;
         *mark.flights.entry(start).or_default() += 1;
         Flight {
@@ -242,7 +278,7 @@ impl HighWaterMarks {
         if value > i64::MAX as u64 {
             return Err(Claim::Failed(StoreError::Exhausted(flight.key.to_string())));
         }
-        let (key, mark) = self.entry(&flight.key, expires_at, ttl);
+        let (key, mark) = self.entry(&flight.key, expires_at, ttl, None);
         if mark.maybe_issued(value, flight.start, flight.floor) {
             return Err(Claim::Taken { mark: mark.value });
         }
@@ -294,7 +330,7 @@ impl HighWaterMarks {
     pub(super) fn prune(&mut self, now: i64) {
         self.by_key
             .retain(|_, m| m.expires_at.is_none_or(|t| t > now));
-        let HighWaterMarks { by_key, dirty } = self;
+        let HighWaterMarks { by_key, dirty, .. } = self;
         dirty.retain(|k| by_key.contains_key(k));
     }
 }

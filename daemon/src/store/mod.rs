@@ -110,8 +110,10 @@ impl Store {
     /// expired, and starts the writer thread.
     pub fn open(dir: &Path, now: i64, reserve: u64) -> Result<Store, StoreError> {
         let mut conn = schema::open(dir)?;
-        let exact = schema::start_boot(&mut conn, schema::current_boot_id().as_deref())?;
-        let (marks, ceilings) = schema::load_marks(&conn, now, exact)?;
+        let (exact, unclean_since) =
+            schema::start_boot(&mut conn, schema::current_boot_id().as_deref(), now)?;
+        let (mut marks, ceilings) = schema::load_marks(&conn, now, exact)?;
+        marks.implied = unclean_since.map(|since| marks::Implied { since, reserve });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = StoreCounters::default();
         let writer = Writer {
@@ -179,13 +181,18 @@ impl Store {
     /// Issues the next number for `key` from the store alone (local mode,
     /// or Redis unavailable): one more than the mark, made durable before it
     /// is returned. The key becomes dirty: pending reconciliation with Redis.
+    ///
+    /// `issuable_from` (daily keys): when the key's window opened, which
+    /// decides whether a key this store does not know may have been issued
+    /// before an unclean stop (see [`HighWaterMarks`]).
     pub async fn issue(
         &self,
         key: &str,
         expires_at: Option<i64>,
         ttl: Option<u64>,
+        issuable_from: Option<i64>,
     ) -> Result<u64, StoreError> {
-        let (key, value, from) = self.lock().issue(key, expires_at, ttl)?;
+        let (key, value, from) = self.lock().issue(key, expires_at, ttl, issuable_from)?;
         // Commits may complete out of order relative to the in-memory
         // increments; that is safe because the disk only keeps the maximum.
         self.persist(key, value, expires_at, ttl, Some(from))
@@ -196,8 +203,14 @@ impl Store {
     /// Begins a Redis request for `key`: returns the floor to send (the
     /// mark) and registers the request as in flight until the [`Flight`]
     /// is dropped.
-    pub fn begin(&self, key: &str, expires_at: Option<i64>, ttl: Option<u64>) -> Flight {
-        HighWaterMarks::begin(&self.marks, key, expires_at, ttl)
+    pub fn begin(
+        &self,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+        issuable_from: Option<i64>,
+    ) -> Flight {
+        HighWaterMarks::begin(&self.marks, key, expires_at, ttl, issuable_from)
     }
 
     /// Records `value`, a number Redis answered to `flight`, as issued:

@@ -114,7 +114,11 @@ pub(super) fn current_boot_id() -> Option<String> {
 /// exact: true after a clean stop, on the same boot as the last run, or for
 /// a store that predates the bookkeeping (it fsynced every mark). When they
 /// are not, every value on disk is raised to its key's ceiling first.
-pub(super) fn start_boot(conn: &mut Connection, boot: Option<&str>) -> rusqlite::Result<bool> {
+pub(super) fn start_boot(
+    conn: &mut Connection,
+    boot: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<(bool, Option<i64>)> {
     // IMMEDIATE: a read that turns into a write fails at once (busy
     // snapshot) if another connection wrote in between.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -125,6 +129,7 @@ pub(super) fn start_boot(conn: &mut Connection, boot: Option<&str>) -> rusqlite:
         .optional()
     };
     let (clean, last_boot) = (get("clean")?, get("boot_id")?);
+    let mut unclean_since = get("unclean_since")?.and_then(|v| v.parse::<i64>().ok());
     let exact = match clean.as_deref() {
         None | Some("1") => true,
         Some(_) => boot.is_some() && last_boot.as_deref() == boot,
@@ -137,15 +142,24 @@ pub(super) fn start_boot(conn: &mut Connection, boot: Option<&str>) -> rusqlite:
         tracing::warn!(
             keys = raised,
             "seqd did not stop cleanly before a reboot or power loss: the last marks may be lost, \
-             so every key goes on above its reserved ceiling"
+             so every key goes on above its reserved ceiling, and daily keys whose window was \
+             open then start above --mark-reserve"
         );
+        // Daily keys may have been issued without an fsync (the implied
+        // reserve) and be lost whole: any whose window opened before now
+        // starts above the reserve (see `HighWaterMarks`).
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('unclean_since', ?1)",
+            [now.to_string()],
+        )?;
+        unclean_since = Some(now);
     }
     tx.execute(
         "INSERT OR REPLACE INTO meta (name, value) VALUES ('clean', '0'), ('boot_id', ?1)",
         [boot.unwrap_or("unknown")],
     )?;
     tx.commit()?;
-    Ok(exact)
+    Ok((exact, unclean_since))
 }
 
 /// Every mark that has not expired at `now`, and every key's ceiling as
@@ -206,7 +220,8 @@ pub(super) fn touch(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Every key's ceiling as stored (each was fsynced when written).
+/// Every key's ceiling as stored (each was fsynced when written, except a
+/// daily key's implied one, which is `reserve` whether stored or not).
 pub(super) fn load_ceilings(conn: &Connection) -> rusqlite::Result<HashMap<Arc<str>, u64>> {
     let mut stmt = conn.prepare("SELECT key, coalesce(ceiling, value) FROM marks")?;
     let rows = stmt.query_map([], |r| {

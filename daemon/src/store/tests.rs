@@ -5,7 +5,7 @@ use super::*;
 
 /// One Redis request that began now and was answered `n`.
 async fn claim(store: &Store, key: &str, n: u64) -> Result<(), Claim> {
-    let flight = store.begin(key, None, None);
+    let flight = store.begin(key, None, None, None);
     store.claim(&flight, n, None, None).await
 }
 
@@ -13,8 +13,8 @@ async fn claim(store: &Store, key: &str, n: u64) -> Result<(), Claim> {
 async fn issued_numbers_survive_reopen_and_only_rise() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0, 1000).unwrap();
-    assert_eq!(store.issue("k", None, None).await.unwrap(), 1);
-    assert_eq!(store.issue("k", None, None).await.unwrap(), 2);
+    assert_eq!(store.issue("k", None, None, None).await.unwrap(), 1);
+    assert_eq!(store.issue("k", None, None, None).await.unwrap(), 2);
     claim(&store, "k", 10).await.unwrap();
     assert!(claim(&store, "k", 5).await.is_err(), "below the floor");
     assert_eq!(store.mark("k"), 10);
@@ -24,7 +24,7 @@ async fn issued_numbers_survive_reopen_and_only_rise() {
     let store = Store::open(dir.path(), 0, 1000).unwrap();
     assert_eq!(store.mark("k"), 10);
     assert!(store.is_dirty("k"), "dirty survives a restart");
-    assert_eq!(store.issue("k", None, None).await.unwrap(), 11);
+    assert_eq!(store.issue("k", None, None, None).await.unwrap(), 11);
 }
 
 /// A key's value and ceiling on disk.
@@ -60,7 +60,7 @@ fn stats(store: &Store) -> (u64, u64) {
 async fn issue_n(store: &Store, key: &str, n: u64) -> u64 {
     let mut last = 0;
     for _ in 0..n {
-        last = store.issue(key, None, None).await.unwrap();
+        last = store.issue(key, None, None, None).await.unwrap();
     }
     last
 }
@@ -74,7 +74,7 @@ async fn ceilings_are_reserved_in_blocks_and_only_crossing_one_fsyncs() {
     // (1 > ceiling 0, which reserved up to 11) fsynced.
     assert_eq!(stats(&store), (11, 1));
     assert_eq!(disk(dir.path(), "k"), (11, 11));
-    assert_eq!(store.issue("k", None, None).await.unwrap(), 12);
+    assert_eq!(store.issue("k", None, None, None).await.unwrap(), 12);
     assert_eq!(stats(&store), (12, 2));
     assert_eq!(disk(dir.path(), "k"), (12, 22));
     // A Redis answer far above the ceiling reserves above it.
@@ -99,7 +99,7 @@ async fn a_crash_on_the_same_boot_keeps_exact_marks() {
     issue_n(&store, "k", 3).await;
     drop(store); // no close: a crash, as far as the next start knows
     let store = Store::open(dir.path(), 0, 10).unwrap();
-    assert_eq!(store.issue("k", None, None).await.unwrap(), 4);
+    assert_eq!(store.issue("k", None, None, None).await.unwrap(), 4);
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn after_a_reboot_without_a_clean_stop_keys_go_on_above_their_ceiling() {
     // went: skip them, on disk too (a second crash must not forget it).
     assert_eq!((store.mark("k"), store.mark("r")), (11, 17));
     assert_eq!(disk(dir.path(), "k"), (11, 11));
-    assert_eq!(store.issue("k", None, None).await.unwrap(), 12);
+    assert_eq!(store.issue("k", None, None, None).await.unwrap(), 12);
     assert_eq!(disk(dir.path(), "k"), (12, 22));
     drop(store);
     let store = Store::open(dir.path(), 0, 10).unwrap();
@@ -129,13 +129,16 @@ async fn a_clean_close_keeps_exact_marks_across_a_reboot() {
     issue_n(&store, "k", 3).await;
     store.close().await.unwrap();
     assert!(
-        matches!(store.issue("k", None, None).await, Err(StoreError::Stopped)),
+        matches!(
+            store.issue("k", None, None, None).await,
+            Err(StoreError::Stopped)
+        ),
         "nothing is written after a close"
     );
     drop(store);
     pretend_reboot(dir.path());
     let store = Store::open(dir.path(), 0, 10).unwrap();
-    assert_eq!(store.issue("k", None, None).await.unwrap(), 4);
+    assert_eq!(store.issue("k", None, None, None).await.unwrap(), 4);
     // This run did not close: a reboot now means the ceiling.
     drop(store);
     pretend_reboot(dir.path());
@@ -155,7 +158,7 @@ async fn concurrent_issues_never_repeat() {
     for _ in 0..200 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.issue("hot", None, None).await.unwrap()
+            s.issue("hot", None, None, None).await.unwrap()
         }));
     }
     let mut got = Vec::new();
@@ -174,10 +177,10 @@ async fn a_redis_number_the_store_issued_meanwhile_is_refused() {
     let store = Store::open(dir.path(), 0, 1000).unwrap();
     claim(&store, "k", 5).await.unwrap();
     // Two Redis requests begin (floor 5); meanwhile the store issues 6.
-    let a = store.begin("k", None, None);
-    let b = store.begin("k", None, None);
+    let a = store.begin("k", None, None, None);
+    let b = store.begin("k", None, None, None);
     assert_eq!((a.floor, b.floor), (5, 5));
-    assert_eq!(store.issue("k", None, None).await.unwrap(), 6);
+    assert_eq!(store.issue("k", None, None, None).await.unwrap(), 6);
     let refused = store.claim(&a, 6, None, None).await;
     assert!(matches!(refused, Err(Claim::Taken { mark: 6 })));
     store.claim(&b, 7, None, None).await.unwrap();
@@ -188,8 +191,8 @@ async fn a_redis_number_the_store_issued_meanwhile_is_refused() {
 async fn concurrent_redis_answers_may_arrive_out_of_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0, 1000).unwrap();
-    let a = store.begin("k", None, None);
-    let b = store.begin("k", None, None);
+    let a = store.begin("k", None, None, None);
+    let b = store.begin("k", None, None, None);
     store.claim(&b, 2, None, None).await.unwrap();
     store.claim(&a, 1, None, None).await.unwrap();
     assert_eq!(store.mark("k"), 2);
@@ -201,13 +204,13 @@ async fn redis_going_back_in_time_cannot_repeat_a_number_in_flight() {
     let store = Store::open(dir.path(), 0, 1000).unwrap();
     // Requests a and b began with floor 0; Redis answers a with 100,
     // then loses data and answers b with 100 again.
-    let a = store.begin("k", None, None);
-    let b = store.begin("k", None, None);
+    let a = store.begin("k", None, None, None);
+    let b = store.begin("k", None, None, None);
     store.claim(&a, 100, None, None).await.unwrap();
     let refused = store.claim(&b, 100, None, None).await;
     assert!(matches!(refused, Err(Claim::Taken { mark: 100 })));
     // A request that began after 100 was issued carries floor 100.
-    let c = store.begin("k", None, None);
+    let c = store.begin("k", None, None, None);
     assert_eq!(c.floor, 100);
     assert!(store.claim(&c, 100, None, None).await.is_err());
 }
@@ -217,8 +220,8 @@ async fn finished_requests_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0, 1000).unwrap();
     for n in 1..=100 {
-        let a = store.begin("k", None, None);
-        let b = store.begin("k", None, None);
+        let a = store.begin("k", None, None, None);
+        let b = store.begin("k", None, None, None);
         store.claim(&a, 2 * n - 1, None, None).await.unwrap();
         store.claim(&b, 2 * n, None, None).await.unwrap();
     }
@@ -231,8 +234,8 @@ async fn finished_requests_leave_nothing_behind() {
 async fn reconciliation_clears_dirty_unless_issued_past_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0, 1000).unwrap();
-    store.issue("a", None, Some(172_800)).await.unwrap();
-    store.issue("b", None, None).await.unwrap();
+    store.issue("a", None, Some(172_800), None).await.unwrap();
+    store.issue("b", None, None, None).await.unwrap();
     claim(&store, "c", 3).await.unwrap();
     assert_eq!(store.pending(), 2);
     let mut batch = store.pending_batch(10);
@@ -254,7 +257,7 @@ async fn reconciliation_clears_dirty_unless_issued_past_it() {
     assert_eq!(batch, want);
     store.reconciled("a", 1).await.unwrap();
     // "b" was issued again before its reconciliation was recorded.
-    store.issue("b", None, None).await.unwrap();
+    store.issue("b", None, None, None).await.unwrap();
     store.reconciled("b", 1).await.unwrap();
     assert!(!store.is_dirty("a"));
     assert!(store.is_dirty("b"));
@@ -268,12 +271,15 @@ async fn reconciliation_clears_dirty_unless_issued_past_it() {
 async fn prune_drops_only_expired_marks() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0, 1000).unwrap();
-    let f = store.begin("old", Some(100), None);
+    let f = store.begin("old", Some(100), None, None);
     store.claim(&f, 3, Some(100), None).await.unwrap();
     drop(f);
-    store.issue("new", Some(300), None).await.unwrap();
+    store.issue("new", Some(300), None, None).await.unwrap();
     claim(&store, "forever", 5).await.unwrap();
-    store.issue("old-dirty", Some(100), None).await.unwrap();
+    store
+        .issue("old-dirty", Some(100), None, None)
+        .await
+        .unwrap();
     assert_eq!(store.prune(200).await.unwrap(), 2);
     assert_eq!(store.mark("old"), 0);
     assert_eq!(store.mark("new"), 1);
@@ -297,8 +303,8 @@ async fn a_dirty_key_remembers_where_its_local_numbers_began_until_reconciled() 
         None,
         "numbers from Redis are not dirty"
     );
-    store.issue("k", None, None).await.unwrap();
-    store.issue("k", None, None).await.unwrap();
+    store.issue("k", None, None, None).await.unwrap();
+    store.issue("k", None, None, None).await.unwrap();
     assert_eq!(store.dirty_from("k"), Some(5));
     drop(store);
     let store = Store::open(dir.path(), 0, 1000).unwrap();
@@ -307,9 +313,91 @@ async fn a_dirty_key_remembers_where_its_local_numbers_began_until_reconciled() 
     store.reconciled("k", 7).await.unwrap();
     assert_eq!(store.dirty_from("k"), None);
     // A later outage starts a new local range.
-    store.issue("k", None, None).await.unwrap();
+    store.issue("k", None, None, None).await.unwrap();
     assert_eq!(store.dirty_from("k"), Some(7));
     drop(store);
     let store = Store::open(dir.path(), 0, 1000).unwrap();
     assert_eq!(store.dirty_from("k"), Some(7));
+}
+
+#[tokio::test]
+async fn a_cold_daily_key_costs_no_fsync_and_a_lost_one_starts_above_the_reserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_000_000;
+    let (expires, ttl, opened) = (Some(now + 172_800), Some(172_800), Some(now - 86_400));
+    let store = Store::open(dir.path(), now, 10).unwrap();
+    let before = stats(&store).1;
+    // 100 new daily keys, one number each: plain WAL writes.
+    for i in 0..100 {
+        let key = format!("user:u{i}:sequence:20260106");
+        assert_eq!(store.issue(&key, expires, ttl, opened).await.unwrap(), 1);
+    }
+    assert_eq!(
+        stats(&store).1,
+        before,
+        "no fsync for the first numbers of daily keys"
+    );
+    assert_eq!(
+        disk(dir.path(), "user:u0:sequence:20260106"),
+        (1, 10),
+        "implied ceiling"
+    );
+    // Up to the reserve, still none; past it, one.
+    let hot = "user:hot:sequence:20260106";
+    for _ in 0..10 {
+        store.issue(hot, expires, ttl, opened).await.unwrap();
+    }
+    assert_eq!(stats(&store).1, before);
+    assert_eq!(store.issue(hot, expires, ttl, opened).await.unwrap(), 11);
+    assert_eq!(stats(&store).1, before + 1);
+    // A conversation key fsyncs its first number, as before.
+    assert_eq!(
+        store.issue("seq:group:g", None, None, None).await.unwrap(),
+        1
+    );
+    assert_eq!(stats(&store).1, before + 2);
+    drop(store);
+
+    // A power loss took the row of one daily key whole (it was never
+    // fsynced) and the machine rebooted.
+    Connection::open(dir.path().join("seqd.db"))
+        .unwrap()
+        .execute(
+            "DELETE FROM marks WHERE key = 'user:u0:sequence:20260106'",
+            [],
+        )
+        .unwrap();
+    pretend_reboot(dir.path());
+    let later = now + 60;
+    let store = Store::open(dir.path(), later, 10).unwrap();
+    // The lost key's window was open before the stop: it may have issued
+    // up to the reserve, so it goes on above it.
+    let lost = "user:u0:sequence:20260106";
+    assert_eq!(store.issue(lost, expires, ttl, opened).await.unwrap(), 11);
+    // A key that survived goes on above its (implied) ceiling.
+    let kept = "user:u1:sequence:20260106";
+    assert_eq!(store.issue(kept, expires, ttl, opened).await.unwrap(), 11);
+    // A daily key whose window opened after the stop starts at 1.
+    let fresh = "user:u0:sequence:20260110";
+    let opened_later = Some(later + 3 * 86_400);
+    assert_eq!(
+        store
+            .issue(fresh, expires, ttl, opened_later)
+            .await
+            .unwrap(),
+        1
+    );
+    // A new conversation starts at 1 (conversation keys were fsynced).
+    assert_eq!(
+        store
+            .issue("seq:group:new", None, None, None)
+            .await
+            .unwrap(),
+        1
+    );
+    drop(store);
+    // The stop stays on record across a clean restart.
+    let store = Store::open(dir.path(), later + 120, 10).unwrap();
+    let other = "user:u9999:sequence:20260106";
+    assert_eq!(store.issue(other, expires, ttl, opened).await.unwrap(), 11);
 }

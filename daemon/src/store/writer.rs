@@ -14,7 +14,11 @@
 //! key's number passes its reserved *ceiling* (the ceiling then rises to
 //! the number plus `reserve`), and for every write a power loss must not
 //! undo (`Op::must_sync`). A ceiling is trusted only once its commit
-//! returned. Gap-tracker stream states are plain writes too: a power loss
+//! returned. A daily key (one that expires) that has no ceiling yet has an
+//! implied one of `reserve`, written with its first row but not fsynced:
+//! the first numbers of a cold daily key cost no fsync (what a power loss
+//! may then lose whole is covered by `marks::Implied`). Gap-tracker stream
+//! states are plain writes too: a power loss
 //! may undo the last second of them (`Store::sync_every` fsyncs within a
 //! second), never a `kill -9`.
 
@@ -158,13 +162,19 @@ impl Writer {
     /// returns the marks pruned.
     fn commit(&mut self, batch: &[Op]) -> rusqlite::Result<usize> {
         let (folded, reconciled, prune_before) = fold(batch);
-        // New ceilings for the keys whose numbers pass theirs.
+        // New ceilings for the keys whose numbers pass theirs (fsynced),
+        // and the implied ceiling of new daily keys (written, not fsynced).
         let mut raised: Vec<(Arc<str>, u64)> = Vec::new();
+        let mut implied: Vec<(Arc<str>, u64)> = Vec::new();
         for (key, row) in &folded {
-            let ceiling = self.ceilings.get(&***key).copied().unwrap_or(0);
+            let known = self.ceilings.get(&***key).copied();
+            let daily = row.expires_at.is_some();
+            let ceiling = known.unwrap_or(if daily { self.reserve } else { 0 });
             if row.value > ceiling {
                 let new = row.value.saturating_add(self.reserve).min(i64::MAX as u64);
                 raised.push(((*key).clone(), new));
+            } else if known.is_none() {
+                implied.push(((*key).clone(), ceiling));
             }
         }
         let sync = !raised.is_empty() || batch.iter().any(Op::must_sync);
@@ -174,7 +184,7 @@ impl Writer {
             self.full = sync;
         }
         let tx = self.conn.transaction()?;
-        write_marks(&tx, &folded, &raised, &reconciled)?;
+        write_marks(&tx, &folded, &raised, &implied, &reconciled)?;
         write_others(&tx, batch)?;
         let pruned = match prune_before {
             Some(now) => prune(&tx, now)?,
@@ -198,8 +208,10 @@ impl Writer {
         {
             unsynced.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        // Only now are the new ceilings durable.
+        // Only now are the new ceilings durable. (An implied one is the
+        // same whether or not it reached the disk.)
         self.ceilings.extend(raised);
+        self.ceilings.extend(implied);
         if prune_before.is_some() {
             self.ceilings = load_ceilings(&self.conn)?;
         }
@@ -296,9 +308,14 @@ fn write_marks(
     tx: &rusqlite::Transaction<'_>,
     folded: &HashMap<&Arc<str>, Row>,
     raised: &[(Arc<str>, u64)],
+    implied: &[(Arc<str>, u64)],
     reconciled: &[(&str, u64)],
 ) -> rusqlite::Result<()> {
-    let ceiling_of: HashMap<&str, u64> = raised.iter().map(|(k, c)| (&**k, *c)).collect();
+    let ceiling_of: HashMap<&str, u64> = raised
+        .iter()
+        .chain(implied)
+        .map(|(k, c)| (&**k, *c))
+        .collect();
     let mut upsert = tx.prepare_cached(
         "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling, dirty_from)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)

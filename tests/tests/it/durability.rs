@@ -178,3 +178,33 @@ fn redis_restarted_empty_is_reconciled_and_numbers_continue() {
     });
     assert_eq!(redis.get_u64("seq:group:lossy"), got.last().copied());
 }
+
+#[test]
+fn cold_daily_keys_cost_no_fsync_and_a_reboot_puts_known_ones_above_the_reserve() {
+    let mut seqd = Seqd::start(with_reserve(50));
+    let mut c = seqd.client();
+    let at = Some(test_instant_ms());
+    let fsyncs = |s: &Seqd| s.metric("seqd_store_fsyncs_total ");
+    let before = fsyncs(&seqd);
+    for i in 0..200 {
+        let user = format!("cold{i}");
+        assert_eq!(c.daily_next(&user, Some("UTC"), at).unwrap().seq, 1);
+    }
+    let during = fsyncs(&seqd) - before;
+    println!("200 new daily keys: {during} fsyncs");
+    assert!(during <= 2, "{during} fsyncs for 200 new daily keys");
+    // kill -9 loses nothing (WAL); a reboot after it sends every daily key
+    // of the open window above the reserve, known or not.
+    seqd.kill9();
+    seqd.restart();
+    let mut c = seqd.client();
+    assert_eq!(c.daily_next("cold0", Some("UTC"), at).unwrap().seq, 2);
+    seqd.kill9();
+    pretend_reboot(&seqd);
+    seqd.restart();
+    let mut c = seqd.client();
+    assert_eq!(c.daily_next("cold1", Some("UTC"), at).unwrap().seq, 51);
+    assert_eq!(c.daily_next("never-seen", Some("UTC"), at).unwrap().seq, 51);
+    // Conversations start at 1: their first number was fsynced.
+    assert_eq!(c.group_next("new-after-reboot").unwrap().seq, 1);
+}
