@@ -54,11 +54,11 @@ end
 return {n, raised, before}
 "#;
 
-/// `INCR key`, and for a key with a TTL `EXPIRE key ttl NX` in the same
-/// write: two commands, one round trip, no script. Not atomic — if the
-/// connection broke between them the key would have no TTL — so every
-/// increment sends the `EXPIRE NX` again (it only sets a missing TTL): the
-/// next number of the key repairs it. Returns the new number.
+/// `INCR key`, and with a TTL `EXPIRE key ttl NX` in the same write: two
+/// commands, one round trip, no script. Not atomic: if the connection
+/// broke between them the key would have no TTL, but then the request
+/// failed, no mark was recorded, and the next increment sends the
+/// `EXPIRE NX` again (it only sets a missing TTL). Returns the new number.
 async fn increment(c: &mut crate::redis::Conn, key: &str, ttl: u64) -> redis::RedisResult<u64> {
     if ttl == 0 {
         return redis::cmd("INCR").arg(key).query_async(c).await;
@@ -165,9 +165,17 @@ impl RedisSequences {
             );
             let floor = flight.floor;
             let pending = self.store.is_dirty(&key.key);
-            let ttl = key.ttl_secs.unwrap_or(0);
+            // The TTL goes with the increments of a key this seqd has no
+            // mark for: a mark is only ever recorded after an increment
+            // whose EXPIRE NX ran (or after the script, which sets it too).
+            let ttl = if floor == 0 {
+                key.ttl_secs.unwrap_or(0)
+            } else {
+                0
+            };
+            let script_ttl = key.ttl_secs.unwrap_or(0);
             // The common case costs Redis a plain INCR (and for a daily key
-            // an EXPIRE NX): no script. Only a key with local numbers to
+            // new to this seqd an EXPIRE NX): no script. Only a key with local numbers to
             // reconcile, or an answer at or below the floor (Redis lost
             // data), takes the script, which raises the counter atomically.
             let fast = if pending {
@@ -191,7 +199,7 @@ impl RedisSequences {
                             // is answered only once replicas hold it.
                             script
                                 .key(&key.key)
-                                .arg(ttl)
+                                .arg(script_ttl)
                                 .arg(floor)
                                 .invoke_async::<(u64, u64, u64)>(&mut c.fenced())
                                 .await

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One day of N users in local mode (issue 15's ten million daily keys):
+# writes N daily marks into a fresh store (as a day of NEXTs would leave
+# them: value 1..3, today's expiry, an implied ceiling), then starts a
+# release seqd on it and prints the store's size, the time from start to
+# the first answer, and seqd's RSS once ready and after a NEXT.
+#
+# Usage: bench/many_keys.sh [N]   (default 10000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-10000000}
+cargo build --release -q -p seqd
+work=$(mktemp -d)
+trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# The schema: let seqd create it, and stop it cleanly.
+target/release/seqd --socket "$work/s.sock" --data-dir "$work/d" 2>"$work/first.log" &
+pid=$!
+until [ -S "$work/s.sock" ]; do sleep 0.05; done
+kill -TERM "$pid"; wait "$pid" || true
+
+python3 - "$work/d/seqd.db" "$n" <<'PY'
+import sqlite3, sys, time
+db, n = sys.argv[1], int(sys.argv[2])
+day = time.strftime("%Y%m%d", time.gmtime())
+expires = int(time.time()) + 172800
+conn = sqlite3.connect(db)
+conn.execute("PRAGMA synchronous=OFF")
+rows = ((f"user:u{i}:sequence:{day}", 1 + i % 3, expires, 0, 172800, 1000) for i in range(n))
+conn.executemany(
+    "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling) VALUES (?,?,?,?,?,?)", rows)
+conn.commit()
+conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+conn.close()
+PY
+size=$(du -sm "$work/d" | cut -f1)
+
+start=$(date +%s.%N)
+target/release/seqd --socket "$work/s.sock" --data-dir "$work/d" 2>"$work/seqd.log" &
+pid=$!
+until echo PING 2>/dev/null | socat - "UNIX-CONNECT:$work/s.sock" 2>/dev/null | grep -q OK; do sleep 0.01; done
+ready=$(date +%s.%N)
+rss_ready=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+answer=$(echo "DAILY NEXT u7 tz=UTC" | socat - "UNIX-CONNECT:$work/s.sock")
+rss_after=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+
+echo
+echo "$n daily keys in local mode, $(nproc) cores"
+printf '%-34s %s\n' "store size" "${size} MiB"
+printf '%-34s %s\n' "start to first answer" "$(awk -v a="$start" -v b="$ready" 'BEGIN { printf "%.2f s", b - a }')  (target < 1 s)"
+printf '%-34s %s\n' "RSS when ready" "$(awk -v k="$rss_ready" 'BEGIN { printf "%.0f MiB", k / 1024 }')  (target < 512 MiB)"
+printf '%-34s %s\n' "RSS after a NEXT" "$(awk -v k="$rss_after" 'BEGIN { printf "%.0f MiB", k / 1024 }')"
+printf '%-34s %s\n' "DAILY NEXT u7 (had 2, so 3)" "$answer"
