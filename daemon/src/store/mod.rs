@@ -121,6 +121,7 @@ impl Store {
             reserve,
             ceilings,
             full: true,
+            logged: 0,
             counters: counters.clone(),
         };
         std::thread::Builder::new()
@@ -303,15 +304,16 @@ impl Store {
         let conn = Connection::open(dir.join("seqd.db"))?;
         Ok(conn
             .query_row(
-                "SELECT value, dirty FROM marks WHERE key = ?1",
+                "SELECT max(value), max(dirty) FROM
+                     (SELECT value, dirty FROM marks WHERE key = ?1
+                      UNION ALL SELECT value, dirty FROM mark_log WHERE key = ?1)
+                 HAVING count(*) > 0",
                 [key],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
             )
             .optional()?)
     }
 
-    /// Prunes every `every` until `stop`: marks that expired, and streams
-    /// not updated within `stream_retention`.
     /// Makes gap-tracker state durable against power loss within `every`
     /// of its write: stream writes are plain WAL writes (safe across
     /// `kill -9`), not an fsync per event; this fsyncs them, only when
@@ -332,6 +334,8 @@ impl Store {
         }
     }
 
+    /// Prunes every `every` until `stop`: marks that expired, and streams
+    /// not updated within `stream_retention`.
     pub async fn prune_every(
         self,
         every: Duration,

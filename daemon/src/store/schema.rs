@@ -39,6 +39,16 @@ pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
              ttl INTEGER,
              ceiling INTEGER
          ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS mark_log (
+             seq INTEGER PRIMARY KEY,
+             key TEXT NOT NULL,
+             value INTEGER NOT NULL,
+             expires_at INTEGER,
+             dirty INTEGER NOT NULL,
+             ttl INTEGER,
+             ceiling INTEGER,
+             dirty_from INTEGER
+         );
          CREATE TABLE IF NOT EXISTS outbox (
              kind INTEGER NOT NULL,
              target TEXT NOT NULL,
@@ -122,6 +132,8 @@ pub(super) fn start_boot(
     // IMMEDIATE: a read that turns into a write fails at once (busy
     // snapshot) if another connection wrote in between.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // What the last run appended and did not fold in yet.
+    compact(&tx)?;
     let get = |name: &str| -> rusqlite::Result<Option<String>> {
         tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
             r.get(0)
@@ -206,6 +218,40 @@ pub(super) fn load_marks(
         }
     }
     Ok((marks, ceilings))
+}
+
+/// Folds the mark log into `marks`, in key order (locality) and, per key,
+/// in the order written (the merge keeps the highest value, the latest
+/// expiry, the first `dirty_from`, the latest TTL, the highest ceiling);
+/// returns the log rows folded.
+///
+/// # Why a log
+///
+/// A commit appends its marks to `mark_log` (a rowid table: one or two
+/// pages per commit) instead of updating `marks` in place: a batch of
+/// cold keys lands on as many B-tree pages as keys, and SQLite's WAL
+/// writes whole pages, so 50 new keys cost 200 KiB of WAL per commit. The
+/// log is folded in now and then, many commits at once.
+pub(super) fn compact(conn: &Connection) -> rusqlite::Result<usize> {
+    let folded = conn.execute(
+        "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling, dirty_from)
+         SELECT key, value, expires_at, dirty, ttl, ceiling, dirty_from FROM mark_log
+         WHERE true ORDER BY key, seq
+         ON CONFLICT(key) DO UPDATE SET
+             value = max(value, excluded.value),
+             expires_at = CASE
+                 WHEN expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL
+                 ELSE max(expires_at, excluded.expires_at) END,
+             dirty = max(dirty, excluded.dirty),
+             dirty_from = coalesce(dirty_from, excluded.dirty_from),
+             ttl = coalesce(excluded.ttl, ttl),
+             ceiling = CASE
+                 WHEN excluded.ceiling IS NULL THEN ceiling
+                 ELSE max(coalesce(ceiling, 0), excluded.ceiling) END",
+        [],
+    )?;
+    conn.execute("DELETE FROM mark_log", [])?;
+    Ok(folded)
 }
 
 /// Writes a row that changes every time: a commit without any frame in the

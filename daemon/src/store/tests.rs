@@ -31,7 +31,9 @@ async fn issued_numbers_survive_reopen_and_only_rise() {
 fn disk(dir: &Path, key: &str) -> (u64, u64) {
     let conn = Connection::open(dir.join("seqd.db")).unwrap();
     conn.query_row(
-        "SELECT value, ceiling FROM marks WHERE key = ?1",
+        "SELECT max(value), max(ceiling) FROM
+             (SELECT value, ceiling FROM marks WHERE key = ?1
+              UNION ALL SELECT value, ceiling FROM mark_log WHERE key = ?1)",
         [key],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
     )
@@ -362,9 +364,9 @@ async fn a_cold_daily_key_costs_no_fsync_and_a_lost_one_starts_above_the_reserve
     // fsynced) and the machine rebooted.
     Connection::open(dir.path().join("seqd.db"))
         .unwrap()
-        .execute(
-            "DELETE FROM marks WHERE key = 'user:u0:sequence:20260106'",
-            [],
+        .execute_batch(
+            "DELETE FROM marks WHERE key = 'user:u0:sequence:20260106';
+             DELETE FROM mark_log WHERE key = 'user:u0:sequence:20260106';",
         )
         .unwrap();
     pretend_reboot(dir.path());
@@ -400,4 +402,55 @@ async fn a_cold_daily_key_costs_no_fsync_and_a_lost_one_starts_above_the_reserve
     let store = Store::open(dir.path(), later + 120, 10).unwrap();
     let other = "user:u9999:sequence:20260106";
     assert_eq!(store.issue(other, expires, ttl, opened).await.unwrap(), 11);
+}
+
+#[test]
+fn the_mark_log_folds_into_marks_keeping_the_highest_and_the_first_dirty_start() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), 0, 10).unwrap());
+    let conn = Connection::open(dir.path().join("seqd.db")).unwrap();
+    conn.execute_batch(
+        "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling, dirty_from)
+             VALUES ('a', 5, 100, 0, 60, 15, NULL);
+         INSERT INTO mark_log (key, value, expires_at, dirty, ttl, ceiling, dirty_from) VALUES
+             ('a', 7, 200, 1, 70, NULL, 5),
+             ('a', 6, 150, 1, NULL, 30, 6),
+             ('b', 1, NULL, 0, NULL, 11, NULL),
+             ('b', 2, NULL, 0, NULL, NULL, NULL);",
+    )
+    .unwrap();
+    assert_eq!(schema::compact(&conn).unwrap(), 4);
+    let row = |k: &str| {
+        conn.query_row(
+            "SELECT value, expires_at, dirty, ttl, ceiling, dirty_from FROM marks WHERE key = ?1",
+            [k],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(row("a"), (7, Some(200), 1, Some(70), Some(30), Some(5)));
+    assert_eq!(row("b"), (2, None, 0, None, Some(11), None));
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM mark_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+    // A store reopened with rows still in the log folds them first.
+    conn.execute(
+        "INSERT INTO mark_log (key, value, expires_at, dirty, ttl, ceiling, dirty_from)
+         VALUES ('b', 9, NULL, 0, NULL, 19, NULL)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(dir.path(), 0, 10).unwrap();
+    assert_eq!(store.mark("b"), 9);
 }

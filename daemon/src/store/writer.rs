@@ -24,7 +24,7 @@
 
 use super::marks::Mark;
 use super::outbox::{self, OutboxEntry};
-use super::schema::{load_ceilings, touch};
+use super::schema::{compact, load_ceilings, touch};
 use super::streams::{self, StreamRow};
 use super::StoreCounters;
 use rusqlite::{params, Connection};
@@ -35,6 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 /// The most operations the writer thread folds into one transaction. It
 /// bounds the latency of the first request of a batch, not throughput.
 pub(super) const MAX_BATCH: usize = 4096;
+/// Mark-log rows that trigger a fold into `marks` (see `schema::compact`).
+const COMPACT_AT: usize = 32 * 1024;
 /// Operations queued for the writer before senders wait (backpressure).
 pub(super) const QUEUE_CAPACITY: usize = 16 * 1024;
 
@@ -106,6 +108,8 @@ pub(super) struct Writer {
     pub(super) ceilings: HashMap<Arc<str>, u64>,
     /// The connection's `synchronous` level is FULL now.
     pub(super) full: bool,
+    /// Rows in the mark log since the last fold.
+    pub(super) logged: usize,
     pub(super) counters: StoreCounters,
 }
 
@@ -184,7 +188,18 @@ impl Writer {
             self.full = sync;
         }
         let tx = self.conn.transaction()?;
+        // Reconciliations, prunes and a clean stop read or change `marks`
+        // in place: fold the log in first. So does a log grown long.
+        let fold_first = !reconciled.is_empty()
+            || prune_before.is_some()
+            || self.logged >= COMPACT_AT
+            || batch.iter().any(|op| matches!(op, Op::Close { .. }));
+        if fold_first {
+            compact(&tx)?;
+            self.logged = 0;
+        }
         write_marks(&tx, &folded, &raised, &implied, &reconciled)?;
+        self.logged += folded.len();
         write_others(&tx, batch)?;
         let pruned = match prune_before {
             Some(now) => prune(&tx, now)?,
@@ -316,20 +331,10 @@ fn write_marks(
         .chain(implied)
         .map(|(k, c)| (&**k, *c))
         .collect();
+    // Appended to the log (one or two pages), folded into `marks` later.
     let mut upsert = tx.prepare_cached(
-        "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling, dirty_from)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT(key) DO UPDATE SET
-             value = max(value, excluded.value),
-             expires_at = CASE
-                 WHEN expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL
-                 ELSE max(expires_at, excluded.expires_at) END,
-             dirty = max(dirty, excluded.dirty),
-             dirty_from = coalesce(dirty_from, excluded.dirty_from),
-             ttl = coalesce(excluded.ttl, ttl),
-             ceiling = CASE
-                 WHEN excluded.ceiling IS NULL THEN ceiling
-                 ELSE max(coalesce(ceiling, 0), excluded.ceiling) END",
+        "INSERT INTO mark_log (key, value, expires_at, dirty, ttl, ceiling, dirty_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for (key, r) in folded {
         let key: &str = key;
@@ -344,7 +349,11 @@ fn write_marks(
         ])?;
     }
     // After the raises of the same batch: a key issued past the reconciled
-    // value stays dirty.
+    // value stays dirty. (The log was folded in before: see `commit`; the
+    // raises of this batch are folded now.)
+    if !reconciled.is_empty() {
+        compact(tx)?;
+    }
     let mut clean = tx.prepare_cached(
         "UPDATE marks SET dirty = 0, dirty_from = NULL WHERE key = ?1 AND value <= ?2",
     )?;

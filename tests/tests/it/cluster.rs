@@ -232,6 +232,10 @@ fn fencing_on_a_cluster_answers_only_what_every_masters_replica_holds() {
             cluster.seeds(),
             "--redis-wait-replicas".into(),
             "1".into(),
+            // A loaded test machine can keep a replica from acknowledging
+            // within the default 125 ms; give it a second.
+            "--redis-timeout-ms".into(),
+            "2000".into(),
             "--probe-base-ms".into(),
             "50".into(),
             "--probe-max-ms".into(),

@@ -21,7 +21,11 @@ fn master_and_replica() -> (RedisServer, RedisServer) {
 }
 
 fn fenced_seqd(master: &RedisServer, extra: &[&str]) -> Seqd {
+    // A loaded test machine can keep a replica from acknowledging within
+    // the default 125 ms (half the operation timeout); give it a second.
     let fenced = [
+        "--redis-timeout-ms",
+        "2000",
         "--redis-wait-replicas",
         "1",
         "--probe-base-ms",
