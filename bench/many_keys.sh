@@ -41,7 +41,7 @@ pid=$!
 until echo PING 2>/dev/null | socat - "UNIX-CONNECT:$work/s.sock" 2>/dev/null | grep -q OK; do sleep 0.01; done
 ready=$(date +%s.%N)
 rss_ready=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
-answer=$(echo "DAILY NEXT u7 tz=UTC" | socat - "UNIX-CONNECT:$work/s.sock")
+answer=$(echo "DAILY NEXT u7 tz=UTC" | socat -t 5 - "UNIX-CONNECT:$work/s.sock")
 rss_after=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
 
 echo

@@ -199,6 +199,30 @@ fn needs_fence(cmd: &Cmd) -> bool {
         Some(redis::Arg::Simple(name)) if name.eq_ignore_ascii_case(b"SCRIPT"))
 }
 
+/// `pipeline` and a `WAIT` after it, in one pipeline: routed by the
+/// writes' key, so the `WAIT` runs on the connection that wrote, to the
+/// master of that slot. The replies of `pipeline` once enough replicas
+/// acknowledged, `NOREPLICAS` otherwise.
+async fn fenced_pipeline(
+    conn: &mut ClusterConnection,
+    pipeline: &redis::Pipeline,
+    offset: usize,
+    count: usize,
+    f: Fence,
+) -> redis::RedisResult<Vec<Value>> {
+    let mut fenced = pipeline.clone();
+    fenced.cmd("WAIT").arg(f.replicas).arg(f.timeout_ms);
+    let mut values = conn.req_packed_commands(&fenced, offset, count + 1).await?;
+    let acked = match values.pop() {
+        Some(Value::Int(n)) => n,
+        _ => -1,
+    };
+    if acked < i64::from(f.replicas) {
+        return Err(not_acknowledged(acked, f));
+    }
+    Ok(values)
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         // Writes are fenced; the `SCRIPT LOAD` that may precede a script
@@ -216,24 +240,10 @@ impl ConnectionLike for Conn {
             Conn::Cluster { conn, .. } => match cluster_fence {
                 None => conn.req_packed_command(cmd),
                 Some(f) => Box::pin(async move {
-                    // The write and its WAIT in one pipeline: routed by the
-                    // write's key, so WAIT runs on the connection that
-                    // wrote, to the master of that slot.
                     let mut pipe = redis::pipe();
-                    pipe.add_command(cmd.clone())
-                        .cmd("WAIT")
-                        .arg(f.replicas)
-                        .arg(f.timeout_ms);
-                    let mut values = conn.req_packed_commands(&pipe, 0, 2).await?;
-                    let acked = match values.pop() {
-                        Some(Value::Int(n)) => n,
-                        _ => -1,
-                    };
-                    let reply = values.pop().unwrap_or(Value::Nil).extract_error()?;
-                    if acked < i64::from(f.replicas) {
-                        return Err(not_acknowledged(acked, f));
-                    }
-                    Ok(reply)
+                    pipe.add_command(cmd.clone());
+                    let mut values = fenced_pipeline(conn, &pipe, 0, 1, f).await?;
+                    values.pop().unwrap_or(Value::Nil).extract_error()
                 }),
             },
             Conn::Node { conn, host, port } => {
@@ -262,19 +272,7 @@ impl ConnectionLike for Conn {
                 fenced: true,
             } => {
                 let f = *f;
-                Box::pin(async move {
-                    let mut fenced = pipeline.clone();
-                    fenced.cmd("WAIT").arg(f.replicas).arg(f.timeout_ms);
-                    let mut values = conn.req_packed_commands(&fenced, offset, count + 1).await?;
-                    let acked = match values.pop() {
-                        Some(Value::Int(n)) => n,
-                        _ => -1,
-                    };
-                    if acked < i64::from(f.replicas) {
-                        return Err(not_acknowledged(acked, f));
-                    }
-                    Ok(values)
-                })
+                Box::pin(fenced_pipeline(conn, pipeline, offset, count, f))
             }
             Conn::Cluster { conn, .. } => conn.req_packed_commands(pipeline, offset, count),
             Conn::Node { conn, host, port } => {

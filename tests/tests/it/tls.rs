@@ -109,6 +109,22 @@ fn arg(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// A seqd on `rediss://` to `redis`, trusting the CA of `ca`, presenting
+/// the client certificate of `client` if given.
+fn seqd_on(redis: &RedisServer, ca: &Pki, client: Option<&Pki>) -> Seqd {
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let mut args = vec!["--redis-url".to_string(), url];
+    args.extend(["--redis-ca-file".to_string(), arg(&ca.path("ca.pem"))]);
+    if let Some(c) = client {
+        args.extend(["--redis-cert-file".to_string(), arg(&c.path("client.pem"))]);
+        args.extend(["--redis-key-file".to_string(), arg(&c.path("client.key"))]);
+    }
+    Seqd::start(SeqdOptions {
+        args,
+        ..SeqdOptions::local()
+    })
+}
+
 #[test]
 fn seqd_speaks_tls_with_a_ca_and_a_client_certificate() {
     let pki = Pki::new();
@@ -119,17 +135,7 @@ fn seqd_speaks_tls_with_a_ca_and_a_client_certificate() {
         arg(&pki.path("client.key")),
     );
     // A rediss:// URL.
-    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
-    let seqd = tls_seqd(&[
-        "--redis-url",
-        &url,
-        "--redis-ca-file",
-        &ca,
-        "--redis-cert-file",
-        &cert,
-        "--redis-key-file",
-        &key,
-    ]);
+    let seqd = seqd_on(&redis, &pki, Some(&pki));
     assert!(seqd.log_text().contains("(TLS)"), "{}", seqd.log_text());
     assert_eq!(
         seqd.text().cmd("CONV NEXT group tls"),
@@ -170,17 +176,7 @@ fn a_redis_certificate_from_another_ca_is_refused() {
     let pki = Pki::new();
     let other_ca = Pki::new();
     let redis = pki.redis();
-    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
-    let seqd = tls_seqd(&[
-        "--redis-url",
-        &url,
-        "--redis-ca-file",
-        &arg(&other_ca.path("ca.pem")),
-        "--redis-cert-file",
-        &arg(&pki.path("client.pem")),
-        "--redis-key-file",
-        &arg(&pki.path("client.key")),
-    ]);
+    let seqd = seqd_on(&redis, &other_ca, Some(&pki));
     // seqd never talks to a Redis it cannot verify: numbers come from the
     // local store, and HEALTH says why.
     assert_eq!(
@@ -199,13 +195,7 @@ fn a_redis_certificate_from_another_ca_is_refused() {
 fn a_missing_client_certificate_is_refused_by_redis() {
     let pki = Pki::new();
     let redis = pki.redis();
-    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
-    let seqd = tls_seqd(&[
-        "--redis-url",
-        &url,
-        "--redis-ca-file",
-        &arg(&pki.path("ca.pem")),
-    ]);
+    let seqd = seqd_on(&redis, &pki, None);
     assert_eq!(
         seqd.text().cmd("CONV NEXT group tls"),
         format!("OK seq=1 source=local host={TEST_HOST_ID}")
