@@ -26,10 +26,17 @@ pub struct StreamRow {
 }
 
 impl Store {
-    /// Writes gap-tracker stream states, durable before it returns.
-    pub async fn save_streams(&self, rows: Vec<StreamRow>) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.send(Op::SaveStreams { rows, done }, wait).await
+    /// Queues stream states for writing without waiting for the commit:
+    /// the gap tracker answers from memory, and what a crash may lose is
+    /// bounded instead (the writes still queued at a `kill -9`, a few
+    /// milliseconds; the last second at a power loss). Waits only while
+    /// the writer's queue is full. A failed commit is logged by the writer.
+    pub async fn save_streams_soon(&self, rows: Vec<StreamRow>) -> Result<(), StoreError> {
+        let (done, _) = oneshot::channel();
+        self.tx
+            .send(Op::SaveStreams { rows, done })
+            .await
+            .map_err(|_| StoreError::Stopped)
     }
 
     /// Forgets streams (`None`: all of them).

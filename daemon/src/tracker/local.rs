@@ -172,15 +172,17 @@ impl LocalTracker {
         }
     }
 
-    /// Classifies from memory and persists; `dirty` marks the streams for
-    /// writing to Redis later (Redis mode fallback).
+    /// Classifies from memory and queues the new states for the store
+    /// (not waiting for the commit: see `Store::save_streams_soon`);
+    /// `dirty` marks the streams for writing to Redis later (Redis mode
+    /// fallback).
     pub(super) async fn check_local(
         &self,
         events: &[Checked],
         dirty: bool,
     ) -> Result<Vec<GapResult>, Error> {
         let (outcomes, rows) = self.streams.apply(events, dirty)?;
-        self.store.save_streams(rows).await?;
+        self.store.save_streams_soon(rows).await?;
         let results: Vec<GapResult> = events
             .iter()
             .zip(outcomes)
