@@ -57,6 +57,9 @@ fn local_numbers_are_in_the_store_before_the_reply() {
 /// started (another kernel boot id on record), as after a power loss.
 fn pretend_reboot(seqd: &Seqd) {
     let db = rusqlite::Connection::open(seqd.data_dir().join("seqd.db")).unwrap();
+    // Opening a WAL store that a killed process left runs recovery; wait
+    // for its locks rather than fail on SQLITE_BUSY.
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     let n = db
         .execute(
             "UPDATE meta SET value = 'an-earlier-boot' WHERE name = 'boot_id'",
