@@ -269,7 +269,14 @@ pub(super) fn touch(conn: &Connection) -> rusqlite::Result<()> {
 /// Every key's ceiling as stored (each was fsynced when written, except a
 /// daily key's implied one, which is `reserve` whether stored or not).
 pub(super) fn load_ceilings(conn: &Connection) -> rusqlite::Result<HashMap<Arc<str>, u64>> {
-    let mut stmt = conn.prepare("SELECT key, coalesce(ceiling, value) FROM marks")?;
+    // Rows still in the log count too (a prune reloads the ceilings right
+    // after appending its batch's marks there).
+    let mut stmt = conn.prepare(
+        "SELECT key, max(c) FROM
+             (SELECT key, coalesce(ceiling, value) AS c FROM marks
+              UNION ALL SELECT key, coalesce(ceiling, value) AS c FROM mark_log)
+         GROUP BY key",
+    )?;
     let rows = stmt.query_map([], |r| {
         let key: String = r.get(0)?;
         Ok((Arc::from(key), r.get::<_, i64>(1)?.max(0) as u64))

@@ -454,3 +454,22 @@ fn the_mark_log_folds_into_marks_keeping_the_highest_and_the_first_dirty_start()
     let store = Store::open(dir.path(), 0, 10).unwrap();
     assert_eq!(store.mark("b"), 9);
 }
+
+#[tokio::test]
+async fn a_prune_in_the_same_batch_keeps_the_ceiling_just_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    // The first number and a prune in one batch: the prune reloads the
+    // ceilings while the number's row is still in the mark log.
+    let (a, b) = tokio::join!(store.issue("k", None, None, None), store.prune(0));
+    assert_eq!(a.unwrap(), 1);
+    b.unwrap();
+    let fsyncs = stats(&store).1;
+    assert_eq!(issue_n(&store, "k", 20).await, 21);
+    assert_eq!(
+        stats(&store).1,
+        fsyncs,
+        "the reserved ceiling (101) was kept"
+    );
+    assert_eq!(disk(dir.path(), "k"), (21, 101));
+}
