@@ -54,25 +54,42 @@ end
 return {n, raised, before}
 "#;
 
-/// `INCR key`, and with a TTL `EXPIRE key ttl NX` in the same write: two
-/// commands, one round trip, no script. Not atomic: if the connection
-/// broke between them the key would have no TTL, but then the request
-/// failed, no mark was recorded, and the next increment sends the
-/// `EXPIRE NX` again (it only sets a missing TTL). Returns the new number.
+/// `INCR key`; with a TTL, `MULTI` / `INCR` / `EXPIRE key ttl NX` /
+/// `EXEC`: the TTL is set in the same atomic step as the increment (SPEC:
+/// never a key left without one), without a script. The transaction is
+/// written as plain commands, not the redis crate's atomic pipeline, so
+/// that a fence's `WAIT` can follow its `EXEC`. Returns the new number.
 async fn increment(c: &mut crate::redis::Conn, key: &str, ttl: u64) -> redis::RedisResult<u64> {
     if ttl == 0 {
         return redis::cmd("INCR").arg(key).query_async(c).await;
     }
-    let (n, _): (u64, i64) = redis::pipe()
+    let replies: Vec<redis::Value> = redis::pipe()
+        .cmd("MULTI")
         .cmd("INCR")
         .arg(key)
         .cmd("EXPIRE")
         .arg(key)
         .arg(ttl)
         .arg("NX")
+        .cmd("EXEC")
         .query_async(c)
         .await?;
-    Ok(n)
+    // The last reply is EXEC's: the transaction's replies, or its error.
+    let exec = replies
+        .into_iter()
+        .last()
+        .unwrap_or(redis::Value::Nil)
+        .extract_error()?;
+    match exec {
+        redis::Value::Array(mut results) if !results.is_empty() => Ok(redis::from_redis_value(
+            results.swap_remove(0).extract_error()?,
+        )?),
+        other => Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "EXEC of an increment",
+            format!("{other:?}"),
+        ))),
+    }
 }
 
 /// Raises a counter to at least a mark; never lowers it.

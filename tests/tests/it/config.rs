@@ -104,10 +104,15 @@ fn an_increment_costs_redis_an_incr_and_the_script_runs_only_when_redis_lost_dat
         c.daily_next("sha", Some("UTC"), at).unwrap();
     }
     let stats = info_commandstats(&redis);
-    // Conversation: INCR; daily: INCR, with EXPIRE NX only for the first
-    // number this seqd draws of the key.
+    // Conversation: INCR; daily: INCR, with EXPIRE NX in one MULTI/EXEC
+    // only for the first number this seqd draws of the key.
     assert_eq!(calls(&stats, "incr"), 100, "{stats}");
     assert_eq!(calls(&stats, "expire"), 1, "{stats}");
+    assert_eq!(
+        (calls(&stats, "multi"), calls(&stats, "exec")),
+        (1, 1),
+        "{stats}"
+    );
     assert_eq!(
         calls(&stats, "evalsha") + calls(&stats, "eval"),
         0,
