@@ -280,19 +280,23 @@ impl RedisPool {
             .await
             .map_err(fail)?;
         // The name lets an operator (and the tests) tell seqd's
-        // connections apart in `CLIENT LIST`.
-        let (role, info): (redis::Value, String) = redis::pipe()
+        // connections apart in `CLIENT LIST`. An ACL user may be denied
+        // any of the three (`CLIENT`, `ROLE` and `INFO` are @admin or
+        // @dangerous): each answer is used when given, and a refusal only
+        // means less to check, never a connection refused.
+        let replies: Vec<redis::RedisResult<redis::Value>> = redis::pipe()
             .cmd("CLIENT")
             .arg("SETNAME")
             .arg("seqd")
-            .ignore()
             .cmd("ROLE")
             .cmd("INFO")
             .arg("server")
+            .ignore_errors()
             .query_async(&mut conn)
             .await
             .map_err(fail)?;
-        if let redis::Value::Array(items) = &role {
+        let mut replies = replies.into_iter().skip(1);
+        if let Some(Ok(redis::Value::Array(items))) = replies.next() {
             if let Some(redis::Value::BulkString(r)) = items.first() {
                 if r.as_slice() != b"master" {
                     return Err(RedisFailure::WrongNode(format!(
@@ -302,6 +306,11 @@ impl RedisPool {
                 }
             }
         }
+        let info = match replies.next() {
+            Some(Ok(redis::Value::BulkString(info))) => String::from_utf8_lossy(&info).into_owned(),
+            Some(Ok(redis::Value::VerbatimString { text, .. })) => text,
+            _ => String::new(),
+        };
         let run_id = info
             .lines()
             .find_map(|l| l.strip_prefix("run_id:"))

@@ -133,6 +133,59 @@ fn an_increment_costs_redis_an_incr_and_the_script_runs_only_when_redis_lost_dat
 }
 
 #[test]
+fn an_acl_user_without_admin_or_dangerous_commands_is_served() {
+    let redis = RedisServer::start();
+    // The kind of user a managed Redis hands out: no CLIENT, ROLE, INFO.
+    let acl = [
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">s3cret",
+        "~*",
+        "&*",
+        "+@all",
+        "-@admin",
+        "-@dangerous",
+    ];
+    assert!(matches!(redis.cmd(&acl), Reply::Status(s) if s == "OK"));
+    let port = redis.port.to_string();
+    let seqd = Seqd::start(SeqdOptions::local().with_args(&[
+        "--redis-host",
+        "127.0.0.1",
+        "--redis-port",
+        &port,
+        "--redis-username",
+        "app",
+        "--redis-password",
+        "s3cret",
+    ]));
+    let mut t = seqd.text();
+    assert_eq!(t.cmd("CONV NEXT group acl"), "OK seq=1 source=redis");
+    let daily = t.cmd("DAILY NEXT acl");
+    assert!(
+        daily.starts_with("OK seq=1 ") && daily.ends_with("source=redis"),
+        "{daily}"
+    );
+    assert_eq!(field(&t.cmd("HEALTH"), "breaker"), "closed");
+    // A wrong password is a Redis that cannot serve: answers come from
+    // the store, and HEALTH says why.
+    let wrong = Seqd::start(SeqdOptions::local().with_args(&[
+        "--redis-host",
+        "127.0.0.1",
+        "--redis-port",
+        &port,
+        "--redis-username",
+        "app",
+        "--redis-password",
+        "nope",
+    ]));
+    let reply = wrong.text().cmd("CONV NEXT group acl");
+    assert!(reply.contains("source=local"), "{reply}");
+    assert!(wrong.text().cmd("HEALTH").contains("WRONGPASS"));
+}
+
+#[test]
 fn the_client_reconnects_after_seqd_restarts() {
     let mut seqd = Seqd::start(SeqdOptions::local());
     let mut c = seqd.client();
