@@ -5,11 +5,16 @@
 //!
 //! - **Never twice, strictly increasing** per key from this seqd: every
 //!   number, from Redis or from the store, is committed to the store as the
-//!   key's high-water mark before it is returned; the increment script
-//!   never returns a number at or below the mark it is given (it raises the
-//!   counter in the same atomic step when Redis lost data); and a Redis
-//!   answer that collides with a number the store issued meanwhile is
-//!   refused and asked again ([`Store::claim`]).
+//!   key's high-water mark before it is returned; a number Redis answers
+//!   at or below the mark (Redis lost data) is never used: the increment
+//!   is a plain `INCR` (its first `EXPIRE NX` in the same `MULTI`), and
+//!   when its answer is at or below the mark the increment script runs
+//!   instead, which raises the counter past the mark in one atomic step;
+//!   and a Redis answer that collides with a number the store issued
+//!   meanwhile is refused and asked again ([`Store::claim`]).
+//! - **With `--redis-wait-replicas`**: the increment (and a raise) is
+//!   answered only once that many replicas acknowledged it (`WAIT`, see
+//!   `redis::pipe`), so a failover cannot hand it out again.
 //! - **Always answers**: with the breaker open, `NEXT` is answered from the
 //!   store at once; when a Redis operation fails or times out, from the
 //!   store right after (within the operation timeout).
