@@ -18,30 +18,41 @@ pub const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
 /// One sentinel process.
 pub struct SentinelProc {
     pub port: u16,
+    /// The TLS port, when its extra configuration asked for one
+    /// (`{tls_port}`).
+    pub tls_port: Option<u16>,
     _dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl SentinelProc {
     fn start(master_port: u16) -> SentinelProc {
+        SentinelProc::start_with(master_port, 2, "")
+    }
+
+    /// A sentinel monitoring the master on `master_port` with `quorum`, and
+    /// `extra` configuration lines, where `{tls_port}` becomes a free port.
+    pub fn start_with(master_port: u16, quorum: u32, extra: &str) -> SentinelProc {
         // A free port can be taken between the probe and the bind; retry.
         for _ in 0..5 {
-            if let Some(s) = SentinelProc::try_start(master_port) {
+            if let Some(s) = SentinelProc::try_start(master_port, quorum, extra) {
                 return s;
             }
         }
         panic!("could not start a sentinel");
     }
 
-    fn try_start(master_port: u16) -> Option<SentinelProc> {
+    fn try_start(master_port: u16, quorum: u32, extra: &str) -> Option<SentinelProc> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let tls_port = extra.contains("{tls_port}").then(free_port);
+        let extra = extra.replace("{tls_port}", &tls_port.unwrap_or(0).to_string());
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+                "port {port}\nbind 127.0.0.1\ndir {}\n{extra}\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 6000\n\
                  sentinel parallel-syncs {MASTER_NAME} 1\n",
@@ -58,6 +69,7 @@ impl SentinelProc {
             .expect("redis-server --sentinel");
         let mut s = SentinelProc {
             port,
+            tls_port,
             _dir: dir,
             child: Some(child),
         };

@@ -203,6 +203,51 @@ fn a_missing_client_certificate_is_refused_by_redis() {
     assert_eq!(redis.get_u64("seq:group:tls"), None);
 }
 
+#[test]
+fn seqd_finds_the_master_through_a_sentinel_over_tls() {
+    let pki = Pki::new();
+    let master = pki.redis();
+    // A sentinel that speaks TLS to clients and to the master.
+    let tls = format!(
+        "tls-port {{tls_port}}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+         tls-replication yes",
+        arg(&pki.path("server.pem")),
+        arg(&pki.path("server.key")),
+        arg(&pki.path("ca.pem"))
+    );
+    let sentinel = SentinelProc::start_with(master.port, 1, &tls);
+    wait_until("the sentinel to see the master", FAILOVER_DEADLINE, || {
+        sentinel.master_port() == Some(master.port)
+    });
+    let sentinels = format!("127.0.0.1:{}", sentinel.tls_port.expect("a TLS port"));
+    let (ca, cert, key) = (
+        arg(&pki.path("ca.pem")),
+        arg(&pki.path("client.pem")),
+        arg(&pki.path("client.key")),
+    );
+    let seqd = tls_seqd(&[
+        "--redis-sentinels",
+        &sentinels,
+        "--redis-tls",
+        "--redis-ca-file",
+        &ca,
+        "--redis-cert-file",
+        &cert,
+        "--redis-key-file",
+        &key,
+    ]);
+    assert_eq!(
+        seqd.text().cmd("CONV NEXT group sentinel-tls"),
+        "OK seq=1 source=redis"
+    );
+    let health = seqd.text().cmd("HEALTH");
+    assert_eq!(
+        field(&health, "master"),
+        format!("127.0.0.1:{}", master.port)
+    );
+    assert_eq!(master.get_u64("seq:group:sentinel-tls"), Some(1));
+}
+
 /// Starts seqd with `args` and returns its exit code and stderr.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
