@@ -98,11 +98,15 @@ impl Pki {
     }
 }
 
+/// A seqd with `args`. A first connection over TLS is several handshakes
+/// (through a sentinel: three), which a loaded test machine's debug build
+/// can take longer than the default 250 ms for: the tests allow 2 s.
 fn tls_seqd(args: &[&str]) -> Seqd {
-    Seqd::start(SeqdOptions {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        ..SeqdOptions::local()
-    })
+    Seqd::start(
+        SeqdOptions::local()
+            .with_args(&["--redis-timeout-ms", "2000"])
+            .with_args(args),
+    )
 }
 
 fn arg(p: &Path) -> String {
@@ -119,10 +123,8 @@ fn seqd_on(redis: &RedisServer, ca: &Pki, client: Option<&Pki>) -> Seqd {
         args.extend(["--redis-cert-file".to_string(), arg(&c.path("client.pem"))]);
         args.extend(["--redis-key-file".to_string(), arg(&c.path("client.key"))]);
     }
-    Seqd::start(SeqdOptions {
-        args,
-        ..SeqdOptions::local()
-    })
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tls_seqd(&args)
 }
 
 #[test]
