@@ -150,16 +150,19 @@ fn an_acl_user_without_admin_or_dangerous_commands_is_served() {
     ];
     assert!(matches!(redis.cmd(&acl), Reply::Status(s) if s == "OK"));
     let port = redis.port.to_string();
-    let seqd = Seqd::start(SeqdOptions::local().with_args(&[
-        "--redis-host",
-        "127.0.0.1",
-        "--redis-port",
-        &port,
-        "--redis-username",
-        "app",
-        "--redis-password",
-        "s3cret",
-    ]));
+    let as_app = |password: &str| {
+        Seqd::start(SeqdOptions::local().with_args(&[
+            "--redis-host",
+            "127.0.0.1",
+            "--redis-port",
+            &port,
+            "--redis-username",
+            "app",
+            "--redis-password",
+            password,
+        ]))
+    };
+    let seqd = as_app("s3cret");
     let mut t = seqd.text();
     assert_eq!(t.cmd("CONV NEXT group acl"), "OK seq=1 source=redis");
     let daily = t.cmd("DAILY NEXT acl");
@@ -170,16 +173,7 @@ fn an_acl_user_without_admin_or_dangerous_commands_is_served() {
     assert_eq!(field(&t.cmd("HEALTH"), "breaker"), "closed");
     // A wrong password is a Redis that cannot serve: answers come from
     // the store, and HEALTH says why.
-    let wrong = Seqd::start(SeqdOptions::local().with_args(&[
-        "--redis-host",
-        "127.0.0.1",
-        "--redis-port",
-        &port,
-        "--redis-username",
-        "app",
-        "--redis-password",
-        "nope",
-    ]));
+    let wrong = as_app("nope");
     let reply = wrong.text().cmd("CONV NEXT group acl");
     assert!(reply.contains("source=local"), "{reply}");
     assert!(wrong.text().cmd("HEALTH").contains("WRONGPASS"));

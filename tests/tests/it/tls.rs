@@ -86,6 +86,19 @@ impl Pki {
         self.dir.path().join(name)
     }
 
+    /// `--redis-ca-file`, `--redis-cert-file` and `--redis-key-file` for
+    /// this CA and its client certificate.
+    fn client_flags(&self) -> Vec<String> {
+        [
+            ("--redis-ca-file", "ca.pem"),
+            ("--redis-cert-file", "client.pem"),
+            ("--redis-key-file", "client.key"),
+        ]
+        .iter()
+        .flat_map(|(flag, file)| [flag.to_string(), arg(&self.path(file))])
+        .collect()
+    }
+
     /// A Redis with TLS that requires a client certificate.
     fn redis(&self) -> RedisServer {
         let r = RedisServer::start_tls(
@@ -131,11 +144,6 @@ fn seqd_on(redis: &RedisServer, ca: &Pki, client: Option<&Pki>) -> Seqd {
 fn seqd_speaks_tls_with_a_ca_and_a_client_certificate() {
     let pki = Pki::new();
     let redis = pki.redis();
-    let (ca, cert, key) = (
-        arg(&pki.path("ca.pem")),
-        arg(&pki.path("client.pem")),
-        arg(&pki.path("client.key")),
-    );
     // A rediss:// URL.
     let seqd = seqd_on(&redis, &pki, Some(&pki));
     assert!(seqd.log_text().contains("(TLS)"), "{}", seqd.log_text());
@@ -145,19 +153,16 @@ fn seqd_speaks_tls_with_a_ca_and_a_client_certificate() {
     );
     // The HOST form with --redis-tls, on the same Redis: the same counter.
     let port = redis.port.to_string();
-    let other = tls_seqd(&[
+    let mut args = vec![
         "--redis-host",
         "127.0.0.1",
         "--redis-port",
         &port,
         "--redis-tls",
-        "--redis-ca-file",
-        &ca,
-        "--redis-cert-file",
-        &cert,
-        "--redis-key-file",
-        &key,
-    ]);
+    ];
+    let flags = pki.client_flags();
+    args.extend(flags.iter().map(String::as_str));
+    let other = tls_seqd(&args);
     assert_eq!(
         other.text().cmd("CONV NEXT group tls"),
         "OK seq=2 source=redis"
@@ -222,22 +227,10 @@ fn seqd_finds_the_master_through_a_sentinel_over_tls() {
         sentinel.master_port() == Some(master.port)
     });
     let sentinels = format!("127.0.0.1:{}", sentinel.tls_port.expect("a TLS port"));
-    let (ca, cert, key) = (
-        arg(&pki.path("ca.pem")),
-        arg(&pki.path("client.pem")),
-        arg(&pki.path("client.key")),
-    );
-    let seqd = tls_seqd(&[
-        "--redis-sentinels",
-        &sentinels,
-        "--redis-tls",
-        "--redis-ca-file",
-        &ca,
-        "--redis-cert-file",
-        &cert,
-        "--redis-key-file",
-        &key,
-    ]);
+    let mut args = vec!["--redis-sentinels", &sentinels, "--redis-tls"];
+    let flags = pki.client_flags();
+    args.extend(flags.iter().map(String::as_str));
+    let seqd = tls_seqd(&args);
     assert_eq!(
         seqd.text().cmd("CONV NEXT group sentinel-tls"),
         "OK seq=1 source=redis"
