@@ -98,11 +98,6 @@ impl Conn {
         }
     }
 
-    /// True on a cluster.
-    pub fn is_cluster(&self) -> bool {
-        !matches!(self, Conn::Pipe(_))
-    }
-
     /// A health check: `PING` on one server; on a cluster, that it reports
     /// `cluster_state:ok` (a `PING` would go to every node and fail while
     /// one failed replica is still listed).

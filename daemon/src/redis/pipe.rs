@@ -79,8 +79,8 @@ struct Job {
     /// Replies to drop from the front (the `MULTI` / `QUEUED` of a
     /// transaction).
     skip: usize,
-    /// Hold the replies until the batch's `WAIT` confirms them.
-    fenced: bool,
+    /// Set on a fenced request: hold the replies until the batch's `WAIT`
+    /// confirms them.
     fence: Option<Fence>,
     done: oneshot::Sender<redis::RedisResult<Vec<Value>>>,
 }
@@ -195,13 +195,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut fence = None;
         while let Some(job) = next.take().or_else(|| queue.try_recv().ok()) {
             buf.extend_from_slice(&job.bytes);
-            if job.fenced {
-                fence = job.fence;
-            }
+            fence = fence.or(job.fence);
             let w = Waiting::Job {
                 replies: job.replies,
                 skip: job.skip,
-                fenced: job.fenced,
+                fenced: job.fence.is_some(),
                 done: job.done,
             };
             if waiting.send(w).is_err() {
@@ -442,8 +440,7 @@ impl Pipe {
             bytes,
             replies,
             skip,
-            fenced: self.fenced,
-            fence: self.fence,
+            fence: self.fence.filter(|_| self.fenced),
             done,
         };
         self.jobs.send(job).map_err(|_| closed())?;

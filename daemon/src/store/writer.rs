@@ -188,10 +188,10 @@ impl Writer {
             self.full = sync;
         }
         let tx = self.conn.transaction()?;
-        // Reconciliations, prunes and a clean stop read or change `marks`
-        // in place: fold the log in first. So does a log grown long.
-        let fold_first = !reconciled.is_empty()
-            || prune_before.is_some()
+        // Prunes and a clean stop work on `marks` in place: fold the log in
+        // first, as for a log grown long. (Reconciliations fold it inside
+        // `write_marks`, after this batch's rows.)
+        let fold_first = prune_before.is_some()
             || self.logged >= COMPACT_AT
             || batch.iter().any(|op| matches!(op, Op::Close { .. }));
         if fold_first {
@@ -199,7 +199,11 @@ impl Writer {
             self.logged = 0;
         }
         write_marks(&tx, &folded, &raised, &implied, &reconciled)?;
-        self.logged += folded.len();
+        self.logged = if reconciled.is_empty() {
+            self.logged + folded.len()
+        } else {
+            0
+        };
         write_others(&tx, batch)?;
         let pruned = match prune_before {
             Some(now) => prune(&tx, now)?,
@@ -348,9 +352,8 @@ fn write_marks(
             r.dirty_from.map(|f| f as i64)
         ])?;
     }
-    // After the raises of the same batch: a key issued past the reconciled
-    // value stays dirty. (The log was folded in before: see `commit`; the
-    // raises of this batch are folded now.)
+    // After the raises of the same batch (folded in with the rest of the
+    // log first): a key issued past the reconciled value stays dirty.
     if !reconciled.is_empty() {
         compact(tx)?;
     }
