@@ -3,13 +3,17 @@
 # writes N daily marks into a fresh store (as a day of NEXTs would leave
 # them: value 1..3, today's expiry, an implied ceiling), then starts a
 # release seqd on it and prints the store's size, the time from start to
-# the first answer, and seqd's RSS once ready and after a NEXT.
+# the first answer, and seqd's RSS once ready and after a NEXT. Then it
+# restarts seqd with --marks-in-memory 100000 and draws cold keys (every
+# request a user never seen, each a miss looked up in the big store) for
+# SECS seconds: the rate, and RSS after more new keys than the cap.
 #
-# Usage: bench/many_keys.sh [N]   (default 10000000)
+# Usage: bench/many_keys.sh [N] [SECS]   (defaults 10000000, 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000000}
-cargo build --release -q -p seqd
+secs=${2:-30}
+cargo build --release -q -p seqd -p seqd-bench
 work=$(mktemp -d)
 trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -26,9 +30,11 @@ day = time.strftime("%Y%m%d", time.gmtime())
 expires = int(time.time()) + 172800
 conn = sqlite3.connect(db)
 conn.execute("PRAGMA synchronous=OFF")
-rows = ((f"user:u{i}:sequence:{day}", 1 + i % 3, expires, 0, 172800, 1000) for i in range(n))
+# Dirty, as a day in local mode leaves them (pending reconciliation).
+rows = ((f"user:u{i}:sequence:{day}", 1 + i % 3, expires, 1, 172800, 1000, 0) for i in range(n))
 conn.executemany(
-    "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling) VALUES (?,?,?,?,?,?)", rows)
+    "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling, dirty_from)"
+    " VALUES (?,?,?,?,?,?,?)", rows)
 conn.commit()
 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 conn.close()
@@ -51,3 +57,15 @@ printf '%-34s %s\n' "start to first answer" "$(awk -v a="$start" -v b="$ready" '
 printf '%-34s %s\n' "RSS when ready" "$(awk -v k="$rss_ready" 'BEGIN { printf "%.0f MiB", k / 1024 }')  (target < 512 MiB)"
 printf '%-34s %s\n' "RSS after a NEXT" "$(awk -v k="$rss_after" 'BEGIN { printf "%.0f MiB", k / 1024 }')"
 printf '%-34s %s\n' "DAILY NEXT u7 (had 2, so 3)" "$answer"
+
+# A day going on: more new keys than memory may hold.
+kill -TERM "$pid"; wait "$pid" || true
+cap=100000
+target/release/seqd --socket "$work/s.sock" --data-dir "$work/d" --marks-in-memory "$cap" 2>"$work/seqd2.log" &
+pid=$!
+until echo PING 2>/dev/null | socat - "UNIX-CONNECT:$work/s.sock" 2>/dev/null | grep -q OK; do sleep 0.01; done
+cold=$(target/release/seqd-bench --socket "$work/s.sock" --op daily-next --cold --clients 50 --seconds "$secs" --tag many | tail -n 1)
+rss_cold=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+marks=$(echo HEALTH | socat -t 5 - "UNIX-CONNECT:$work/s.sock" | grep -o 'local_marks=[0-9]*')
+printf '%-34s %s\n' "cold keys, 50 clients, ${secs} s" "$cold"
+printf '%-34s %s\n' "RSS after them (cap $cap)" "$(awk -v k="$rss_cold" 'BEGIN { printf "%.0f MiB", k / 1024 }')  ($marks)"

@@ -51,6 +51,7 @@ pub async fn run(
     })
     .await?
     .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    store.limit_marks_in_memory(config.marks_in_memory as usize);
 
     let mut metrics = Metrics::new();
     metrics.register_store(store.counters());
@@ -84,11 +85,11 @@ pub async fn run(
     };
     if socket.activated() {
         tracing::info!(
-            marks = store.len(),
+            pending_reconciliation = store.pending(),
             "seqd ready on the socket systemd passed (socket activation)"
         );
     } else {
-        tracing::info!(socket = %config.socket.display(), marks = store.len(), "seqd ready");
+        tracing::info!(socket = %config.socket.display(), pending_reconciliation = store.pending(), "seqd ready");
     }
 
     let ctx = Arc::new(Context::new(

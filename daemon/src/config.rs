@@ -115,6 +115,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
     pub mark_reserve: u64,
 
+    /// Most high-water marks kept in memory (about 250 bytes each). Every
+    /// mark is on disk; one not in memory is read from there when its key
+    /// is next used, inside the commit its number waits for anyway. Keys
+    /// pending reconciliation and keys in use are never evicted.
+    #[arg(long, env = "SEQD_MARKS_IN_MEMORY", default_value_t = crate::store::DEFAULT_MARKS_IN_MEMORY as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub marks_in_memory: u64,
+
     /// Days around today, in the request's zone, whose daily counter
     /// accepts DAILY NEXT (1: yesterday, today and tomorrow). A counter
     /// lives until its day's window has closed, so a day is never counted

@@ -42,8 +42,8 @@ impl Sequences for LocalSequences {
     }
 
     fn current<'a>(&'a self, key: &'a SeqKey) -> BoxFuture<'a, Result<Issued, Error>> {
-        let seq = self.store.mark(&key.key);
         async move {
+            let seq = self.store.mark(&key.key).await?;
             Ok(Issued {
                 seq,
                 source: Source::Local,

@@ -272,7 +272,13 @@ impl RedisSequences {
     async fn reconcile(&self, link: &RedisLink) -> Result<(), RedisFailure> {
         let mut budget = self.store.pending();
         while budget > 0 {
-            let batch = self.store.pending_batch(RECONCILE_BATCH.min(budget));
+            let batch = match self.store.pending_batch(RECONCILE_BATCH.min(budget)).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the keys pending reconciliation");
+                    break;
+                }
+            };
             if batch.is_empty() {
                 break;
             }
@@ -393,7 +399,7 @@ impl Sequences for RedisSequences {
                 .link
                 .call(|mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
                 .await;
-            let mark = self.store.mark(k);
+            let mark = self.store.mark(k).await?;
             match in_redis {
                 // If Redis lost the counter, the last number this seqd
                 // issued is still the current one.

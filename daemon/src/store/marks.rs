@@ -25,6 +25,25 @@
 //!   issued then. Conversation keys (which never expire) have no implied
 //!   ceiling: their first number is fsynced.
 //!
+//! - Memory holds a *cache* of marks, not all of them: at most
+//!   `--marks-in-memory` (see [`HighWaterMarks::cap`]); the disk holds
+//!   every mark. A mark read from disk, or confirmed against it by a
+//!   commit, is *verified*; a key met for the first time in this run (or
+//!   again after its mark was evicted) starts unverified at what an unknown
+//!   key may be assumed to hold, and its numbers go to the writer
+//!   *unchecked*: the writer compares each with the mark on disk inside
+//!   the commit and refuses one at or below it (`Settled::Stale`), and the
+//!   handle then raises the mark to the disk's and draws again. So a start
+//!   loads nothing but the keys pending reconciliation, and a key read from
+//!   disk costs no extra round trip: the check rides on the commit the
+//!   number waits for anyway.
+//! - Only a mark nothing in memory depends on is evicted: verified, no
+//!   Redis request in flight, no write outstanding. A dirty one may go
+//!   too (its row on disk says dirty): `HighWaterMarks::unloaded` counts
+//!   those, and reconciliation reads them back a page at a time
+//!   (`Store::pending_batch`). A start loads none: a seqd that ran in
+//!   local mode all day (every key dirty) starts at once as well.
+//!
 //! No SQLite here: the store's handle (`super::Store`) makes every change
 //! durable before it returns; this file decides what the change is.
 
@@ -88,6 +107,21 @@ pub(super) struct Mark {
     next_index: u64,
     /// Start indexes of the Redis requests in flight (a multiset).
     pub(super) flights: BTreeMap<u64, u32>,
+    /// The mark is at least the one on disk (read from it, or confirmed
+    /// by a commit); until then numbers go to the writer unchecked.
+    pub(super) verified: bool,
+    /// Which mark this is among those the key had in memory (each new one
+    /// gets the next): the writer compares the unchecked numbers of one
+    /// mark with the disk as it was before the first of them, so two that
+    /// reach it out of order are both written.
+    epoch: u64,
+    /// Writes of this mark sent to the writer and not settled yet.
+    writing: u32,
+    /// Used since the last eviction sweep (a second chance).
+    used: bool,
+    /// The writer said the key is pending on disk (counted in
+    /// `HighWaterMarks::unloaded` until then).
+    pending_on_disk: bool,
 }
 
 impl Mark {
@@ -100,7 +134,32 @@ impl Mark {
             recent: VecDeque::new(),
             next_index: 0,
             flights: BTreeMap::new(),
+            verified: false,
+            epoch: 0,
+            writing: 0,
+            used: true,
+            pending_on_disk: false,
         }
+    }
+
+    /// A mark as read from disk.
+    pub(super) fn stored(value: u64, expires_at: Option<i64>, ttl: Option<u64>) -> Mark {
+        Mark {
+            verified: true,
+            ..Mark::new(value, expires_at, ttl)
+        }
+    }
+
+    /// What a write of this mark tells the writer: `None` when verified,
+    /// else the epoch to check against the disk.
+    fn unchecked(&self) -> Option<u64> {
+        (!self.verified).then_some(self.epoch)
+    }
+
+    /// Nothing depends on this mark but the disk (unless it is dirty,
+    /// which the caller checks): it may be evicted.
+    fn evictable(&self) -> bool {
+        self.verified && self.writing == 0 && self.flights.is_empty()
     }
 
     /// Records `n` as issued now.
@@ -164,15 +223,70 @@ pub struct PendingKey {
     pub dirty_from: Option<u64>,
 }
 
-/// Every key's mark. Shared behind a `std::sync::Mutex`, not a Tokio one:
-/// nothing awaits while it is held.
-#[derive(Default)]
+/// The marks in memory. Shared behind a `std::sync::Mutex`, not a Tokio
+/// one: nothing awaits while it is held.
 pub struct HighWaterMarks {
     pub(super) by_key: HashMap<Arc<str>, Mark>,
     /// Keys whose mark is dirty (issued locally, Redis not raised yet).
     pub(super) dirty: HashSet<Arc<str>>,
     /// The last unclean stop, if there ever was one.
     pub(super) implied: Option<Implied>,
+    /// Most marks kept in memory: past it, a sweep evicts the marks not
+    /// used since the previous sweep that nothing depends on (a busy key
+    /// is never evicted, so the cap can be exceeded by those).
+    pub(super) cap: usize,
+    /// Dirty keys whose marks are on disk only (not in `dirty`).
+    pub(super) unloaded: usize,
+    /// Epochs given to new marks so far.
+    epochs: u64,
+}
+
+/// Default of `--marks-in-memory`: about 250 MB of marks.
+pub const DEFAULT_MARKS_IN_MEMORY: usize = 1_000_000;
+
+impl Default for HighWaterMarks {
+    fn default() -> Self {
+        HighWaterMarks {
+            by_key: HashMap::new(),
+            dirty: HashSet::new(),
+            implied: None,
+            cap: DEFAULT_MARKS_IN_MEMORY,
+            unloaded: 0,
+            epochs: 0,
+        }
+    }
+}
+
+/// What the writer made of a write sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settled {
+    /// Committed; for an unchecked number, with the disk's state of the
+    /// key before it.
+    Written(Option<OnDisk>),
+    /// Refused: an unchecked number at or below the mark on disk, which
+    /// is given.
+    Stale(OnDisk),
+}
+
+/// A key's mark on disk, as a refusal reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct OnDisk {
+    pub(super) value: u64,
+    /// `Some` when the key is pending reconciliation on disk: the mark its
+    /// local numbers began from (`None` inside for a store from before
+    /// that was recorded).
+    pub(super) dirty: Option<Option<u64>>,
+}
+
+/// A number drawn from memory, on its way to the writer.
+pub(super) struct Drawn {
+    pub(super) key: Arc<str>,
+    pub(super) value: u64,
+    /// The mark the key's local numbers began from.
+    pub(super) from: u64,
+    /// `None` when the mark was verified; otherwise the mark's epoch: the
+    /// writer compares the number with the disk.
+    pub(super) unchecked: Option<u64>,
 }
 
 /// What an unclean stop leaves to assume of daily keys not in the store.
@@ -197,6 +311,71 @@ impl HighWaterMarks {
 }
 
 impl HighWaterMarks {
+    /// Evicts, when over the cap, the marks nothing depends on: first
+    /// those not used since the last sweep, then any.
+    fn sweep(&mut self) {
+        if self.by_key.len() < self.cap {
+            return;
+        }
+        let target = self.cap - self.cap / 4;
+        let HighWaterMarks {
+            by_key,
+            dirty,
+            unloaded,
+            ..
+        } = self;
+        let mut evict = |k: &Arc<str>| {
+            if dirty.remove(k) {
+                *unloaded += 1;
+            }
+        };
+        by_key.retain(|k, m| {
+            let keep = !m.evictable() || m.used;
+            m.used = false;
+            if !keep {
+                evict(k);
+            }
+            keep
+        });
+        if by_key.len() > target {
+            let mut over = by_key.len() - target;
+            by_key.retain(|k, m| {
+                if over > 0 && m.evictable() {
+                    over -= 1;
+                    evict(k);
+                    return false;
+                }
+                true
+            });
+        }
+    }
+
+    /// Puts marks of dirty keys read from disk in memory (those memory
+    /// does not hold already); returns how many it put.
+    pub(super) fn load_pending(&mut self, rows: Vec<(Arc<str>, Mark)>) -> usize {
+        let mut added = 0;
+        for (key, mark) in rows {
+            if self.by_key.contains_key(&key) {
+                continue;
+            }
+            self.by_key.insert(key.clone(), mark);
+            if self.dirty.insert(key) {
+                added += 1;
+            }
+        }
+        self.unloaded = self.unloaded.saturating_sub(added);
+        added
+    }
+
+    /// Puts a mark read from disk in memory, unless memory has a newer one
+    /// (a number drawn meanwhile).
+    pub(super) fn learn(&mut self, key: &str, value: u64) {
+        if let Some(m) = self.by_key.get_mut(key) {
+            m.value = m.value.max(value);
+            m.verified = true;
+        }
+    }
+
     /// The stored `Arc` for `key`, inserting a fresh mark when missing.
     fn entry(
         &mut self,
@@ -208,14 +387,20 @@ impl HighWaterMarks {
         let k: Arc<str> = match self.by_key.get_key_value(key) {
             Some((k, _)) => k.clone(),
             None => {
+                self.sweep();
                 let k: Arc<str> = Arc::from(key);
                 let value = self.unknown_key_mark(issuable_from);
-                self.by_key
-                    .insert(k.clone(), Mark::new(value, expires_at, ttl));
+                self.epochs += 1;
+                let mark = Mark {
+                    epoch: self.epochs,
+                    ..Mark::new(value, expires_at, ttl)
+                };
+                self.by_key.insert(k.clone(), mark);
                 k
             }
         };
         let m = self.by_key.get_mut(key).expect("present above");
+        m.used = true;
         m.expires_at = Mark::merge_expiry(m.expires_at, expires_at);
         if ttl.is_some() {
             m.ttl = ttl;
@@ -224,15 +409,15 @@ impl HighWaterMarks {
     }
 
     /// The next number of `key` from the store alone: one more than the
-    /// mark, recorded and marked dirty. Returns the key, the number and the
-    /// mark the local numbers began from.
+    /// mark, recorded and marked dirty, its write outstanding until
+    /// [`HighWaterMarks::settle`].
     pub(super) fn issue(
         &mut self,
         key: &str,
         expires_at: Option<i64>,
         ttl: Option<u64>,
         issuable_from: Option<i64>,
-    ) -> Result<(Arc<str>, u64, u64), StoreError> {
+    ) -> Result<Drawn, StoreError> {
         let (key, mark) = self.entry(key, expires_at, ttl, issuable_from);
         let value = mark
             .value
@@ -241,8 +426,56 @@ impl HighWaterMarks {
             .ok_or_else(|| StoreError::Exhausted(key.to_string()))?;
         let from = *mark.dirty_from.get_or_insert(mark.value);
         mark.record(value);
+        mark.writing += 1;
+        let unchecked = mark.unchecked();
         self.dirty.insert(key.clone());
-        Ok((key, value, from))
+        Ok(Drawn {
+            key,
+            value,
+            from,
+            unchecked,
+        })
+    }
+
+    /// The writer's answer to a write of `key`: a commit of an unchecked
+    /// number verifies the mark (memory is at or above the disk now); a
+    /// refusal raises it to the disk's.
+    pub(super) fn settle(&mut self, key: &str, outcome: Option<Settled>) {
+        let Some((k, _)) = self.by_key.get_key_value(key) else {
+            return;
+        };
+        let k = k.clone();
+        let m = self.by_key.get_mut(key).expect("present above");
+        m.writing = m.writing.saturating_sub(1);
+        // Only an unchecked number's answer carries the disk's state.
+        let (on_disk, stale) = match outcome {
+            Some(Settled::Written(Some(d))) => (d, false),
+            Some(Settled::Stale(d)) => (d, true),
+            // Checked, or a failed commit (which decides nothing).
+            Some(Settled::Written(None)) | None => return,
+        };
+        m.verified = true;
+        m.value = m.value.max(on_disk.value);
+        match on_disk.dirty {
+            // Pending on disk since an earlier run: memory takes it over,
+            // with where its local numbers began.
+            Some(from) => {
+                m.dirty_from = from.or(m.dirty_from).or(Some(on_disk.value));
+                if !m.pending_on_disk {
+                    m.pending_on_disk = true;
+                    self.unloaded = self.unloaded.saturating_sub(1);
+                }
+                self.dirty.insert(k);
+            }
+            // Local numbers (if any are left to issue) begin above the
+            // disk's mark, not at what memory assumed.
+            None if stale => {
+                if let Some(from) = m.dirty_from.as_mut() {
+                    *from = (*from).max(on_disk.value);
+                }
+            }
+            None => {}
+        }
     }
 
     /// Registers a Redis request for `key` as in flight until the
@@ -267,14 +500,16 @@ impl HighWaterMarks {
     }
 
     /// Records `value`, a number Redis answered to `flight`, unless it may
-    /// already have been issued since the request began.
+    /// already have been issued since the request began. Returns the key
+    /// and, unless the mark was verified, its epoch; the write is
+    /// outstanding until [`HighWaterMarks::settle`].
     pub(super) fn claim(
         &mut self,
         flight: &Flight,
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
-    ) -> Result<Arc<str>, Claim> {
+    ) -> Result<(Arc<str>, Option<u64>), Claim> {
         if value > i64::MAX as u64 {
             return Err(Claim::Failed(StoreError::Exhausted(flight.key.to_string())));
         }
@@ -283,14 +518,18 @@ impl HighWaterMarks {
             return Err(Claim::Taken { mark: mark.value });
         }
         mark.record(value);
-        Ok(key)
+        mark.writing += 1;
+        Ok((key, mark.unchecked()))
     }
 
     /// Redis holds at least `value` for `key`: the key is no longer dirty,
     /// unless it was issued past `value` meanwhile. Returns the key when
     /// that is to be recorded.
     pub(super) fn reconciled(&mut self, key: &str, value: u64) -> Option<Arc<str>> {
-        let (k, m) = self.by_key.get_key_value(key)?;
+        let Some((k, m)) = self.by_key.get_key_value(key) else {
+            // Evicted meanwhile: the writer checks the value on disk.
+            return Some(Arc::from(key));
+        };
         if m.value > value {
             return None;
         }

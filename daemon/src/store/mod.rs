@@ -6,9 +6,13 @@
 //! For every sequence key this seqd has issued a number for, the highest
 //! number issued (the *mark*), when the mark may be forgotten, and whether
 //! the number came from this store rather than from Redis (*dirty*: Redis
-//! has not been raised to it yet, so it is pending reconciliation). The
-//! marks live twice: in memory (read on every request, without blocking)
-//! and in `seqd.db` (so they survive a `kill -9`).
+//! has not been raised to it yet, so it is pending reconciliation). Every
+//! mark is in `seqd.db` (so it survives a `kill -9`); memory holds those
+//! of the keys in use, at most `--marks-in-memory` of them, read on every
+//! request without blocking. A start loads only the keys pending
+//! reconciliation: a mark not in memory is checked against the disk inside
+//! the commit its number waits for anyway (see `marks.rs`), so a store of
+//! ten million keys starts at once and costs memory only for the keys used.
 //!
 //! # What it guarantees
 //!
@@ -58,10 +62,11 @@ mod tests;
 mod writer;
 
 pub use lock::{lock_data_dir, DataDirLock, LockError, LOCK_FILE};
-pub use marks::{Claim, Flight, HighWaterMarks, PendingKey};
+pub use marks::{Claim, Flight, HighWaterMarks, PendingKey, DEFAULT_MARKS_IN_MEMORY};
 pub use outbox::OutboxEntry;
 pub use streams::StreamRow;
 
+use marks::Settled;
 use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
@@ -83,6 +88,10 @@ pub enum StoreError {
     Exhausted(String),
 }
 
+/// Draws of one number from memory before [`Store::issue`] gives up (see
+/// there).
+const ISSUE_ATTEMPTS: usize = 8;
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -90,6 +99,8 @@ pub struct Store {
     marks: Arc<Mutex<HighWaterMarks>>,
     tx: mpsc::Sender<Op>,
     counters: StoreCounters,
+    /// The last dirty key read from disk (see [`Store::pending_batch`]).
+    cursor: Arc<Mutex<Option<Arc<str>>>>,
 }
 
 /// Counters of the writer thread, exported as metrics
@@ -106,20 +117,21 @@ pub struct StoreCounters {
 }
 
 impl Store {
-    /// Opens (or creates) `dir/seqd.db`, loads the marks that have not
-    /// expired, and starts the writer thread.
+    /// Opens (or creates) `dir/seqd.db`, loads the marks of the keys
+    /// pending reconciliation, and starts the writer thread.
     pub fn open(dir: &Path, now: i64, reserve: u64) -> Result<Store, StoreError> {
         let mut conn = schema::open(dir)?;
-        let (exact, unclean_since) =
+        let (_, unclean_since) =
             schema::start_boot(&mut conn, schema::current_boot_id().as_deref(), now)?;
-        let (mut marks, ceilings) = schema::load_marks(&conn, now, exact)?;
+        let mut marks = HighWaterMarks::default();
+        marks.unloaded = schema::count_dirty(&conn)?;
         marks.implied = unclean_since.map(|since| marks::Implied { since, reserve });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = StoreCounters::default();
         let writer = Writer {
             conn,
             reserve,
-            ceilings,
+            known: Default::default(),
             full: true,
             logged: 0,
             counters: counters.clone(),
@@ -132,6 +144,7 @@ impl Store {
             marks: Arc::new(Mutex::new(marks)),
             tx,
             counters,
+            cursor: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -140,9 +153,33 @@ impl Store {
         self.counters.clone()
     }
 
-    /// The highest number issued for `key` (0 when none), from memory.
-    pub fn mark(&self, key: &str) -> u64 {
-        self.lock().by_key.get(key).map_or(0, |m| m.value)
+    /// Keeps at most `cap` marks in memory (`--marks-in-memory`).
+    pub fn limit_marks_in_memory(&self, cap: usize) {
+        self.lock().cap = cap.max(1);
+    }
+
+    /// The highest number issued for `key` (0 when none): from memory, or
+    /// from the disk for a key memory has not verified.
+    pub async fn mark(&self, key: &str) -> Result<u64, StoreError> {
+        if let Some(m) = self.lock().by_key.get(key).filter(|m| m.verified) {
+            return Ok(m.value);
+        }
+        let (done, wait) = oneshot::channel();
+        let on_disk = self
+            .send(
+                Op::Read {
+                    key: Arc::from(key),
+                    done,
+                },
+                wait,
+            )
+            .await?;
+        let mut marks = self.lock();
+        marks.learn(key, on_disk);
+        Ok(marks
+            .by_key
+            .get(key)
+            .map_or(on_disk, |m| m.value.max(on_disk)))
     }
 
     /// True when `key` holds numbers issued locally that Redis has not been
@@ -156,19 +193,44 @@ impl Store {
         self.lock().dirty_from(key)
     }
 
-    /// How many keys have a mark in memory.
+    /// How many marks are in memory (the disk may hold more).
     pub fn len(&self) -> usize {
         self.lock().by_key.len()
     }
 
-    /// How many keys are pending reconciliation with Redis.
+    /// How many keys are pending reconciliation with Redis (in memory and
+    /// on disk only).
     pub fn pending(&self) -> usize {
-        self.lock().dirty.len()
+        let marks = self.lock();
+        marks.dirty.len() + marks.unloaded
     }
 
-    /// Up to `limit` keys pending reconciliation, with their marks.
-    pub fn pending_batch(&self, limit: usize) -> Vec<PendingKey> {
-        self.lock().pending_batch(limit)
+    /// Up to `limit` keys pending reconciliation, with their marks: those
+    /// in memory, and when they are fewer, the next page of those on disk
+    /// only (read in key order, from where the last page ended).
+    pub async fn pending_batch(&self, limit: usize) -> Result<Vec<PendingKey>, StoreError> {
+        let short = {
+            let marks = self.lock();
+            marks.dirty.len() < limit && marks.unloaded > 0
+        };
+        if short {
+            let after = self
+                .cursor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let (done, wait) = oneshot::channel();
+            let page = self
+                .send(Op::LoadDirty { after, limit, done }, wait)
+                .await?;
+            let last = (page.len() == limit)
+                .then(|| page.last().map(|(k, _)| k.clone()))
+                .flatten();
+            *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = last;
+            let mut marks = self.lock();
+            marks.load_pending(page);
+        }
+        Ok(self.lock().pending_batch(limit))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -193,12 +255,25 @@ impl Store {
         ttl: Option<u64>,
         issuable_from: Option<i64>,
     ) -> Result<u64, StoreError> {
-        let (key, value, from) = self.lock().issue(key, expires_at, ttl, issuable_from)?;
-        // Commits may complete out of order relative to the in-memory
-        // increments; that is safe because the disk only keeps the maximum.
-        self.persist(key, value, expires_at, ttl, Some(from))
-            .await?;
-        Ok(value)
+        // A key memory had not verified may be refused once: its mark on
+        // disk was higher than memory assumed. Memory then holds the disk's
+        // mark and draws again. (Only an eviction between the two, under a
+        // flood of new keys, could make that happen again.)
+        for _ in 0..ISSUE_ATTEMPTS {
+            let d = self.lock().issue(key, expires_at, ttl, issuable_from)?;
+            // Commits may complete out of order relative to the in-memory
+            // increments; that is safe because the disk only keeps the
+            // maximum.
+            let settled = self
+                .persist(&d.key, d.value, expires_at, ttl, Some(d.from), d.unchecked)
+                .await?;
+            if let Settled::Written(_) = settled {
+                return Ok(d.value);
+            }
+        }
+        Err(StoreError::Commit(format!(
+            "the mark of {key} on disk kept moving past memory's"
+        )))
     }
 
     /// Begins a Redis request for `key`: returns the floor to send (the
@@ -227,10 +302,18 @@ impl Store {
         expires_at: Option<i64>,
         ttl: Option<u64>,
     ) -> Result<(), Claim> {
-        let key = self.lock().claim(flight, value, expires_at, ttl)?;
-        self.persist(key, value, expires_at, ttl, None)
+        let (key, unchecked) = self.lock().claim(flight, value, expires_at, ttl)?;
+        match self
+            .persist(&key, value, expires_at, ttl, None, unchecked)
             .await
-            .map_err(Claim::Failed)
+            .map_err(Claim::Failed)?
+        {
+            Settled::Written(_) => Ok(()),
+            // Issued in an earlier run (its mark was not in memory).
+            Settled::Stale(on_disk) => Err(Claim::Taken {
+                mark: on_disk.value,
+            }),
+        }
     }
 
     /// Records that Redis holds at least `value` for `key`: the key is no
@@ -243,24 +326,30 @@ impl Store {
         self.send(Op::Reconciled { key, value, done }, wait).await
     }
 
+    /// Sends a number drawn in memory to the writer, waits for its commit
+    /// and settles the write in memory.
     async fn persist(
         &self,
-        key: Arc<str>,
+        key: &Arc<str>,
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
         dirty_from: Option<u64>,
-    ) -> Result<(), StoreError> {
+        unchecked: Option<u64>,
+    ) -> Result<Settled, StoreError> {
         let (done, wait) = oneshot::channel();
         let op = Op::Raise {
-            key,
+            key: key.clone(),
             value,
             expires_at,
             ttl,
             dirty_from,
+            unchecked,
             done,
         };
-        self.send(op, wait).await
+        let settled = self.send(op, wait).await;
+        self.lock().settle(key, settled.as_ref().ok().copied());
+        settled
     }
 
     /// Queues `op` for the writer and waits for its commit.

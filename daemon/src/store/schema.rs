@@ -10,9 +10,8 @@
 //! - `outbox`: cache invalidations waiting for Redis (`outbox.rs`).
 //! - `meta`: `clean` (the last run stopped cleanly), `boot_id`, `flushes`.
 
-use super::marks::{HighWaterMarks, Mark};
+use super::marks::Mark;
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,6 +29,10 @@ pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
     // fsynced (FULL); the writer then picks the level per commit.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Marks are read from disk when their keys come back (see `marks.rs`)
+    // and the mark log is folded into a table of millions of rows: keep
+    // its upper levels in SQLite's own cache (32 MiB, used only as needed).
+    conn.pragma_update(None, "cache_size", -32 * 1024)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS marks (
              key TEXT PRIMARY KEY,
@@ -49,6 +52,11 @@ pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
              ceiling INTEGER,
              dirty_from INTEGER
          );
+         -- Only the keys pending reconciliation are read at start.
+         CREATE INDEX IF NOT EXISTS marks_dirty ON marks (key) WHERE dirty = 1;
+         -- A prune finds expired marks without reading every row.
+         CREATE INDEX IF NOT EXISTS marks_expiry ON marks (expires_at)
+             WHERE expires_at IS NOT NULL;
          CREATE TABLE IF NOT EXISTS outbox (
              kind INTEGER NOT NULL,
              target TEXT NOT NULL,
@@ -174,50 +182,45 @@ pub(super) fn start_boot(
     Ok((exact, unclean_since))
 }
 
-/// Every mark that has not expired at `now`, and every key's ceiling as
-/// stored. Without `exact` marks (see [`start_boot`]) each key goes on
-/// above its ceiling.
-pub(super) fn load_marks(
+/// How many keys are pending reconciliation with Redis. None is loaded at
+/// start: reconciliation reads them a page at a time ([`load_dirty`]), and
+/// every other mark is read when its key is next used (see `marks.rs`).
+pub(super) fn count_dirty(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.query_row("SELECT count(*) FROM marks WHERE dirty = 1", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n.max(0) as usize)
+}
+
+/// Up to `limit` marks of keys pending reconciliation, in key order after
+/// `after`. Values on disk are exact or were raised to their ceiling by
+/// [`start_boot`]; the mark log must be folded in first.
+pub(super) fn load_dirty(
     conn: &Connection,
-    now: i64,
-    exact: bool,
-) -> rusqlite::Result<(HighWaterMarks, HashMap<Arc<str>, u64>)> {
-    let mut marks = HighWaterMarks::default();
-    let mut ceilings = HashMap::new();
-    let mut stmt = conn.prepare(
-        "SELECT key, value, expires_at, dirty, ttl, coalesce(ceiling, value), dirty_from FROM marks
-         WHERE expires_at IS NULL OR expires_at > ?1",
+    after: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<(Arc<str>, Mark)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, value, expires_at, ttl, dirty_from FROM marks
+         WHERE dirty = 1 AND key > ?1 ORDER BY key LIMIT ?2",
     )?;
-    let rows = stmt.query_map([now], |r| {
+    let rows = stmt.query_map(rusqlite::params![after.unwrap_or(""), limit as i64], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, Option<i64>>(2)?,
-            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(3)?,
             r.get::<_, Option<i64>>(4)?,
-            r.get::<_, i64>(5)?,
-            r.get::<_, Option<i64>>(6)?,
         ))
     })?;
-    for row in rows {
-        let (key, value, expires_at, dirty, ttl, ceiling, dirty_from) = row?;
-        let key: Arc<str> = Arc::from(key);
+    rows.map(|row| {
+        let (key, value, expires_at, ttl, dirty_from) = row?;
         let ttl = ttl.map(|t| t.max(0) as u64);
-        let (value, ceiling) = (value.max(0) as u64, ceiling.max(0) as u64);
-        // Without exact marks, go on above the ceiling (start_boot
-        // raised the values on disk to it as well).
-        let value = if exact { value } else { value.max(ceiling) };
-        let mut mark = Mark::new(value, expires_at, ttl);
-        if dirty != 0 {
-            mark.dirty_from = dirty_from.map(|f| f.max(0) as u64);
-        }
-        marks.by_key.insert(key.clone(), mark);
-        ceilings.insert(key.clone(), ceiling);
-        if dirty != 0 {
-            marks.dirty.insert(key);
-        }
-    }
-    Ok((marks, ceilings))
+        let mut mark = Mark::stored(value.max(0) as u64, expires_at, ttl);
+        mark.dirty_from = dirty_from.map(|f| f.max(0) as u64);
+        Ok((Arc::from(key), mark))
+    })
+    .collect()
 }
 
 /// Folds the mark log into `marks`, in key order (locality) and, per key,
@@ -264,22 +267,4 @@ pub(super) fn touch(conn: &Connection) -> rusqlite::Result<()> {
         [],
     )?;
     Ok(())
-}
-
-/// Every key's ceiling as stored (each was fsynced when written, except a
-/// daily key's implied one, which is `reserve` whether stored or not).
-pub(super) fn load_ceilings(conn: &Connection) -> rusqlite::Result<HashMap<Arc<str>, u64>> {
-    // Rows still in the log count too (a prune reloads the ceilings right
-    // after appending its batch's marks there).
-    let mut stmt = conn.prepare(
-        "SELECT key, max(c) FROM
-             (SELECT key, coalesce(ceiling, value) AS c FROM marks
-              UNION ALL SELECT key, coalesce(ceiling, value) AS c FROM mark_log)
-         GROUP BY key",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let key: String = r.get(0)?;
-        Ok((Arc::from(key), r.get::<_, i64>(1)?.max(0) as u64))
-    })?;
-    rows.collect()
 }

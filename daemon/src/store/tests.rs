@@ -17,14 +17,15 @@ async fn issued_numbers_survive_reopen_and_only_rise() {
     assert_eq!(store.issue("k", None, None, None).await.unwrap(), 2);
     claim(&store, "k", 10).await.unwrap();
     assert!(claim(&store, "k", 5).await.is_err(), "below the floor");
-    assert_eq!(store.mark("k"), 10);
+    assert_eq!(store.mark("k").await.unwrap(), 10);
     let on_disk = Store::read_mark_from_disk(dir.path(), "k").unwrap();
     assert_eq!(on_disk, Some((10, true)));
     drop(store);
     let store = Store::open(dir.path(), 0, 1000).unwrap();
-    assert_eq!(store.mark("k"), 10);
-    assert!(store.is_dirty("k"), "dirty survives a restart");
+    assert_eq!(store.pending(), 1, "dirty survives a restart");
     assert_eq!(store.issue("k", None, None, None).await.unwrap(), 11);
+    assert!(store.is_dirty("k"), "known dirty once used");
+    assert_eq!(store.mark("k").await.unwrap(), 11);
 }
 
 /// A key's value and ceiling on disk.
@@ -115,13 +116,23 @@ async fn after_a_reboot_without_a_clean_stop_keys_go_on_above_their_ceiling() {
     let store = Store::open(dir.path(), 0, 10).unwrap();
     // Numbers up to the ceiling may have been issued before the power
     // went: skip them, on disk too (a second crash must not forget it).
-    assert_eq!((store.mark("k"), store.mark("r")), (11, 17));
+    assert_eq!(
+        (
+            store.mark("k").await.unwrap(),
+            store.mark("r").await.unwrap()
+        ),
+        (11, 17)
+    );
     assert_eq!(disk(dir.path(), "k"), (11, 11));
     assert_eq!(store.issue("k", None, None, None).await.unwrap(), 12);
     assert_eq!(disk(dir.path(), "k"), (12, 22));
     drop(store);
     let store = Store::open(dir.path(), 0, 10).unwrap();
-    assert_eq!(store.mark("r"), 17, "the raised value is on disk");
+    assert_eq!(
+        store.mark("r").await.unwrap(),
+        17,
+        "the raised value is on disk"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +157,7 @@ async fn a_clean_close_keeps_exact_marks_across_a_reboot() {
     pretend_reboot(dir.path());
     let store = Store::open(dir.path(), 0, 10).unwrap();
     assert_eq!(
-        store.mark("k"),
+        store.mark("k").await.unwrap(),
         11,
         "4 was within the ceiling reserved for 1"
     );
@@ -186,7 +197,7 @@ async fn a_redis_number_the_store_issued_meanwhile_is_refused() {
     let refused = store.claim(&a, 6, None, None).await;
     assert!(matches!(refused, Err(Claim::Taken { mark: 6 })));
     store.claim(&b, 7, None, None).await.unwrap();
-    assert_eq!(store.mark("k"), 7);
+    assert_eq!(store.mark("k").await.unwrap(), 7);
 }
 
 #[tokio::test]
@@ -197,7 +208,7 @@ async fn concurrent_redis_answers_may_arrive_out_of_order() {
     let b = store.begin("k", None, None, None);
     store.claim(&b, 2, None, None).await.unwrap();
     store.claim(&a, 1, None, None).await.unwrap();
-    assert_eq!(store.mark("k"), 2);
+    assert_eq!(store.mark("k").await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -240,7 +251,7 @@ async fn reconciliation_clears_dirty_unless_issued_past_it() {
     store.issue("b", None, None, None).await.unwrap();
     claim(&store, "c", 3).await.unwrap();
     assert_eq!(store.pending(), 2);
-    let mut batch = store.pending_batch(10);
+    let mut batch = store.pending_batch(10).await.unwrap();
     batch.sort_by(|x, y| x.key.cmp(&y.key));
     let want = vec![
         PendingKey {
@@ -283,16 +294,19 @@ async fn prune_drops_only_expired_marks() {
         .await
         .unwrap();
     assert_eq!(store.prune(200).await.unwrap(), 2);
-    assert_eq!(store.mark("old"), 0);
-    assert_eq!(store.mark("new"), 1);
-    assert_eq!(store.mark("forever"), 5);
+    assert_eq!(store.mark("old").await.unwrap(), 0);
+    assert_eq!(store.mark("new").await.unwrap(), 1);
+    assert_eq!(store.mark("forever").await.unwrap(), 5);
     assert_eq!(store.pending(), 1, "pruned keys are no longer pending");
     assert_eq!(Store::read_mark_from_disk(dir.path(), "old").unwrap(), None);
-    // A reopen at a later time does not load marks that expired meanwhile.
+    // Marks that expired while seqd was stopped are read (nothing is
+    // loaded at start) until the first prune, which seqd runs at start.
     drop(store);
     let store = Store::open(dir.path(), 400, 1000).unwrap();
-    assert_eq!(store.mark("new"), 0);
-    assert_eq!(store.mark("forever"), 5);
+    assert_eq!(store.mark("new").await.unwrap(), 1);
+    assert_eq!(store.prune(400).await.unwrap(), 1);
+    assert_eq!(store.mark("new").await.unwrap(), 0);
+    assert_eq!(store.mark("forever").await.unwrap(), 5);
 }
 
 #[tokio::test]
@@ -310,8 +324,9 @@ async fn a_dirty_key_remembers_where_its_local_numbers_began_until_reconciled() 
     assert_eq!(store.dirty_from("k"), Some(5));
     drop(store);
     let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.pending(), 1);
+    assert_eq!(store.pending_batch(1).await.unwrap()[0].dirty_from, Some(5));
     assert_eq!(store.dirty_from("k"), Some(5), "kept across a restart");
-    assert_eq!(store.pending_batch(1)[0].dirty_from, Some(5));
     store.reconciled("k", 7).await.unwrap();
     assert_eq!(store.dirty_from("k"), None);
     // A later outage starts a new local range.
@@ -319,6 +334,7 @@ async fn a_dirty_key_remembers_where_its_local_numbers_began_until_reconciled() 
     assert_eq!(store.dirty_from("k"), Some(7));
     drop(store);
     let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.pending_batch(1).await.unwrap()[0].dirty_from, Some(7));
     assert_eq!(store.dirty_from("k"), Some(7));
 }
 
@@ -404,8 +420,8 @@ async fn a_cold_daily_key_costs_no_fsync_and_a_lost_one_starts_above_the_reserve
     assert_eq!(store.issue(other, expires, ttl, opened).await.unwrap(), 11);
 }
 
-#[test]
-fn the_mark_log_folds_into_marks_keeping_the_highest_and_the_first_dirty_start() {
+#[tokio::test]
+async fn the_mark_log_folds_into_marks_keeping_the_highest_and_the_first_dirty_start() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path(), 0, 10).unwrap());
     let conn = Connection::open(dir.path().join("seqd.db")).unwrap();
@@ -452,7 +468,7 @@ fn the_mark_log_folds_into_marks_keeping_the_highest_and_the_first_dirty_start()
     .unwrap();
     drop(conn);
     let store = Store::open(dir.path(), 0, 10).unwrap();
-    assert_eq!(store.mark("b"), 9);
+    assert_eq!(store.mark("b").await.unwrap(), 9);
 }
 
 #[tokio::test]
@@ -472,4 +488,134 @@ async fn a_prune_in_the_same_batch_keeps_the_ceiling_just_reserved() {
         "the reserved ceiling (101) was kept"
     );
     assert_eq!(disk(dir.path(), "k"), (21, 101));
+}
+
+#[tokio::test]
+async fn a_start_loads_only_pending_keys_and_reads_the_others_when_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(issue_n(&store, "local", 5).await, 5);
+    claim(&store, "redis", 7).await.unwrap();
+    store.reconciled("local", 5).await.unwrap();
+    issue_n(&store, "dirty", 2).await;
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.len(), 0, "nothing loaded");
+    assert_eq!(
+        store.pending(),
+        1,
+        "one key pending reconciliation, on disk"
+    );
+    assert!(!store.is_dirty("dirty"), "not in memory yet");
+    // Its first draw after the restart is refused against the disk, which
+    // also says it is pending and where its local numbers began.
+    assert_eq!(store.issue("dirty", None, None, None).await.unwrap(), 3);
+    assert!(store.is_dirty("dirty"));
+    assert_eq!(store.dirty_from("dirty"), Some(0));
+    assert_eq!(store.pending(), 1);
+    // Memory does not know "local": its first draw (1) is refused by the
+    // writer against the disk's 5, and the number answered is 6.
+    let (commits, _) = stats(&store);
+    assert_eq!(store.issue("local", None, None, None).await.unwrap(), 6);
+    assert_eq!(stats(&store).0, commits + 2, "one refused draw, one commit");
+    assert_eq!(store.issue("local", None, None, None).await.unwrap(), 7);
+    // A Redis answer at or below the disk's mark is refused with that mark.
+    match claim(&store, "redis", 4).await {
+        Err(Claim::Taken { mark }) => assert_eq!(mark, 7),
+        other => panic!("expected Taken, got {other:?}"),
+    }
+    claim(&store, "redis", 8).await.unwrap();
+    // A read of a key memory does not hold goes to the disk.
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.mark("redis").await.unwrap(), 8);
+    assert_eq!(store.mark("local").await.unwrap(), 7);
+    assert_eq!(store.mark("never").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn evicted_marks_come_back_from_disk_and_never_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    store.limit_marks_in_memory(16);
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for round in 1..=3u64 {
+        // Every key, many times at once: none is answered twice.
+        let draws = keys
+            .iter()
+            .flat_map(|k| (0..4).map(move |_| k.clone()))
+            .map(|k| {
+                let store = store.clone();
+                async move {
+                    let n = store.issue(&k, None, None, None).await.unwrap();
+                    (k, n)
+                }
+            });
+        let mut got = futures_util::future::join_all(draws).await;
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), keys.len() * 4, "a number answered twice");
+        for k in &keys {
+            assert_eq!(store.mark(k).await.unwrap(), round * 4, "{k}");
+        }
+        // Reconciled, the marks may go; a flood of new keys evicts them.
+        for k in &keys {
+            store.reconciled(k, round * 4).await.unwrap();
+        }
+        for i in 0..100 {
+            claim(&store, &format!("flood{round}-{i}"), 1)
+                .await
+                .unwrap();
+        }
+        assert!(
+            store.len() <= 16,
+            "memory keeps the cap, has {}",
+            store.len()
+        );
+        assert!(keys.iter().filter(|k| store.is_dirty(k)).count() == 0);
+    }
+}
+
+#[tokio::test]
+async fn keys_pending_on_disk_only_are_paged_in_for_reconciliation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    store.limit_marks_in_memory(16);
+    // A day in local mode: every key dirty, most evicted.
+    for i in 0..100 {
+        store
+            .issue(&format!("k{i:03}"), None, None, None)
+            .await
+            .unwrap();
+    }
+    assert!(store.len() <= 16, "dirty marks are evicted too");
+    assert_eq!(store.pending(), 100);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        if store.pending() == 0 {
+            break;
+        }
+        for p in store.pending_batch(10).await.unwrap() {
+            assert_eq!((p.value, p.dirty_from), (1, Some(0)), "{}", p.key);
+            seen.insert(p.key.to_string());
+            store.reconciled(&p.key, p.value).await.unwrap();
+        }
+    }
+    assert_eq!(store.pending(), 0);
+    assert_eq!(seen.len(), 100, "every pending key was reconciled");
+    let conn = Connection::open(dir.path().join("seqd.db")).unwrap();
+    schema::compact(&conn).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM marks WHERE dirty = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0, "clean on disk");
+    drop(conn);
+    drop(store);
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    assert_eq!(store.pending(), 0);
 }

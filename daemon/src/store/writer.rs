@@ -21,13 +21,22 @@
 //! states are plain writes too: a power loss
 //! may undo the last second of them (`Store::sync_every` fsyncs within a
 //! second), never a `kill -9`.
+//!
+//! # What the writer knows of the disk
+//!
+//! Nothing is loaded at start: the writer looks a key up in `marks` the
+//! first time a batch writes it (its value and ceiling, kept in `known`
+//! until the next fold of the mark log, which puts every row of the log
+//! in `marks`), and checks there each *unchecked* number — one memory drew
+//! for a key it had not verified against the disk (see `marks.rs`): one at
+//! or below the mark on disk is refused, not written.
 
-use super::marks::Mark;
+use super::marks::{Mark, OnDisk, Settled};
 use super::outbox::{self, OutboxEntry};
-use super::schema::{compact, load_ceilings, touch};
+use super::schema::{compact, touch};
 use super::streams::{self, StreamRow};
 use super::StoreCounters;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +46,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) const MAX_BATCH: usize = 4096;
 /// Mark-log rows that trigger a fold into `marks` (see `schema::compact`).
 const COMPACT_AT: usize = 32 * 1024;
+/// Keys the writer keeps in `known` before a fold empties it.
+const KNOWN_AT: usize = 4 * COMPACT_AT;
 /// Operations queued for the writer before senders wait (backpressure).
 pub(super) const QUEUE_CAPACITY: usize = 16 * 1024;
 
@@ -50,7 +61,22 @@ pub(super) enum Op {
         /// `Some` when the number came from the store, not Redis: the mark
         /// the key's local numbers began from.
         dirty_from: Option<u64>,
-        done: oneshot::Sender<Result<(), String>>,
+        /// `None` when memory had verified the key's mark; otherwise the
+        /// mark's epoch: `value` is compared with the disk as it was
+        /// before the first number of that epoch.
+        unchecked: Option<u64>,
+        done: oneshot::Sender<Result<Settled, String>>,
+    },
+    /// The mark of `key` on disk (0 when none), after what is queued.
+    Read {
+        key: Arc<str>,
+        done: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Up to `limit` marks of dirty keys, in key order after `after`.
+    LoadDirty {
+        after: Option<Arc<str>>,
+        limit: usize,
+        done: oneshot::Sender<Result<Vec<(Arc<str>, Mark)>, String>>,
     },
     /// Redis holds at least `value` for `key` now.
     Reconciled {
@@ -100,12 +126,28 @@ pub(super) enum Op {
     },
 }
 
-/// The writer thread's state: the connection, and each key's ceiling as
-/// last fsynced.
+/// A key's mark and ceiling on disk, as the writer last read or wrote
+/// them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Known {
+    value: u64,
+    /// Pending reconciliation on disk, from which mark (see [`OnDisk`]).
+    dirty: Option<Option<u64>>,
+    /// The epoch of the memory mark whose unchecked numbers were last
+    /// seen, and the value on disk before the first of them.
+    epoch: Option<u64>,
+    base: u64,
+    /// The reserved ceiling last fsynced; `None` when the key has no row
+    /// (a daily key then has the implied one).
+    ceiling: Option<u64>,
+}
+
+/// The writer thread's state: the connection, and what it knows of the
+/// keys it wrote or read since the last fold of the mark log.
 pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) reserve: u64,
-    pub(super) ceilings: HashMap<Arc<str>, u64>,
+    pub(super) known: HashMap<Arc<str>, Known>,
     /// The connection's `synchronous` level is FULL now.
     pub(super) full: bool,
     /// Rows in the mark log since the last fold.
@@ -132,10 +174,23 @@ impl Writer {
             if let Err(e) = &result {
                 tracing::error!(error = %e, ops = batch.len(), "local store commit failed");
             }
-            for op in batch.drain(..) {
+            for (i, op) in batch.drain(..).enumerate() {
                 match op {
-                    Op::Raise { done, .. }
-                    | Op::Reconciled { done, .. }
+                    Op::Raise { done, .. } => {
+                        let _ =
+                            done.send(result.as_ref().map(|c| c.settled[i]).map_err(Clone::clone));
+                    }
+                    Op::Read { key, done } => {
+                        let _ =
+                            done.send(self.known(&key).map(|k| k.value).map_err(|e| e.to_string()));
+                    }
+                    Op::LoadDirty { after, limit, done } => {
+                        let _ = done.send(
+                            self.load_dirty(after.as_deref(), limit)
+                                .map_err(|e| e.to_string()),
+                        );
+                    }
+                    Op::Reconciled { done, .. }
                     | Op::Flush { done }
                     | Op::Close { done }
                     | Op::SaveStreams { done, .. }
@@ -143,10 +198,10 @@ impl Writer {
                     | Op::StreamsSynced { done, .. }
                     | Op::PruneStreams { done, .. }
                     | Op::Outbox { done, .. } => {
-                        let _ = done.send(result.clone().map(|_| ()));
+                        let _ = done.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
                     }
                     Op::Prune { done, .. } => {
-                        let _ = done.send(result.clone());
+                        let _ = done.send(result.as_ref().map(|c| c.pruned).map_err(Clone::clone));
                     }
                 }
             }
@@ -162,16 +217,93 @@ impl Writer {
         }
     }
 
-    /// Writes one batch in one transaction, fsynced when it must be;
-    /// returns the marks pruned.
-    fn commit(&mut self, batch: &[Op]) -> rusqlite::Result<usize> {
-        let (folded, reconciled, prune_before) = fold(batch);
+    /// What the writer knows of `key` on disk, read from `marks` the first
+    /// time (every row of the mark log is in `known` already).
+    fn known(&mut self, key: &Arc<str>) -> rusqlite::Result<Known> {
+        if let Some(k) = self.known.get(key) {
+            return Ok(*k);
+        }
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT value, coalesce(ceiling, value), dirty, dirty_from FROM marks WHERE key = ?1",
+            )?
+            .query_row([&**key], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            })
+            .optional()?;
+        let k = match row {
+            Some((value, ceiling, dirty, from)) => Known {
+                value: value.max(0) as u64,
+                dirty: (dirty != 0).then(|| from.map(|f| f.max(0) as u64)),
+                ceiling: Some(ceiling.max(0) as u64),
+                ..Known::default()
+            },
+            None => Known::default(),
+        };
+        self.known.insert(key.clone(), k);
+        Ok(k)
+    }
+
+    /// A page of dirty marks, the mark log folded in first.
+    fn load_dirty(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<(Arc<str>, Mark)>> {
+        if self.logged > 0 {
+            let tx = self.conn.transaction()?;
+            compact(&tx)?;
+            tx.commit()?;
+            self.known.clear();
+            self.logged = 0;
+        }
+        super::schema::load_dirty(&self.conn, after, limit)
+    }
+
+    /// Writes one batch in one transaction, fsynced when it must be.
+    fn commit(&mut self, batch: &[Op]) -> rusqlite::Result<Committed> {
+        // Unchecked numbers at or below the disk's mark are refused.
+        let mut settled = vec![Settled::Written(None); batch.len()];
+        for (i, op) in batch.iter().enumerate() {
+            if let Op::Raise {
+                key,
+                value,
+                unchecked,
+                ..
+            } = op
+            {
+                self.known(key)?;
+                let (Some(epoch), Some(k)) = (unchecked, self.known.get_mut(key)) else {
+                    continue;
+                };
+                if k.epoch != Some(*epoch) {
+                    k.epoch = Some(*epoch);
+                    k.base = k.value;
+                }
+                let on_disk = OnDisk {
+                    value: k.value,
+                    dirty: k.dirty,
+                };
+                settled[i] = if *value <= k.base {
+                    Settled::Stale(on_disk)
+                } else {
+                    Settled::Written(Some(on_disk))
+                };
+            }
+        }
+        let (folded, reconciled, prune_before) = fold(batch, &settled);
         // New ceilings for the keys whose numbers pass theirs (fsynced),
         // and the implied ceiling of new daily keys (written, not fsynced).
         let mut raised: Vec<(Arc<str>, u64)> = Vec::new();
         let mut implied: Vec<(Arc<str>, u64)> = Vec::new();
         for (key, row) in &folded {
-            let known = self.ceilings.get(&***key).copied();
+            let known = self.known.get(&***key).and_then(|k| k.ceiling);
             let daily = row.expires_at.is_some();
             let ceiling = known.unwrap_or(if daily { self.reserve } else { 0 });
             if row.value > ceiling {
@@ -188,22 +320,18 @@ impl Writer {
             self.full = sync;
         }
         let tx = self.conn.transaction()?;
-        // Prunes and a clean stop work on `marks` in place: fold the log in
-        // first, as for a log grown long. (Reconciliations fold it inside
-        // `write_marks`, after this batch's rows.)
-        let fold_first = prune_before.is_some()
-            || self.logged >= COMPACT_AT
-            || batch.iter().any(|op| matches!(op, Op::Close { .. }));
-        if fold_first {
-            compact(&tx)?;
-            self.logged = 0;
-        }
         write_marks(&tx, &folded, &raised, &implied, &reconciled)?;
-        self.logged = if reconciled.is_empty() {
-            self.logged + folded.len()
-        } else {
-            0
-        };
+        // Prunes and a clean stop work on `marks` in place: fold the log in
+        // (with this batch's rows), as for a log grown long.
+        // Reconciliations fold it inside `write_marks`.
+        let fold = prune_before.is_some()
+            || self.logged + folded.len() >= COMPACT_AT
+            || self.known.len() >= KNOWN_AT
+            || batch.iter().any(|op| matches!(op, Op::Close { .. }));
+        if fold {
+            compact(&tx)?;
+        }
+        let folded_log = fold || !reconciled.is_empty();
         write_others(&tx, batch)?;
         let pruned = match prune_before {
             Some(now) => prune(&tx, now)?,
@@ -229,13 +357,32 @@ impl Writer {
         }
         // Only now are the new ceilings durable. (An implied one is the
         // same whether or not it reached the disk.)
-        self.ceilings.extend(raised);
-        self.ceilings.extend(implied);
-        if prune_before.is_some() {
-            self.ceilings = load_ceilings(&self.conn)?;
+        if folded_log {
+            // Every row is in `marks` now: read again when needed.
+            self.known.clear();
+            self.logged = 0;
+        } else {
+            self.logged += folded.len();
+            for (key, row) in &folded {
+                let k = self.known.entry((*key).clone()).or_default();
+                k.value = k.value.max(row.value);
+                if row.dirty_from.is_some() && k.dirty.is_none() {
+                    k.dirty = Some(row.dirty_from);
+                }
+            }
+            for (key, ceiling) in raised.into_iter().chain(implied) {
+                self.known.entry(key).or_default().ceiling = Some(ceiling);
+            }
         }
-        Ok(pruned)
+        Ok(Committed { pruned, settled })
     }
+}
+
+/// What a commit did: the marks pruned, and each operation's outcome (by
+/// its index in the batch; `Written` for all but refused numbers).
+pub(super) struct Committed {
+    pruned: usize,
+    settled: Vec<Settled>,
 }
 
 impl Op {
@@ -246,6 +393,8 @@ impl Op {
     fn must_sync(&self) -> bool {
         match self {
             Op::Raise { .. }
+            | Op::Read { .. }
+            | Op::LoadDirty { .. }
             | Op::Reconciled { .. }
             | Op::Prune { .. }
             | Op::PruneStreams { .. }
@@ -284,12 +433,13 @@ impl Row {
 /// batch is one row write), its reconciliations, and its prune time.
 type Folded<'a> = (HashMap<&'a Arc<str>, Row>, Vec<(&'a str, u64)>, Option<i64>);
 
-fn fold(batch: &[Op]) -> Folded<'_> {
+fn fold<'a>(batch: &'a [Op], settled: &[Settled]) -> Folded<'a> {
     let mut folded: HashMap<&Arc<str>, Row> = HashMap::new();
     let mut reconciled: Vec<(&str, u64)> = Vec::new();
     let mut prune_before = None;
-    for op in batch {
+    for (op, settled) in batch.iter().zip(settled) {
         match op {
+            Op::Raise { .. } if matches!(settled, Settled::Stale(_)) => {}
             Op::Raise {
                 key,
                 value,
@@ -316,6 +466,8 @@ fn fold(batch: &[Op]) -> Folded<'_> {
             | Op::StreamsSynced { .. }
             | Op::PruneStreams { .. }
             | Op::Outbox { .. }
+            | Op::Read { .. }
+            | Op::LoadDirty { .. }
             | Op::Flush { .. }
             | Op::Close { .. } => {}
         }
@@ -376,6 +528,8 @@ fn write_others(tx: &rusqlite::Transaction<'_>, batch: &[Op]) -> rusqlite::Resul
             Op::PruneStreams { before_ms, .. } => streams::prune(tx, *before_ms)?,
             Op::Outbox { entries, add, .. } => outbox::write(tx, entries, *add)?,
             Op::Raise { .. }
+            | Op::Read { .. }
+            | Op::LoadDirty { .. }
             | Op::Reconciled { .. }
             | Op::Prune { .. }
             | Op::Flush { .. }
