@@ -76,7 +76,7 @@ pub(super) enum Op {
     LoadDirty {
         after: Option<Arc<str>>,
         limit: usize,
-        done: oneshot::Sender<Result<Vec<(Arc<str>, Mark)>, String>>,
+        done: oneshot::Sender<Result<Vec<StoredMark>, String>>,
     },
     /// Redis holds at least `value` for `key` now.
     Reconciled {
@@ -125,6 +125,9 @@ pub(super) enum Op {
         done: oneshot::Sender<Result<(), String>>,
     },
 }
+
+/// A key and its mark as read from disk.
+pub(super) type StoredMark = (Arc<str>, Mark);
 
 /// A key's mark and ceiling on disk, as the writer last read or wrote
 /// them.
@@ -255,7 +258,7 @@ impl Writer {
         &mut self,
         after: Option<&str>,
         limit: usize,
-    ) -> rusqlite::Result<Vec<(Arc<str>, Mark)>> {
+    ) -> rusqlite::Result<Vec<StoredMark>> {
         if self.logged > 0 {
             let tx = self.conn.transaction()?;
             compact(&tx)?;
