@@ -36,8 +36,10 @@ start_seqd() { # name, extra env...
   pids+=($!)
   until [ -S "$work/$name.sock" ]; do sleep 0.05; done
 }
-start_seqd redis REDIS_URL="redis://127.0.0.1:$port/0"
-start_seqd local REDIS_URL= REDIS_HOST=
+# SEQD_ENV: more environment for both seqds (an experiment, e.g.
+# SEQD_ENV=TOKIO_WORKER_THREADS=1).
+start_seqd redis REDIS_URL="redis://127.0.0.1:$port/0" ${SEQD_ENV:-}
+start_seqd local REDIS_URL= REDIS_HOST= ${SEQD_ENV:-}
 
 # redis-benchmark: requests per second and p99 (ms) for INCR.
 rb() { # clients

@@ -211,3 +211,42 @@ fn cold_daily_keys_cost_no_fsync_and_a_reboot_puts_known_ones_above_the_reserve(
     // Conversations start at 1: their first number was fsynced.
     assert_eq!(c.group_next("new-after-reboot").unwrap().seq, 1);
 }
+
+/// After a `kill -9`, a restart reads no mark into memory and keeps at
+/// most 4: Redis, which lost its data meanwhile, is still never allowed to
+/// repeat a number — each key's mark is read from the store inside the
+/// commit of its first Redis answer, which is refused and asked again
+/// above it.
+#[test]
+fn marks_read_from_disk_on_demand_keep_a_flushed_redis_from_repeating() {
+    let redis = RedisServer::start();
+    let mut seqd = Seqd::start(SeqdOptions::redis(&redis).with_args(&["--marks-in-memory", "4"]));
+    let mut c = seqd.client();
+    let groups: Vec<String> = (0..20).map(|i| format!("ondemand{i}")).collect();
+    for g in &groups {
+        for want in 1..=5 {
+            assert_eq!(c.group_next(g).unwrap().seq, want);
+        }
+    }
+    drop(c);
+    seqd.kill9();
+    assert_eq!(redis.cmd(&["FLUSHALL"]), Reply::Status("OK".into()));
+    seqd.restart();
+    let mut c = seqd.client();
+    for round in 0..2 {
+        for g in &groups {
+            let s = c.group_next(g).unwrap();
+            assert_eq!(s.seq, 6 + round, "{g}: the number after the stored mark");
+            assert_eq!(s.source, seqd_client::seqd_protocol::Source::Redis);
+        }
+    }
+    let health = c.health().unwrap();
+    let marks: usize = health
+        .iter()
+        .find(|(k, _)| k == "local_marks")
+        .expect("local_marks in HEALTH")
+        .1
+        .parse()
+        .unwrap();
+    assert!(marks <= 4, "at most --marks-in-memory marks in memory: {health:?}");
+}
