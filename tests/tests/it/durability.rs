@@ -248,5 +248,8 @@ fn marks_read_from_disk_on_demand_keep_a_flushed_redis_from_repeating() {
         .1
         .parse()
         .unwrap();
-    assert!(marks <= 4, "at most --marks-in-memory marks in memory: {health:?}");
+    assert!(
+        marks <= 4,
+        "at most --marks-in-memory marks in memory: {health:?}"
+    );
 }
