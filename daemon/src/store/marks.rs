@@ -350,18 +350,31 @@ impl HighWaterMarks {
         }
     }
 
-    /// Puts marks of dirty keys read from disk in memory (those memory
-    /// does not hold already); returns how many it put.
+    /// Puts marks of dirty keys read from disk in memory; a key memory
+    /// holds without knowing it is pending (verified by a read, say)
+    /// becomes pending. Returns how many were on disk only before.
     pub(super) fn load_pending(&mut self, rows: Vec<(Arc<str>, Mark)>) -> usize {
         let mut added = 0;
-        for (key, mark) in rows {
-            if self.by_key.contains_key(&key) {
+        for (key, mut stored) in rows {
+            if self.dirty.contains(&key) {
                 continue;
             }
-            self.by_key.insert(key.clone(), mark);
-            if self.dirty.insert(key) {
-                added += 1;
+            match self.by_key.get_mut(&key) {
+                Some(m) => {
+                    m.value = m.value.max(stored.value);
+                    m.dirty_from = m.dirty_from.or(stored.dirty_from);
+                    if !m.pending_on_disk {
+                        m.pending_on_disk = true;
+                        added += 1;
+                    }
+                }
+                None => {
+                    stored.pending_on_disk = true;
+                    self.by_key.insert(key.clone(), stored);
+                    added += 1;
+                }
             }
+            self.dirty.insert(key);
         }
         self.unloaded = self.unloaded.saturating_sub(added);
         added

@@ -220,15 +220,23 @@ impl Store {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             let (done, wait) = oneshot::channel();
+            // A short page from the start is every dirty row on disk: all
+            // are in memory then, whatever the count said (it drifts when
+            // a key is reconciled after its mark was evicted).
+            let from_start = after.is_none();
             let page = self
                 .send(Op::LoadDirty { after, limit, done }, wait)
                 .await?;
+            let all = from_start && page.len() < limit;
             let last = (page.len() == limit)
                 .then(|| page.last().map(|(k, _)| k.clone()))
                 .flatten();
             *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = last;
             let mut marks = self.lock();
             marks.load_pending(page);
+            if all {
+                marks.unloaded = 0;
+            }
         }
         Ok(self.lock().pending_batch(limit))
     }
