@@ -88,6 +88,13 @@ pub(crate) fn health(r: Response) -> Result<Vec<(String, String)>, ClientError> 
     }
 }
 
+pub(crate) fn info(r: Response) -> Result<Vec<(String, String)>, ClientError> {
+    match r {
+        Response::Info { fields } => Ok(fields),
+        other => Err(unexpected(other)),
+    }
+}
+
 pub(crate) fn cache_values(r: Response) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
     match r {
         Response::CacheValues(v) => Ok(v),

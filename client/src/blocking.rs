@@ -282,4 +282,10 @@ impl Client {
     pub fn metrics(&mut self) -> Result<String, ClientError> {
         answers::metrics(self.request(Request::Metrics)?)
     }
+
+    /// What the daemon is and accepts (`INFO`: version, protocols, host,
+    /// mode, limits, the requests it knows) as `name=value` pairs.
+    pub fn info(&mut self) -> Result<Vec<(String, String)>, ClientError> {
+        answers::info(self.request(Request::Info)?)
+    }
 }

@@ -79,6 +79,43 @@ impl Context {
         fields
     }
 
+    /// What a client needs to know of this daemon (`INFO`): the version,
+    /// the protocol versions, mode and host id, every limit a request can
+    /// hit and the requests it knows. Names are a contract: new ones are
+    /// appended, none is renamed.
+    pub fn info(&self) -> Vec<(String, String)> {
+        let c = self.config();
+        let protocols: Vec<String> = (seqd_protocol::MIN_PROTOCOL_VERSION
+            ..=seqd_protocol::PROTOCOL_VERSION)
+            .map(|v| v.to_string())
+            .collect();
+        let fields: [(&str, String); 16] = [
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            ("protocols", protocols.join(",")),
+            ("mode", self.sequences.mode().into()),
+            ("host", self.host_id.to_string()),
+            ("max_frame", c.max_frame.to_string()),
+            ("max_line", c.max_line.to_string()),
+            ("max_value", c.max_value.to_string()),
+            ("max_batch", c.max_batch.to_string()),
+            ("max_keys", c.max_keys.to_string()),
+            ("max_inflight", c.max_inflight.to_string()),
+            (
+                "max_key_bytes",
+                crate::cache::rules::MAX_KEY_LEN.to_string(),
+            ),
+            ("max_id_chars", seqd_protocol::MAX_ID_LEN.to_string()),
+            ("handshake_timeout_ms", c.handshake_timeout_ms.to_string()),
+            ("idle_timeout_ms", c.idle_timeout_ms.to_string()),
+            ("default_tz", c.default_tz.clone()),
+            ("requests", seqd_protocol::Request::NAMES.join(",")),
+        ];
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
     /// The metrics in the Prometheus text format (`METRICS`, HTTP).
     pub fn render_metrics(&self) -> String {
         let levels = Levels {

@@ -77,6 +77,7 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
         Request::Metrics => Ok(Response::Metrics {
             text: ctx.render_metrics(),
         }),
+        Request::Info => Ok(Response::Info { fields: ctx.info() }),
         Request::GapCheck(e) => tracker::check(gaps, &e).await,
         Request::GapBatch(events) => {
             tracker::check_batch(gaps, &events, config.max_batch as usize).await
@@ -149,7 +150,7 @@ pub fn touches(request: &Request) -> Touches {
     let stream = |s: &Stream| Touches::key("gap", &[&s.exchange, &s.symbol]);
     let cache = |k: &str| Touches::key("cache", &[k]);
     match request {
-        Request::Ping | Request::Health | Request::Metrics => Touches::Nothing,
+        Request::Ping | Request::Health | Request::Metrics | Request::Info => Touches::Nothing,
         Request::DailyNext(q) | Request::DailyGet(q) => {
             Touches::Keys(vec![Touches::key("daily", &[&q.user])])
         }

@@ -48,6 +48,7 @@ pub const HELP_LINES: &[&str] = &[
     "CACHE DELPREFIX <prefix>",
     "HEALTH",
     "METRICS",
+    "INFO",
 ];
 
 fn bad(msg: impl Into<String>) -> WireError {
@@ -76,6 +77,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<TextCommand>, WireError> {
         "QUIT" => no_args(&cmd, &rest, TextCommand::Quit)?,
         "HEALTH" => no_args(&cmd, &rest, TextCommand::Request(Request::Health))?,
         "METRICS" => no_args(&cmd, &rest, TextCommand::Request(Request::Metrics))?,
+        "INFO" => no_args(&cmd, &rest, TextCommand::Request(Request::Info))?,
         "DAILY" => TextCommand::Request(parse_daily(&rest)?),
         "CONV" => TextCommand::Request(parse_conv(&rest)?),
         "GAP" => TextCommand::Request(parse_gap(&rest)?),
@@ -311,7 +313,7 @@ pub fn format_reply(result: &Result<Response, WireError>) -> String {
             source.as_str(),
             host_field(*host)
         ),
-        Ok(Response::Health { fields }) => {
+        Ok(Response::Health { fields } | Response::Info { fields }) => {
             let mut line = String::from("OK");
             for (k, v) in fields {
                 line.push(' ');
@@ -516,6 +518,7 @@ pub fn format_request(request: &Request) -> Option<String> {
         Request::Ping => "PING".into(),
         Request::Health => "HEALTH".into(),
         Request::Metrics => "METRICS".into(),
+        Request::Info => "INFO".into(),
         Request::DailyNext(q) => daily("NEXT", q),
         Request::DailyGet(q) => daily("GET", q),
         Request::ConvNext(c) => conv("NEXT", c),

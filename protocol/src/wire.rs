@@ -82,6 +82,9 @@ pub enum Request {
     CacheDelPrefix {
         prefix: String,
     },
+    /// What this daemon is and accepts: its limits, host id, mode and the
+    /// requests it knows (answered with [`Response::Info`]).
+    Info,
 }
 
 /// A value to cache.
@@ -138,8 +141,33 @@ impl Request {
             Request::CacheSetMany(_) => "cache_set_many",
             Request::CacheDel { .. } => "cache_del",
             Request::CacheDelPrefix { .. } => "cache_del_prefix",
+            Request::Info => "info",
         }
     }
+
+    /// The [`Request::op_name`] of every variant, in variant-index order:
+    /// what `Info`'s `requests` field lists.
+    pub const NAMES: &'static [&'static str] = &[
+        "ping",
+        "daily_next",
+        "daily_get",
+        "conv_next",
+        "conv_get",
+        "health",
+        "metrics",
+        "gap_check",
+        "gap_batch",
+        "gap_stats",
+        "gap_clear",
+        "gap_clear_all",
+        "cache_get",
+        "cache_get_many",
+        "cache_set",
+        "cache_set_many",
+        "cache_del",
+        "cache_del_prefix",
+        "info",
+    ];
 }
 
 /// Which daily counter a request means.
@@ -301,6 +329,13 @@ pub enum Response {
         seq: u64,
         source: Source,
         host: Option<u16>,
+    },
+    /// The answer to [`Request::Info`]: ordered `name=value` pairs (the
+    /// text `INFO` prints the same). Pairs, not a struct, so that a later
+    /// daemon can add one without changing the encoding; a client reads
+    /// the names it knows and ignores the others.
+    Info {
+        fields: Vec<(String, String)>,
     },
 }
 

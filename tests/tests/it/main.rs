@@ -6,6 +6,7 @@ mod abuse;
 mod bench;
 mod cache;
 mod cli;
+mod clients;
 mod cluster;
 mod config;
 mod datadir;
