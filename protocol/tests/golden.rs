@@ -349,7 +349,196 @@ fn vectors() -> Vec<(&'static str, Msg)> {
                 }),
             }),
         ),
+        // Every remaining variant (appended: the bytes above never change).
+        (
+            "cache_get_many",
+            C(ClientMessage::Request {
+                id: 22,
+                request: Request::CacheGetMany {
+                    keys: vec!["a".into(), "b".into()],
+                },
+            }),
+        ),
+        (
+            "cache_set_many",
+            C(ClientMessage::Request {
+                id: 23,
+                request: Request::CacheSetMany(vec![
+                    CacheItem {
+                        key: "a".into(),
+                        value: vec![0, 255],
+                        ttl_ms: None,
+                    },
+                    CacheItem {
+                        key: "b".into(),
+                        value: vec![],
+                        ttl_ms: Some(1),
+                    },
+                ]),
+            }),
+        ),
+        (
+            "info",
+            C(ClientMessage::Request {
+                id: 24,
+                request: Request::Info,
+            }),
+        ),
+        (
+            "conv_reply_redis_v1",
+            S(ServerMessage::Response {
+                id: 9,
+                result: Ok(Response::Conv {
+                    seq: 7,
+                    source: Source::Redis,
+                }),
+            }),
+        ),
+        (
+            "gap_batch_reply",
+            S(ServerMessage::Response {
+                id: 14,
+                result: Ok(Response::GapBatch(vec![
+                    GapResult {
+                        kind: GapKind::Normal,
+                        seq: 1,
+                        expected: None,
+                        gap: 0,
+                        filled: None,
+                        source: Source::Redis,
+                    },
+                    GapResult {
+                        kind: GapKind::Duplicate,
+                        seq: 1,
+                        expected: Some(2),
+                        gap: 0,
+                        filled: None,
+                        source: Source::Redis,
+                    },
+                ])),
+            }),
+        ),
+        (
+            "cache_values",
+            S(ServerMessage::Response {
+                id: 22,
+                result: Ok(Response::CacheValues(vec![Some(vec![0, 255]), None])),
+            }),
+        ),
+        (
+            "cache_stored",
+            S(ServerMessage::Response {
+                id: 23,
+                result: Ok(Response::CacheWritten(WriteOutcome::Stored)),
+            }),
+        ),
+        (
+            "cache_invalidated",
+            S(ServerMessage::Response {
+                id: 23,
+                result: Ok(Response::CacheWritten(WriteOutcome::Invalidated)),
+            }),
+        ),
+        (
+            "info_reply",
+            S(ServerMessage::Response {
+                id: 24,
+                result: Ok(Response::Info {
+                    fields: vec![("max_batch".into(), "10000".into())],
+                }),
+            }),
+        ),
+        (
+            "error_invalid_argument",
+            S(ServerMessage::Response {
+                id: 25,
+                result: Err(WireError::new(ErrorCode::InvalidArgument, "tz")),
+            }),
+        ),
+        (
+            "error_unknown_command",
+            S(ServerMessage::Response {
+                id: 25,
+                result: Err(WireError::new(ErrorCode::UnknownCommand, "x")),
+            }),
+        ),
+        (
+            "error_forbidden",
+            S(ServerMessage::Response {
+                id: 25,
+                result: Err(WireError::new(ErrorCode::Forbidden, "seq:")),
+            }),
+        ),
+        (
+            "error_too_large",
+            S(ServerMessage::Response {
+                id: 25,
+                result: Err(WireError::new(ErrorCode::TooLarge, "big")),
+            }),
+        ),
+        (
+            "error_unavailable",
+            S(ServerMessage::Response {
+                id: 25,
+                result: Err(WireError::new(ErrorCode::Unavailable, "redis")),
+            }),
+        ),
+        (
+            "error_internal",
+            S(ServerMessage::Response {
+                id: 25,
+                result: Err(WireError::new(ErrorCode::Internal, "bug")),
+            }),
+        ),
+        (
+            "fatal_bad_request",
+            S(ServerMessage::Error {
+                error: WireError::new(ErrorCode::BadRequest, "hello first"),
+            }),
+        ),
     ]
+}
+
+#[test]
+fn the_vectors_hold_every_request_response_and_error_code() {
+    let mut requests = std::collections::BTreeSet::new();
+    let mut responses = std::collections::BTreeSet::new();
+    let mut codes = std::collections::BTreeSet::new();
+    // The variant's index as encoded: after the message's index and id
+    // for a request, and after the `Result` tag too for a response.
+    let index_at = |bytes: &[u8], i: usize| {
+        let i = LENGTH_PREFIX + i;
+        u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap())
+    };
+    for (name, m) in vectors() {
+        let bytes = encode(&m);
+        match &m {
+            Msg::C(ClientMessage::Request { .. }) => {
+                requests.insert(index_at(&bytes, 12));
+            }
+            Msg::S(ServerMessage::Response { result: Ok(_), .. }) => {
+                responses.insert(index_at(&bytes, 16));
+            }
+            Msg::S(ServerMessage::Response { result: Err(e), .. })
+            | Msg::S(ServerMessage::Error { error: e }) => {
+                codes.insert(e.code as u32);
+            }
+            Msg::C(ClientMessage::Hello { .. }) | Msg::S(ServerMessage::Hello { .. }) => {
+                assert!(name.contains("hello"), "{name}")
+            }
+        }
+    }
+    assert_eq!(
+        requests,
+        (0..Request::NAMES.len() as u32).collect(),
+        "request variants"
+    );
+    assert_eq!(responses, (0..=16).collect(), "response variants");
+    assert_eq!(
+        codes,
+        (0..ErrorCode::ALL.len() as u32).collect(),
+        "error codes"
+    );
 }
 
 fn stream(exchange: &str, symbol: &str) -> Stream {
