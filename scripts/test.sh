@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs redis-server, socat, systemd (for
+# Runs the whole test suite. Installs redis-server, socat, python3, systemd (for
 # `systemd-analyze verify` of the units) and prometheus (for `promtool`,
 # which checks the alert rules) with apt-get when they are
 # missing (the integration tests start real redis-server processes on free
@@ -14,6 +14,8 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 # openssl generates the CA and certificates of the TLS tests.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The Python client's tests (standard library only, Python >= 3.9).
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 # promtool checks and unit-tests the alert rules in monitoring/; only the
 # package itself (no node exporter and friends from its recommends).
 lean=()
@@ -32,6 +34,9 @@ if ((${#need[@]} + ${#lean[@]})); then
 fi
 
 cargo build --workspace --all-features --bins
+# The Python client: golden vectors, then against live seqd processes
+# (local and Redis mode) built above.
+(cd clients/python && python3 -m unittest discover -s tests)
 if cargo nextest --version >/dev/null 2>&1; then
   # Doc tests first: nextest does not run them, and its summary line
   # should close the output.

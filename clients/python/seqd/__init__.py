@@ -1,0 +1,39 @@
+"""Python client for seqd (standard library only, Python >= 3.9).
+
+    from zoneinfo import ZoneInfo
+    import datetime, seqd
+
+    with seqd.Client("/run/seqd/seqd.sock") as c:
+        n = c.increment_daily_sequence(123, datetime.datetime.now(ZoneInfo("Asia/Kolkata")))
+        print(n.seq, n.day, n.source)
+
+See ``protocol/PROTOCOL.md`` for the wire format and README.md for the
+guarantees.
+"""
+
+from .client import DEFAULT_SOCKET, AsyncClient, Client
+from .wire import (
+    CacheDeleted,
+    CacheItem,
+    ConvNumber,
+    DailyNumber,
+    GapResult,
+    ProtocolError,
+    SeqdError,
+    StreamStats,
+)
+
+__all__ = [
+    "AsyncClient",
+    "CacheDeleted",
+    "CacheItem",
+    "Client",
+    "ConvNumber",
+    "DailyNumber",
+    "DEFAULT_SOCKET",
+    "GapResult",
+    "ProtocolError",
+    "SeqdError",
+    "StreamStats",
+]
+__version__ = "0.1.0"

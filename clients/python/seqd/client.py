@@ -1,0 +1,475 @@
+"""Blocking and asyncio clients for seqd's binary protocol.
+
+A :class:`Client` holds one Unix-socket connection. Calls are blocking; many
+requests can go in one write with :meth:`Client.pipeline`. After the
+connection breaks, the next call reconnects, and a call that failed because
+the connection broke is retried once on a new one: a ``*_next`` whose reply
+was lost then skips a number, it never repeats one. Errors answered by seqd
+raise :class:`~seqd.wire.SeqdError` with its ``code``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import socket
+import struct
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from . import wire
+from .wire import (
+    CacheDeleted,
+    CacheItem,
+    ConvNumber,
+    DailyNumber,
+    GapResult,
+    ProtocolError,
+    SeqdError,
+    StreamStats,
+)
+
+DEFAULT_SOCKET = "/run/seqd/seqd.sock"
+DEFAULT_TIMEOUT = 5.0
+#: Requests, and request bytes, sent before their answers are read: the
+#: daemon stops reading a connection while 256 KiB of its answers are
+#: unsent, so a client must read while it writes (PROTOCOL.md §1.6).
+WINDOW_REQUESTS = 128
+WINDOW_BYTES = 64 * 1024
+
+Event = Union[Tuple[str, str, int], Tuple[str, str, int, Any]]
+
+
+def _day_args(now: Union[_dt.datetime, int, None], tz: Optional[str]) -> Tuple[Optional[str], Optional[int]]:
+    """The zone and instant of a daily request. A timezone-aware ``now``
+    names its zone (a :class:`zoneinfo.ZoneInfo`, or UTC) and its instant;
+    an int is milliseconds since the epoch; ``None`` means now."""
+    if now is None or isinstance(now, int):
+        return tz, now
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (for example datetime.now(ZoneInfo('Asia/Kolkata')))")
+    if tz is None:
+        key = getattr(now.tzinfo, "key", None)
+        if key is None and now.utcoffset() == _dt.timedelta(0):
+            key = "UTC"
+        if key is None:
+            raise ValueError(
+                f"cannot tell the IANA zone of {now.tzinfo!r}: use a zoneinfo.ZoneInfo or pass tz="
+            )
+        tz = key
+    return tz, int(now.timestamp() * 1000)
+
+
+def _expect(answer: Any, kind: type) -> Any:
+    if not isinstance(answer, kind):
+        raise ProtocolError(f"unexpected answer {answer!r}")
+    return answer
+
+
+def _ttl_ms(ttl: Optional[float]) -> Optional[int]:
+    return None if ttl is None else int(round(ttl * 1000))
+
+
+class _Calls:
+    """The typed calls, shared by :class:`Client` and :class:`AsyncClient`:
+    each builds a request and converts its answer (``_call`` runs it, and
+    returns the value or, for the async client, an awaitable)."""
+
+    def _call(self, request: wire.Request, convert: Callable[[Any], Any]):
+        raise NotImplementedError
+
+    # -- sequences
+    def ping(self):
+        return self._call(wire.ping(), lambda a: _expect(a, wire.Pong) and None)
+
+    def daily_next(self, user: str, tz: Optional[str] = None, at: Union[_dt.datetime, int, None] = None):
+        """Issues the next daily number of ``user`` (:class:`DailyNumber`)."""
+        tz, at_ms = _day_args(at, tz)
+        return self._call(wire.daily_next(user, tz, at_ms), lambda a: _expect(a, DailyNumber))
+
+    def daily_get(self, user: str, tz: Optional[str] = None, at: Union[_dt.datetime, int, None] = None):
+        """The current daily number of ``user`` (0 when none was issued)."""
+        tz, at_ms = _day_args(at, tz)
+        return self._call(wire.daily_get(user, tz, at_ms), lambda a: _expect(a, DailyNumber))
+
+    def increment_daily_sequence(self, user_id: Union[str, int], now: _dt.datetime):
+        """The seed's call: the next number of ``user_id``'s counter for the
+        local date of ``now`` in ``now``'s zone."""
+        return self.daily_next(str(user_id), at=now)
+
+    def get_current_sequence(self, user_id: Union[str, int], now: _dt.datetime):
+        """The seed's call: the current number for the local date of ``now``."""
+        return self.daily_get(str(user_id), at=now)
+
+    def private_next(self, a: str, b: str):
+        """Next number of the private chat of ``a`` and ``b`` (either order)."""
+        return self._call(wire.private_next(a, b), lambda x: _expect(x, ConvNumber))
+
+    def private_get(self, a: str, b: str):
+        return self._call(wire.private_get(a, b), lambda x: _expect(x, ConvNumber))
+
+    def group_next(self, group: str):
+        return self._call(wire.group_next(group), lambda x: _expect(x, ConvNumber))
+
+    def group_get(self, group: str):
+        return self._call(wire.group_get(group), lambda x: _expect(x, ConvNumber))
+
+    generate_private_chat_sequence = private_next
+    generate_group_chat_sequence = group_next
+
+    # -- gap tracker (the seed's names)
+    def check_sequence(self, exchange: str, symbol: str, sequence: int, timestamp: Any = None):
+        """Classifies one market-data sequence number (:class:`GapResult`).
+        ``timestamp`` is accepted for the seed's signature and not sent: seqd
+        stamps state changes itself."""
+        return self._call(wire.gap_check(exchange, symbol, sequence), lambda a: _expect(a, GapResult))
+
+    def check_sequence_batch(self, events: Sequence[Event]):
+        """Classifies ``(exchange, symbol, sequence[, timestamp])`` events in
+        order, atomically; one :class:`GapResult` per event."""
+        if not events:
+            return self._call_none([])
+        return self._call(wire.gap_batch(events), lambda a: _expect(a, wire.GapBatch).results)
+
+    def get_stats(self, exchange: str, symbol: str):
+        """What is known of a stream (:class:`StreamStats`), ``None`` when nothing."""
+        return self._call(wire.gap_stats(exchange, symbol), lambda a: _expect(a, wire.GapStats).stats)
+
+    def clear_symbol(self, exchange: str, symbol: str):
+        return self._call(wire.gap_clear(exchange, symbol), lambda a: _expect(a, wire.Done) and None)
+
+    def clear_all(self):
+        """Forgets every stream; returns how many."""
+        return self._call(wire.gap_clear_all(), lambda a: _expect(a, wire.Cleared).count)
+
+    # -- cache
+    def get(self, key: str):
+        """A cached value (bytes), ``None`` on a miss; ``SeqdError`` with code
+        ``unavailable`` while Redis is down (read your database)."""
+        return self._call(wire.cache_get(key), lambda a: _expect(a, wire.CacheValue).value)
+
+    def get_many(self, keys: Sequence[str]):
+        return self._call(wire.cache_get_many(keys), lambda a: _expect(a, wire.CacheValues).values)
+
+    def set(self, key: str, value: bytes, ttl: Optional[float] = None):
+        """Caches ``value`` (bytes), for ``ttl`` seconds or until invalidated.
+        Returns ``"stored"``, ``"invalidated"`` or ``"deferred"``."""
+        return self._call(wire.cache_set(key, value, _ttl_ms(ttl)), lambda a: _expect(a, wire.CacheWritten).outcome)
+
+    def set_many(self, items: Union[Dict[str, bytes], Iterable[CacheItem]], ttl: Optional[float] = None):
+        if isinstance(items, dict):
+            items = [CacheItem(k, bytes(v), _ttl_ms(ttl)) for k, v in items.items()]
+        return self._call(wire.cache_set_many(list(items)), lambda a: _expect(a, wire.CacheWritten).outcome)
+
+    def delete(self, *keys: str):
+        """Invalidates keys (:class:`CacheDeleted`)."""
+        return self._call(wire.cache_del(keys), lambda a: _expect(a, CacheDeleted))
+
+    def delete_prefix(self, prefix: str):
+        """Invalidates every key starting with ``prefix``."""
+        return self._call(wire.cache_del_prefix(prefix), lambda a: _expect(a, CacheDeleted))
+
+    # -- the daemon
+    def health(self) -> Dict[str, str]:
+        return self._call(wire.health(), lambda a: _expect(a, wire.Fields).as_dict())
+
+    def info(self) -> Dict[str, str]:
+        """The daemon's version, protocols, mode, host id and limits."""
+        return self._call(wire.info(), lambda a: _expect(a, wire.Fields).as_dict())
+
+    def metrics(self) -> str:
+        return self._call(wire.metrics(), lambda a: _expect(a, wire.Metrics).text)
+
+
+def _too_large(size: int, limit: int) -> SeqdError:
+    return SeqdError("too_large", f"request of {size} bytes is over the frame limit of {limit}; not sent")
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("seqd closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+class Client(_Calls):
+    """A blocking connection to seqd (see the module docs)."""
+
+    def __init__(self, path: str = DEFAULT_SOCKET, timeout: Optional[float] = DEFAULT_TIMEOUT,
+                 max_frame: int = wire.DEFAULT_MAX_FRAME):
+        self.path = path
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self.version = wire.PROTOCOL_VERSION
+        self._next_id = 1
+        self._sock: Optional[socket.socket] = None
+        self._sock = self._open()
+
+    # -- connection
+    def _open(self) -> socket.socket:
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.path)
+                sock.sendall(wire.encode_hello(self.version, "seqd-python/0.1"))
+                msg = self._read(sock)
+            except BaseException:
+                sock.close()
+                raise
+            if isinstance(msg, wire.ServerHello):
+                return sock
+            sock.close()
+            if isinstance(msg, wire.Fatal):
+                # A daemon older than this client: speak protocol 1.
+                if msg.error.code == "version_mismatch" and self.version > wire.MIN_PROTOCOL_VERSION:
+                    self.version = wire.MIN_PROTOCOL_VERSION
+                    continue
+                raise msg.error
+            raise ProtocolError(f"unexpected answer to hello: {msg!r}")
+
+    def _read(self, sock: socket.socket):
+        (n,) = struct.unpack(">I", _read_exact(sock, 4))
+        if n > self.max_frame:
+            raise ProtocolError(f"frame of {n} bytes is over the limit of {self.max_frame}")
+        return wire.decode_server_message(_read_exact(sock, n))
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- exchanges
+    def pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
+        """Sends many requests and returns one answer per request, in order:
+        the decoded answer, or the :class:`SeqdError` it failed with (not
+        raised). Requests go in windows, each window's answers read before
+        the next is sent."""
+        try:
+            return self._pipeline(requests)
+        except (OSError, ConnectionError):
+            # Broken connection (or a restarted daemon): once more on a
+            # new one.
+            self.close()
+            return self._pipeline(requests)
+
+    def _pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
+        if self._sock is None:
+            self._sock = self._open()
+        sock = self._sock
+        results: List[Any] = [None] * len(requests)
+        try:
+            i = 0
+            while i < len(requests):
+                out = bytearray()
+                ids: Dict[int, int] = {}
+                while i < len(requests) and len(ids) < WINDOW_REQUESTS and len(out) < WINDOW_BYTES:
+                    rid = self._next_id
+                    self._next_id += 1
+                    frame = wire.encode_request(rid, requests[i])
+                    if len(frame) - 4 > self.max_frame:
+                        # seqd would close the connection over it.
+                        results[i] = _too_large(len(frame) - 4, self.max_frame)
+                    else:
+                        out += frame
+                        ids[rid] = i
+                    i += 1
+                sock.sendall(out)
+                while ids:
+                    msg = self._read(sock)
+                    if isinstance(msg, wire.Fatal):
+                        raise msg.error
+                    if not isinstance(msg, wire.Response) or msg.id not in ids:
+                        raise ProtocolError(f"unexpected message {msg!r}")
+                    results[ids.pop(msg.id)] = msg.error if msg.error is not None else msg.answer
+        except BaseException:
+            # A broken, confused or timed-out exchange: start over next time.
+            self.close()
+            raise
+        return results
+
+    def request(self, request: wire.Request) -> Any:
+        """One request; its answer, or raises its :class:`SeqdError`."""
+        (result,) = self.pipeline([request])
+        if isinstance(result, SeqdError):
+            raise result
+        return result
+
+    def _call(self, request: wire.Request, convert: Callable[[Any], Any]):
+        return convert(self.request(request))
+
+    def _call_none(self, value):
+        return value
+
+    # -- cache-aside and write-through
+    def get_or_load(self, key: str, loader: Callable[[], bytes], ttl: Optional[float] = None) -> bytes:
+        """Cache-aside: a hit returns the cached value; a miss calls
+        ``loader`` (your database read) and caches its result; while the
+        cache is unavailable, ``loader`` alone answers and nothing is cached
+        (a value superseded during an outage is never written back)."""
+        try:
+            value = self.get(key)
+        except SeqdError as e:
+            if e.code == "unavailable":
+                return loader()
+            raise
+        if value is not None:
+            return value
+        value = loader()
+        try:
+            self.set(key, value, ttl)
+        except SeqdError:
+            pass  # a failed populate only costs a later miss
+        return value
+
+    def write_through(self, key: str, value: Optional[bytes], db_write: Callable[[], Any],
+                      ttl: Optional[float] = None) -> Tuple[Any, str]:
+        """Write-through: runs ``db_write`` (the database is the truth), then
+        caches ``value``, or with ``None`` invalidates the key. Returns the
+        database write's result and the cache outcome."""
+        written = db_write()
+        if value is not None:
+            return written, self.set(key, value, ttl)
+        deleted = self.delete(key)
+        return written, "deferred" if deleted.deferred else "invalidated"
+
+
+class AsyncClient(_Calls):
+    """The asyncio variant: the same calls, awaited; one exchange at a time
+    per client (open several, or use :meth:`pipeline`). Reconnects like
+    :class:`Client`; ``timeout`` bounds every call."""
+
+    def __init__(self, path: str = DEFAULT_SOCKET, timeout: Optional[float] = DEFAULT_TIMEOUT,
+                 max_frame: int = wire.DEFAULT_MAX_FRAME):
+        self.path = path
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self.version = wire.PROTOCOL_VERSION
+        self._next_id = 1
+        self._conn: Optional[Tuple[asyncio.StreamReader, asyncio.StreamWriter]] = None
+
+    @classmethod
+    async def connect(cls, path: str = DEFAULT_SOCKET, timeout: Optional[float] = DEFAULT_TIMEOUT) -> "AsyncClient":
+        c = cls(path, timeout)
+        c._conn = await asyncio.wait_for(c._open(), timeout)
+        return c
+
+    async def _open(self):
+        while True:
+            reader, writer = await asyncio.open_unix_connection(self.path)
+            writer.write(wire.encode_hello(self.version, "seqd-python-asyncio/0.1"))
+            await writer.drain()
+            msg = await self._read(reader)
+            if isinstance(msg, wire.ServerHello):
+                return reader, writer
+            writer.close()
+            if isinstance(msg, wire.Fatal):
+                if msg.error.code == "version_mismatch" and self.version > wire.MIN_PROTOCOL_VERSION:
+                    self.version = wire.MIN_PROTOCOL_VERSION
+                    continue
+                raise msg.error
+            raise ProtocolError(f"unexpected answer to hello: {msg!r}")
+
+    async def _read(self, reader: asyncio.StreamReader):
+        try:
+            (n,) = struct.unpack(">I", await reader.readexactly(4))
+            if n > self.max_frame:
+                raise ProtocolError(f"frame of {n} bytes is over the limit of {self.max_frame}")
+            return wire.decode_server_message(await reader.readexactly(n))
+        except asyncio.IncompleteReadError:
+            raise ConnectionError("seqd closed the connection") from None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+    async def pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
+        """As :meth:`Client.pipeline`."""
+        async def run():
+            try:
+                return await self._pipeline(requests)
+            except (OSError, ConnectionError):
+                await self.close()
+                return await self._pipeline(requests)
+        try:
+            return await asyncio.wait_for(run(), self.timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _pipeline(self, requests):
+        if self._conn is None:
+            self._conn = await self._open()
+        reader, writer = self._conn
+        results: List[Any] = [None] * len(requests)
+        i = 0
+        while i < len(requests):
+            ids: Dict[int, int] = {}
+            size = 0
+            while i < len(requests) and len(ids) < WINDOW_REQUESTS and size < WINDOW_BYTES:
+                rid = self._next_id
+                self._next_id += 1
+                frame = wire.encode_request(rid, requests[i])
+                if len(frame) - 4 > self.max_frame:
+                    results[i] = _too_large(len(frame) - 4, self.max_frame)
+                else:
+                    writer.write(frame)
+                    size += len(frame)
+                    ids[rid] = i
+                i += 1
+            await writer.drain()
+            while ids:
+                msg = await self._read(reader)
+                if isinstance(msg, wire.Fatal):
+                    raise msg.error
+                if not isinstance(msg, wire.Response) or msg.id not in ids:
+                    raise ProtocolError(f"unexpected message {msg!r}")
+                results[ids.pop(msg.id)] = msg.error if msg.error is not None else msg.answer
+        return results
+
+    async def request(self, request: wire.Request) -> Any:
+        (result,) = await self.pipeline([request])
+        if isinstance(result, SeqdError):
+            raise result
+        return result
+
+    async def _call(self, request, convert):
+        return convert(await self.request(request))
+
+    async def _call_none(self, value):
+        return value
+
+    async def get_or_load(self, key: str, loader: Callable[[], Awaitable[bytes]], ttl: Optional[float] = None) -> bytes:
+        """As :meth:`Client.get_or_load`, with an async ``loader``."""
+        try:
+            value = await self.get(key)
+        except SeqdError as e:
+            if e.code == "unavailable":
+                return await loader()
+            raise
+        if value is not None:
+            return value
+        value = await loader()
+        try:
+            await self.set(key, value, ttl)
+        except SeqdError:
+            pass
+        return value
+
+    async def write_through(self, key: str, value: Optional[bytes], db_write: Callable[[], Awaitable[Any]],
+                            ttl: Optional[float] = None) -> Tuple[Any, str]:
+        """As :meth:`Client.write_through`, with an async ``db_write``."""
+        written = await db_write()
+        if value is not None:
+            return written, await self.set(key, value, ttl)
+        deleted = await self.delete(key)
+        return written, "deferred" if deleted.deferred else "invalidated"
