@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs redis-server, socat, python3, systemd (for
-# `systemd-analyze verify` of the units) and prometheus (for `promtool`,
-# which checks the alert rules) with apt-get when they are
-# missing (the integration tests start real redis-server processes on free
-# loopback ports, never 6379), builds the binaries the tests start (seqd,
-# seqctl), then runs every test.
+# Runs the whole test suite. Installs redis-server, socat, openssl,
+# python3, golang-go, systemd (for `systemd-analyze verify` of the units)
+# and prometheus (for `promtool`, which checks the alert rules) with
+# apt-get when they are missing (the integration tests start real
+# redis-server processes on free loopback ports, never 6379), builds the
+# binaries the tests start (seqd, seqctl), then runs every test: the Go
+# and Python clients' first, then the Rust suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +15,10 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 # openssl generates the CA and certificates of the TLS tests.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
-# The Python client's tests (standard library only, Python >= 3.9).
+# The Python client's tests (standard library only, Python >= 3.9), and
+# the Go client's (standard library only, Go as Debian ships it).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
 # promtool checks and unit-tests the alert rules in monitoring/; only the
 # package itself (no node exporter and friends from its recommends).
 lean=()
@@ -34,9 +37,13 @@ if ((${#need[@]} + ${#lean[@]})); then
 fi
 
 cargo build --workspace --all-features --bins
-# The Python client: golden vectors, then against live seqd processes
-# (local and Redis mode) built above.
-(cd clients/python && python3 -m unittest discover -s tests)
+# The Go client: golden vectors, then against live seqd processes (local
+# and Redis mode) built above. Standard library only: no module proxy.
+export GOPROXY=off GOFLAGS=-mod=mod
+(cd clients/go && go build -o ../../target/seqd-go-example ./cmd/seqd-example && go test -count=1 ./...)
+# The Python client, the same way; its last test has Python, seqctl, the
+# Go example and socat draw from one counter in turn.
+(cd clients/python && SEQD_GO_EXAMPLE="$PWD/../../target/seqd-go-example" python3 -m unittest discover -s tests)
 if cargo nextest --version >/dev/null 2>&1; then
   # Doc tests first: nextest does not run them, and its summary line
   # should close the output.

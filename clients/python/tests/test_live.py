@@ -218,6 +218,7 @@ class OneCounter(unittest.TestCase):
                                  capture_output=True, text=True, check=True).stdout
             seen.append(int(out.split("seq=")[1].split()[0]))
         seen.append(c.group_next("shared").seq)
+        self.assertEqual(len(seen), 5 if go_example else 4)
         self.assertEqual(seen, list(range(1, len(seen) + 1)), "one counter, every client in turn")
 
 

@@ -1,0 +1,386 @@
+package seqd
+
+// The client against live seqd processes (SEQD_BIN, default
+// ../../target/debug/seqd) in local and Redis mode.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type daemon struct {
+	t      *testing.T
+	dir    string
+	socket string
+	args   []string
+	cmd    *exec.Cmd
+}
+
+func seqdBin() string {
+	if b := os.Getenv("SEQD_BIN"); b != "" {
+		return b
+	}
+	b, _ := filepath.Abs("../../target/debug/seqd")
+	return b
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func textCmd(socket, line string) string {
+	c, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "%s\n", line)
+	reply, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(reply)
+}
+
+func startSeqd(t *testing.T, extra ...string) *daemon {
+	t.Helper()
+	if _, err := os.Stat(seqdBin()); err != nil {
+		t.Skipf("no seqd binary at %s (cargo build first)", seqdBin())
+	}
+	d := &daemon{t: t, dir: t.TempDir()}
+	d.socket = filepath.Join(d.dir, "seqd.sock")
+	d.args = append([]string{"--socket", d.socket, "--data-dir", filepath.Join(d.dir, "data")}, extra...)
+	d.start()
+	t.Cleanup(d.kill)
+	return d
+}
+
+func (d *daemon) start() {
+	d.cmd = exec.Command(seqdBin(), d.args...)
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REDIS_") && !strings.HasPrefix(kv, "SEQD_") {
+			env = append(env, kv)
+		}
+	}
+	d.cmd.Env = env
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	waitUntil(d.t, "seqd", func() bool { return textCmd(d.socket, "PING") == "OK pong" })
+}
+
+func (d *daemon) kill() {
+	if d.cmd != nil && d.cmd.Process != nil {
+		d.cmd.Process.Kill()
+		d.cmd.Wait()
+	}
+}
+
+type redis struct {
+	port int
+	cmd  *exec.Cmd
+}
+
+func startRedis(t *testing.T) *redis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("no redis-server")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := &redis{port: port}
+	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.cmd.Process.Signal(syscall.SIGCONT)
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+	})
+	waitUntil(t, "redis", func() bool { return r.cli("PING") == "PONG" })
+	return r
+}
+
+func (r *redis) cli(args ...string) string {
+	out, _ := exec.Command("redis-cli", append([]string{"-p", strconv.Itoa(r.port)}, args...)...).Output()
+	return strings.TrimSpace(string(out))
+}
+
+func dial(t *testing.T, d *daemon) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func bg() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_ = cancel
+	return ctx
+}
+
+func code(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+func TestDailyNumbersFollowTheLocalDateOfNow(t *testing.T) {
+	c := dial(t, startSeqd(t))
+	kolkata, err := time.LoadLocation("Asia/Kolkata")
+	if err != nil {
+		t.Skip("no tzdata")
+	}
+	now := time.Now().In(kolkata)
+	after := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, kolkata)
+	before := after.Add(-time.Second)
+	ymd := func(t time.Time) uint32 { v, _ := strconv.Atoi(t.Format("20060102")); return uint32(v) }
+	n, err := c.IncrementDailySequence(bg(), "123", before)
+	if err != nil || n.Seq != 1 || n.Day != ymd(before) || n.Source != "local" || n.Host != nil {
+		t.Fatalf("%+v %v", n, err)
+	}
+	if n, _ := c.IncrementDailySequence(bg(), "123", before); n.Seq != 2 {
+		t.Fatalf("second: %+v", n)
+	}
+	if n, _ := c.IncrementDailySequence(bg(), "123", after); n.Seq != 1 || n.Day != ymd(after) {
+		t.Fatalf("after midnight: %+v", n)
+	}
+	if n, _ := c.GetCurrentSequence(bg(), "123", before); n.Seq != 2 {
+		t.Fatalf("current: %+v", n)
+	}
+	if _, err := c.IncrementDailySequence(bg(), "123", time.Now().In(time.FixedZone("IST", 19800))); err == nil {
+		t.Fatal("a fixed zone has no IANA name: refused")
+	}
+}
+
+func TestManyGoroutinesShareOneClient(t *testing.T) {
+	c := dial(t, startSeqd(t))
+	const goroutines, each = 50, 40
+	var mu sync.Mutex
+	seen := map[uint64]bool{}
+	var wg sync.WaitGroup
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := uint64(0)
+			for i := 0; i < each; i++ {
+				n, err := c.GenerateGroupChatSequence(bg(), "shared")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n.Seq <= last {
+					t.Errorf("not increasing for one goroutine: %d after %d", n.Seq, last)
+				}
+				last = n.Seq
+				mu.Lock()
+				if seen[n.Seq] {
+					t.Errorf("%d twice", n.Seq)
+				}
+				seen[n.Seq] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for i := uint64(1); i <= goroutines*each; i++ {
+		if !seen[i] {
+			t.Fatalf("%d missing", i)
+		}
+	}
+	if n, _ := c.CurrentGroupChatSequence(bg(), "shared"); n.Seq != goroutines*each {
+		t.Fatalf("current %d", n.Seq)
+	}
+	if n, _ := c.GeneratePrivateChatSequence(bg(), "b", "a"); n.Seq != 1 {
+		t.Fatalf("private %+v", n)
+	}
+	if n, _ := c.CurrentPrivateChatSequence(bg(), "a", "b"); n.Seq != 1 {
+		t.Fatalf("private current %+v", n)
+	}
+}
+
+func TestGapTrackerAndCache(t *testing.T) {
+	c := dial(t, startSeqd(t))
+	ctx := bg()
+	if r, _ := c.CheckSequence(ctx, "asx", "BHP", 100); r.Kind != "normal" {
+		t.Fatalf("%+v", r)
+	}
+	if r, _ := c.CheckSequence(ctx, "asx", "BHP", 105); r.Kind != "gap" || r.Gap != 4 || *r.Expected != 101 {
+		t.Fatalf("%+v", r)
+	}
+	rs, err := c.CheckSequenceBatch(ctx, []GapEvent{{"asx", "CBA", 1}, {"asx", "CBA", 1}})
+	if err != nil || len(rs) != 2 || rs[1].Kind != "duplicate" {
+		t.Fatalf("%+v %v", rs, err)
+	}
+	st, _ := c.GetStats(ctx, "asx", "BHP")
+	if st == nil || st.LastSeq != 105 || len(st.Missing) != 1 || st.Missing[0] != [2]uint64{101, 104} {
+		t.Fatalf("%+v", st)
+	}
+	if err := c.ClearSymbol(ctx, "asx", "BHP"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := c.GetStats(ctx, "asx", "BHP"); st != nil {
+		t.Fatalf("cleared: %+v", st)
+	}
+	if n, _ := c.ClearAll(ctx); n != 1 {
+		t.Fatalf("clear all: %d", n)
+	}
+
+	value := []byte{0, 255, '\n', 'x'}
+	if o, err := c.Set(ctx, "cfg:1", value, time.Minute); err != nil || o != "stored" {
+		t.Fatalf("%s %v", o, err)
+	}
+	if v, hit, _ := c.Get(ctx, "cfg:1"); !hit || string(v) != string(value) {
+		t.Fatalf("%v %q", hit, v)
+	}
+	if _, hit, _ := c.Get(ctx, "cfg:none"); hit {
+		t.Fatal("miss expected")
+	}
+	c.SetMany(ctx, []CacheItem{{"cfg:2", []byte("two"), 0}})
+	vs, _ := c.GetMany(ctx, "cfg:1", "cfg:2", "cfg:3")
+	if len(vs) != 3 || string(vs[1]) != "two" || vs[2] != nil {
+		t.Fatalf("%q", vs)
+	}
+	if d, _ := c.Delete(ctx, "cfg:2", "cfg:9"); d.Count != 1 || d.Deferred {
+		t.Fatalf("%+v", d)
+	}
+	loads := 0
+	loader := func(context.Context) ([]byte, error) { loads++; return []byte("db"), nil }
+	c.GetOrLoad(ctx, "cfg:x", 0, loader)
+	if v, _ := c.GetOrLoad(ctx, "cfg:x", 0, loader); string(v) != "db" || loads != 1 {
+		t.Fatalf("%q after %d loads", v, loads)
+	}
+	if o, _ := c.WriteThrough(ctx, "cfg:x", nil, 0, func(context.Context) error { return nil }); o != "invalidated" {
+		t.Fatal(o)
+	}
+	if d, _ := c.DeletePrefix(ctx, "cfg:"); d.Count != 1 {
+		t.Fatalf("%+v", d)
+	}
+
+	// Errors carry their code; the connection stays usable.
+	if _, err := c.GenerateGroupChatSequence(ctx, "bad id"); code(err) != CodeInvalidArgument {
+		t.Fatalf("%v", err)
+	}
+	if _, err := c.Set(ctx, "seq:group:g", []byte("x"), 0); code(err) != CodeForbidden {
+		t.Fatalf("%v", err)
+	}
+	if _, err := c.Set(ctx, "cfg:big", make([]byte, DefaultMaxFrame+1), 0); code(err) != CodeTooLarge {
+		t.Fatalf("%v", err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil || info["mode"] != "local" || info["requests"] != strings.Join(RequestNames, ",") {
+		t.Fatalf("%v %v", info, err)
+	}
+	if h, _ := c.Health(ctx); h["mode"] != "local" {
+		t.Fatalf("%v", h)
+	}
+	if m, _ := c.Metrics(ctx); !strings.Contains(m, "seqd_requests_total") {
+		t.Fatal("metrics")
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeadlinesEndTheWait(t *testing.T) {
+	// A socket that accepts and never answers (a hung daemon).
+	path := filepath.Join(t.TempDir(), "hung.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := Dial(ctx, path); err == nil {
+		t.Fatal("dialed a daemon that never answers")
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("the deadline did not end the wait")
+	}
+}
+
+func TestTheClientReconnectsAfterSeqdRestarts(t *testing.T) {
+	d := startSeqd(t)
+	c := dial(t, d)
+	if n, _ := c.GenerateGroupChatSequence(bg(), "r"); n.Seq != 1 {
+		t.Fatalf("%+v", n)
+	}
+	d.kill()
+	d.start()
+	n, err := c.GenerateGroupChatSequence(bg(), "r")
+	if err != nil || n.Seq != 2 {
+		t.Fatalf("after the restart: %+v %v", n, err)
+	}
+}
+
+func TestRedisMode(t *testing.T) {
+	r := startRedis(t)
+	d := startSeqd(t, "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", r.port), "--redis-timeout-ms", "200")
+	c := dial(t, d)
+	ctx := bg()
+	n, err := c.GenerateGroupChatSequence(ctx, "g")
+	if err != nil || n.Seq != 1 || n.Source != "redis" || n.Host != nil {
+		t.Fatalf("%+v %v", n, err)
+	}
+	if got := r.cli("GET", "seq:group:g"); got != "1" {
+		t.Fatalf("redis holds %q", got)
+	}
+	c.Set(ctx, "cfg:live", []byte("cached"), 0)
+	r.cmd.Process.Signal(syscall.SIGSTOP)
+	defer r.cmd.Process.Signal(syscall.SIGCONT)
+	n, err = c.GenerateGroupChatSequence(ctx, "g")
+	if err != nil || n.Source != "local" || n.Host == nil || n.Seq != 2 {
+		t.Fatalf("during the outage: %+v %v", n, err)
+	}
+	if _, _, err := c.Get(ctx, "cfg:live"); code(err) != CodeUnavailable {
+		t.Fatalf("%v", err)
+	}
+	v, err := c.GetOrLoad(ctx, "cfg:live", 0, func(context.Context) ([]byte, error) { return []byte("db"), nil })
+	if err != nil || string(v) != "db" {
+		t.Fatalf("%q %v", v, err)
+	}
+}

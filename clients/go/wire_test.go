@@ -1,0 +1,176 @@
+package seqd
+
+import (
+	"bufio"
+	"encoding/hex"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func loadVectors(t *testing.T) map[string][]byte {
+	t.Helper()
+	f, err := os.Open("../../protocol/golden/vectors.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string][]byte{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, hexed, _ := strings.Cut(line, " ")
+		b, err := hex.DecodeString(hexed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = b
+	}
+	return out
+}
+
+func str(s string) *string { return &s }
+func i64(v int64) *int64   { return &v }
+func u64(v uint64) *uint64 { return &v }
+func u16(v uint16) *uint16 { return &v }
+func boolean(v bool) *bool { return &v }
+
+// The client messages, as this client builds them.
+var requests = map[string][]byte{
+	"hello":              EncodeHello(1, "c"),
+	"hello_v2":           EncodeHello(2, "c"),
+	"ping":               EncodeRequest(1, PingRequest()),
+	"daily_next_full":    EncodeRequest(7, DailyNextRequest("123", str("Asia/Kolkata"), i64(1767724199000))),
+	"daily_get_defaults": EncodeRequest(8, DailyGetRequest("u", nil, nil)),
+	"conv_next_private":  EncodeRequest(9, PrivateNextRequest("a", "b")),
+	"conv_get_group":     EncodeRequest(10, GroupGetRequest("g")),
+	"health":             EncodeRequest(11, HealthRequest()),
+	"metrics":            EncodeRequest(12, MetricsRequest()),
+	"gap_check":          EncodeRequest(13, GapCheckRequest("x", "BTC", 5)),
+	"gap_batch":          EncodeRequest(14, GapBatchRequest([]GapEvent{{"x", "A", 1}, {"x", "A", 3}})),
+	"gap_stats":          EncodeRequest(15, GapStatsRequest("x", "A")),
+	"gap_clear":          EncodeRequest(16, GapClearRequest("x", "A")),
+	"gap_clear_all":      EncodeRequest(17, GapClearAllRequest()),
+	"cache_get":          EncodeRequest(18, CacheGetRequest("k")),
+	"cache_set":          EncodeRequest(19, CacheSetRequest(CacheItem{"k", []byte("v"), 5000})),
+	"cache_del":          EncodeRequest(20, CacheDelRequest([]string{"a", "b"})),
+	"cache_del_prefix":   EncodeRequest(21, CacheDelPrefixRequest("user:1:")),
+	"cache_get_many":     EncodeRequest(22, CacheGetManyRequest([]string{"a", "b"})),
+	"cache_set_many":     EncodeRequest(23, CacheSetManyRequest([]CacheItem{{"a", []byte{0, 255}, 0}, {"b", []byte{}, 1}})),
+	"info":               EncodeRequest(24, InfoRequest()),
+}
+
+func ok(id uint64, a interface{}) ServerMessage {
+	return ServerMessage{Response: &Response{ID: id, Answer: a}}
+}
+
+func fail(id uint64, code, msg string) ServerMessage {
+	return ServerMessage{Response: &Response{ID: id, Err: &Error{code, msg}}}
+}
+
+// The server messages, as this client decodes them.
+var answers = map[string]ServerMessage{
+	"server_hello": {Hello: &struct {
+		Version uint32
+		Server  string
+	}{1, "s"}},
+	"pong":                    ok(1, Pong{}),
+	"daily_reply":             ok(7, DailyNumber{Seq: 1, Day: 20260106, Source: "redis"}),
+	"conv_reply_local":        ok(9, ConvNumber{Seq: 300, Source: "local"}),
+	"health_reply":            ok(11, Fields{"health", [][2]string{{"redis", "up"}}}),
+	"metrics_reply":           ok(12, Metrics{"m 1\n"}),
+	"error_reply":             fail(5, CodeInvalidArgument, "bad"),
+	"gap_reply":               ok(13, GapResult{Kind: "gap", Seq: 105, Expected: u64(101), Gap: 4, Source: "redis"}),
+	"gap_out_of_order_reply":  ok(13, GapResult{Kind: "out_of_order", Seq: 102, Expected: u64(106), Filled: boolean(true), Source: "local"}),
+	"gap_stats_reply":         ok(15, GapStats{&StreamStats{105, 1767724199000, 1, 0, [][2]uint64{{101, 104}}, "redis"}}),
+	"gap_stats_none":          ok(15, GapStats{}),
+	"done":                    ok(16, Done{}),
+	"cleared":                 ok(17, Cleared{3}),
+	"cache_hit":               ok(18, CacheValue{[]byte("v")}),
+	"cache_miss":              ok(18, CacheValue{}),
+	"cache_deferred":          ok(19, CacheWritten{"deferred"}),
+	"cache_deleted":           ok(20, CacheDeleted{2, false}),
+	"fatal_version_mismatch":  {Fatal: &Error{CodeVersionMismatch, "v"}},
+	"daily_number_local_host": ok(7, DailyNumber{Seq: 42, Day: 20261122, Source: "local", Host: u16(513)}),
+	"conv_number_redis":       ok(9, ConvNumber{Seq: 300, Source: "redis"}),
+	"conv_reply_redis_v1":     ok(9, ConvNumber{Seq: 7, Source: "redis"}),
+	"gap_batch_reply": ok(14, GapBatch{[]GapResult{
+		{Kind: "normal", Seq: 1, Source: "redis"},
+		{Kind: "duplicate", Seq: 1, Expected: u64(2), Source: "redis"},
+	}}),
+	"cache_values":           ok(22, CacheValues{[][]byte{{0, 255}, nil}}),
+	"cache_stored":           ok(23, CacheWritten{"stored"}),
+	"cache_invalidated":      ok(23, CacheWritten{"invalidated"}),
+	"info_reply":             ok(24, Fields{"info", [][2]string{{"max_batch", "10000"}}}),
+	"error_invalid_argument": fail(25, CodeInvalidArgument, "tz"),
+	"error_unknown_command":  fail(25, CodeUnknownCommand, "x"),
+	"error_forbidden":        fail(25, CodeForbidden, "seq:"),
+	"error_too_large":        fail(25, CodeTooLarge, "big"),
+	"error_unavailable":      fail(25, CodeUnavailable, "redis"),
+	"error_internal":         fail(25, CodeInternal, "bug"),
+	"fatal_bad_request":      {Fatal: &Error{CodeBadRequest, "hello first"}},
+}
+
+func TestEveryVectorIsCovered(t *testing.T) {
+	for name := range loadVectors(t) {
+		_, q := requests[name]
+		_, a := answers[name]
+		if !q && !a {
+			t.Errorf("vector %s is not checked", name)
+		}
+	}
+	if got, want := len(requests)+len(answers), len(loadVectors(t)); got != want {
+		t.Errorf("%d checks for %d vectors", got, want)
+	}
+}
+
+func TestRequestsEncodeToTheRecordedBytes(t *testing.T) {
+	v := loadVectors(t)
+	for name, encoded := range requests {
+		if hex.EncodeToString(encoded) != hex.EncodeToString(v[name]) {
+			t.Errorf("%s: got %x, recorded %x", name, encoded, v[name])
+		}
+	}
+}
+
+func TestAnswersDecodeToTheRecordedValues(t *testing.T) {
+	v := loadVectors(t)
+	for name, want := range answers {
+		data := v[name]
+		got, err := DecodeServerMessage(data[4:])
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: got %+v, want %+v", name, got, want)
+		}
+	}
+}
+
+func TestTruncatedAndTrailingBytesAreRefused(t *testing.T) {
+	payload := loadVectors(t)["gap_stats_reply"][4:]
+	if _, err := DecodeServerMessage(append(append([]byte{}, payload...), 0)); err == nil {
+		t.Error("trailing byte accepted")
+	}
+	for cut := 0; cut < len(payload); cut++ {
+		if _, err := DecodeServerMessage(payload[:cut]); err == nil {
+			t.Errorf("payload cut at %d accepted", cut)
+		}
+	}
+	// A string length of 2^60 is refused before anything is allocated.
+	w := &writer{}
+	w.u32(1)
+	w.u64(1)
+	w.u32(0)
+	w.u32(4)
+	w.u64(1 << 60)
+	if _, err := DecodeServerMessage(w.buf); err == nil {
+		t.Error("huge length accepted")
+	}
+}
