@@ -3,6 +3,7 @@ package seqd
 import (
 	"bufio"
 	"encoding/hex"
+	"errors"
 	"os"
 	"reflect"
 	"strings"
@@ -173,4 +174,45 @@ func TestTruncatedAndTrailingBytesAreRefused(t *testing.T) {
 	if _, err := DecodeServerMessage(w.buf); err == nil {
 		t.Error("huge length accepted")
 	}
+}
+
+// FuzzDecodeServerMessage: any bytes decode or fail with ErrProtocol,
+// never panic. `go test` runs it on the golden vectors and their
+// truncations; `go test -fuzz=Fuzz` explores further.
+func FuzzDecodeServerMessage(f *testing.F) {
+	for _, b := range []string{
+		"01000000010000000000000000000000000000000000",
+		"0100000007000000000000000000000007000000016900000000000000",
+	} {
+		raw, _ := hex.DecodeString(b)
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		msg, err := DecodeServerMessage(payload)
+		if err != nil && !errors.Is(err, ErrProtocol) {
+			t.Fatalf("error outside ErrProtocol: %v", err)
+		}
+		if err == nil && msg.Hello == nil && msg.Response == nil && msg.Fatal == nil {
+			t.Fatal("decoded to nothing")
+		}
+	})
+}
+
+func TestGoldenVectorsSurviveEveryTruncationAndBitFlip(t *testing.T) {
+	for name, data := range loadVectors(t) {
+		payload := data[4:]
+		for i := range payload {
+			for _, p := range [][]byte{payload[:i], flip(payload, i)} {
+				if _, err := DecodeServerMessage(p); err != nil && !errors.Is(err, ErrProtocol) {
+					t.Fatalf("%s: %v", name, err)
+				}
+			}
+		}
+	}
+}
+
+func flip(b []byte, i int) []byte {
+	out := append([]byte{}, b...)
+	out[i] ^= 0xff
+	return out
 }

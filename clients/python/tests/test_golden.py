@@ -149,3 +149,22 @@ class GoldenVectors(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Fuzz(unittest.TestCase):
+    """Any bytes decode or raise ProtocolError: never another exception."""
+
+    def test_random_payloads_and_mutated_vectors(self):
+        import random
+        rng = random.Random(1234)
+        payloads = [bytes(rng.randrange(256) for _ in range(rng.randrange(64))) for _ in range(3000)]
+        for data in load().values():
+            p = data[4:]
+            for i in range(len(p)):
+                payloads.append(p[:i])
+                payloads.append(p[:i] + bytes([p[i] ^ 0xFF]) + p[i + 1:])
+        for p in payloads:
+            try:
+                wire.decode_server_message(p)
+            except wire.ProtocolError:
+                pass
