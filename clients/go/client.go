@@ -8,7 +8,9 @@
 // dropped). After the connection breaks, the next call reconnects, and a
 // call that failed because the connection broke is retried once on a new
 // one: a Next call whose reply was lost then skips a number, it never
-// repeats one. Errors answered by seqd are *Error values with a Code.
+// repeats one. A call ended by its context leaves its request to run in
+// seqd (the answer is dropped): a cancelled Next may use up a number.
+// Errors answered by seqd are *Error values with a Code.
 package seqd
 
 import (

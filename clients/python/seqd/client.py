@@ -5,7 +5,8 @@ requests can go in one write with :meth:`Client.pipeline`. After the
 connection breaks, the next call reconnects, and a call that failed because
 the connection broke is retried once on a new one: a ``*_next`` whose reply
 was lost then skips a number, it never repeats one. Errors answered by seqd
-raise :class:`~seqd.wire.SeqdError` with its ``code``.
+raise :class:`~seqd.wire.SeqdError` with its ``code``. A client is not
+safe to share between threads: open one per thread (connections are cheap).
 """
 
 from __future__ import annotations
