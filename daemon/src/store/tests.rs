@@ -646,3 +646,134 @@ async fn a_pending_key_first_read_after_a_restart_is_still_reconciled() {
     assert!(store.pending_batch(10).await.unwrap().is_empty());
     assert_eq!(store.pending(), 0);
 }
+
+/// One step of [`marks_on_demand_never_hand_out_a_number_twice`].
+#[derive(Debug, Clone)]
+enum Step {
+    /// A local number for key `k`.
+    Issue(u8),
+    /// Redis answers `n` for key `k` (any value: Redis may have lost data).
+    Claim(u8, u64),
+    /// Redis was raised to the key's mark.
+    Reconcile(u8),
+    /// Several local numbers for one key at once.
+    Burst(u8, u8),
+    /// Local numbers for several keys at once (evictions while writes are
+    /// outstanding).
+    Mixed(Vec<u8>),
+    /// seqd stops (cleanly or not) and starts again on the same store.
+    Reopen(bool),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0u8..12).prop_map(Step::Issue),
+        3 => ((0u8..12), 0u64..30).prop_map(|(k, n)| Step::Claim(k, n)),
+        1 => (0u8..12).prop_map(Step::Reconcile),
+        1 => ((0u8..12), 2u8..6).prop_map(|(k, n)| Step::Burst(k, n)),
+        2 => proptest::collection::vec(0u8..12, 2..16).prop_map(Step::Mixed),
+        1 => any::<bool>().prop_map(Step::Reopen),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Against a model of everything ever answered, through evictions (a
+    /// cap of 3 marks for 12 keys) and restarts: a number is never answered
+    /// twice for a key, a local number is above every earlier answer of
+    /// its key, and a Redis answer above every earlier answer is accepted
+    /// unless it is at or below its request's floor.
+    #[test]
+    fn marks_on_demand_never_hand_out_a_number_twice(steps in proptest::collection::vec(step(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let open = || {
+                let s = Store::open(dir.path(), 0, 5).unwrap();
+                s.limit_marks_in_memory(3);
+                s
+            };
+            let mut store = open();
+            let mut answered: std::collections::HashMap<String, std::collections::BTreeSet<u64>> =
+                Default::default();
+            let top = |answered: &std::collections::HashMap<String, std::collections::BTreeSet<u64>>, k: &str| {
+                answered.get(k).and_then(|s| s.last().copied()).unwrap_or(0)
+            };
+            for step in steps {
+                match step {
+                    Step::Issue(k) => {
+                        let key = format!("k{k}");
+                        let n = store.issue(&key, None, None, None).await.unwrap();
+                        assert!(n > top(&answered, &key), "{key}: {n} not above earlier answers");
+                        assert!(answered.entry(key).or_default().insert(n));
+                    }
+                    Step::Burst(k, count) => {
+                        let key = format!("k{k}");
+                        let before = top(&answered, &key);
+                        let draws = (0..count).map(|_| store.issue(&key, None, None, None));
+                        let got = futures_util::future::join_all(draws).await;
+                        for n in got {
+                            let n = n.unwrap();
+                            assert!(n > before, "{key}: {n} not above {before}");
+                            assert!(answered.entry(key.clone()).or_default().insert(n), "{key}: {n} twice");
+                        }
+                    }
+                    Step::Mixed(keys) => {
+                        let draws = keys.iter().map(|k| {
+                            let store = store.clone();
+                            async move {
+                                let key = format!("k{k}");
+                                let n = store.issue(&key, None, None, None).await.unwrap();
+                                (key, n)
+                            }
+                        });
+                        let before = answered.clone();
+                        for (key, n) in futures_util::future::join_all(draws).await {
+                            assert!(n > top(&before, &key), "{key}: {n} not above earlier answers");
+                            assert!(answered.entry(key.clone()).or_default().insert(n), "{key}: {n} twice");
+                        }
+                    }
+                    Step::Claim(k, n) => {
+                        let key = format!("k{k}");
+                        let flight = store.begin(&key, None, None, None);
+                        let fresh = n > top(&answered, &key);
+                        match store.claim(&flight, n, None, None).await {
+                            Ok(()) => {
+                                assert!(fresh, "{key}: Redis's {n} accepted, not above earlier answers");
+                                assert!(answered.entry(key).or_default().insert(n));
+                            }
+                            Err(Claim::Taken { mark }) => {
+                                // A fresh number is refused only when it is at
+                                // or below the floor the request carried (the
+                                // script would never have answered it).
+                                assert!(!fresh || n <= flight.floor, "{key}: Redis's {n} refused though fresh (mark {mark})");
+                                assert!(mark >= n, "{key}: the mark given back ({mark}) is below {n}");
+                            }
+                            Err(Claim::Failed(e)) => panic!("{e}"),
+                        }
+                    }
+                    Step::Reconcile(k) => {
+                        let key = format!("k{k}");
+                        store.reconciled(&key, top(&answered, &key)).await.unwrap();
+                    }
+                    Step::Reopen(clean) => {
+                        if clean {
+                            store.close().await.unwrap();
+                        } else {
+                            store.flush().await.unwrap();
+                        }
+                        drop(store);
+                        store = open();
+                    }
+                }
+            }
+            // Every answer is on disk, and memory agrees with the model.
+            for (key, numbers) in &answered {
+                let top = *numbers.last().unwrap();
+                assert_eq!(store.mark(key).await.unwrap(), top, "{key}");
+            }
+        });
+    }
+}
