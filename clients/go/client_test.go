@@ -143,9 +143,10 @@ func dial(t *testing.T, d *daemon) *Client {
 	return c
 }
 
-func bg() context.Context {
+// bg is a context for one call of a test: 10 s, cancelled at its end.
+func bg(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	_ = cancel
+	t.Cleanup(cancel)
 	return ctx
 }
 
@@ -167,20 +168,20 @@ func TestDailyNumbersFollowTheLocalDateOfNow(t *testing.T) {
 	after := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, kolkata)
 	before := after.Add(-time.Second)
 	ymd := func(t time.Time) uint32 { v, _ := strconv.Atoi(t.Format("20060102")); return uint32(v) }
-	n, err := c.IncrementDailySequence(bg(), "123", before)
+	n, err := c.IncrementDailySequence(bg(t), "123", before)
 	if err != nil || n.Seq != 1 || n.Day != ymd(before) || n.Source != "local" || n.Host != nil {
 		t.Fatalf("%+v %v", n, err)
 	}
-	if n, _ := c.IncrementDailySequence(bg(), "123", before); n.Seq != 2 {
+	if n, _ := c.IncrementDailySequence(bg(t), "123", before); n.Seq != 2 {
 		t.Fatalf("second: %+v", n)
 	}
-	if n, _ := c.IncrementDailySequence(bg(), "123", after); n.Seq != 1 || n.Day != ymd(after) {
+	if n, _ := c.IncrementDailySequence(bg(t), "123", after); n.Seq != 1 || n.Day != ymd(after) {
 		t.Fatalf("after midnight: %+v", n)
 	}
-	if n, _ := c.GetCurrentSequence(bg(), "123", before); n.Seq != 2 {
+	if n, _ := c.GetCurrentSequence(bg(t), "123", before); n.Seq != 2 {
 		t.Fatalf("current: %+v", n)
 	}
-	if _, err := c.IncrementDailySequence(bg(), "123", time.Now().In(time.FixedZone("IST", 19800))); err == nil {
+	if _, err := c.IncrementDailySequence(bg(t), "123", time.Now().In(time.FixedZone("IST", 19800))); err == nil {
 		t.Fatal("a fixed zone has no IANA name: refused")
 	}
 }
@@ -197,7 +198,7 @@ func TestManyGoroutinesShareOneClient(t *testing.T) {
 			defer wg.Done()
 			last := uint64(0)
 			for i := 0; i < each; i++ {
-				n, err := c.GenerateGroupChatSequence(bg(), "shared")
+				n, err := c.GenerateGroupChatSequence(bg(t), "shared")
 				if err != nil {
 					t.Error(err)
 					return
@@ -221,20 +222,20 @@ func TestManyGoroutinesShareOneClient(t *testing.T) {
 			t.Fatalf("%d missing", i)
 		}
 	}
-	if n, _ := c.CurrentGroupChatSequence(bg(), "shared"); n.Seq != goroutines*each {
+	if n, _ := c.CurrentGroupChatSequence(bg(t), "shared"); n.Seq != goroutines*each {
 		t.Fatalf("current %d", n.Seq)
 	}
-	if n, _ := c.GeneratePrivateChatSequence(bg(), "b", "a"); n.Seq != 1 {
+	if n, _ := c.GeneratePrivateChatSequence(bg(t), "b", "a"); n.Seq != 1 {
 		t.Fatalf("private %+v", n)
 	}
-	if n, _ := c.CurrentPrivateChatSequence(bg(), "a", "b"); n.Seq != 1 {
+	if n, _ := c.CurrentPrivateChatSequence(bg(t), "a", "b"); n.Seq != 1 {
 		t.Fatalf("private current %+v", n)
 	}
 }
 
 func TestGapTrackerAndCache(t *testing.T) {
 	c := dial(t, startSeqd(t))
-	ctx := bg()
+	ctx := bg(t)
 	if r, _ := c.CheckSequence(ctx, "asx", "BHP", 100); r.Kind != "normal" {
 		t.Fatalf("%+v", r)
 	}
@@ -346,12 +347,12 @@ func TestDeadlinesEndTheWait(t *testing.T) {
 func TestTheClientReconnectsAfterSeqdRestarts(t *testing.T) {
 	d := startSeqd(t)
 	c := dial(t, d)
-	if n, _ := c.GenerateGroupChatSequence(bg(), "r"); n.Seq != 1 {
+	if n, _ := c.GenerateGroupChatSequence(bg(t), "r"); n.Seq != 1 {
 		t.Fatalf("%+v", n)
 	}
 	d.kill()
 	d.start()
-	n, err := c.GenerateGroupChatSequence(bg(), "r")
+	n, err := c.GenerateGroupChatSequence(bg(t), "r")
 	if err != nil || n.Seq != 2 {
 		t.Fatalf("after the restart: %+v %v", n, err)
 	}
@@ -361,7 +362,7 @@ func TestRedisMode(t *testing.T) {
 	r := startRedis(t)
 	d := startSeqd(t, "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", r.port), "--redis-timeout-ms", "200")
 	c := dial(t, d)
-	ctx := bg()
+	ctx := bg(t)
 	n, err := c.GenerateGroupChatSequence(ctx, "g")
 	if err != nil || n.Seq != 1 || n.Source != "redis" || n.Host != nil {
 		t.Fatalf("%+v %v", n, err)
