@@ -75,8 +75,51 @@ class _Calls:
     each builds a request and converts its answer (``_call`` runs it, and
     returns the value or, for the async client, an awaitable)."""
 
+    version: int
+    max_frame: int
+    _next_id: int
+
     def _call(self, request: wire.Request, convert: Callable[[Any], Any]):
         raise NotImplementedError
+
+    def _hello_done(self, msg: Any) -> bool:
+        """After the answer to a hello: True when connected, False to say
+        hello again (a daemon older than this client: protocol 1)."""
+        if isinstance(msg, wire.ServerHello):
+            return True
+        if isinstance(msg, wire.Fatal):
+            if msg.error.code == "version_mismatch" and self.version > wire.MIN_PROTOCOL_VERSION:
+                self.version = wire.MIN_PROTOCOL_VERSION
+                return False
+            raise msg.error
+        raise ProtocolError(f"unexpected answer to hello: {msg!r}")
+
+    def _window(self, requests: Sequence[wire.Request], i: int, results: List[Any]) -> Tuple[bytes, Dict[int, int], int]:
+        """The frames of the next window of requests from ``i``, the ids
+        they wait for, and where the next window starts. A request over the
+        frame limit fails here (seqd would close the connection over it)."""
+        out = bytearray()
+        ids: Dict[int, int] = {}
+        while i < len(requests) and len(ids) < WINDOW_REQUESTS and len(out) < WINDOW_BYTES:
+            rid = self._next_id
+            self._next_id += 1
+            frame = wire.encode_request(rid, requests[i])
+            if len(frame) - 4 > self.max_frame:
+                results[i] = _too_large(len(frame) - 4, self.max_frame)
+            else:
+                out += frame
+                ids[rid] = i
+            i += 1
+        return bytes(out), ids, i
+
+    @staticmethod
+    def _accept(msg: Any, ids: Dict[int, int], results: List[Any]) -> None:
+        """Files one answer of a window under its request."""
+        if isinstance(msg, wire.Fatal):
+            raise msg.error
+        if not isinstance(msg, wire.Response) or msg.id not in ids:
+            raise ProtocolError(f"unexpected message {msg!r}")
+        results[ids.pop(msg.id)] = msg.error if msg.error is not None else msg.answer
 
     # -- sequences
     def ping(self):
@@ -220,16 +263,13 @@ class Client(_Calls):
             except BaseException:
                 sock.close()
                 raise
-            if isinstance(msg, wire.ServerHello):
-                return sock
+            try:
+                if self._hello_done(msg):
+                    return sock
+            except BaseException:
+                sock.close()
+                raise
             sock.close()
-            if isinstance(msg, wire.Fatal):
-                # A daemon older than this client: speak protocol 1.
-                if msg.error.code == "version_mismatch" and self.version > wire.MIN_PROTOCOL_VERSION:
-                    self.version = wire.MIN_PROTOCOL_VERSION
-                    continue
-                raise msg.error
-            raise ProtocolError(f"unexpected answer to hello: {msg!r}")
 
     def _read(self, sock: socket.socket):
         (n,) = struct.unpack(">I", _read_exact(sock, 4))
@@ -270,27 +310,10 @@ class Client(_Calls):
         try:
             i = 0
             while i < len(requests):
-                out = bytearray()
-                ids: Dict[int, int] = {}
-                while i < len(requests) and len(ids) < WINDOW_REQUESTS and len(out) < WINDOW_BYTES:
-                    rid = self._next_id
-                    self._next_id += 1
-                    frame = wire.encode_request(rid, requests[i])
-                    if len(frame) - 4 > self.max_frame:
-                        # seqd would close the connection over it.
-                        results[i] = _too_large(len(frame) - 4, self.max_frame)
-                    else:
-                        out += frame
-                        ids[rid] = i
-                    i += 1
+                out, ids, i = self._window(requests, i, results)
                 sock.sendall(out)
                 while ids:
-                    msg = self._read(sock)
-                    if isinstance(msg, wire.Fatal):
-                        raise msg.error
-                    if not isinstance(msg, wire.Response) or msg.id not in ids:
-                        raise ProtocolError(f"unexpected message {msg!r}")
-                    results[ids.pop(msg.id)] = msg.error if msg.error is not None else msg.answer
+                    self._accept(self._read(sock), ids, results)
         except BaseException:
             # A broken, confused or timed-out exchange: start over next time.
             self.close()
@@ -369,15 +392,13 @@ class AsyncClient(_Calls):
             writer.write(wire.encode_hello(self.version, "seqd-python-asyncio/0.1"))
             await writer.drain()
             msg = await self._read(reader)
-            if isinstance(msg, wire.ServerHello):
-                return reader, writer
+            try:
+                if self._hello_done(msg):
+                    return reader, writer
+            except BaseException:
+                writer.close()
+                raise
             writer.close()
-            if isinstance(msg, wire.Fatal):
-                if msg.error.code == "version_mismatch" and self.version > wire.MIN_PROTOCOL_VERSION:
-                    self.version = wire.MIN_PROTOCOL_VERSION
-                    continue
-                raise msg.error
-            raise ProtocolError(f"unexpected answer to hello: {msg!r}")
 
     async def _read(self, reader: asyncio.StreamReader):
         try:
@@ -414,27 +435,11 @@ class AsyncClient(_Calls):
         results: List[Any] = [None] * len(requests)
         i = 0
         while i < len(requests):
-            ids: Dict[int, int] = {}
-            size = 0
-            while i < len(requests) and len(ids) < WINDOW_REQUESTS and size < WINDOW_BYTES:
-                rid = self._next_id
-                self._next_id += 1
-                frame = wire.encode_request(rid, requests[i])
-                if len(frame) - 4 > self.max_frame:
-                    results[i] = _too_large(len(frame) - 4, self.max_frame)
-                else:
-                    writer.write(frame)
-                    size += len(frame)
-                    ids[rid] = i
-                i += 1
+            out, ids, i = self._window(requests, i, results)
+            writer.write(out)
             await writer.drain()
             while ids:
-                msg = await self._read(reader)
-                if isinstance(msg, wire.Fatal):
-                    raise msg.error
-                if not isinstance(msg, wire.Response) or msg.id not in ids:
-                    raise ProtocolError(f"unexpected message {msg!r}")
-                results[ids.pop(msg.id)] = msg.error if msg.error is not None else msg.answer
+                self._accept(await self._read(reader), ids, results)
         return results
 
     async def request(self, request: wire.Request) -> Any:
