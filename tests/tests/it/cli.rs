@@ -96,6 +96,10 @@ fn seqctl_mirrors_the_text_commands() {
         out.contains("seqd_requests_total{op=\"conv_next\",outcome=\"ok\"} 2"),
         "{out}"
     );
+    let (code, out, _) = seqctl(&seqd, &["info"]);
+    assert_eq!(code, 0);
+    assert_eq!(field(out.trim_end(), "mode"), "local");
+    assert_eq!(field(out.trim_end(), "max_batch"), "10000");
 }
 
 #[test]

@@ -33,6 +33,9 @@ enum Command {
     Health,
     /// Prometheus metrics.
     Metrics,
+    /// What the daemon is and accepts: version, protocols, mode, host id,
+    /// limits, the requests it knows.
+    Info,
     /// A live view: requests/s and p99 per operation, the share answered
     /// locally, breaker and outbox, refreshed every interval.
     Top {
@@ -201,6 +204,7 @@ fn main() -> ExitCode {
         Command::Ping => Request::Ping,
         Command::Health => Request::Health,
         Command::Metrics => Request::Metrics,
+        Command::Info => Request::Info,
         Command::Daily { verb } => {
             let (next, args) = match verb {
                 DailyVerb::Next(a) => (true, a),
