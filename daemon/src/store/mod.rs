@@ -121,17 +121,19 @@ impl Store {
     /// pending reconciliation, and starts the writer thread.
     pub fn open(dir: &Path, now: i64, reserve: u64) -> Result<Store, StoreError> {
         let mut conn = schema::open(dir)?;
-        let (_, unclean_since) =
-            schema::start_boot(&mut conn, schema::current_boot_id().as_deref(), now)?;
+        let boot = schema::start_boot(&mut conn, schema::current_boot_id().as_deref(), now)?;
         let mut marks = HighWaterMarks::default();
         marks.unloaded = schema::count_dirty(&conn)?;
-        marks.implied = unclean_since.map(|since| marks::Implied { since, reserve });
+        marks.implied = boot
+            .unclean_since
+            .map(|since| marks::Implied { since, reserve });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = StoreCounters::default();
         let writer = Writer {
             conn,
             reserve,
             known: Default::default(),
+            boot,
             full: true,
             logged: 0,
             counters: counters.clone(),

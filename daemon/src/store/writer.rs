@@ -33,7 +33,7 @@
 
 use super::marks::{Mark, OnDisk, Settled};
 use super::outbox::{self, OutboxEntry};
-use super::schema::{compact, touch};
+use super::schema::{compact, touch, Boot, EFFECTIVE};
 use super::streams::{self, StreamRow};
 use super::StoreCounters;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -151,6 +151,9 @@ pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) reserve: u64,
     pub(super) known: HashMap<Arc<str>, Known>,
+    /// This start: the `gen` rows are written with, and which rows are
+    /// read above their ceiling.
+    pub(super) boot: Boot,
     /// The connection's `synchronous` level is FULL now.
     pub(super) full: bool,
     /// Rows in the mark log since the last fold.
@@ -228,21 +231,21 @@ impl Writer {
         }
         let row = self
             .conn
-            .prepare_cached(
-                "SELECT value, coalesce(ceiling, value), dirty, dirty_from FROM marks WHERE key = ?1",
-            )?
+            .prepare_cached(&format!(
+                "SELECT {EFFECTIVE}, dirty, dirty_from FROM marks WHERE key = ?1"
+            ))?
             .query_row([&**key], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
+                    self.boot.effective(r.get(0)?, r.get(1)?, r.get(2)?),
                     r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
                 ))
             })
             .optional()?;
         let k = match row {
             Some((value, ceiling, dirty, from)) => Known {
-                value: value.max(0) as u64,
+                value,
                 dirty: (dirty != 0).then(|| from.map(|f| f.max(0) as u64)),
                 ceiling: Some(ceiling.max(0) as u64),
                 ..Known::default()
@@ -276,7 +279,7 @@ impl Writer {
             self.known.clear();
             self.logged = 0;
         }
-        super::schema::load_dirty(&self.conn, after, limit)
+        super::schema::load_dirty(&self.conn, &self.boot, after, limit)
     }
 
     /// Writes one batch in one transaction, fsynced when it must be.
@@ -346,7 +349,7 @@ impl Writer {
             self.full = sync;
         }
         let tx = self.conn.transaction()?;
-        write_marks(&tx, &folded, &raised, &implied, &reconciled)?;
+        write_marks(&tx, self.boot.gen, &folded, &raised, &implied, &reconciled)?;
         // Prunes and a clean stop work on `marks` in place: fold the log in
         // (with this batch's rows), as for a log grown long.
         // Reconciliations fold it inside `write_marks`.
@@ -503,6 +506,7 @@ fn fold<'a>(batch: &'a [Op], settled: &[Settled]) -> Folded<'a> {
 
 fn write_marks(
     tx: &rusqlite::Transaction<'_>,
+    gen: i64,
     folded: &HashMap<&Arc<str>, Row>,
     raised: &[(Arc<str>, u64)],
     implied: &[(Arc<str>, u64)],
@@ -515,8 +519,8 @@ fn write_marks(
         .collect();
     // Appended to the log (one or two pages), folded into `marks` later.
     let mut upsert = tx.prepare_cached(
-        "INSERT INTO mark_log (key, value, expires_at, dirty, ttl, ceiling, dirty_from)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO mark_log (key, value, expires_at, dirty, ttl, ceiling, dirty_from, gen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for (key, r) in folded {
         let key: &str = key;
@@ -527,7 +531,8 @@ fn write_marks(
             r.dirty_from.is_some() as i64,
             r.ttl.map(|t| t as i64),
             ceiling_of.get(key).map(|c| *c as i64),
-            r.dirty_from.map(|f| f as i64)
+            r.dirty_from.map(|f| f as i64),
+            gen
         ])?;
     }
     // After the raises of the same batch (folded in with the rest of the
