@@ -6,7 +6,8 @@
 # the first answer, and seqd's RSS once ready and after a NEXT. Then it
 # restarts seqd with --marks-in-memory 100000 and draws cold keys (every
 # request a user never seen, each a miss looked up in the big store) for
-# SECS seconds: the rate, and RSS after more new keys than the cap.
+# SECS seconds: the rate, and RSS after more new keys than the cap. Last,
+# a power loss: kill -9 and a pretended reboot, then the time to start.
 #
 # Usage: bench/many_keys.sh [N] [SECS]   (defaults 10000000, 30)
 set -euo pipefail
@@ -69,3 +70,22 @@ rss_cold=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
 marks=$(echo HEALTH | socat -t 5 - "UNIX-CONNECT:$work/s.sock" | grep -o 'local_marks=[0-9]*')
 printf '%-34s %s\n' "cold keys, 50 clients, ${secs} s" "$cold"
 printf '%-34s %s\n' "RSS after them (cap $cap)" "$(awk -v k="$rss_cold" 'BEGIN { printf "%.0f MiB", k / 1024 }')  ($marks)"
+
+# A power loss: kill -9, and the store made to look as if the machine
+# rebooted since (another boot id on record): every row is then read
+# above its ceiling, and nothing is rewritten at start.
+kill -KILL "$pid"; wait "$pid" || true
+python3 - "$work/d/seqd.db" <<'PY'
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("UPDATE meta SET value = 'an-earlier-boot' WHERE name = 'boot_id'")
+conn.commit()
+PY
+start=$(date +%s.%N)
+target/release/seqd --socket "$work/s.sock" --data-dir "$work/d" 2>"$work/seqd3.log" &
+pid=$!
+until echo PING 2>/dev/null | socat - "UNIX-CONNECT:$work/s.sock" 2>/dev/null | grep -q OK; do sleep 0.01; done
+ready=$(date +%s.%N)
+answer=$(echo "DAILY NEXT u7 tz=UTC" | socat -t 5 - "UNIX-CONNECT:$work/s.sock")
+printf '%-34s %s\n' "start after a power loss" "$(awk -v a="$start" -v b="$ready" 'BEGIN { printf "%.2f s", b - a }')"
+printf '%-34s %s\n' "DAILY NEXT u7 (ceiling 1000)" "$answer"
