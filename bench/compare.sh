@@ -8,7 +8,8 @@
 # prints the median ratio of each figure with every pair: throughput at 50
 # clients (16 hot users, and cold keys: every request a user never seen),
 # one-client p50/p99, local mode, Redis's own CPU per number (INFO cpu
-# around each run) against per INCR, gap-check in local mode, gap-batch,
+# around each run) against per INCR, the CPU per number of every process
+# on each path (what bounds the 50-client ratio when the cores are busy), gap-check in local mode, gap-batch,
 # cache-get, and the RSS of an idle seqd and of one holding 1000 idle
 # connections.
 #
@@ -46,6 +47,16 @@ rb() { # clients
   local n=$(( $1 * 4000 ))
   redis-benchmark -p "$port" -t incr -c "$1" -n "$n" -P 1 --csv 2>/dev/null | tail -n 1
 }
+# As rb, and then redis-benchmark's own CPU (user + sys, seconds) on a
+# second line (bash's `times`: the children of this subshell).
+# (`times` must run in the subshell that waited for redis-benchmark, not
+# in a pipeline of its own.)
+rb_with_cpu() { # clients
+  ( rb "$1"; times ) | awk 'NR == 1 { print; next }
+    NR == 3 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] } printf "%.6f\n", t }'
+}
+# CPU (user + sys, seconds) a process has used so far.
+proc_cpu() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
 rb_rps() { awk -F'","' '{ gsub(/"/, "", $2); print $2 }' <<<"$1"; }
 rb_p99() { awk -F'","' '{ gsub(/"/, "", $7); print $7 }' <<<"$1"; }
 sb() { target/release/seqd-bench --socket "$work/$1.sock" --op daily-next --clients "$2" --seconds "$secs" | tail -n 1; }
@@ -94,13 +105,27 @@ us() { awk -v m="$1" 'BEGIN { printf "%.0f", m * 1000 }'; }
 pairs=${PAIRS:-3}
 declare -A R F
 add() { R[$1]+="$2 "; F[$1]+="$3 "; }
+seqd_redis_pid=${pids[0]}
 for i in $(seq 1 "$pairs"); do
-  c0=$(redis_cpu); rb50=$(rb 50); c1=$(redis_cpu)
-  s50=$(sb redis 50); c2=$(redis_cpu)
+  c0=$(redis_cpu); rbc50=$(rb_with_cpu 50); c1=$(redis_cpu)
+  rb50=$(head -n 1 <<<"$rbc50"); rbcpu=$(tail -n 1 <<<"$rbc50")
+  q0=$(proc_cpu "$seqd_redis_pid"); s50=$(sb redis 50); c2=$(redis_cpu); q1=$(proc_cpu "$seqd_redis_pid")
   add redis50 "$(ratio "$(field ops_per_sec "$s50")" "$(rb_rps "$rb50")")" "$(field ops_per_sec "$s50")/$(rb_rps "$rb50")"
   cpu_rb=$(awk -v c="$(cpu_delta "$c0" "$c1")" -v n="$(( 50 * 4000 ))" 'BEGIN { printf "%.3f", c / n * 1e6 }')
   cpu_sq=$(awk -v c="$(cpu_delta "$c1" "$c2")" -v n="$(field ops "$s50")" 'BEGIN { printf "%.3f", c / n * 1e6 }')
   add cpu "$(ratio "$cpu_sq" "$cpu_rb")" "${cpu_sq}/${cpu_rb}us"
+  # CPU per number of each process on the path, in microseconds: the
+  # reference is redis-benchmark + Redis, seqd's path is seqd-bench + seqd
+  # + Redis. When the cores are busy, throughput can be at most the ratio
+  # of the two sums.
+  n50=$(field ops "$s50")
+  per() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.1f", c / n * 1e6 }'; }
+  ref_path=$(awk -v a="$(per "$rbcpu" $(( 50 * 4000 )))" -v b="$cpu_rb" 'BEGIN { printf "%.1f", a + b }')
+  sq_seqd=$(per "$(cpu_delta "$q0" "$q1")" "$n50")
+  sq_gen=$(awk -v c="$(field cpu_us "$s50")" -v n="$n50" 'BEGIN { printf "%.1f", c / n }')
+  sq_path=$(awk -v a="$sq_gen" -v b="$sq_seqd" -v c="$cpu_sq" 'BEGIN { printf "%.1f", a + b + c }')
+  add seqdcpu "$(ratio "$sq_seqd" "$cpu_rb")" "${sq_seqd}/${cpu_rb}us"
+  add pathcpu "$(ratio "$ref_path" "$sq_path")" "${ref_path}/${sq_path}us(gen ${sq_gen}+seqd ${sq_seqd}+redis ${cpu_sq})"
   l50=$(sb local 50)
   add local50 "$(ratio "$(field ops_per_sec "$l50")" "$(rb_rps "$rb50")")" "$(field ops_per_sec "$l50")/$(rb_rps "$rb50")"
   rb1=$(rb 1); s1=$(sb redis 1)
@@ -131,6 +156,8 @@ row "daily-next ops/s, 50 clients, local mode / INCR -c 50" "$(median ${R[local5
 row "cold keys ops/s, 50 clients, Redis mode / INCR -r 1M" "$(median ${R[cold]})" ">= 0.8" "${F[cold]}"
 row "cold keys ops/s, 50 clients, local mode / INCR -r 1M" "$(median ${R[coldlocal]})" ">= 1.0" "${F[coldlocal]}"
 row "Redis CPU per number / per INCR (INFO cpu)" "$(median ${R[cpu]})" "<= 0.4" "${F[cpu]}"
+row "seqd CPU per number, Redis mode, 50c / Redis per INCR" "$(median ${R[seqdcpu]})" "-" "${F[seqdcpu]}"
+row "CPU per number, reference path / seqd path (bound)" "$(median ${R[pathcpu]})" "-" "${F[pathcpu]}"
 row "gap-check ops/s, 1 client, local mode / INCR -c 1" "$(median ${R[gap1]})" ">= 1.0" "${F[gap1]}"
 row "gap-batch events/s, 1000 x 4 clients, local" "$(ratio "$(field ops_per_sec "$g4")" 350000)" ">= 1.0" "$(field ops_per_sec "$g4")/350000"
 row "cache-get ops/s, 50 clients / GET -c 50" "$(ratio "$(field ops_per_sec "$c50")" "$(rb_rps "$rbget")")" "-" "$(field ops_per_sec "$c50")/$(rb_rps "$rbget")"

@@ -9,7 +9,9 @@
 //! blocking threads. The last line of output is one JSON
 //! object: `op`, `clients`, `seconds`, `ops` (completed; for `gap-batch`,
 //! events), `ops_per_sec`, `p50_us`, `p99_us` (per request; a batch is one
-//! request), `errors`.
+//! request), `errors`, `cpu_us` (the CPU time the load generator itself
+//! used during the run, user + system: what it took from the cores it
+//! shares with seqd and Redis).
 //!
 //! `daily-next` spreads its requests over `--keys` users (default 16,
 //! `bench-u{i}`) on today's date (UTC), so that the Redis counters
@@ -181,6 +183,27 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// CPU time this process has used (user + system), in microseconds, from
+/// `/proc/self/stat` (clock ticks of 1/100 s, Linux's fixed `USER_HZ`);
+/// 0 where that file is missing.
+fn cpu_time_us() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th of them.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0;
+    };
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks * 10_000
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -199,6 +222,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("{e}");
         return std::process::ExitCode::from(2);
     }
+    let cpu_before = cpu_time_us();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let runs: Vec<Result<ClientRun, String>> = runtime.block_on(async {
@@ -215,6 +239,7 @@ fn main() -> std::process::ExitCode {
         runs
     });
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_us = cpu_time_us().saturating_sub(cpu_before);
     let mut ops = 0u64;
     let mut errors = 0u64;
     let mut latencies = Vec::new();
@@ -241,7 +266,8 @@ fn main() -> std::process::ExitCode {
     );
     println!(
         "{{\"op\":\"{op}\",\"clients\":{clients},\"seconds\":{elapsed:.3},\"ops\":{ops},\
-         \"ops_per_sec\":{rate:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"errors\":{errors}}}"
+         \"ops_per_sec\":{rate:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"errors\":{errors},\
+         \"cpu_us\":{cpu_us}}}"
     );
     std::process::ExitCode::SUCCESS
 }

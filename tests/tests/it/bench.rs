@@ -118,6 +118,11 @@ fn a_cold_run_on_a_fresh_redis_adds_up_to_the_reported_ops() {
     let ops = number(&json, "ops") as u64;
     assert_eq!(number(&json, "errors"), 0.0, "{json}");
     assert!(ops > 50, "{json}");
+    // The load generator's own CPU: some, and no more than its two
+    // threads (runtime and main) could use in the run (plus a tick).
+    let cpu = number(&json, "cpu_us");
+    assert!(cpu > 0.0, "{json}");
+    assert!(cpu <= number(&json, "seconds") * 2e6 + 10_000.0, "{json}");
     // One counter per request, each at 1, each with its TTL; nothing else.
     let Reply::Array(keys) = redis.cmd(&["KEYS", "user:cold-c*:sequence:*"]) else {
         panic!("KEYS answers an array");
