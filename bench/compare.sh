@@ -9,9 +9,10 @@
 # clients (16 hot users, and cold keys: every request a user never seen),
 # one-client p50/p99, local mode, Redis's own CPU per number (INFO cpu
 # around each run) against per INCR, the CPU per number of every process
-# on each path (what bounds the 50-client ratio when the cores are busy), gap-check in local mode, gap-batch,
-# cache-get, and the RSS of an idle seqd and of one holding 1000 idle
-# connections.
+# on each path (what bounds the 50-client ratio when the cores are busy),
+# gap-check in local mode, gap-batch, cache-get, the wakeup round trip of
+# two threads (no seqd: the machine's floor under every hop), and the RSS
+# of an idle seqd and of one holding 1000 idle connections.
 #
 # Usage: [PAIRS=3] bench/compare.sh [seconds]   (default 5)
 set -euo pipefail
@@ -141,6 +142,10 @@ for i in $(seq 1 "$pairs"); do
 done
 rbget=$(redis-benchmark -p "$port" -t get -c 50 -n 200000 -P 1 --csv 2>/dev/null | tail -n 1)
 c50=$(target/release/seqd-bench --socket "$work/redis.sock" --op cache-get --clients 50 --seconds "$secs" | tail -n 1)
+# The machine's floor: a round trip between two threads that sleep in
+# between. A request through seqd is three such round trips (client and
+# seqd, seqd and Redis, seqd and its store thread), an INCR one.
+wk=$(target/release/seqd-bench --op wakeup --seconds "$secs" | tail -n 1)
 g4=$(target/release/seqd-bench --socket "$work/local.sock" --op gap-batch --batch 1000 --clients 4 --seconds "$secs" | tail -n 1)
 commits=$(echo METRICS | socat - "UNIX-CONNECT:$work/local.sock" | awk '/^seqd_store_commits_total /{print $2}')
 fsyncs=$(echo METRICS | socat - "UNIX-CONNECT:$work/local.sock" | awk '/^seqd_store_fsyncs_total /{print $2}')
@@ -159,6 +164,7 @@ row "Redis CPU per number / per INCR (INFO cpu)" "$(median ${R[cpu]})" "<= 0.4" 
 row "seqd CPU per number, Redis mode, 50c / Redis per INCR" "$(median ${R[seqdcpu]})" "-" "${F[seqdcpu]}"
 row "CPU per number, reference path / seqd path (bound)" "$(median ${R[pathcpu]})" "-" "${F[pathcpu]}"
 row "gap-check ops/s, 1 client, local mode / INCR -c 1" "$(median ${R[gap1]})" ">= 1.0" "${F[gap1]}"
+row "wakeup round trip p50 (no seqd; the machine's floor)" "$(field p50_us "$wk")us" "-" "p99 $(field p99_us "$wk")us"
 row "gap-batch events/s, 1000 x 4 clients, local" "$(ratio "$(field ops_per_sec "$g4")" 350000)" ">= 1.0" "$(field ops_per_sec "$g4")/350000"
 row "cache-get ops/s, 50 clients / GET -c 50" "$(ratio "$(field ops_per_sec "$c50")" "$(rb_rps "$rbget")")" "-" "$(field ops_per_sec "$c50")/$(rb_rps "$rbget")"
 row "RSS idle, MiB / 20" "$(ratio "$rss_idle" 20480)" "< 1.0" "$(awk -v k="$rss_idle" 'BEGIN{printf "%.1f", k/1024}')"

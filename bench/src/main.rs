@@ -39,6 +39,10 @@ enum Op {
     GapCheck,
     GapBatch,
     CacheGet,
+    /// No seqd: the machine's own cost of a round trip between two threads
+    /// that sleep in between (a byte each way over a Unix socket pair), the
+    /// floor under every hop a request through seqd takes.
+    Wakeup,
 }
 
 impl Op {
@@ -49,6 +53,7 @@ impl Op {
             Op::GapCheck => "gap-check",
             Op::GapBatch => "gap-batch",
             Op::CacheGet => "cache-get",
+            Op::Wakeup => "wakeup",
         }
     }
 }
@@ -149,6 +154,7 @@ async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientR
                 }
             }
             Op::CacheGet => (matches!(c.cache_get(&key).await, Ok(Some(_))), 1),
+            Op::Wakeup => return Err("wakeup runs without seqd".into()),
         };
         let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
         if ok {
@@ -204,8 +210,46 @@ fn cpu_time_us() -> u64 {
     ticks * 10_000
 }
 
+/// `--op wakeup`: one byte to a thread blocked reading it, and back, for
+/// the run's time; both sides sleep between bytes, as seqd's threads and
+/// its clients do between requests. (`--clients` is ignored: one pair.)
+fn wakeup(args: &Args) -> Result<ClientRun, String> {
+    use std::io::{Read, Write};
+    let (mut a, mut b) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        while b.read_exact(&mut byte).is_ok() && b.write_all(&byte).is_ok() {}
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let mut run = ClientRun {
+        ops: 0,
+        errors: 0,
+        latencies_us: Vec::with_capacity(1 << 16),
+    };
+    let mut byte = [0u8; 1];
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        a.write_all(&byte)
+            .and_then(|()| a.read_exact(&mut byte))
+            .map_err(|e| format!("wakeup round trip: {e}"))?;
+        run.ops += 1;
+        run.latencies_us
+            .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+    drop(a);
+    let _ = echo.join();
+    Ok(run)
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Op::Wakeup = args.op {
+        let cpu_before = cpu_time_us();
+        let started = Instant::now();
+        let run = wakeup(&args);
+        return report(&args, started, cpu_before, vec![run]);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -238,6 +282,16 @@ fn main() -> std::process::ExitCode {
         }
         runs
     });
+    report(&args, started, cpu_before, runs)
+}
+
+/// Prints the figures of a run (the human line, then the JSON object).
+fn report(
+    args: &Args,
+    started: Instant,
+    cpu_before: u64,
+    runs: Vec<Result<ClientRun, String>>,
+) -> std::process::ExitCode {
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_us = cpu_time_us().saturating_sub(cpu_before);
     let mut ops = 0u64;

@@ -72,7 +72,7 @@ fn daily_next_ops_equal_the_sum_of_the_redis_counters() {
 fn every_op_runs_and_reports_its_figures() {
     let redis = RedisServer::start();
     let seqd = Seqd::start(SeqdOptions::redis(&redis));
-    for op in ["conv-next", "gap-check", "gap-batch", "cache-get"] {
+    for op in ["conv-next", "gap-check", "gap-batch", "cache-get", "wakeup"] {
         let json = bench(
             &seqd,
             &[
