@@ -6,8 +6,9 @@
 //!   on one server, the redis crate's cluster connection on a Cluster; what
 //!   a capability must know about a cluster (scan every master, group a
 //!   script's keys by slot).
-//! - [`pipe`]: one auto-pipelined connection (RESP framing; parsing is the
-//!   redis crate's).
+//! - [`pipe`]: one auto-pipelined connection.
+//! - [`resp`]: where a RESP2 reply ends, and its value (the common shapes
+//!   parsed here, the rest by the redis crate).
 //! - [`target`]: where Redis is ([`RedisTarget`]): the topology (single,
 //!   Sentinel, Cluster), credentials, TLS.
 //! - [`pool`]: a fixed set of pipes to the master (found through Sentinel
@@ -30,6 +31,7 @@ pub mod error;
 pub mod link;
 pub mod pipe;
 pub mod pool;
+pub mod resp;
 pub mod scan;
 pub mod supervisor;
 pub mod target;

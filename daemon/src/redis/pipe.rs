@@ -15,8 +15,8 @@
 //! Here the writer, once woken, yields to the scheduler before it drains
 //! its queue: the requests that are ready to run at that moment queue their
 //! commands first, and all of them leave in one write. Commands are still
-//! encoded and replies parsed by the redis crate ([`redis::Cmd`],
-//! [`redis::parse_redis_value`]); this module only frames and routes.
+//! encoded by the redis crate ([`redis::Cmd`]); replies are framed and
+//! parsed by [`super::resp`]; this module only batches and routes.
 //!
 //! # Fencing (`--redis-wait-replicas`)
 //!
@@ -38,6 +38,7 @@
 //! - When the last handle is dropped, both tasks end and the socket closes,
 //!   even when Redis hangs and never answers again.
 
+use super::resp;
 use super::target::{Endpoint, TlsSettings};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, RedisFuture, Value};
@@ -47,8 +48,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Bytes one write carries at most; more waits for the next write.
 const MAX_WRITE: usize = 256 * 1024;
-/// A bulk string longer than this from Redis is treated as a broken stream.
-const MAX_BULK: i64 = 512 * 1024 * 1024;
 
 /// A handle to the connection; cheap to clone.
 #[derive(Clone)]
@@ -335,10 +334,10 @@ async fn next_value<R: AsyncRead + Unpin>(
     stop: &CancellationToken,
 ) -> redis::RedisResult<Value> {
     loop {
-        match frame_len(buf) {
+        match resp::frame_len(buf) {
             Ok(Some(len)) => {
                 let frame = buf.split_to(len);
-                return redis::parse_redis_value(&frame).map_err(|e| {
+                return resp::parse(&frame).map_err(|e| {
                     RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         format!("unparsable reply from Redis: {e}"),
@@ -364,59 +363,6 @@ async fn next_value<R: AsyncRead + Unpin>(
             return Err(closed());
         }
     }
-}
-
-/// The length of the first whole RESP2 reply in `buf`, `None` while it is
-/// incomplete.
-pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
-    let mut pos = 0usize;
-    // Values still to read: the reply itself, then array elements.
-    let mut remaining: u64 = 1;
-    while remaining > 0 {
-        remaining -= 1;
-        let Some(&kind) = buf.get(pos) else {
-            return Ok(None);
-        };
-        let Some(end) = buf[pos + 1..].windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let line = &buf[pos + 1..pos + 1 + end];
-        pos += 1 + end + 2;
-        match kind {
-            b'+' | b'-' | b':' => {}
-            b'$' => {
-                let n = int(line)?;
-                if n > MAX_BULK {
-                    return Err(format!("bulk string of {n} bytes"));
-                }
-                if n >= 0 {
-                    let end = pos + n as usize + 2;
-                    if buf.len() < end {
-                        return Ok(None);
-                    }
-                    if &buf[end - 2..end] != b"\r\n" {
-                        return Err("bulk string not followed by CRLF".into());
-                    }
-                    pos = end;
-                }
-            }
-            b'*' => {
-                let n = int(line)?;
-                if n > 0 {
-                    remaining += n as u64;
-                }
-            }
-            other => return Err(format!("reply type byte {other:#04x}")),
-        }
-    }
-    Ok(Some(pos))
-}
-
-fn int(line: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad length {:?}", String::from_utf8_lossy(line)))
 }
 
 impl Pipe {
@@ -470,95 +416,5 @@ impl ConnectionLike for Pipe {
 
     fn get_db(&self) -> i64 {
         self.db
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// A RESP2 reply as Redis writes it.
-    #[derive(Debug, Clone)]
-    enum Reply {
-        Simple(String),
-        Error(String),
-        Int(i64),
-        Bulk(Option<Vec<u8>>),
-        Array(Option<Vec<Reply>>),
-    }
-
-    impl Reply {
-        fn encode(&self, out: &mut Vec<u8>) {
-            match self {
-                Reply::Simple(s) => out.extend(format!("+{s}\r\n").bytes()),
-                Reply::Error(s) => out.extend(format!("-{s}\r\n").bytes()),
-                Reply::Int(n) => out.extend(format!(":{n}\r\n").bytes()),
-                Reply::Bulk(None) => out.extend(b"$-1\r\n"),
-                Reply::Bulk(Some(b)) => {
-                    out.extend(format!("${}\r\n", b.len()).bytes());
-                    out.extend(b);
-                    out.extend(b"\r\n");
-                }
-                Reply::Array(None) => out.extend(b"*-1\r\n"),
-                Reply::Array(Some(items)) => {
-                    out.extend(format!("*{}\r\n", items.len()).bytes());
-                    for i in items {
-                        i.encode(out);
-                    }
-                }
-            }
-        }
-    }
-
-    fn reply() -> impl Strategy<Value = Reply> {
-        let line = "[a-zA-Z0-9 ]{0,20}";
-        let leaf = prop_oneof![
-            line.prop_map(Reply::Simple),
-            line.prop_map(|s| Reply::Error(format!("ERR {s}"))),
-            any::<i64>().prop_map(Reply::Int),
-            // Bulk strings may hold CRLF and any byte.
-            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40))
-                .prop_map(Reply::Bulk),
-        ];
-        leaf.prop_recursive(3, 32, 6, |inner| {
-            proptest::option::of(proptest::collection::vec(inner, 0..6)).prop_map(Reply::Array)
-        })
-    }
-
-    proptest! {
-        #[test]
-        fn a_whole_reply_is_found_and_no_prefix_is_taken_for_one(
-            r in reply(),
-            next in proptest::collection::vec(any::<u8>(), 0..10),
-        ) {
-            let mut bytes = Vec::new();
-            r.encode(&mut bytes);
-            let len = bytes.len();
-            for cut in 0..len {
-                prop_assert_eq!(frame_len(&bytes[..cut]), Ok(None), "prefix of {}", cut);
-            }
-            // Whatever follows (the next reply, partly read) is not counted.
-            bytes.extend(&next);
-            prop_assert_eq!(frame_len(&bytes), Ok(Some(len)));
-            // And what the redis crate parses from exactly those bytes is
-            // one value, consumed whole.
-            prop_assert!(redis::parse_redis_value(&bytes[..len]).is_ok());
-        }
-
-        #[test]
-        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = frame_len(&bytes);
-        }
-    }
-
-    #[test]
-    fn unknown_type_bytes_and_bad_lengths_are_errors() {
-        assert!(frame_len(b"?what\r\n").is_err());
-        assert!(frame_len(b"$abc\r\n").is_err());
-        assert!(frame_len(b"$3\r\nabcXY").is_err());
-        assert!(frame_len(b"$999999999999\r\n").is_err());
-        assert_eq!(frame_len(b"*2\r\n:1\r\n:2\r\n"), Ok(Some(12)));
-        assert_eq!(frame_len(b"*2\r\n:1\r\n"), Ok(None));
     }
 }
