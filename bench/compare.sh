@@ -107,6 +107,8 @@ pairs=${PAIRS:-3}
 declare -A R F
 add() { R[$1]+="$2 "; F[$1]+="$3 "; }
 seqd_redis_pid=${pids[0]}
+# Microseconds per number: CPU seconds $1 over $2 numbers.
+per() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.1f", c / n * 1e6 }'; }
 for i in $(seq 1 "$pairs"); do
   c0=$(redis_cpu); rbc50=$(rb_with_cpu 50); c1=$(redis_cpu)
   rb50=$(head -n 1 <<<"$rbc50"); rbcpu=$(tail -n 1 <<<"$rbc50")
@@ -120,7 +122,6 @@ for i in $(seq 1 "$pairs"); do
   # + Redis. When the cores are busy, throughput can be at most the ratio
   # of the two sums.
   n50=$(field ops "$s50")
-  per() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.1f", c / n * 1e6 }'; }
   ref_path=$(awk -v a="$(per "$rbcpu" $(( 50 * 4000 )))" -v b="$cpu_rb" 'BEGIN { printf "%.1f", a + b }')
   sq_seqd=$(per "$(cpu_delta "$q0" "$q1")" "$n50")
   sq_gen=$(awk -v c="$(field cpu_us "$s50")" -v n="$n50" 'BEGIN { printf "%.1f", c / n }')

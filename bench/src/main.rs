@@ -93,6 +93,21 @@ struct ClientRun {
     latencies_us: Vec<u32>,
 }
 
+impl ClientRun {
+    fn new() -> ClientRun {
+        ClientRun {
+            ops: 0,
+            errors: 0,
+            latencies_us: Vec::with_capacity(1 << 16),
+        }
+    }
+}
+
+/// Microseconds since `started`, as a latency sample.
+fn micros_since(started: Instant) -> u32 {
+    started.elapsed().as_micros().min(u32::MAX as u128) as u32
+}
+
 fn cache_key(tag: &str, i: usize) -> String {
     format!("bench:{tag}:cache:{}", i % CACHE_KEYS)
 }
@@ -105,11 +120,7 @@ async fn connect(args: &Args, id: usize) -> Result<AsyncClient, String> {
 
 async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientRun, String> {
     let mut c = connect(args, id).await?;
-    let mut run = ClientRun {
-        ops: 0,
-        errors: 0,
-        latencies_us: Vec::with_capacity(1 << 16),
-    };
+    let mut run = ClientRun::new();
     let clients = args.clients as u64;
     let group = Conversation::Group {
         id: format!("{}-g{id}", args.tag),
@@ -156,7 +167,7 @@ async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientR
             Op::CacheGet => (matches!(c.cache_get(&key).await, Ok(Some(_))), 1),
             Op::Wakeup => return Err("wakeup runs without seqd".into()),
         };
-        let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        let us = micros_since(started);
         if ok {
             run.ops += n;
             run.latencies_us.push(us);
@@ -222,11 +233,7 @@ fn wakeup(args: &Args) -> Result<ClientRun, String> {
         while b.read_exact(&mut byte).is_ok() && b.write_all(&byte).is_ok() {}
     });
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
-    let mut run = ClientRun {
-        ops: 0,
-        errors: 0,
-        latencies_us: Vec::with_capacity(1 << 16),
-    };
+    let mut run = ClientRun::new();
     let mut byte = [0u8; 1];
     while Instant::now() < deadline {
         let started = Instant::now();
@@ -234,8 +241,7 @@ fn wakeup(args: &Args) -> Result<ClientRun, String> {
             .and_then(|()| a.read_exact(&mut byte))
             .map_err(|e| format!("wakeup round trip: {e}"))?;
         run.ops += 1;
-        run.latencies_us
-            .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        run.latencies_us.push(micros_since(started));
     }
     drop(a);
     let _ = echo.join();

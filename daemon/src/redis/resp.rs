@@ -48,11 +48,9 @@ fn value(buf: &[u8], pos: &mut usize, depth: usize) -> Option<Value> {
     if depth > MAX_DEPTH {
         return None;
     }
-    let kind = *buf.get(*pos)?;
-    let rest = buf.get(*pos + 1..)?;
-    let end = rest.windows(2).position(|w| w == b"\r\n")?;
-    let line = std::str::from_utf8(&rest[..end]).ok()?;
-    *pos += 1 + end + 2;
+    let (kind, line, next) = line_at(buf, *pos)?;
+    let line = std::str::from_utf8(line).ok()?;
+    *pos = next;
     match kind {
         b'+' if line == "OK" => Some(Value::Okay),
         b'+' => Some(Value::SimpleString(line.to_owned())),
@@ -97,14 +95,10 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
     let mut remaining: u64 = 1;
     while remaining > 0 {
         remaining -= 1;
-        let Some(&kind) = buf.get(pos) else {
+        let Some((kind, line, next)) = line_at(buf, pos) else {
             return Ok(None);
         };
-        let Some(end) = buf[pos + 1..].windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let line = &buf[pos + 1..pos + 1 + end];
-        pos += 1 + end + 2;
+        pos = next;
         match kind {
             b'+' | b'-' | b':' => {}
             b'$' => {
@@ -133,6 +127,15 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
         }
     }
     Ok(Some(pos))
+}
+
+/// The reply line starting at `pos`: its type byte, the text up to its
+/// CRLF, and where the next line starts; `None` while it is incomplete.
+fn line_at(buf: &[u8], pos: usize) -> Option<(u8, &[u8], usize)> {
+    let kind = *buf.get(pos)?;
+    let rest = &buf[pos + 1..];
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    Some((kind, &rest[..end], pos + 1 + end + 2))
 }
 
 fn int(line: &[u8]) -> Result<i64, String> {

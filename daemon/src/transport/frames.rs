@@ -7,12 +7,12 @@
 //! A frame larger than that is only buffered once its length is checked
 //! against the frame limit *and*, past [`SMALL_FRAME`], that many bytes are
 //! taken from the daemon-wide [`Budget`] (`--max-buffered-bytes`). A
-//! connection whose frame does not
-//! fit the budget now stops reading (its bytes wait in the kernel) until
-//! others give bytes back; a frame larger than the whole budget is
-//! refused. So 64 clients each half-way into a 4 MiB frame hold at most
-//! the budget, not 256 MiB. The bytes stay taken until the request the
-//! frame carries has finished (its decoded values live that long).
+//! connection whose frame does not fit the budget now stops reading (its
+//! bytes wait in the kernel) until others give bytes back; a frame larger
+//! than the whole budget is refused. So 64 clients each half-way into a
+//! 4 MiB frame hold at most the budget, not 256 MiB. The bytes stay taken
+//! until the request the frame carries has finished (its decoded values
+//! live that long).
 //!
 //! [`FrameReader::next`] is cancel safe: everything read so far lives in
 //! the reader, so a `select!` may drop the call and call again.
