@@ -110,6 +110,11 @@ pub(super) struct Mark {
     /// The mark is at least the one on disk (read from it, or confirmed
     /// by a commit); until then numbers go to the writer unchecked.
     pub(super) verified: bool,
+    /// The highest mark the disk reported for this key in this run. Every
+    /// number up to it may have been issued in an earlier run, whatever
+    /// floor a request in flight carries: a request that began before
+    /// memory learned it had a floor below it.
+    disk: u64,
     /// Which mark this is among those the key had in memory (each new one
     /// gets the next): the writer compares the unchecked numbers of one
     /// mark with the disk as it was before the first of them, so two that
@@ -135,6 +140,7 @@ impl Mark {
             next_index: 0,
             flights: BTreeMap::new(),
             verified: false,
+            disk: 0,
             epoch: 0,
             writing: 0,
             used: true,
@@ -146,6 +152,7 @@ impl Mark {
     pub(super) fn stored(value: u64, expires_at: Option<i64>, ttl: Option<u64>) -> Mark {
         Mark {
             verified: true,
+            disk: value,
             ..Mark::new(value, expires_at, ttl)
         }
     }
@@ -171,10 +178,19 @@ impl Mark {
         self.next_index += 1;
     }
 
+    /// Raises the mark to `value`, read from (or reported by) the disk.
+    fn learn_disk(&mut self, value: u64) {
+        self.value = self.value.max(value);
+        self.disk = self.disk.max(value);
+        self.verified = true;
+    }
+
     /// True when `n`, answered by Redis for a request that began at
     /// `start` with floor `floor`, may already have been issued.
     fn maybe_issued(&self, n: u64, start: u64, floor: u64) -> bool {
-        if n <= floor {
+        // The disk's mark counts even when learned after the request began
+        // (its floor was what memory assumed of an unknown key).
+        if n <= floor || n <= self.disk {
             return true;
         }
         if n > self.value {
@@ -361,7 +377,7 @@ impl HighWaterMarks {
             }
             match self.by_key.get_mut(&key) {
                 Some(m) => {
-                    m.value = m.value.max(stored.value);
+                    m.learn_disk(stored.value);
                     m.dirty_from = m.dirty_from.or(stored.dirty_from);
                     if !m.pending_on_disk {
                         m.pending_on_disk = true;
@@ -384,8 +400,7 @@ impl HighWaterMarks {
     /// (a number drawn meanwhile).
     pub(super) fn learn(&mut self, key: &str, value: u64) {
         if let Some(m) = self.by_key.get_mut(key) {
-            m.value = m.value.max(value);
-            m.verified = true;
+            m.learn_disk(value);
         }
     }
 
@@ -467,8 +482,7 @@ impl HighWaterMarks {
             // Checked, or a failed commit (which decides nothing).
             Some(Settled::Written(None)) | None => return,
         };
-        m.verified = true;
-        m.value = m.value.max(on_disk.value);
+        m.learn_disk(on_disk.value);
         match on_disk.dirty {
             // Pending on disk since an earlier run: memory takes it over,
             // with where its local numbers began.

@@ -2,6 +2,10 @@
 //! policy, and the never-twice rule against Redis answers in flight.
 
 use super::*;
+use std::collections::{BTreeSet, HashMap};
+
+/// Every number answered so far, per key (the property test's model).
+type Answered = HashMap<String, BTreeSet<u64>>;
 
 /// One Redis request that began now and was answered `n`.
 async fn claim(store: &Store, key: &str, n: u64) -> Result<(), Claim> {
@@ -241,6 +245,45 @@ async fn redis_going_back_in_time_cannot_repeat_a_number_in_flight() {
     let c = store.begin("k", None, None, None);
     assert_eq!(c.floor, 100);
     assert!(store.claim(&c, 100, None, None).await.is_err());
+}
+
+#[tokio::test]
+async fn a_mark_learned_from_disk_refuses_answers_to_requests_already_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    claim(&store, "k", 106).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    // After a restart memory does not know "k": two Redis requests begin
+    // with floor 0 (Redis, restarted empty, answers 1 and 2). The first
+    // answer is refused against the disk, which teaches memory the mark;
+    // the second request still carries floor 0 and must be refused too.
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    let a = store.begin("k", None, None, None);
+    let b = store.begin("k", None, None, None);
+    assert_eq!((a.floor, b.floor), (0, 0));
+    assert!(matches!(
+        store.claim(&a, 1, None, None).await,
+        Err(Claim::Taken { mark: 106 })
+    ));
+    assert!(matches!(
+        store.claim(&b, 2, None, None).await,
+        Err(Claim::Taken { mark: 106 })
+    ));
+    // The same through a read of the mark while a request is in flight.
+    drop((a, b));
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    let c = store.begin("k", None, None, None);
+    assert_eq!(store.mark("k").await.unwrap(), 106);
+    assert!(matches!(
+        store.claim(&c, 3, None, None).await,
+        Err(Claim::Taken { mark: 106 })
+    ));
+    let d = store.begin("k", None, None, None);
+    assert_eq!(d.floor, 106);
+    store.claim(&d, 107, None, None).await.unwrap();
 }
 
 #[tokio::test]
@@ -669,6 +712,10 @@ enum Step {
     Issue(u8),
     /// Redis answers `n` for key `k` (any value: Redis may have lost data).
     Claim(u8, u64),
+    /// Two Redis requests for key `k` begin; then Redis answers the first
+    /// `a` and the second `b` (an answer refused against the disk teaches
+    /// memory the key's mark while the other is still in flight).
+    Race(u8, u64, u64),
     /// Redis was raised to the key's mark.
     Reconcile(u8),
     /// Several local numbers for one key at once.
@@ -683,11 +730,50 @@ enum Step {
     Reboot,
 }
 
+/// What the model makes of Redis answering `n` to `flight`, a request that
+/// began when the key's highest answer was `top`: accepted only when above
+/// `top` and never answered (two requests in flight may be answered out of
+/// order); such a fresh number refused only when at or below the floor the
+/// request carried (the script would never have answered it) or after a
+/// reboot (marks then jump past their ceilings).
+async fn answer(
+    store: &Store,
+    flight: &Flight,
+    top: u64,
+    n: u64,
+    answered: &mut Answered,
+    rebooted: bool,
+) {
+    let key = flight.key.to_string();
+    let fresh = n > top && !answered.get(&key).is_some_and(|s| s.contains(&n));
+    match store.claim(flight, n, None, None).await {
+        Ok(()) => {
+            assert!(
+                fresh,
+                "{key}: Redis's {n} accepted, not above {top} or answered before"
+            );
+            assert!(answered.entry(key).or_default().insert(n));
+        }
+        Err(Claim::Taken { mark }) => {
+            assert!(
+                !fresh || n <= flight.floor || rebooted,
+                "{key}: Redis's {n} refused though fresh (mark {mark})"
+            );
+            assert!(
+                mark >= n,
+                "{key}: the mark given back ({mark}) is below {n}"
+            );
+        }
+        Err(Claim::Failed(e)) => panic!("{e}"),
+    }
+}
+
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
     use proptest::prelude::*;
     prop_oneof![
         4 => (0u8..12).prop_map(Step::Issue),
         3 => ((0u8..12), 0u64..30).prop_map(|(k, n)| Step::Claim(k, n)),
+        2 => ((0u8..12), 0u64..30, 0u64..30).prop_map(|(k, a, b)| Step::Race(k, a, b)),
         1 => (0u8..12).prop_map(Step::Reconcile),
         1 => ((0u8..12), 2u8..6).prop_map(|(k, n)| Step::Burst(k, n)),
         2 => proptest::collection::vec(0u8..12, 2..16).prop_map(Step::Mixed),
@@ -718,9 +804,8 @@ proptest::proptest! {
             // After a reboot marks go on above their ceilings: numbers are
             // skipped, never repeated.
             let mut rebooted = false;
-            let mut answered: std::collections::HashMap<String, std::collections::BTreeSet<u64>> =
-                Default::default();
-            let top = |answered: &std::collections::HashMap<String, std::collections::BTreeSet<u64>>, k: &str| {
+            let mut answered = Answered::default();
+            let top = |answered: &Answered, k: &str| {
                 answered.get(k).and_then(|s| s.last().copied()).unwrap_or(0)
             };
             for step in steps {
@@ -760,24 +845,16 @@ proptest::proptest! {
                     Step::Claim(k, n) => {
                         let key = format!("k{k}");
                         let flight = store.begin(&key, None, None, None);
-                        let fresh = n > top(&answered, &key);
-                        match store.claim(&flight, n, None, None).await {
-                            Ok(()) => {
-                                assert!(fresh, "{key}: Redis's {n} accepted, not above earlier answers");
-                                assert!(answered.entry(key).or_default().insert(n));
-                            }
-                            Err(Claim::Taken { mark }) => {
-                                // A fresh number is refused only when it is at
-                                // or below the floor the request carried (the
-                                // script would never have answered it).
-                                assert!(
-                                    !fresh || n <= flight.floor || rebooted,
-                                    "{key}: Redis's {n} refused though fresh (mark {mark})"
-                                );
-                                assert!(mark >= n, "{key}: the mark given back ({mark}) is below {n}");
-                            }
-                            Err(Claim::Failed(e)) => panic!("{e}"),
-                        }
+                        let before = top(&answered, &key);
+                        answer(&store, &flight, before, n, &mut answered, rebooted).await;
+                    }
+                    Step::Race(k, a, b) => {
+                        let key = format!("k{k}");
+                        let first = store.begin(&key, None, None, None);
+                        let second = store.begin(&key, None, None, None);
+                        let before = top(&answered, &key);
+                        answer(&store, &first, before, a, &mut answered, rebooted).await;
+                        answer(&store, &second, before, b, &mut answered, rebooted).await;
                     }
                     Step::Reconcile(k) => {
                         let key = format!("k{k}");
