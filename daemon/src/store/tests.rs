@@ -712,10 +712,15 @@ enum Step {
     Issue(u8),
     /// Redis answers `n` for key `k` (any value: Redis may have lost data).
     Claim(u8, u64),
-    /// Two Redis requests for key `k` begin; then Redis answers the first
-    /// `a` and the second `b` (an answer refused against the disk teaches
-    /// memory the key's mark while the other is still in flight).
-    Race(u8, u64, u64),
+    /// A Redis request for key `k` begins and stays in flight (while the
+    /// steps after it run: local numbers, evictions, other answers).
+    Begin(u8),
+    /// Redis answers `n` to the `i`-th request in flight (modulo their
+    /// number).
+    Answer(usize, u64),
+    /// Redis answers every request in flight at once, the `i`-th with the
+    /// `i`-th number (modulo their number): their writes meet in one batch.
+    AnswerAll(Vec<u64>),
     /// Redis was raised to the key's mark.
     Reconcile(u8),
     /// Several local numbers for one key at once.
@@ -730,34 +735,37 @@ enum Step {
     Reboot,
 }
 
-/// What the model makes of Redis answering `n` to `flight`, a request that
-/// began when the key's highest answer was `top`: accepted only when above
-/// `top` and never answered (two requests in flight may be answered out of
-/// order); such a fresh number refused only when at or below the floor the
-/// request carried (the script would never have answered it) or after a
-/// reboot (marks then jump past their ceilings).
-async fn answer(
-    store: &Store,
-    flight: &Flight,
-    top: u64,
+/// A Redis request in flight, with its key's highest answer when it began.
+type Open = (Flight, u64);
+
+/// Checks what the store made of Redis answering `n` to a request that
+/// began when its key's highest answer was `top`, and records an accepted
+/// answer. Accepted only when above `top` and never answered before (two
+/// requests in flight may be answered out of order). Refused, when above
+/// every answer so far, only at or below the floor the request carried
+/// (the script would never have answered it) or after a reboot (marks then
+/// jump past their ceilings): a Redis that lost nothing is not refused.
+fn check_answer(
+    (flight, top): &Open,
     n: u64,
+    outcome: Result<(), Claim>,
     answered: &mut Answered,
     rebooted: bool,
 ) {
     let key = flight.key.to_string();
-    let fresh = n > top && !answered.get(&key).is_some_and(|s| s.contains(&n));
-    match store.claim(flight, n, None, None).await {
+    match outcome {
         Ok(()) => {
+            assert!(n > *top, "{key}: Redis's {n} accepted, not above {top}");
             assert!(
-                fresh,
-                "{key}: Redis's {n} accepted, not above {top} or answered before"
+                answered.entry(key.clone()).or_default().insert(n),
+                "{key}: Redis's {n} accepted, answered before"
             );
-            assert!(answered.entry(key).or_default().insert(n));
         }
         Err(Claim::Taken { mark }) => {
+            let highest = answered.get(&key).and_then(|s| s.last().copied());
             assert!(
-                !fresh || n <= flight.floor || rebooted,
-                "{key}: Redis's {n} refused though fresh (mark {mark})"
+                highest.is_some_and(|h| n <= h) || n <= flight.floor || rebooted,
+                "{key}: Redis's {n} refused though above every answer (mark {mark})"
             );
             assert!(
                 mark >= n,
@@ -773,7 +781,9 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
     prop_oneof![
         4 => (0u8..12).prop_map(Step::Issue),
         3 => ((0u8..12), 0u64..30).prop_map(|(k, n)| Step::Claim(k, n)),
-        2 => ((0u8..12), 0u64..30, 0u64..30).prop_map(|(k, a, b)| Step::Race(k, a, b)),
+        3 => (0u8..12).prop_map(Step::Begin),
+        2 => (any::<usize>(), 0u64..30).prop_map(|(i, n)| Step::Answer(i, n)),
+        1 => proptest::collection::vec(0u64..30, 1..6).prop_map(Step::AnswerAll),
         1 => (0u8..12).prop_map(Step::Reconcile),
         1 => ((0u8..12), 2u8..6).prop_map(|(k, n)| Step::Burst(k, n)),
         2 => proptest::collection::vec(0u8..12, 2..16).prop_map(Step::Mixed),
@@ -782,14 +792,19 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
     ]
 }
 
+/// Most Redis requests the property test keeps in flight at once.
+const MAX_OPEN: usize = 6;
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
 
     /// Against a model of everything ever answered, through evictions (a
-    /// cap of 3 marks for 12 keys) and restarts: a number is never answered
-    /// twice for a key, a local number is above every earlier answer of
-    /// its key, and a Redis answer above every earlier answer is accepted
-    /// unless it is at or below its request's floor.
+    /// cap of 3 marks for 12 keys), restarts, and Redis requests left in
+    /// flight across all of it and answered one by one or together: a
+    /// number is never answered twice for a key, a local number is above
+    /// every earlier answer of its key, a Redis answer is accepted only
+    /// above every answer from before its request began, and one above
+    /// every answer is refused only at or below its request's floor.
     #[test]
     fn marks_on_demand_never_hand_out_a_number_twice(steps in proptest::collection::vec(step(), 1..60)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -805,6 +820,8 @@ proptest::proptest! {
             // skipped, never repeated.
             let mut rebooted = false;
             let mut answered = Answered::default();
+            // Redis requests in flight (a seqd restart ends them).
+            let mut in_flight: Vec<Open> = Vec::new();
             let top = |answered: &Answered, k: &str| {
                 answered.get(k).and_then(|s| s.last().copied()).unwrap_or(0)
             };
@@ -844,23 +861,48 @@ proptest::proptest! {
                     }
                     Step::Claim(k, n) => {
                         let key = format!("k{k}");
-                        let flight = store.begin(&key, None, None, None);
-                        let before = top(&answered, &key);
-                        answer(&store, &flight, before, n, &mut answered, rebooted).await;
+                        let request = (store.begin(&key, None, None, None), top(&answered, &key));
+                        let outcome = store.claim(&request.0, n, None, None).await;
+                        check_answer(&request, n, outcome, &mut answered, rebooted);
                     }
-                    Step::Race(k, a, b) => {
-                        let key = format!("k{k}");
-                        let first = store.begin(&key, None, None, None);
-                        let second = store.begin(&key, None, None, None);
-                        let before = top(&answered, &key);
-                        answer(&store, &first, before, a, &mut answered, rebooted).await;
-                        answer(&store, &second, before, b, &mut answered, rebooted).await;
+                    Step::Begin(k) => {
+                        if in_flight.len() < MAX_OPEN {
+                            let key = format!("k{k}");
+                            in_flight.push((store.begin(&key, None, None, None), top(&answered, &key)));
+                        }
+                    }
+                    Step::Answer(i, n) => {
+                        if !in_flight.is_empty() {
+                            let request = in_flight.remove(i % in_flight.len());
+                            let outcome = store.claim(&request.0, n, None, None).await;
+                            check_answer(&request, n, outcome, &mut answered, rebooted);
+                        }
+                    }
+                    Step::AnswerAll(ns) => {
+                        let requests = std::mem::take(&mut in_flight);
+                        let numbers: Vec<u64> = (0..requests.len()).map(|i| ns[i % ns.len()]).collect();
+                        let claims = requests
+                            .iter()
+                            .zip(&numbers)
+                            .map(|((flight, _), n)| store.claim(flight, *n, None, None));
+                        let outcomes = futures_util::future::join_all(claims).await;
+                        // Accepted answers first: a refusal is judged against
+                        // every answer, including those of this batch.
+                        let (accepted, refused): (Vec<_>, Vec<_>) = requests
+                            .iter()
+                            .zip(numbers)
+                            .zip(outcomes)
+                            .partition(|(_, outcome)| outcome.is_ok());
+                        for ((request, n), outcome) in accepted.into_iter().chain(refused) {
+                            check_answer(request, n, outcome, &mut answered, rebooted);
+                        }
                     }
                     Step::Reconcile(k) => {
                         let key = format!("k{k}");
                         store.reconciled(&key, top(&answered, &key)).await.unwrap();
                     }
                     Step::Reboot => {
+                        in_flight.clear();
                         rebooted = true;
                         store.flush().await.unwrap();
                         drop(store);
@@ -868,6 +910,7 @@ proptest::proptest! {
                         store = open();
                     }
                     Step::Reopen(clean) => {
+                        in_flight.clear();
                         if clean {
                             store.close().await.unwrap();
                         } else {
