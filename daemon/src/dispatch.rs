@@ -115,22 +115,6 @@ impl Touches {
         parts.hash(&mut h);
         h.finish()
     }
-
-    pub fn overlaps(&self, other: &Touches) -> bool {
-        match (self, other) {
-            (Touches::Nothing, _) | (_, Touches::Nothing) => false,
-            (Touches::Everything, _) | (_, Touches::Everything) => true,
-            (Touches::Keys(a), Touches::Keys(b)) => {
-                let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-                if large.len() > 16 {
-                    let set: std::collections::HashSet<&u64> = large.iter().collect();
-                    small.iter().any(|k| set.contains(k))
-                } else {
-                    small.iter().any(|k| large.contains(k))
-                }
-            }
-        }
-    }
 }
 
 /// True for requests whose reply may be large (cache values, the metrics):

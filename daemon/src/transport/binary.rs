@@ -234,7 +234,7 @@ pub async fn serve<R>(
                         let admitted = order.admit(dispatch::touches(&request));
                         let large = dispatch::reply_may_be_large(&request);
                         inflight.push(async move {
-                            for earlier in admitted.wait_for {
+                            for (_, earlier) in admitted.wait_for {
                                 let _ = earlier.await;
                             }
                             // Never closed, so acquiring cannot fail.
