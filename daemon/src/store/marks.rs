@@ -284,9 +284,15 @@ pub(super) enum Settled {
     Stale(OnDisk),
 }
 
-/// A key's mark on disk, as a refusal reports it.
+/// A key's mark on disk, as the writer reports it with an unchecked
+/// number's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct OnDisk {
+    /// The mark on disk before the first number of the memory mark (its
+    /// epoch) reached the writer: what memory could not know. Not the mark
+    /// now, which holds that memory mark's own numbers too: learning those
+    /// would refuse Redis's answers still in flight below them (numbers
+    /// Redis never answers again: skips).
     pub(super) value: u64,
     /// `Some` when the key is pending reconciliation on disk: the mark its
     /// local numbers began from (`None` inside for a store from before

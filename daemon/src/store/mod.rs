@@ -312,7 +312,19 @@ impl Store {
         expires_at: Option<i64>,
         ttl: Option<u64>,
     ) -> Result<(), Claim> {
-        let (key, unchecked) = self.lock().claim(flight, value, expires_at, ttl)?;
+        let drawn = self.lock().claim(flight, value, expires_at, ttl)?;
+        self.commit_claim(drawn, value, expires_at, ttl).await
+    }
+
+    /// The second half of [`Store::claim`]: commits a number memory
+    /// accepted (`drawn`: its key and, unless verified, its epoch).
+    async fn commit_claim(
+        &self,
+        (key, unchecked): (Arc<str>, Option<u64>),
+        value: u64,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+    ) -> Result<(), Claim> {
         match self
             .persist(&key, value, expires_at, ttl, None, unchecked)
             .await

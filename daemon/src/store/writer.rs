@@ -137,7 +137,13 @@ pub(super) struct Known {
     /// Pending reconciliation on disk, from which mark (see [`OnDisk`]).
     dirty: Option<Option<u64>>,
     /// The epoch of the memory mark whose unchecked numbers were last
-    /// seen, and the value on disk before the first of them.
+    /// seen, and the value on disk before the first of them: the mark an
+    /// unchecked number is compared with, and reported back (`OnDisk`).
+    /// A fold of the mark log forgets both (it empties `known`); an
+    /// unchecked number of the same mark after it is compared with the
+    /// disk then, its mark's earlier numbers included, and may be refused
+    /// though fresh: a skipped number, never a repeat. It takes a key's
+    /// first numbers of a run straddling a fold.
     epoch: Option<u64>,
     base: u64,
     /// The reserved ceiling last fsynced; `None` when the key has no row
@@ -316,7 +322,7 @@ impl Writer {
                     k.base = k.value;
                 }
                 let on_disk = OnDisk {
-                    value: k.value,
+                    value: k.base,
                     dirty: k.dirty,
                 };
                 settled[i] = if *value <= k.base {
