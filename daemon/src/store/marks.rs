@@ -31,9 +31,12 @@
 //!   commit, is *verified*; a key met for the first time in this run (or
 //!   again after its mark was evicted) starts unverified at what an unknown
 //!   key may be assumed to hold, and its numbers go to the writer
-//!   *unchecked*: the writer compares each with the mark on disk inside
-//!   the commit and refuses one at or below it (`Settled::Stale`), and the
-//!   handle then raises the mark to the disk's and draws again. So a start
+//!   *unchecked* — so do Redis's answers to requests that began while it
+//!   was, whatever memory learned since: their floors were assumed. The
+//!   writer compares each with the mark on disk before that mark's first
+//!   number, inside the commit, and refuses one at or below it
+//!   (`Settled::Stale`); the handle then raises the mark to the disk's and
+//!   draws (or asks Redis) again. So a start
 //!   loads nothing but the keys pending reconciliation, and a key read from
 //!   disk costs no extra round trip: the check rides on the commit the
 //!   number waits for anyway.
@@ -60,6 +63,12 @@ pub struct Flight {
     /// The key's mark when the request began: the floor to send to Redis.
     pub floor: u64,
     start: u64,
+    /// The mark's epoch when the request began unverified: the floor was
+    /// what memory assumed, and the disk may hold more (an earlier run's
+    /// numbers). Its answer goes to the writer unchecked even if memory
+    /// has learned the disk's mark since, so that it is compared with the
+    /// disk as it was before that mark's numbers ([`Mark::base`]).
+    epoch: Option<u64>,
 }
 
 impl Drop for Flight {
@@ -108,18 +117,22 @@ pub(super) struct Mark {
     /// Start indexes of the Redis requests in flight (a multiset).
     pub(super) flights: BTreeMap<u64, u32>,
     /// The mark is at least the one on disk (read from it, or confirmed
-    /// by a commit); until then numbers go to the writer unchecked.
+    /// by a commit); until then numbers go to the writer unchecked (and so
+    /// do Redis's answers to requests that began before).
     pub(super) verified: bool,
-    /// The highest mark the disk reported for this key in this run. Every
-    /// number up to it may have been issued in an earlier run, whatever
-    /// floor a request in flight carries: a request that began before
-    /// memory learned it had a floor below it.
-    disk: u64,
     /// Which mark this is among those the key had in memory (each new one
     /// gets the next): the writer compares the unchecked numbers of one
     /// mark with the disk as it was before the first of them, so two that
     /// reach it out of order are both written.
     epoch: u64,
+    /// The disk's mark before this mark's first number, once the writer
+    /// reported it: unchecked numbers carry it to the writer, which may
+    /// have forgotten it (a fold of the mark log empties what it knows) —
+    /// comparing them with the disk *now*, which holds this mark's own
+    /// numbers, would refuse fresh ones (skips). Memory keeps it as long
+    /// as anything depends on it: a mark with requests in flight or writes
+    /// outstanding is never evicted.
+    base: Option<u64>,
     /// Writes of this mark sent to the writer and not settled yet.
     writing: u32,
     /// Used since the last eviction sweep (a second chance).
@@ -140,8 +153,8 @@ impl Mark {
             next_index: 0,
             flights: BTreeMap::new(),
             verified: false,
-            disk: 0,
             epoch: 0,
+            base: None,
             writing: 0,
             used: true,
             pending_on_disk: false,
@@ -152,15 +165,17 @@ impl Mark {
     pub(super) fn stored(value: u64, expires_at: Option<i64>, ttl: Option<u64>) -> Mark {
         Mark {
             verified: true,
-            disk: value,
             ..Mark::new(value, expires_at, ttl)
         }
     }
 
     /// What a write of this mark tells the writer: `None` when verified,
-    /// else the epoch to check against the disk.
-    fn unchecked(&self) -> Option<u64> {
-        (!self.verified).then_some(self.epoch)
+    /// else how to check it against the disk.
+    fn unchecked(&self) -> Option<Unchecked> {
+        (!self.verified).then_some(Unchecked {
+            epoch: self.epoch,
+            base: self.base,
+        })
     }
 
     /// Nothing depends on this mark but the disk (unless it is dirty,
@@ -181,16 +196,13 @@ impl Mark {
     /// Raises the mark to `value`, read from (or reported by) the disk.
     fn learn_disk(&mut self, value: u64) {
         self.value = self.value.max(value);
-        self.disk = self.disk.max(value);
         self.verified = true;
     }
 
     /// True when `n`, answered by Redis for a request that began at
     /// `start` with floor `floor`, may already have been issued.
     fn maybe_issued(&self, n: u64, start: u64, floor: u64) -> bool {
-        // The disk's mark counts even when learned after the request began
-        // (its floor was what memory assumed of an unknown key).
-        if n <= floor || n <= self.disk {
+        if n <= floor {
             return true;
         }
         if n > self.value {
@@ -300,15 +312,24 @@ pub(super) struct OnDisk {
     pub(super) dirty: Option<Option<u64>>,
 }
 
+/// How the writer checks an unchecked number: which memory mark drew it,
+/// and, once known, the disk's mark before that mark's first number
+/// ([`Mark::base`]); the number must be above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Unchecked {
+    pub(super) epoch: u64,
+    pub(super) base: Option<u64>,
+}
+
 /// A number drawn from memory, on its way to the writer.
 pub(super) struct Drawn {
     pub(super) key: Arc<str>,
     pub(super) value: u64,
     /// The mark the key's local numbers began from.
     pub(super) from: u64,
-    /// `None` when the mark was verified; otherwise the mark's epoch: the
-    /// writer compares the number with the disk.
-    pub(super) unchecked: Option<u64>,
+    /// `None` when the mark was verified; otherwise how the writer
+    /// compares the number with the disk.
+    pub(super) unchecked: Option<Unchecked>,
 }
 
 /// What an unclean stop leaves to assume of daily keys not in the store.
@@ -471,10 +492,10 @@ impl HighWaterMarks {
         })
     }
 
-    /// The writer's answer to a write of `key`: a commit of an unchecked
-    /// number verifies the mark (memory is at or above the disk now); a
-    /// refusal raises it to the disk's.
-    pub(super) fn settle(&mut self, key: &str, outcome: Option<Settled>) {
+    /// The writer's answer to a write of `key` (`sent`: how it was to be
+    /// checked): a commit of an unchecked number verifies the mark (memory
+    /// is at or above the disk now); a refusal raises it to the disk's.
+    pub(super) fn settle(&mut self, key: &str, sent: Option<Unchecked>, outcome: Option<Settled>) {
         let Some((k, _)) = self.by_key.get_key_value(key) else {
             return;
         };
@@ -489,6 +510,12 @@ impl HighWaterMarks {
             Some(Settled::Written(None)) | None => return,
         };
         m.learn_disk(on_disk.value);
+        // The smallest base reported is the true one (one reported after
+        // the writer forgot it is higher). A write of an earlier mark of
+        // the key (pruned meanwhile) tells this one nothing.
+        if sent.is_some_and(|u| u.epoch == m.epoch) {
+            m.base = Some(m.base.map_or(on_disk.value, |b| b.min(on_disk.value)));
+        }
         match on_disk.dirty {
             // Pending on disk since an earlier run: memory takes it over,
             // with where its local numbers began.
@@ -529,20 +556,22 @@ impl HighWaterMarks {
             floor: mark.value,
             key,
             start,
+            epoch: (!mark.verified).then_some(mark.epoch),
         }
     }
 
     /// Records `value`, a number Redis answered to `flight`, unless it may
     /// already have been issued since the request began. Returns the key
-    /// and, unless the mark was verified, its epoch; the write is
-    /// outstanding until [`HighWaterMarks::settle`].
+    /// and, unless the mark was verified when the request began, its epoch
+    /// (the writer checks the number); the write is outstanding until
+    /// [`HighWaterMarks::settle`].
     pub(super) fn claim(
         &mut self,
         flight: &Flight,
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
-    ) -> Result<(Arc<str>, Option<u64>), Claim> {
+    ) -> Result<(Arc<str>, Option<Unchecked>), Claim> {
         if value > i64::MAX as u64 {
             return Err(Claim::Failed(StoreError::Exhausted(flight.key.to_string())));
         }
@@ -552,7 +581,14 @@ impl HighWaterMarks {
         }
         mark.record(value);
         mark.writing += 1;
-        Ok((key, mark.unchecked()))
+        let unchecked = match flight.epoch {
+            Some(epoch) => Some(Unchecked {
+                epoch,
+                base: mark.base.filter(|_| epoch == mark.epoch),
+            }),
+            None => mark.unchecked(),
+        };
+        Ok((key, unchecked))
     }
 
     /// Redis holds at least `value` for `key`: the key is no longer dirty,

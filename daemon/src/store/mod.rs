@@ -66,7 +66,7 @@ pub use marks::{Claim, Flight, HighWaterMarks, PendingKey, DEFAULT_MARKS_IN_MEMO
 pub use outbox::OutboxEntry;
 pub use streams::StreamRow;
 
-use marks::Settled;
+use marks::{Settled, Unchecked};
 use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
@@ -320,7 +320,7 @@ impl Store {
     /// accepted (`drawn`: its key and, unless verified, its epoch).
     async fn commit_claim(
         &self,
-        (key, unchecked): (Arc<str>, Option<u64>),
+        (key, unchecked): (Arc<str>, Option<Unchecked>),
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
@@ -357,7 +357,7 @@ impl Store {
         expires_at: Option<i64>,
         ttl: Option<u64>,
         dirty_from: Option<u64>,
-        unchecked: Option<u64>,
+        unchecked: Option<Unchecked>,
     ) -> Result<Settled, StoreError> {
         let (done, wait) = oneshot::channel();
         let op = Op::Raise {
@@ -370,7 +370,8 @@ impl Store {
             done,
         };
         let settled = self.send(op, wait).await;
-        self.lock().settle(key, settled.as_ref().ok().copied());
+        self.lock()
+            .settle(key, unchecked, settled.as_ref().ok().copied());
         settled
     }
 

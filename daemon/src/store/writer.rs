@@ -31,7 +31,7 @@
 //! for a key it had not verified against the disk (see `marks.rs`): one at
 //! or below the mark on disk is refused, not written.
 
-use super::marks::{Mark, OnDisk, Settled};
+use super::marks::{Mark, OnDisk, Settled, Unchecked};
 use super::outbox::{self, OutboxEntry};
 use super::schema::{compact, touch, Boot, EFFECTIVE};
 use super::streams::{self, StreamRow};
@@ -61,10 +61,11 @@ pub(super) enum Op {
         /// `Some` when the number came from the store, not Redis: the mark
         /// the key's local numbers began from.
         dirty_from: Option<u64>,
-        /// `None` when memory had verified the key's mark; otherwise the
-        /// mark's epoch: `value` is compared with the disk as it was
-        /// before the first number of that epoch.
-        unchecked: Option<u64>,
+        /// `None` when memory had verified the key's mark; otherwise
+        /// `value` is compared with the disk as it was before the first
+        /// number of that memory mark (its base: memory's when memory
+        /// knows it, else the one the writer noted).
+        unchecked: Option<Unchecked>,
         done: oneshot::Sender<Result<Settled, String>>,
     },
     /// The mark of `key` on disk (0 when none), after what is queued.
@@ -137,13 +138,14 @@ pub(super) struct Known {
     /// Pending reconciliation on disk, from which mark (see [`OnDisk`]).
     dirty: Option<Option<u64>>,
     /// The epoch of the memory mark whose unchecked numbers were last
-    /// seen, and the value on disk before the first of them: the mark an
-    /// unchecked number is compared with, and reported back (`OnDisk`).
-    /// A fold of the mark log forgets both (it empties `known`); an
-    /// unchecked number of the same mark after it is compared with the
+    /// seen, and the value on disk before the first of them: the base an
+    /// unchecked number is compared with until memory learns it (from the
+    /// outcome, `OnDisk`) and sends it along. A fold of the mark log
+    /// forgets both (it empties `known`): a number sent before memory
+    /// learned the base and committed after a fold is compared with the
     /// disk then, its mark's earlier numbers included, and may be refused
-    /// though fresh: a skipped number, never a repeat. It takes a key's
-    /// first numbers of a run straddling a fold.
+    /// though fresh — a skipped number, never a repeat. It takes a key's
+    /// first commits of a run straddling a fold.
     epoch: Option<u64>,
     base: u64,
     /// The reserved ceiling last fsynced; `None` when the key has no row
@@ -314,18 +316,24 @@ impl Writer {
             } = op
             {
                 self.known(key)?;
-                let (Some(epoch), Some(k)) = (unchecked, self.known.get_mut(key)) else {
+                let (Some(unchecked), Some(k)) = (unchecked, self.known.get_mut(key)) else {
                     continue;
                 };
-                if k.epoch != Some(*epoch) {
-                    k.epoch = Some(*epoch);
-                    k.base = k.value;
-                }
+                let base = match unchecked.base {
+                    Some(base) => base,
+                    None => {
+                        if k.epoch != Some(unchecked.epoch) {
+                            k.epoch = Some(unchecked.epoch);
+                            k.base = k.value;
+                        }
+                        k.base
+                    }
+                };
                 let on_disk = OnDisk {
-                    value: k.base,
+                    value: base,
                     dirty: k.dirty,
                 };
-                settled[i] = if *value <= k.base {
+                settled[i] = if *value <= base {
                     Settled::Stale(on_disk)
                 } else {
                     Settled::Written(Some(on_disk))
