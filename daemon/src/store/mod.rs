@@ -317,7 +317,8 @@ impl Store {
     }
 
     /// The second half of [`Store::claim`]: commits a number memory
-    /// accepted (`drawn`: its key and, unless verified, its epoch).
+    /// accepted (`drawn`: its key and, unless its mark was verified when
+    /// the request began, how the writer checks it).
     async fn commit_claim(
         &self,
         (key, unchecked): (Arc<str>, Option<Unchecked>),
