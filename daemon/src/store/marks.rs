@@ -556,7 +556,7 @@ impl HighWaterMarks {
             floor: mark.value,
             key,
             start,
-            epoch: (!mark.verified).then_some(mark.epoch),
+            epoch: mark.unchecked().map(|u| u.epoch),
         }
     }
 

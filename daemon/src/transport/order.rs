@@ -25,7 +25,7 @@
 
 use crate::dispatch::Touches;
 use futures_util::future::{FutureExt, Shared};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use tokio::sync::oneshot;
 
 /// Signals that a request ended (its sender dropped), shared by every
@@ -69,16 +69,16 @@ impl Order {
                 self.running.keys().copied().collect()
             }
             Touches::Keys(keys) => {
-                let mut seen = HashSet::new();
-                let mut earlier: Vec<u64> = self.barrier.into_iter().collect();
-                seen.extend(self.barrier);
-                for k in keys {
-                    if let Some(s) = self.last.insert(*k, seq) {
-                        if seen.insert(s) {
-                            earlier.push(s);
-                        }
-                    }
-                }
+                // The last request on each key (this one, for a key it
+                // repeats), and the last barrier.
+                let mut earlier: Vec<u64> = keys
+                    .iter()
+                    .filter_map(|k| self.last.insert(*k, seq))
+                    .filter(|&s| s != seq)
+                    .chain(self.barrier)
+                    .collect();
+                earlier.sort_unstable();
+                earlier.dedup();
                 earlier
             }
         };
