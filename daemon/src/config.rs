@@ -162,6 +162,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub breaker_threshold: u32,
 
+    /// Real writes Redis must serve while the breaker is half-open before
+    /// it closes (and the most sent at once); every other request is
+    /// answered without Redis meanwhile. With no request to try, seqd's
+    /// own write check stands in for one.
+    #[arg(long, env = "SEQD_BREAKER_TRIALS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub breaker_trials: u32,
+
     /// First wait before probing Redis after the breaker opened, in
     /// milliseconds; it doubles after each failed probe (with jitter).
     #[arg(long, env = "SEQD_PROBE_BASE_MS", default_value_t = 100,
@@ -173,7 +181,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub probe_max_ms: u64,
 
-    /// Interval of the health PING while the breaker is closed, in
+    /// Interval of the health check (PING and a write that changes
+    /// nothing) while the breaker is closed, in
     /// milliseconds (it also retries pending reconciliation).
     #[arg(long, env = "SEQD_HEALTH_INTERVAL_MS", default_value_t = 1_000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
@@ -437,6 +446,7 @@ impl Config {
             threshold: self.breaker_threshold,
             probe_base: Duration::from_millis(self.probe_base_ms),
             probe_max: Duration::from_millis(self.probe_max_ms.max(self.probe_base_ms)),
+            trials: self.breaker_trials,
         }
     }
 

@@ -93,6 +93,7 @@ pub fn reloaded(
     take!("SEQD_LOG", log);
     take!("SEQD_REDIS_TIMEOUT_MS", redis_timeout_ms);
     take!("SEQD_BREAKER_THRESHOLD", breaker_threshold);
+    take!("SEQD_BREAKER_TRIALS", breaker_trials);
     take!("SEQD_PROBE_BASE_MS", probe_base_ms);
     take!("SEQD_PROBE_MAX_MS", probe_max_ms);
     take!("SEQD_IDLE_TIMEOUT_MS", idle_timeout_ms);

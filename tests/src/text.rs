@@ -40,6 +40,21 @@ impl TextConn {
         self.send_raw(format!("{line}\n").as_bytes());
         self.read_line()
     }
+
+    /// Sends a command with a multi-line reply (`HELP`, `METRICS`) and
+    /// reads it up to its closing `.` line, which is left out.
+    pub fn cmd_multiline(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\n").as_bytes());
+        let mut out = String::new();
+        loop {
+            let l = self.read_line();
+            if l == "." {
+                return out;
+            }
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
 }
 
 /// The value of `name` in an `OK k=v ...` reply.

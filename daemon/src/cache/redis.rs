@@ -204,7 +204,7 @@ impl RedisCache {
         let k = key.as_str();
         let stored = self
             .link
-            .call(|mut c| async move {
+            .call_write(|mut c| async move {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(k).arg(value);
                 if let Some(ms) = ttl_ms {

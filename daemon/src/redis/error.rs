@@ -16,10 +16,14 @@ pub enum RedisFailure {
     #[error("redis unreachable: {0}")]
     Transport(String),
     /// Redis answered, but refuses to serve anything now (`OOM`,
-    /// `READONLY`, `MASTERDOWN`, `MISCONF`, `LOADING`, `BUSY`, `NOAUTH`,
-    /// `WRONGPASS`, ...): no number can come from it.
-    #[error("redis cannot serve: {0}")]
-    Refused(String),
+    /// `MASTERDOWN`, `MISCONF`, `LOADING`, `BUSY`, `NOAUTH`, `WRONGPASS`,
+    /// `NOPERM`, ...): no number can come from it. `class` names the
+    /// refusal for `HEALTH` and the logs (`oom`, `auth`, `noperm`, ...).
+    #[error("redis cannot serve: {message}")]
+    Refused {
+        class: &'static str,
+        message: String,
+    },
     #[error("redis refused the operation: {0}")]
     Logic(String),
     /// The node seqd is connected to is not the master any more
@@ -45,20 +49,21 @@ pub enum RedisFailure {
 }
 
 /// Error codes with which Redis refuses service as a whole, whatever the
-/// key: they say Redis is unhealthy for seqd's purpose. (`READONLY` is
+/// key, and the class `HEALTH` reports for each: they say Redis is
+/// unhealthy for seqd's purpose. (`READONLY` is
 /// [`RedisFailure::WrongNode`], `NOREPLICAS`
 /// [`RedisFailure::Unacknowledged`].)
-const REFUSING_SERVICE: &[&str] = &[
-    "OOM",
-    "MASTERDOWN",
-    "MISCONF",
-    "LOADING",
-    "BUSY",
-    "NOAUTH",
-    "WRONGPASS",
-    "NOPERM",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
+const REFUSING_SERVICE: &[(&str, &str)] = &[
+    ("OOM", "oom"),
+    ("MASTERDOWN", "masterdown"),
+    ("MISCONF", "misconf"),
+    ("LOADING", "loading"),
+    ("BUSY", "busy"),
+    ("NOAUTH", "auth"),
+    ("WRONGPASS", "auth"),
+    ("NOPERM", "noperm"),
+    ("CLUSTERDOWN", "clusterdown"),
+    ("TRYAGAIN", "tryagain"),
 ];
 
 impl RedisFailure {
@@ -66,6 +71,12 @@ impl RedisFailure {
     /// the expected type (`ErrorKind::Parse` from a value, or an unexpected
     /// return type) is a logic error of that key: the pipe reports broken
     /// framing as an I/O error, never as a parse error.
+    ///
+    /// A pipeline or transaction reports one error per command that
+    /// failed (an `OOM` while queueing `INCR`, then `EXECABORT`): the
+    /// gravest of them decides, so a refusal inside `MULTI`/`EXEC` is a
+    /// refusal like any other. A script's refusal keeps its code (`OOM
+    /// ... script: ...`) and sorts by it.
     pub fn classify(e: &redis::RedisError) -> RedisFailure {
         use redis::ErrorKind;
         if e.is_timeout() {
@@ -76,14 +87,47 @@ impl RedisFailure {
             ErrorKind::Io
             | ErrorKind::ClusterConnectionNotFound
             | ErrorKind::InvalidClientConfig => RedisFailure::Transport(text),
-            ErrorKind::AuthenticationFailed => RedisFailure::Refused(text),
-            _ if e.code() == Some("READONLY") => RedisFailure::WrongNode(text),
-            _ if matches!(e.code(), Some("MOVED" | "ASK")) => RedisFailure::Redirected(text),
-            _ if e.code() == Some("NOREPLICAS") => RedisFailure::Unacknowledged(text),
-            _ if e.code().is_some_and(|c| REFUSING_SERVICE.contains(&c)) => {
-                RedisFailure::Refused(text)
-            }
-            _ => RedisFailure::Logic(text),
+            ErrorKind::AuthenticationFailed => RedisFailure::Refused {
+                class: "auth",
+                message: text,
+            },
+            _ => match e.clone().into_server_errors() {
+                Some(items) => items
+                    .iter()
+                    .map(|(_, item)| by_code(Some(item.code()), &text))
+                    .max_by_key(RedisFailure::gravity)
+                    .unwrap_or(RedisFailure::Logic(text)),
+                None => by_code(e.code(), &text),
+            },
+        }
+    }
+
+    /// Which failure of a pipeline decides its outcome: one that says the
+    /// node or its replicas are wrong, then a refusal, then a redirect; a
+    /// logic error only when nothing else failed.
+    fn gravity(&self) -> u8 {
+        match self {
+            RedisFailure::Logic(_) => 0,
+            RedisFailure::Redirected(_) => 1,
+            RedisFailure::Refused { .. } => 2,
+            RedisFailure::Timeout(_) | RedisFailure::Transport(_) => 3,
+            RedisFailure::Unacknowledged(_) => 4,
+            RedisFailure::WrongNode(_) | RedisFailure::MasterChanged(_) => 5,
+        }
+    }
+
+    /// The failure's class, as `HEALTH` (`last_error_class`) and the logs
+    /// name it.
+    pub fn class(&self) -> &'static str {
+        match self {
+            RedisFailure::Timeout(_) => "timeout",
+            RedisFailure::Transport(_) => "io",
+            RedisFailure::Refused { class, .. } => class,
+            RedisFailure::Logic(_) => "logic",
+            RedisFailure::WrongNode(_) => "readonly",
+            RedisFailure::MasterChanged(_) => "master_changed",
+            RedisFailure::Redirected(_) => "redirected",
+            RedisFailure::Unacknowledged(_) => "noreplicas",
         }
     }
 
@@ -114,6 +158,24 @@ impl RedisFailure {
                 | RedisFailure::MasterChanged(_)
                 | RedisFailure::Unacknowledged(_)
         )
+    }
+}
+
+/// Sorts a Redis error reply by its code; `text` is the whole error.
+fn by_code(code: Option<&str>, text: &str) -> RedisFailure {
+    let text = text.to_string();
+    match code {
+        Some("READONLY") => RedisFailure::WrongNode(text),
+        Some("MOVED" | "ASK") => RedisFailure::Redirected(text),
+        Some("NOREPLICAS") => RedisFailure::Unacknowledged(text),
+        Some(code) => match REFUSING_SERVICE.iter().find(|(c, _)| *c == code) {
+            Some((_, class)) => RedisFailure::Refused {
+                class,
+                message: text,
+            },
+            None => RedisFailure::Logic(text),
+        },
+        None => RedisFailure::Logic(text),
     }
 }
 
@@ -172,6 +234,95 @@ impl LinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::aio::ConnectionLike;
+    use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+    /// Answers every pipeline with the given RESP replies.
+    struct Replies(Vec<&'static str>);
+
+    impl ConnectionLike for Replies {
+        fn req_packed_command<'a>(&'a mut self, _: &'a Cmd) -> RedisFuture<'a, Value> {
+            unreachable!("only pipelines here")
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            _: &'a Pipeline,
+            _: usize,
+            _: usize,
+        ) -> RedisFuture<'a, Vec<Value>> {
+            let values = self
+                .0
+                .iter()
+                .map(|r| redis::parse_redis_value(r.as_bytes()).unwrap())
+                .collect();
+            Box::pin(async move { Ok(values) })
+        }
+
+        fn get_db(&self) -> i64 {
+            0
+        }
+    }
+
+    /// The error of `MULTI` / `INCR` / `EXPIRE` / `EXEC` answered by
+    /// `replies`, as the redis crate reports it.
+    async fn transaction_error(replies: Vec<&'static str>) -> redis::RedisError {
+        redis::pipe()
+            .cmd("MULTI")
+            .cmd("INCR")
+            .arg("k")
+            .cmd("EXPIRE")
+            .arg("k")
+            .arg(10)
+            .arg("NX")
+            .cmd("EXEC")
+            .query_async::<Vec<Value>>(&mut Replies(replies))
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refusal_inside_a_transaction_is_a_refusal() {
+        let oom = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+        let abort = "-EXECABORT Transaction discarded because of previous errors.\r\n";
+        let e = transaction_error(vec!["+OK\r\n", oom, oom, abort]).await;
+        let f = RedisFailure::classify(&e);
+        assert!(
+            matches!(f, RedisFailure::Refused { class: "oom", .. }),
+            "{f:?}"
+        );
+        assert!(LinkError::Failed(f.clone()).is_unavailable());
+        assert_eq!(f.class(), "oom");
+
+        let ro = "-READONLY You can't write against a read only replica.\r\n";
+        let e = transaction_error(vec!["+OK\r\n", ro, ro, abort]).await;
+        assert!(RedisFailure::classify(&e).opens_at_once());
+        assert_eq!(RedisFailure::classify(&e).class(), "readonly");
+
+        let norep = "-NOREPLICAS Not enough good replicas to write.\r\n";
+        let e = transaction_error(vec!["+OK\r\n", norep, norep, abort]).await;
+        assert_eq!(RedisFailure::classify(&e).class(), "noreplicas");
+
+        // Errors none of which refuses service stay a logic error of
+        // that key: they say nothing about Redis's health.
+        let syntax = "-ERR wrong number of arguments for 'incr' command\r\n";
+        let e = transaction_error(vec!["+OK\r\n", syntax, "+QUEUED\r\n", abort]).await;
+        let f = RedisFailure::classify(&e);
+        assert!(matches!(f, RedisFailure::Logic(_)), "{f:?}");
+        assert!(!LinkError::Failed(f).is_unavailable());
+    }
+
+    #[test]
+    fn a_script_refusal_keeps_its_code() {
+        let e = server_error(
+            "OOM command not allowed when used memory > 'maxmemory'. script: 4f93, on @user_script:1.",
+        );
+        assert_eq!(RedisFailure::classify(&e).class(), "oom");
+        let e = server_error("NOPERM this user has no permissions to run the 'evalsha' command");
+        assert_eq!(RedisFailure::classify(&e).class(), "noperm");
+        let e = server_error("WRONGPASS invalid username-password pair");
+        assert_eq!(RedisFailure::classify(&e).class(), "auth");
+    }
 
     #[test]
     fn made_up_errors_keep_their_code_and_sort_as_refusals() {

@@ -3,16 +3,18 @@
 //! # What it owns
 //!
 //! - [`RedisLink`]: while the breaker is not closed, [`RedisLink::call`]
-//!   refuses at once without touching Redis; every outcome of an operation
-//!   that ran is recorded in the breaker (transport failures and timeouts
-//!   only; logic errors say nothing about Redis's health).
+//!   refuses at once without touching Redis, and so does
+//!   [`RedisLink::call_write`] except for the few writes it admits as the
+//!   half-open breaker's trials; every outcome of an operation that ran is
+//!   recorded in the breaker (transport failures, timeouts and refusals;
+//!   logic errors say nothing about Redis's health).
 //! - [`Recovery`]: the interface of the work that must be done against
 //!   Redis before the breaker closes again; the capabilities implement it
 //!   and the [`supervise`](super::supervise) task runs it.
 //!
 //! Transitions are logged once, where they happen, not per request.
 
-use super::breaker::{Breaker, BreakerConfig, BreakerState, Transition};
+use super::breaker::{Breaker, BreakerConfig, BreakerState, Transition, Trial};
 use super::conn::Conn;
 use super::error::{LinkError, RedisFailure};
 use super::pool::RedisPool;
@@ -31,7 +33,24 @@ pub struct BreakerSnapshot {
     pub redis_up: bool,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// The class of `last_error` (`oom`, `readonly`, `timeout`, ...).
+    pub last_error_class: Option<&'static str>,
     pub last_transition: SystemTime,
+}
+
+/// A trial admitted by the half-open breaker: if its operation ends
+/// without a verdict (dropped, or a logic error), its place is freed.
+struct TrialGuard<'a> {
+    link: &'a RedisLink,
+    trial: Option<Trial>,
+}
+
+impl Drop for TrialGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.trial.take() {
+            self.link.lock().trial_dropped(t);
+        }
+    }
 }
 
 /// Work that must be done against Redis before the breaker closes again
@@ -123,6 +142,7 @@ impl RedisLink {
             redis_up: b.redis_up(),
             consecutive_failures: b.consecutive_failures(),
             last_error: b.last_error().map(str::to_string),
+            last_error_class: b.last_error_class(),
             last_transition: b.last_transition(),
         }
     }
@@ -132,8 +152,10 @@ impl RedisLink {
         self.wake.notify_one();
     }
 
-    /// Runs one Redis operation if the breaker is closed, and records its
-    /// outcome. Refuses at once while the breaker is open or half-open.
+    /// Runs one Redis operation that only reads, if the breaker is closed,
+    /// and records its outcome. Refuses at once while the breaker is open
+    /// or half-open (a read proves nothing about writes, so it is never a
+    /// trial).
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
     where
         F: FnOnce(Conn) -> Fut,
@@ -186,20 +208,65 @@ impl RedisLink {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.closed_or_refuse()?;
-        self.run_recorded(deadline, op)
+        self.run_recorded(deadline, op, None)
+            .await
+            .map_err(LinkError::Failed)
+    }
+
+    /// Runs one Redis operation that writes, if the breaker is closed or
+    /// admits it as a trial (half-open, recovery done, a trial's place
+    /// free), and records its outcome. Refuses at once otherwise.
+    pub async fn call_write<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.call_write_until(Instant::now() + self.pool.timeout(), op)
+            .await
+    }
+
+    /// Like [`RedisLink::call_write`], ending at `deadline` at the latest.
+    pub async fn call_write_until<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        op: F,
+    ) -> Result<T, LinkError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let trial = {
+            let mut b = self.lock();
+            match b.state() {
+                BreakerState::Closed => None,
+                state => Some(
+                    b.admit_trial()
+                        .ok_or(LinkError::BreakerOpen(state.as_str()))?,
+                ),
+            }
+        };
+        self.run_recorded(deadline, op, trial)
             .await
             .map_err(LinkError::Failed)
     }
 
     /// [`RedisLink::call_recovering`] when `recovering`, else
-    /// [`RedisLink::call`]: for helpers that serve both.
-    pub async fn call_as<T, F, Fut>(&self, recovering: bool, op: F) -> Result<T, LinkError>
+    /// [`RedisLink::call`] (or [`RedisLink::call_write`] for a `write`):
+    /// for helpers that serve both.
+    pub async fn call_as<T, F, Fut>(
+        &self,
+        recovering: bool,
+        write: bool,
+        op: F,
+    ) -> Result<T, LinkError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if recovering {
             self.call_recovering(op).await.map_err(LinkError::Failed)
+        } else if write {
+            self.call_write(op).await
         } else {
             self.call(op).await
         }
@@ -212,21 +279,60 @@ impl RedisLink {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.run_recorded(Instant::now() + self.pool.timeout(), op)
+        self.run_recorded(Instant::now() + self.pool.timeout(), op, None)
             .await
     }
 
-    async fn run_recorded<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
+    /// The health check while closed, on a pooled connection and recorded
+    /// as one operation: `PING` (on a cluster, that it serves), then the
+    /// write check ([`RedisPool::write_check`]), so that a Redis refusing
+    /// writes is noticed even when no request comes, and a `PING` alone
+    /// never counts as Redis being healthy.
+    pub async fn check_health(&self) -> Result<(), RedisFailure> {
+        let pool = &self.pool;
+        self.call_recovering(|mut c| async move {
+            c.ping().await?;
+            pool.write_check(c).await
+        })
+        .await
+    }
+
+    /// The write check as a trial, when the half-open breaker admits one:
+    /// it closes an idle seqd's breaker, where no request would.
+    pub async fn trial_check(&self) -> Result<(), LinkError> {
+        let pool = &self.pool;
+        self.call_write(|c| pool.write_check(c)).await
+    }
+
+    async fn run_recorded<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        op: F,
+        trial: Option<Trial>,
+    ) -> Result<T, RedisFailure>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        let mut guard = TrialGuard { link: self, trial };
         let result = self.pool.run_until(deadline, op).await;
         match &result {
-            Ok(_) => self.lock().record_success(),
-            Err(e) if e.counts_against_health() => self.record_failure(e),
+            Ok(_) => match guard.trial.take() {
+                Some(t) => {
+                    let closed = self.lock().trial_passed(t, Instant::now());
+                    if let Some(t) = closed {
+                        self.announce(t, None);
+                    }
+                }
+                None => self.lock().record_success(),
+            },
+            Err(e) if e.counts_against_health() => {
+                guard.trial = None;
+                self.record_failure(e)
+            }
             Err(_) => {} // logic errors say nothing about Redis's health
         }
+        drop(guard);
         let failures = self.lock().consecutive_failures();
         self.metrics
             .redis_consecutive_failures
@@ -239,9 +345,10 @@ impl RedisLink {
             self.master_changed(change);
         }
         let transition = if e.opens_at_once() {
-            self.lock().trip(&e.to_string(), Instant::now())
+            self.lock().trip(e.class(), &e.to_string(), Instant::now())
         } else {
-            self.lock().record_failure(&e.to_string(), Instant::now())
+            self.lock()
+                .record_failure(e.class(), &e.to_string(), Instant::now())
         };
         if let Some(t) = transition {
             // Hung connections must not be reused after the breaker opens.
@@ -305,7 +412,7 @@ impl RedisLink {
                 tracing::warn!(from = t.from.as_str(), "Redis circuit breaker opened")
             }
             (BreakerState::HalfOpen, _) => {
-                tracing::info!("Redis answers again: breaker half-open, reconciling before closing")
+                tracing::info!("Redis answers and takes writes again: breaker half-open, recovering and trying a few requests before closing")
             }
             (BreakerState::Closed, _) => {
                 tracing::info!("Redis circuit breaker closed: serving from Redis again")

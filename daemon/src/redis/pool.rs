@@ -7,6 +7,10 @@
 //! included; a connection that failed or timed out is dropped and rebuilt
 //! on next use, because the redis crate never abandons a hung connection
 //! by itself. The breaker's probe runs on a fresh connection of its own.
+//!
+//! Whether Redis takes writes is asked with a write that changes nothing
+//! ([`RedisPool::write_check`]): a `PING` is answered by a Redis that is
+//! out of memory, read-only, short of replicas or denies seqd its scripts.
 
 use super::conn::Conn;
 use super::error::RedisFailure;
@@ -17,6 +21,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// The key of the write check: in the conversation family's `seq:`
+/// namespace, so an ACL that lets seqd write its counters lets it write
+/// this too, and no cache client can set it (that family is refused). It
+/// never exists: the check's `SET ... XX` writes nothing.
+const WRITE_CHECK_KEY: &str = "seq:seqd:write-check";
+
+/// A script (so that `EVALSHA` is allowed, as every counter script
+/// needs) calling a write command (so that Redis refuses it as it would
+/// refuse an increment: `OOM`, `READONLY`, `NOREPLICAS`, `NOPERM`) that
+/// changes nothing: `SET ... XX` of a key that does not exist.
+const WRITE_CHECK_SCRIPT: &str = "return redis.call('SET', KEYS[1], '1', 'XX')";
 
 /// The master seqd writes to: where it is and which process it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +206,8 @@ pub struct RedisPool {
     generation: AtomicU64,
     /// The operation timeout in milliseconds; a reload may change it.
     timeout_ms: AtomicU64,
+    /// [`WRITE_CHECK_SCRIPT`], hashed once.
+    write_check: redis::Script,
 }
 
 impl RedisPool {
@@ -219,6 +237,7 @@ impl RedisPool {
             next: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
+            write_check: redis::Script::new(WRITE_CHECK_SCRIPT),
         })
     }
 
@@ -361,17 +380,31 @@ impl RedisPool {
         }
     }
 
-    /// `PING` on a fresh connection of its own (not from the pool), under
-    /// the timeout: the breaker's probe. With fencing, the master must also
-    /// have the replicas it asks for (`WAIT` on a connection that wrote
-    /// nothing answers at once with the replicas connected). Returns the
-    /// master change it found, if any.
+    /// Asks Redis, on `conn`, whether it takes writes now, with a script
+    /// whose write changes nothing: refused exactly when an increment
+    /// would be (out of memory, read-only, too few replicas for
+    /// `min-replicas-to-write`, scripts or writes denied by an ACL).
+    pub async fn write_check(&self, mut conn: Conn) -> redis::RedisResult<()> {
+        self.write_check
+            .key(WRITE_CHECK_KEY)
+            .invoke_async::<redis::Value>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// `PING` and the [write check](RedisPool::write_check) on a fresh
+    /// connection of its own (not from the pool), under the timeout: the
+    /// breaker's probe. With fencing, the master must also have the
+    /// replicas it asks for (`WAIT` on a connection that wrote nothing
+    /// answers at once with the replicas connected). Returns the master
+    /// change it found, if any.
     pub async fn probe(&self) -> Result<Option<MasterChange>, RedisFailure> {
         let timeout_ms = self.timeout().as_millis() as u64;
         let attempt = async {
             let (mut conn, change) = self.connect().await?;
             let fail = |e: redis::RedisError| RedisFailure::classify(&e);
             conn.ping().await.map_err(fail)?;
+            self.write_check(conn.clone()).await.map_err(fail)?;
             // On a cluster the redis crate sends WAIT to every master and
             // answers the smallest count: every master must have them.
             if let Some(f) = self.fence {

@@ -36,7 +36,11 @@ impl Scan {
     pub async fn next(&mut self, link: &RedisLink) -> Result<Option<Vec<String>>, LinkError> {
         if self.nodes.is_none() {
             let nodes = link
-                .call_as(self.recovering, |mut c| async move { c.masters().await })
+                .call_as(
+                    self.recovering,
+                    false,
+                    |mut c| async move { c.masters().await },
+                )
                 .await?;
             self.nodes = Some(nodes);
         }
@@ -46,7 +50,7 @@ impl Scan {
             };
             let (cursor, count, pattern) = (self.cursor, self.count, self.pattern.as_deref());
             let (next, keys): (u64, Vec<String>) = link
-                .call_as(self.recovering, |c| async move {
+                .call_as(self.recovering, false, |c| async move {
                     let mut cmd = redis::cmd("SCAN");
                     cmd.arg(cursor);
                     if let Some(p) = pattern {
@@ -76,7 +80,7 @@ pub async fn unlink<K: redis::ToRedisArgs + Sync>(
     recovering: bool,
     keys: &[K],
 ) -> Result<u64, LinkError> {
-    link.call_as(recovering, |mut c| async move {
+    link.call_as(recovering, true, |mut c| async move {
         redis::cmd("UNLINK").arg(keys).query_async(&mut c).await
     })
     .await

@@ -1,8 +1,10 @@
-//! The task that drives the breaker: a health `PING` while closed (and,
-//! with Sentinel, the question where the master is now), probes with
-//! backoff while open, and the recovery steps ([`Recovery`]:
-//! reconciliation, outbox replay) while half-open, before requests go to
-//! Redis again.
+//! The task that drives the breaker: a health check while closed (the
+//! write check, which a Redis refusing writes fails though it answers
+//! `PING`; and, with Sentinel, the question where the master is now),
+//! probes with backoff while open, and while half-open the recovery steps
+//! ([`Recovery`]: reconciliation, outbox replay), then trials: real
+//! requests close the breaker, or, when none comes, write checks of its
+//! own stand in for them.
 
 use super::breaker::BreakerState;
 use super::link::{Recovery, RedisLink};
@@ -11,10 +13,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Drives the breaker until `stop`: health pings while closed (every
-/// `health_interval`), probes with backoff while open, recovery while
-/// half-open. Pending recovery work is also done while closed, so keys
-/// issued locally after a single failed operation are reconciled soon.
+/// Drives the breaker until `stop`: health checks while closed (every
+/// `health_interval`), probes with backoff while open, recovery and then
+/// trials while half-open. Pending recovery work is also done while
+/// closed, so keys issued locally after a single failed operation are
+/// reconciled soon.
 pub async fn supervise(
     link: Arc<RedisLink>,
     recoveries: Vec<Arc<dyn Recovery>>,
@@ -33,9 +36,7 @@ pub async fn supervise(
                     }
                 }
                 if link.allows_requests() {
-                    let _ = link
-                        .call_recovering(|mut c| async move { c.ping().await })
-                        .await;
+                    let _ = link.check_health().await;
                 }
                 if link.allows_requests() {
                     link.follow_master().await;
@@ -64,7 +65,27 @@ pub async fn supervise(
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "Redis probe failed");
-                        link.lock().probe_failed(&e.to_string(), Instant::now());
+                        link.lock()
+                            .probe_failed(e.class(), &e.to_string(), Instant::now());
+                    }
+                }
+            }
+            BreakerState::HalfOpen if link.lock().trials_open() => {
+                // Trials run in the requests themselves; when none came
+                // for a while (an idle host, or only reads), a write check
+                // of the supervisor's own is the trial.
+                let pause = link.lock().config().probe_base;
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let idle = link
+                    .lock()
+                    .trials_idle_since()
+                    .is_some_and(|since| since.elapsed() >= pause);
+                if idle {
+                    if let Err(e) = link.trial_check().await {
+                        tracing::debug!(error = %e, "trial write check failed");
                     }
                 }
             }
@@ -82,16 +103,13 @@ pub async fn supervise(
                     }
                 }
                 if ok {
-                    let t = link.lock().recovered();
-                    if let Some(t) = t {
-                        link.announce(t, None);
-                    }
+                    link.lock().recovery_done(Instant::now());
                 } else if link.lock().state() == BreakerState::HalfOpen {
-                    // Recovery failed without a transport failure (cannot
+                    // Recovery failed without a failure that counts (cannot
                     // happen today); do not spin.
-                    let t = link
-                        .lock()
-                        .record_failure("recovery failed", Instant::now());
+                    let t =
+                        link.lock()
+                            .record_failure("recovery", "recovery failed", Instant::now());
                     if let Some(t) = t {
                         link.announce(t, None);
                     }

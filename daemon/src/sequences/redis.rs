@@ -205,7 +205,7 @@ impl RedisSequences {
             } else {
                 let n = self
                     .link
-                    .call_until(deadline, |c| async move {
+                    .call_write_until(deadline, |c| async move {
                         increment(&mut c.fenced(), &key.key, ttl).await
                     })
                     .await?;
@@ -216,7 +216,7 @@ impl RedisSequences {
                 None => {
                     let script = &self.next_script;
                     self.link
-                        .call_until(deadline, |c| async move {
+                        .call_write_until(deadline, |c| async move {
                             // Fenced: with --redis-wait-replicas the number
                             // is answered only once replicas hold it.
                             script
@@ -440,6 +440,10 @@ impl Sequences for RedisSequences {
                 (
                     "last_error".into(),
                     b.last_error.unwrap_or_else(|| "none".into()),
+                ),
+                (
+                    "last_error_class".into(),
+                    b.last_error_class.unwrap_or("none").into(),
                 ),
                 ("pending_reconciliation".into(), pending.to_string()),
             ];

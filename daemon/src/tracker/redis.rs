@@ -230,7 +230,7 @@ impl RedisTracker {
         let (flat, finals): (Vec<i64>, Vec<String>) = if bulk {
             self.link.call_bulk(op).await?
         } else {
-            self.link.call(op).await?
+            self.link.call_write(op).await?
         };
         if flat.len() != events.len() * 4 || finals.len() != keys.len() * 5 {
             return Err(LinkError::Failed(RedisFailure::Logic(
@@ -415,7 +415,7 @@ impl Tracker for RedisTracker {
             // Redis first: a clear that could not reach Redis must say so,
             // or the stream would come back when Redis does.
             self.link
-                .call(|mut c| async move {
+                .call_write(|mut c| async move {
                     redis::cmd("UNLINK")
                         .arg(key)
                         .query_async::<u64>(&mut c)

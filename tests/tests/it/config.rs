@@ -94,7 +94,16 @@ fn seqd_starts_and_answers_when_redis_is_unreachable() {
 #[test]
 fn an_increment_costs_redis_an_incr_and_the_script_runs_only_when_redis_lost_data() {
     let redis = RedisServer::start();
-    let seqd = Seqd::start(SeqdOptions::redis(&redis));
+    // The health check (a write check by script) runs once at start and
+    // then not again during the test: the counts below are the requests'.
+    let seqd =
+        Seqd::start(SeqdOptions::redis(&redis).with_args(&["--health-interval-ms", "600000"]));
+    wait_until(
+        "the first health check",
+        std::time::Duration::from_secs(10),
+        || calls(&info_commandstats(&redis), "evalsha") >= 1,
+    );
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
     let mut c = seqd.client();
     for _ in 0..50 {
         c.group_next("sha").unwrap();
