@@ -21,14 +21,15 @@
 //! ```
 
 use crate::answers;
+use crate::cache_aside::{deleted, Step, WriteThrough};
 use crate::requests::{cache_del, cache_set, daily_query, gap_event, stream};
 use crate::session::{hello_answer, retry_older, Session};
 use crate::{CacheAsideError, ClientError, ConvSeq, DailySeq};
 use futures_util::StreamExt;
 use seqd_protocol::codec::{self, length_delimited};
 use seqd_protocol::{
-    CacheItem, Conversation, ErrorCode, GapEvent, GapResult, Request, Response, ServerMessage,
-    StreamStats, WriteOutcome,
+    CacheItem, Conversation, GapEvent, GapResult, Request, Response, ServerMessage, StreamStats,
+    WriteOutcome,
 };
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -329,9 +330,7 @@ impl AsyncClient {
                 let _ = self.cache_set(key, &v, ttl).await;
                 Ok(v)
             }
-            Err(e) if e.code() == Some(ErrorCode::Unavailable) => {
-                loader().await.map_err(CacheAsideError::Load)
-            }
+            Err(e) if e.is_unavailable() => loader().await.map_err(CacheAsideError::Load),
             Err(e) => Err(CacheAsideError::Cache(e)),
         }
     }
@@ -339,7 +338,8 @@ impl AsyncClient {
     /// Write-through (see
     /// [`Client::write_through`](crate::Client::write_through)): awaits
     /// `db_write`, then updates the cache with `value` or, with `None`,
-    /// invalidates the key.
+    /// invalidates the key, trying the invalidation again while seqd is
+    /// unreachable for up to the client's timeout (5 s without one).
     pub async fn write_through<T, E, F>(
         &mut self,
         key: &str,
@@ -351,21 +351,18 @@ impl AsyncClient {
         F: Future<Output = Result<T, E>>,
     {
         let written = db_write().await.map_err(CacheAsideError::Load)?;
-        let outcome = match value {
-            Some(v) => self
-                .cache_set(key, v, ttl)
-                .await
-                .map_err(CacheAsideError::Cache)?,
-            None => match self
-                .cache_del(&[key])
-                .await
-                .map_err(CacheAsideError::Cache)?
-            {
-                (_, true) => WriteOutcome::Deferred,
-                (_, false) => WriteOutcome::Invalidated,
-            },
-        };
-        Ok((written, outcome))
+        let window = self.timeout.unwrap_or(crate::DEFAULT_TIMEOUT);
+        let mut steps = WriteThrough::new(value.is_some(), window);
+        loop {
+            let done = match (steps.step(), value) {
+                (Step::Set, Some(v)) => self.cache_set(key, v, ttl).await,
+                _ => self.cache_del(&[key]).await.map(|(_, d)| deleted(d)),
+            };
+            match done {
+                Ok(outcome) => return Ok((written, outcome)),
+                Err(e) => tokio::time::sleep(steps.failed(e)?).await,
+            }
+        }
     }
 
     /// The daemon's metrics in the Prometheus text format.

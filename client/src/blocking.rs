@@ -57,6 +57,11 @@ impl Client {
         Ok(client)
     }
 
+    /// The time limit of every reply (and of write-through's retries).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Connects and says hello; a daemon older than this client is spoken
     /// to in protocol 1 (its answers then carry no host).
     fn open(&mut self) -> Result<Conn, ClientError> {

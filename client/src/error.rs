@@ -26,6 +26,15 @@ impl ClientError {
     pub(crate) fn is_broken_connection(&self) -> bool {
         matches!(self, ClientError::Io(_))
     }
+
+    /// True when the cache could not be reached or could not answer now:
+    /// seqd is not running or not reachable (an I/O error), or it answered
+    /// `unavailable`. Cache-aside then reads the database, and
+    /// write-through tries the invalidation again.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ClientError::Io(_))
+            || self.code() == Some(seqd_protocol::ErrorCode::Unavailable)
+    }
 }
 
 impl From<FrameError> for ClientError {
@@ -42,8 +51,18 @@ impl From<FrameError> for ClientError {
 /// your database step's error, or the cache's.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheAsideError<E> {
+    /// The database step failed; the cache was not touched.
     #[error("database: {0}")]
     Load(E),
+    /// The cache refused the request for a reason retrying cannot change
+    /// (a forbidden or malformed key: such a key holds no cached value).
     #[error(transparent)]
     Cache(ClientError),
+    /// Write-through only: the database **was written**, but the cache
+    /// could be neither updated nor invalidated before the call's
+    /// deadline (seqd stayed unreachable). Readers may get the old value
+    /// from the cache until the key is invalidated: call `cache_del` for
+    /// it once seqd is back, or let its TTL run out.
+    #[error("database written, but the cache was not invalidated: {0}")]
+    NotInvalidated(ClientError),
 }

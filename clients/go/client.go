@@ -23,6 +23,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -500,11 +501,10 @@ func (c *Client) DeletePrefix(ctx context.Context, prefix string) (CacheDeleted,
 
 // GetOrLoad is cache-aside: a hit returns the cached value; a miss calls
 // loader (your database read) and caches its result; while the cache is
-// unavailable, loader alone answers and nothing is cached (a value
-// superseded during an outage is never written back).
+// unavailable or seqd cannot be reached, loader alone answers and nothing
+// is cached (a value superseded during an outage is never written back).
 func (c *Client) GetOrLoad(ctx context.Context, key string, ttl time.Duration, loader func(context.Context) ([]byte, error)) ([]byte, error) {
 	v, hit, err := c.Get(ctx, key)
-	var se *Error
 	switch {
 	case err == nil && hit:
 		return v, nil
@@ -515,30 +515,98 @@ func (c *Client) GetOrLoad(ctx context.Context, key string, ttl time.Duration, l
 		}
 		c.Set(ctx, key, v, ttl) // a failed populate only costs a later miss
 		return v, nil
-	case errors.As(err, &se) && se.Code == CodeUnavailable:
+	case unavailable(err):
 		return loader(ctx)
 	default:
 		return nil, err
 	}
 }
 
+// ErrNotInvalidated is matched (errors.Is) by a WriteThrough error that
+// means: the database WAS written, but the cache could be neither updated
+// nor invalidated before the call's deadline (seqd stayed unreachable).
+// Readers may get the old value until the key is invalidated: call Delete
+// for it once seqd is back, or let its TTL run out.
+var ErrNotInvalidated = errors.New("seqd: database written, but the cache was not invalidated")
+
+type notInvalidated struct{ err error }
+
+func (e *notInvalidated) Error() string        { return ErrNotInvalidated.Error() + ": " + e.err.Error() }
+func (e *notInvalidated) Is(target error) bool { return target == ErrNotInvalidated }
+func (e *notInvalidated) Unwrap() error        { return e.err }
+
+// WriteThroughWindow is how long WriteThrough keeps trying its cache step
+// when the context has no deadline (a seqd restart takes about a second).
+const WriteThroughWindow = 5 * time.Second
+
+// unavailable reports whether err means the cache cannot be reached or
+// cannot answer now: seqd not running, the connection broken, or an
+// "unavailable" answer.
+func unavailable(err error) bool {
+	var se *Error
+	if errors.As(err, &se) {
+		return se.Code == CodeUnavailable
+	}
+	var broken *brokenError
+	var op *net.OpError
+	return errors.As(err, &broken) || errors.As(err, &op) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // WriteThrough runs dbWrite (the database is the truth), then caches
-// value, or with nil invalidates the key; returns the cache outcome.
+// value, or with nil invalidates the key; returns the cache outcome
+// ("stored", "invalidated" or "deferred"). While seqd cannot be reached
+// the cache step is tried again, as an invalidation (a value set late
+// could overwrite a newer writer's), until ctx's deadline or for
+// WriteThroughWindow; if it never succeeds, the error matches
+// ErrNotInvalidated: the database was written, the cache was not.
 func (c *Client) WriteThrough(ctx context.Context, key string, value []byte, ttl time.Duration, dbWrite func(context.Context) error) (string, error) {
 	if err := dbWrite(ctx); err != nil {
 		return "", err
 	}
-	if value != nil {
-		return c.Set(ctx, key, value, ttl)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, WriteThroughWindow)
+		defer cancel()
 	}
-	d, err := c.Delete(ctx, key)
-	if err != nil {
-		return "", err
+	pause := 10 * time.Millisecond
+	set := value != nil
+	for {
+		var outcome string
+		var err error
+		if set {
+			outcome, err = c.Set(ctx, key, value, ttl)
+		} else {
+			var d CacheDeleted
+			if d, err = c.Delete(ctx, key); err == nil {
+				outcome = "invalidated"
+				if d.Deferred {
+					outcome = "deferred"
+				}
+			}
+		}
+		if err == nil {
+			return outcome, nil
+		}
+		retry := unavailable(err)
+		if !retry && !set {
+			return "", err // a key the cache refuses holds no value
+		}
+		wasSet := set
+		set = false // from now on, invalidate
+		if !retry && wasSet {
+			continue // a refused SET (too large) leaves the old value
+		}
+		select {
+		case <-ctx.Done():
+			return "", &notInvalidated{err}
+		case <-time.After(pause):
+		}
+		if pause *= 2; pause > 200*time.Millisecond {
+			pause = 200 * time.Millisecond
+		}
 	}
-	if d.Deferred {
-		return "deferred", nil
-	}
-	return "invalidated", nil
 }
 
 // ------------------------------------------------------------ the daemon

@@ -358,6 +358,62 @@ func TestTheClientReconnectsAfterSeqdRestarts(t *testing.T) {
 	}
 }
 
+func TestWriteThroughWhileSeqdRestartsLeavesNoStaleValue(t *testing.T) {
+	r := startRedis(t)
+	d := startSeqd(t, "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", r.port))
+	c := dial(t, d)
+	ctx := bg(t)
+	if o, err := c.Set(ctx, "cfg:wt", []byte("old"), 0); err != nil || o != "stored" {
+		t.Fatalf("%q %v", o, err)
+	}
+	d.kill()
+	// seqd comes back a moment later, as systemd restarts it; the
+	// database write and the first cache tries happen while it is away.
+	restarted := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		d.cmd = exec.Command(seqdBin(), d.args...)
+		restarted <- d.cmd.Start()
+	}()
+	o, err := c.WriteThrough(ctx, "cfg:wt", []byte("new"), 0, func(context.Context) error { return nil })
+	if err := <-restarted; err != nil {
+		t.Fatal(err)
+	}
+	if err != nil || o != "invalidated" {
+		t.Fatalf("%q %v", o, err)
+	}
+	if got := r.cli("EXISTS", "cfg:wt"); got != "0" {
+		t.Fatalf("the old value is still cached (EXISTS %s)", got)
+	}
+	v, err := c.GetOrLoad(ctx, "cfg:wt", 0, func(context.Context) ([]byte, error) { return []byte("new"), nil })
+	if err != nil || string(v) != "new" {
+		t.Fatalf("%q %v", v, err)
+	}
+}
+
+func TestWriteThroughSaysWhenTheCacheWasNotInvalidated(t *testing.T) {
+	r := startRedis(t)
+	d := startSeqd(t, "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", r.port))
+	c := dial(t, d)
+	c.Set(bg(t), "cfg:wt", []byte("old"), 0)
+	d.kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	written := false
+	_, err := c.WriteThrough(ctx, "cfg:wt", nil, 0, func(context.Context) error { written = true; return nil })
+	if !written || !errors.Is(err, ErrNotInvalidated) {
+		t.Fatalf("written=%v err=%v", written, err)
+	}
+	if got := r.cli("GET", "cfg:wt"); got != "old" {
+		t.Fatalf("redis holds %q", got)
+	}
+	// With seqd away, cache-aside reads the database.
+	v, err := c.GetOrLoad(bg(t), "cfg:wt", 0, func(context.Context) ([]byte, error) { return []byte("db"), nil })
+	if err != nil || string(v) != "db" {
+		t.Fatalf("%q %v", v, err)
+	}
+}
+
 func TestRedisMode(t *testing.T) {
 	r := startRedis(t)
 	d := startSeqd(t, "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", r.port), "--redis-timeout-ms", "200")

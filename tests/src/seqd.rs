@@ -171,6 +171,12 @@ impl Seqd {
         self.spawn();
     }
 
+    /// Starts again after [`Seqd::kill9`], with the same socket path, data
+    /// dir and options.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("seqd running");

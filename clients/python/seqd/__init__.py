@@ -11,7 +11,7 @@ See ``protocol/PROTOCOL.md`` for the wire format and README.md for the
 guarantees.
 """
 
-from .client import DEFAULT_SOCKET, AsyncClient, Client
+from .client import DEFAULT_SOCKET, AsyncClient, Client, NotInvalidated
 from .wire import (
     CacheDeleted,
     CacheItem,
@@ -32,6 +32,7 @@ __all__ = [
     "DailyNumber",
     "DEFAULT_SOCKET",
     "GapResult",
+    "NotInvalidated",
     "ProtocolError",
     "SeqdError",
     "StreamStats",

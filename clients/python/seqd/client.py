@@ -15,6 +15,7 @@ import asyncio
 import datetime as _dt
 import socket
 import struct
+import time
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import wire
@@ -38,6 +39,57 @@ WINDOW_REQUESTS = 128
 WINDOW_BYTES = 64 * 1024
 
 Event = Union[Tuple[str, str, int], Tuple[str, str, int, Any]]
+
+
+class NotInvalidated(Exception):
+    """Raised by ``write_through`` when the database **was written** but
+    the cache could be neither updated nor invalidated before the call's
+    deadline (seqd stayed unreachable). Readers may get the old value until
+    the key is invalidated: call ``delete(key)`` once seqd is back, or let
+    its TTL run out. ``written`` is what ``db_write`` returned; ``cause``
+    the last error of the cache step."""
+
+    def __init__(self, key: str, written: Any, cause: BaseException):
+        super().__init__(f"database written, but the cache key {key!r} was not invalidated: {cause}")
+        self.key = key
+        self.written = written
+        self.cause = cause
+
+
+def _unavailable(e: BaseException) -> bool:
+    """True when ``e`` means the cache cannot be reached or cannot answer
+    now: seqd not running or the connection broken (``OSError``), or an
+    ``unavailable`` answer."""
+    if isinstance(e, SeqdError):
+        return e.code == "unavailable"
+    return isinstance(e, OSError)
+
+
+class _WriteThrough:
+    """What a write-through's cache step does after each failure, for both
+    clients: try again after a pause, invalidating (a value set late could
+    overwrite a newer writer's), or give up."""
+
+    def __init__(self, key: str, written: Any, has_value: bool, window: float):
+        self.key = key
+        self.written = written
+        self.deadline = time.monotonic() + window
+        self.pause = 0.01
+        self.set = has_value
+
+    def failed(self, e: BaseException) -> float:
+        """The pause before the next try; raises when there is none."""
+        retry = _unavailable(e)
+        if not retry and not self.set:
+            raise e  # a key the cache refuses holds no value
+        was_set, self.set = self.set, False
+        if not retry and was_set:
+            return 0.0  # a refused SET (too large) leaves the old value
+        pause = self.pause
+        if time.monotonic() + pause >= self.deadline:
+            raise NotInvalidated(self.key, self.written, e) from e
+        self.pause = min(self.pause * 2, 0.2)
+        return pause
 
 
 def _day_args(now: Union[_dt.datetime, int, None], tz: Optional[str]) -> Tuple[Optional[str], Optional[int]]:
@@ -341,8 +393,8 @@ class Client(_Calls):
         (a value superseded during an outage is never written back)."""
         try:
             value = self.get(key)
-        except SeqdError as e:
-            if e.code == "unavailable":
+        except (SeqdError, OSError) as e:
+            if _unavailable(e):
                 return loader()
             raise
         if value is not None:
@@ -358,12 +410,21 @@ class Client(_Calls):
                       ttl: Optional[float] = None) -> Tuple[Any, str]:
         """Write-through: runs ``db_write`` (the database is the truth), then
         caches ``value``, or with ``None`` invalidates the key. Returns the
-        database write's result and the cache outcome."""
+        database write's result and the cache outcome (``stored``,
+        ``invalidated``, ``deferred``). While seqd cannot be reached the
+        cache step is tried again, as an invalidation, for up to the
+        client's timeout (5 s without one); :class:`NotInvalidated` says the
+        database was written but the cache could not be invalidated."""
         written = db_write()
-        if value is not None:
-            return written, self.set(key, value, ttl)
-        deleted = self.delete(key)
-        return written, "deferred" if deleted.deferred else "invalidated"
+        steps = _WriteThrough(key, written, value is not None, self.timeout or DEFAULT_TIMEOUT)
+        while True:
+            try:
+                if steps.set and value is not None:
+                    return written, self.set(key, value, ttl)
+                deleted = self.delete(key)
+                return written, "deferred" if deleted.deferred else "invalidated"
+            except (SeqdError, OSError) as e:
+                time.sleep(steps.failed(e))
 
 
 class AsyncClient(_Calls):
@@ -458,8 +519,8 @@ class AsyncClient(_Calls):
         """As :meth:`Client.get_or_load`, with an async ``loader``."""
         try:
             value = await self.get(key)
-        except SeqdError as e:
-            if e.code == "unavailable":
+        except (SeqdError, OSError) as e:
+            if _unavailable(e):
                 return await loader()
             raise
         if value is not None:
@@ -475,7 +536,12 @@ class AsyncClient(_Calls):
                             ttl: Optional[float] = None) -> Tuple[Any, str]:
         """As :meth:`Client.write_through`, with an async ``db_write``."""
         written = await db_write()
-        if value is not None:
-            return written, await self.set(key, value, ttl)
-        deleted = await self.delete(key)
-        return written, "deferred" if deleted.deferred else "invalidated"
+        steps = _WriteThrough(key, written, value is not None, self.timeout or DEFAULT_TIMEOUT)
+        while True:
+            try:
+                if steps.set and value is not None:
+                    return written, await self.set(key, value, ttl)
+                deleted = await self.delete(key)
+                return written, "deferred" if deleted.deferred else "invalidated"
+            except (SeqdError, OSError) as e:
+                await asyncio.sleep(steps.failed(e))

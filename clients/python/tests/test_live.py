@@ -5,6 +5,7 @@ import datetime as dt
 import os
 import shutil
 import subprocess
+import threading
 import unittest
 from zoneinfo import ZoneInfo
 
@@ -196,6 +197,71 @@ class RedisMode(unittest.TestCase):
             self.assertEqual(c.set("bin:live", b"new"), "deferred")
         finally:
             self.redis.resume()
+
+
+class WriteThroughAcrossRestarts(unittest.TestCase):
+    """Write-through while seqd restarts (Redis mode): the database write
+    and the first cache tries happen while seqd is away."""
+
+    def setUp(self):
+        self.redis = Redis()
+        self.addCleanup(self.redis.stop)
+        self.seqd = Seqd(self.redis)
+        self.addCleanup(self.seqd.stop)
+
+    def restart_later(self):
+        self.seqd.kill9()
+        t = threading.Timer(0.3, self.seqd.start)
+        t.start()
+        self.addCleanup(t.join)
+        return t
+
+    def test_blocking_write_through_leaves_no_stale_value(self):
+        c = seqd.Client(self.seqd.socket)
+        self.addCleanup(c.close)
+        c.set("wt:k", b"old")
+        restarted = self.restart_later()
+        self.assertEqual(c.write_through("wt:k", b"new", lambda: "row"), ("row", "invalidated"))
+        restarted.join()
+        self.assertEqual(self.redis.cli("EXISTS", "wt:k"), "0")
+        self.assertEqual(c.get_or_load("wt:k", lambda: b"new"), b"new")
+        self.assertEqual(c.get("wt:k"), b"new")
+
+    def test_async_write_through_leaves_no_stale_value(self):
+        async def run():
+            c = await seqd.AsyncClient.connect(self.seqd.socket)
+            try:
+                await c.set("wt:a", b"old")
+                restarted = self.restart_later()
+
+                async def db_write():
+                    return "row"
+
+                self.assertEqual(await c.write_through("wt:a", None, db_write), ("row", "invalidated"))
+                restarted.join()
+                self.assertEqual(self.redis.cli("EXISTS", "wt:a"), "0")
+
+                async def load():
+                    return b"new"
+
+                self.assertEqual(await c.get_or_load("wt:a", load), b"new")
+            finally:
+                await c.close()
+
+        asyncio.run(run())
+
+    def test_a_cache_left_uninvalidated_is_reported(self):
+        c = seqd.Client(self.seqd.socket, timeout=0.3)
+        self.addCleanup(c.close)
+        c.set("wt:n", b"old")
+        self.seqd.kill9()
+        self.addCleanup(self.seqd.start)
+        with self.assertRaises(seqd.NotInvalidated) as e:
+            c.write_through("wt:n", None, lambda: "row")
+        self.assertEqual(e.exception.written, "row")
+        self.assertEqual(self.redis.cli("GET", "wt:n"), "old")
+        # With seqd away, cache-aside reads the database.
+        self.assertEqual(c.get_or_load("wt:n", lambda: b"db"), b"db")
 
 
 @unittest.skipUnless(shutil.which("socat") and os.path.exists(SEQCTL), "socat and seqctl")

@@ -396,6 +396,63 @@ fn get_or_load_and_write_through() {
     redis.resume();
 }
 
+#[test]
+fn write_through_while_seqd_restarts_leaves_no_stale_value() {
+    let (redis, mut seqd) = redis_seqd(&[]);
+    let mut c = seqd.client();
+    let k = keys::settings_all(9);
+    c.cache_set(&k, b"old", None).unwrap();
+    seqd.kill9();
+    // seqd comes back a moment later, as systemd restarts it; the
+    // database write and the first cache tries happen while it is away.
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        seqd.start_again();
+        seqd
+    });
+    let (_, outcome) = c
+        .write_through(&k, Some(b"new"), None, || Ok::<_, String>("row"))
+        .unwrap();
+    let seqd = restarter.join().unwrap();
+    // A retry invalidates (a late SET could overwrite a newer writer's).
+    assert_eq!(outcome, WriteOutcome::Invalidated);
+    assert_eq!(redis.get_bytes(&k), None);
+    let got = c
+        .get_or_load(&k, None, || Ok::<_, String>(b"new".to_vec()))
+        .unwrap();
+    assert_eq!(got, b"new");
+    assert_eq!(c.cache_get(&k).unwrap().as_deref(), Some(&b"new"[..]));
+    drop(seqd);
+}
+
+#[test]
+fn write_through_says_when_the_database_was_written_but_the_cache_was_not_invalidated() {
+    let (redis, mut seqd) = redis_seqd(&[]);
+    let mut c = Client::connect_with_timeout(seqd.socket(), Duration::from_millis(300)).unwrap();
+    let k = keys::settings_all(10);
+    c.cache_set(&k, b"old", None).unwrap();
+    seqd.kill9();
+    let mut written = false;
+    let err = c
+        .write_through(&k, None, None, || {
+            written = true;
+            Ok::<_, String>(())
+        })
+        .unwrap_err();
+    assert!(written);
+    assert!(
+        matches!(err, CacheAsideError::NotInvalidated(ref e) if e.is_unavailable()),
+        "{err:?}"
+    );
+    // What the caller is told is true: the old value is still there.
+    assert_eq!(redis.get_bytes(&k).as_deref(), Some(&b"old"[..]));
+    // With seqd away, cache-aside reads the database.
+    let got = c
+        .get_or_load(&k, None, || Ok::<_, String>(b"db".to_vec()))
+        .unwrap();
+    assert_eq!(got, b"db");
+}
+
 /// Opens a binary connection and says hello, by hand.
 fn raw_binary(seqd: &Seqd) -> std::os::unix::net::UnixStream {
     use seqd_client::seqd_protocol::{codec, ClientMessage, ServerMessage, PROTOCOL_VERSION};
