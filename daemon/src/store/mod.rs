@@ -86,6 +86,21 @@ pub enum StoreError {
     Stopped,
     #[error("local store: counter for {0} is exhausted")]
     Exhausted(String),
+    /// The store was written by a newer seqd, in a schema this one does
+    /// not know: reading it could misread a mark.
+    #[error(
+        "the store {path} has schema version {found} (last opened by seqd {written_by}); \
+         this seqd {seqd} reads schema versions up to {supported}. Run seqd {written_by} or newer \
+         on this data directory: a rollback across a schema change is refused, never read \
+         (see docs/operations.md, \"Upgrades and rollbacks\")"
+    )]
+    Newer {
+        path: String,
+        found: u32,
+        written_by: String,
+        supported: u32,
+        seqd: &'static str,
+    },
 }
 
 /// Draws of one number from memory before [`Store::issue`] gives up (see

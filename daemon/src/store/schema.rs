@@ -9,7 +9,17 @@
 //! - `streams`: gap-tracker stream states (`streams.rs`).
 //! - `outbox`: cache invalidations waiting for Redis (`outbox.rs`).
 //! - `meta`: `clean` (the last run stopped cleanly), `boot_id`, `flushes`,
-//!   `gen` (this start's number), `suspect_below` (see [`Boot`]).
+//!   `gen` (this start's number), `suspect_below` (see [`Boot`]),
+//!   `written_by` (the seqd version that opened the store last).
+//!
+//! # Versions
+//!
+//! The schema's version is `PRAGMA user_version` ([`SCHEMA_VERSION`]). A
+//! store of an older version is migrated in place when opened (version 0
+//! is every store written before the version was recorded, whatever
+//! columns it has); a store of a newer version is refused with both
+//! versions named, never read: a mark misread by a binary that does not
+//! know its format could hand out a number twice.
 //!
 //! Every mark row records the `gen` of the run that wrote it last. After
 //! an unclean stop followed by a reboot, rows written before this start
@@ -19,12 +29,22 @@
 //! where a mark is read ([`EFFECTIVE`]), and a row written again is exact.
 
 use super::marks::Mark;
+use super::StoreError;
 use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Opens (or creates) `dir/seqd.db` with its tables, migrated.
-pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
+/// The version of the schema this seqd writes and reads. Raise it with
+/// every change of the tables' meaning or layout, and migrate from the
+/// one before in [`migrate`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// This seqd's version, recorded in the store it opens.
+const SEQD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Opens (or creates) `dir/seqd.db` with its tables, migrated; refuses a
+/// store of a newer schema.
+pub(super) fn open(dir: &Path) -> Result<Connection, StoreError> {
     let path = dir.join("seqd.db");
     make_private(&path).map_err(|e| {
         rusqlite::Error::SqliteFailure(
@@ -41,6 +61,55 @@ pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
     // and the mark log is folded into a table of millions of rows: keep
     // its upper levels in SQLite's own cache (32 MiB, used only as needed).
     conn.pragma_update(None, "cache_size", -32 * 1024)?;
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Newer {
+            path: path.display().to_string(),
+            found,
+            written_by: written_by(&conn).unwrap_or_else(|| "unknown".into()),
+            supported: SCHEMA_VERSION,
+            seqd: SEQD_VERSION,
+        });
+    }
+    let before = written_by(&conn);
+    let existed = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'marks'")?
+        .exists([])?;
+    migrate(&conn)?;
+    let tx = conn.unchecked_transaction()?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.execute(
+        "INSERT INTO meta (name, value) VALUES ('written_by', ?1)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [SEQD_VERSION],
+    )?;
+    tx.commit()?;
+    if found < SCHEMA_VERSION && existed {
+        tracing::info!(
+            from = found,
+            to = SCHEMA_VERSION,
+            written_by = before.as_deref().unwrap_or("unknown"),
+            "store migrated to the current schema"
+        );
+    }
+    Ok(conn)
+}
+
+/// The seqd version that opened the store last, if it recorded one (the
+/// `meta` table may not exist yet).
+fn written_by(conn: &Connection) -> Option<String> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE name = 'written_by'",
+        [],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// Creates what is missing and brings an older store's tables to
+/// [`SCHEMA_VERSION`]: columns are added by presence, so every store
+/// written before the version was recorded (version 0) is covered.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS marks (
              key TEXT PRIMARY KEY,
@@ -60,11 +129,6 @@ pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
              ceiling INTEGER,
              dirty_from INTEGER
          );
-         -- Only the keys pending reconciliation are read at start.
-         CREATE INDEX IF NOT EXISTS marks_dirty ON marks (key) WHERE dirty = 1;
-         -- A prune finds expired marks without reading every row.
-         CREATE INDEX IF NOT EXISTS marks_expiry ON marks (expires_at)
-             WHERE expires_at IS NOT NULL;
          CREATE TABLE IF NOT EXISTS outbox (
              kind INTEGER NOT NULL,
              target TEXT NOT NULL,
@@ -84,35 +148,35 @@ pub(super) fn open(dir: &Path) -> rusqlite::Result<Connection> {
              value TEXT NOT NULL
          ) WITHOUT ROWID;",
     )?;
-    // A store written before ceilings existed fsynced every mark.
-    let has_ceiling = conn
-        .prepare("SELECT 1 FROM pragma_table_info('marks') WHERE name = 'ceiling'")?
-        .exists([])?;
-    if !has_ceiling {
-        conn.execute_batch("ALTER TABLE marks ADD COLUMN ceiling INTEGER")?;
-    }
-    // Where a dirty key's local numbers began, for overlap reports; a
-    // store from before has none (reported as unknown).
-    let has_dirty_from = conn
-        .prepare("SELECT 1 FROM pragma_table_info('marks') WHERE name = 'dirty_from'")?
-        .exists([])?;
-    if !has_dirty_from {
-        conn.execute_batch("ALTER TABLE marks ADD COLUMN dirty_from INTEGER")?;
-    }
-    // The run that wrote a row last (0: before this was recorded).
-    for table in ["marks", "mark_log"] {
-        let has_gen = conn
+    // Columns added since the first stores, each with what its absence
+    // meant: not pending (`dirty`), no TTL known (`ttl`), every mark
+    // fsynced (`ceiling`), local range unknown (`dirty_from`, reported as
+    // such), written before runs were numbered (`gen` 0).
+    let added = [
+        ("marks", "dirty", "INTEGER NOT NULL DEFAULT 0"),
+        ("marks", "ttl", "INTEGER"),
+        ("marks", "ceiling", "INTEGER"),
+        ("marks", "dirty_from", "INTEGER"),
+        ("marks", "gen", "INTEGER NOT NULL DEFAULT 0"),
+        ("mark_log", "gen", "INTEGER NOT NULL DEFAULT 0"),
+    ];
+    for (table, column, decl) in added {
+        let has = conn
             .prepare(&format!(
-                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'gen'"
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
             ))?
             .exists([])?;
-        if !has_gen {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN gen INTEGER NOT NULL DEFAULT 0"
-            ))?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
-    Ok(conn)
+    conn.execute_batch(
+        "-- Only the keys pending reconciliation are read at start.
+         CREATE INDEX IF NOT EXISTS marks_dirty ON marks (key) WHERE dirty = 1;
+         -- A prune finds expired marks without reading every row.
+         CREATE INDEX IF NOT EXISTS marks_expiry ON marks (expires_at)
+             WHERE expires_at IS NOT NULL;",
+    )
 }
 
 /// Creates the store file `0600` if it is missing (SQLite gives its WAL and
