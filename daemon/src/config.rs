@@ -253,6 +253,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_uid: u32,
 
+    /// Connections one process may hold at once (its pid, from the peer
+    /// credentials): a runaway process cannot starve the other processes
+    /// of its own uid, the usual case on a host where every application
+    /// runs as one user. Past it, a connection gets `unavailable` and is
+    /// closed.
+    #[arg(long, env = "SEQD_MAX_CONNECTIONS_PER_PID", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_pid: u32,
+
     /// Bytes of client frames all connections together may hold while
     /// they arrive and while their requests run. A connection whose next
     /// frame does not fit stops reading until others give bytes back; a

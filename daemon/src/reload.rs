@@ -105,6 +105,7 @@ pub fn reloaded(
     take!("SEQD_MAX_BATCH", max_batch);
     take!("SEQD_MAX_KEYS", max_keys);
     take!("SEQD_MAX_CONNECTIONS_PER_UID", max_connections_per_uid);
+    take!("SEQD_MAX_CONNECTIONS_PER_PID", max_connections_per_pid);
     take!("SEQD_ALLOW_UIDS", allow_uids);
     take!("SEQD_ALLOW_GIDS", allow_gids);
     Ok((next, changed))

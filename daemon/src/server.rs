@@ -183,7 +183,8 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
     ctx.metrics.connections_limit.set(limit as i64);
     let connections = Arc::new(Semaphore::new(limit));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
-    let per_uid = Arc::new(PerUid::default());
+    let per_uid = Arc::new(PerPeer::default());
+    let per_pid = Arc::new(PerPeer::default());
     let tracker = TaskTracker::new();
     let mut accept_failures = 0u32;
     tokio::pin!(shutdown);
@@ -209,13 +210,13 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
             _ = &mut shutdown => break,
         };
         let config = ctx.config();
-        let (uid, gid) = match stream.peer_cred() {
-            Ok(cred) => (Some(cred.uid()), Some(cred.gid())),
-            Err(_) => (None, None),
+        let (uid, gid, pid) = match stream.peer_cred() {
+            Ok(cred) => (Some(cred.uid()), Some(cred.gid()), cred.pid()),
+            Err(_) => (None, None, None),
         };
         let allowed = match (uid, gid) {
             (Some(uid), Some(gid)) => {
-                tracing::debug!(uid, gid, "connection accepted");
+                tracing::debug!(uid, gid, ?pid, "connection accepted");
                 config.peer_allowed(uid, gid)
             }
             // Without credentials an allow-list cannot be honoured.
@@ -226,6 +227,30 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
             refuse(&tracker, &refusing, stream, transport::Refusal::NotAllowed);
             continue;
         }
+        // Per process first: a process over its share is told so even when
+        // its uid is over its own limit too.
+        let pid_slot = match per_pid.take(
+            pid.map(|p| p as u32),
+            config.max_connections_per_pid as usize,
+        ) {
+            Some(slot) => slot,
+            None => {
+                tracing::info!(
+                    ?pid,
+                    ?uid,
+                    limit = config.max_connections_per_pid,
+                    "connection refused: the process holds its limit of connections"
+                );
+                let limit = config.max_connections_per_pid;
+                refuse(
+                    &tracker,
+                    &refusing,
+                    stream,
+                    transport::Refusal::TooManyForPid(limit),
+                );
+                continue;
+            }
+        };
         let uid_slot = match per_uid.take(uid, config.max_connections_per_uid as usize) {
             Some(slot) => slot,
             None => {
@@ -260,6 +285,7 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
             ctx.metrics.connections_open.dec();
             drop(permit);
             drop(uid_slot);
+            drop(pid_slot);
         });
     }
     stop.cancel();
@@ -326,50 +352,50 @@ fn refuse(
     });
 }
 
-/// Connections held per uid.
+/// Connections held per peer uid, or per peer pid.
 #[derive(Default)]
-struct PerUid {
+struct PerPeer {
     /// A `std::sync::Mutex`: held for a count update, never across an await.
     counts: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
 }
 
-/// One connection of a uid; gives the count back when dropped.
-struct UidSlot {
-    per_uid: Arc<PerUid>,
-    uid: u32,
+/// One connection of a uid or pid; gives the count back when dropped.
+struct PeerSlot {
+    per_peer: Arc<PerPeer>,
+    id: u32,
 }
 
-impl PerUid {
-    /// A slot for `uid` if it holds fewer than `limit` (peers without
+impl PerPeer {
+    /// A slot for `id` if it holds fewer than `limit` (peers without
     /// credentials are not counted).
-    fn take(self: &Arc<Self>, uid: Option<u32>, limit: usize) -> Option<Option<UidSlot>> {
-        let Some(uid) = uid else {
+    fn take(self: &Arc<Self>, id: Option<u32>, limit: usize) -> Option<Option<PeerSlot>> {
+        let Some(id) = id else {
             return Some(None);
         };
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(uid).or_default();
+        let n = counts.entry(id).or_default();
         if *n >= limit {
             return None;
         }
         *n += 1;
-        Some(Some(UidSlot {
-            per_uid: self.clone(),
-            uid,
+        Some(Some(PeerSlot {
+            per_peer: self.clone(),
+            id,
         }))
     }
 }
 
-impl Drop for UidSlot {
+impl Drop for PeerSlot {
     fn drop(&mut self) {
         let mut counts = self
-            .per_uid
+            .per_peer
             .counts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.uid) {
+        if let Some(n) = counts.get_mut(&self.id) {
             *n -= 1;
             if *n == 0 {
-                counts.remove(&self.uid);
+                counts.remove(&self.id);
             }
         }
     }

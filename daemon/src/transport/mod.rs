@@ -56,6 +56,8 @@ pub enum Refusal {
     NotAllowed,
     /// Its uid holds this many connections already.
     TooManyForUid(u32),
+    /// Its process holds this many connections already.
+    TooManyForPid(u32),
 }
 
 /// Tells a refused peer why, in the protocol it starts to speak (its first
@@ -75,6 +77,12 @@ pub async fn refuse(stream: UnixStream, why: Refusal, wait: std::time::Duration)
         Refusal::TooManyForUid(limit) => WireError::new(
             ErrorCode::Unavailable,
             format!("this user holds its limit of {limit} connections (--max-connections-per-uid)"),
+        ),
+        Refusal::TooManyForPid(limit) => WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "this process holds its limit of {limit} connections (--max-connections-per-pid)"
+            ),
         ),
     };
     let bytes = if seqd_protocol::is_binary_first_byte(first) {

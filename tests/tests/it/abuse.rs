@@ -228,6 +228,74 @@ fn one_uid_holds_at_most_its_share_of_connections() {
 }
 
 #[test]
+fn one_process_holds_at_most_its_share_and_the_other_processes_of_its_uid_are_served() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let seqd = Seqd::start(SeqdOptions::local().with_args(&["--max-connections-per-pid", "3"]));
+    // A runaway child process of this uid opens 5 connections and keeps
+    // them until its stdin closes.
+    let runaway = r#"
+import socket, sys
+held = []
+for _ in range(5):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.sendall(b"PING\n")
+    print(s.makefile().readline().strip(), flush=True)
+    held.append(s)
+sys.stdin.read()
+"#;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(runaway)
+        .arg(seqd.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let replies: Vec<String> = (0..5).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert_eq!(
+        &replies[..3],
+        ["OK pong", "OK pong", "OK pong"],
+        "{replies:?}"
+    );
+    for r in &replies[3..] {
+        assert!(
+            r.starts_with("ERR unavailable ") && r.contains("--max-connections-per-pid"),
+            "{r}"
+        );
+    }
+    // This test's process: the same uid, another pid, served while the
+    // runaway holds its share.
+    let mut mine: Vec<TextConn> = (0..2).map(|_| seqd.text()).collect();
+    for t in &mut mine {
+        assert_eq!(
+            t.cmd("CONV NEXT group neighbours").split(' ').next(),
+            Some("OK")
+        );
+    }
+    assert_eq!(field(&seqd.text().cmd("HEALTH"), "mode"), "local");
+    // The runaway gone, its slots are given back.
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    drop(mine);
+    wait_until("the slots given back", Duration::from_secs(5), || {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(
+                runaway
+                    .replace("range(5)", "range(3)")
+                    .replace("sys.stdin.read()", ""),
+            )
+            .arg(seqd.socket())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout) == "OK pong\nOK pong\nOK pong\n"
+    });
+}
+
+#[test]
 fn a_low_open_files_limit_lowers_the_connection_limit_instead_of_failing_accepts() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
