@@ -44,6 +44,16 @@ pub struct TransitionLabels {
     pub to: &'static str,
 }
 
+/// The `master` label of the one breaker of a single server or Sentinel
+/// master (and of local mode, which has none: it reads closed).
+pub const DEFAULT_MASTER: &str = "default";
+
+/// Whose breaker a gauge is.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MasterLabels {
+    pub master: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FallbackLabels {
     /// `breaker_open` (Redis not tried) or `redis_failed` (tried, failed).
@@ -86,7 +96,7 @@ pub struct Metrics {
     pub connections_limit: Gauge,
     pub resident_memory_bytes: Gauge,
     pub buffer_budget_bytes: Gauge,
-    pub breaker_state: Gauge,
+    pub breaker_state: Family<MasterLabels, Gauge>,
     pub breaker_transitions: Family<TransitionLabels, Counter>,
     pub redis_consecutive_failures: Gauge,
     pub redis_master_changes: Counter,
@@ -146,7 +156,14 @@ impl Metrics {
             "--max-buffered-bytes: what all connections together may hold",
             buffer_budget_bytes.clone(),
         );
-        let breaker_state = Gauge::default();
+        let breaker_state = Family::<MasterLabels, Gauge>::default();
+        // Local mode has no breaker: the one "default" reads closed, as
+        // HEALTH says; Redis mode replaces it with its masters' breakers.
+        breaker_state
+            .get_or_create(&MasterLabels {
+                master: DEFAULT_MASTER.to_string(),
+            })
+            .set(0);
         let breaker_transitions = Family::<TransitionLabels, Counter>::default();
         let redis_consecutive_failures = Gauge::default();
         let redis_master_changes = Counter::default();
@@ -234,7 +251,7 @@ impl Metrics {
         );
         registry.register(
             "breaker_state",
-            "Redis circuit breaker: 0 closed, 1 open, 2 half_open",
+            "Redis circuit breaker per master: 0 closed, 1 open, 2 half_open",
             breaker_state.clone(),
         );
         registry.register(

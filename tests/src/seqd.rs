@@ -212,6 +212,13 @@ impl Seqd {
 impl Drop for Seqd {
     fn drop(&mut self) {
         self.kill9();
+        // A failed test shows what seqd said last.
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- the last lines of seqd's log:\n{}", tail.join("\n"));
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use super::rules::{is_forbidden, scan_pattern};
 use super::{worst, Cache, Value};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::redis::{unlink, LinkError, Recovery, RedisFailure, RedisLink, Scan};
+use crate::redis::{unlink, LinkError, Recovery, RedisFailure, RedisLink, Route, Scan};
 use crate::store::{OutboxEntry, Store};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -183,9 +183,10 @@ impl RedisCache {
         let k = key.to_string();
         let fetch = async move {
             metrics.cache_redis_gets.inc();
-            link.call(|mut c| async move {
+            let k = &k;
+            link.call(Route::Key(k), |mut c| async move {
                 redis::cmd("GET")
-                    .arg(&k)
+                    .arg(k)
                     .query_async::<Option<Vec<u8>>>(&mut c)
                     .await
             })
@@ -204,7 +205,7 @@ impl RedisCache {
         let k = key.as_str();
         let stored = self
             .link
-            .call_write(|mut c| async move {
+            .call_write(Route::Key(k), |mut c| async move {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(k).arg(value);
                 if let Some(ms) = ttl_ms {
@@ -261,7 +262,8 @@ impl RedisCache {
     }
 
     /// Replays the outbox: every queued invalidation runs in Redis, then
-    /// leaves the outbox.
+    /// leaves the outbox; one that cannot run yet (its master is open or
+    /// fails) stays, and reads it covers are still refused.
     async fn replay(&self, link: &RedisLink) -> Result<(), RedisFailure> {
         let entries = self.outbox().entries();
         let (keys, prefixes): (Vec<_>, Vec<_>) = entries
@@ -275,10 +277,12 @@ impl RedisCache {
                     OutboxEntry::Prefix(_) => None,
                 })
                 .collect();
-            unlink(link, true, &names)
-                .await
-                .map_err(LinkError::into_failure)?;
-            self.done(chunk.to_vec()).await;
+            // A chunk whose master is open or fails stays in the outbox
+            // (reads of its keys are still refused) for the next pass.
+            match unlink(link, true, &names).await {
+                Ok(_) => self.done(chunk.to_vec()).await,
+                Err(e) => tracing::debug!(error = %e, "invalidations not replayed yet"),
+            }
         }
         if !prefixes.is_empty() {
             // Every pending prefix in one pass over the keyspace, however
@@ -292,7 +296,15 @@ impl RedisCache {
                 })
                 .collect();
             let started = std::time::Instant::now();
-            let removed = self.unlink_covered(link, &set).await?;
+            // Every master must be cleaned before a prefix leaves the
+            // outbox; until then reads under it are refused.
+            let removed = match self.unlink_covered(link, &set).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "prefix invalidations not replayed yet");
+                    return Ok(());
+                }
+            };
             tracing::info!(
                 prefixes = set.len(),
                 removed,
@@ -348,7 +360,7 @@ impl Cache for RedisCache {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Value>, Error>> {
         async move {
             self.refuse_if_pending(key)?;
-            if !self.link.allows_requests() {
+            if !self.link.allows(Route::Key(key)) {
                 self.metrics.count_cache_read("unavailable");
                 return Err(Error::from(LinkError::BreakerOpen("open")));
             }
@@ -383,22 +395,28 @@ impl Cache for RedisCache {
             let mut unique: Vec<&str> = keys.iter().map(String::as_str).collect();
             unique.sort_unstable();
             unique.dedup();
-            let names = &unique;
-            let values: Vec<Option<Vec<u8>>> = self
-                .link
-                .call(
-                    |mut c| async move { redis::cmd("MGET").arg(names).query_async(&mut c).await },
-                )
-                .await
-                .map_err(|e| {
-                    self.metrics.count_cache_read("unavailable");
-                    Error::from(e)
-                })?;
-            let by_key: HashMap<&str, Option<Value>> = unique
-                .iter()
-                .copied()
-                .zip(values.into_iter().map(|v| v.map(Arc::new)))
-                .collect();
+            // One MGET per master, each through its master's breaker.
+            let mut by_key: HashMap<&str, Option<Value>> = HashMap::with_capacity(unique.len());
+            for group in self.link.by_master(&unique) {
+                let names: Vec<&str> = group.iter().map(|&i| unique[i]).collect();
+                let names = &names;
+                let values: Vec<Option<Vec<u8>>> = self
+                    .link
+                    .call(Route::Key(names[0]), |mut c| async move {
+                        redis::cmd("MGET").arg(names).query_async(&mut c).await
+                    })
+                    .await
+                    .map_err(|e| {
+                        self.metrics.count_cache_read("unavailable");
+                        Error::from(e)
+                    })?;
+                by_key.extend(
+                    names
+                        .iter()
+                        .copied()
+                        .zip(values.into_iter().map(|v| v.map(Arc::new))),
+                );
+            }
             let answers: Vec<Option<Value>> = keys
                 .iter()
                 .map(|k| by_key.get(k.as_str()).cloned().flatten())

@@ -98,16 +98,41 @@ impl Conn {
         }
     }
 
-    /// A health check: `PING` on one server; on a cluster, that it reports
-    /// `cluster_state:ok` (a `PING` would go to every node and fail while
-    /// one failed replica is still listed).
+    /// The slot map of a cluster, from `CLUSTER SLOTS`: `(first slot, last
+    /// slot, master)` per range. Empty on one server.
+    pub async fn slot_map(&mut self) -> redis::RedisResult<Vec<(u16, u16, NodeAddr)>> {
+        let conn = match self {
+            Conn::Pipe(_) => return Ok(Vec::new()),
+            Conn::Cluster { conn, .. } | Conn::Node { conn, .. } => conn,
+        };
+        let slots = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        Ok(ranges_of(&slots))
+    }
+
+    /// A health check: `PING` on one server or one node; on a whole
+    /// cluster, that it reports `cluster_state:ok` (a `PING` would go to
+    /// every node and fail while one failed replica is still listed).
     pub async fn ping(&mut self) -> redis::RedisResult<()> {
         match self {
             Conn::Pipe(p) => redis::cmd("PING")
                 .query_async::<String>(p)
                 .await
                 .map(|_| ()),
-            Conn::Cluster { conn, .. } | Conn::Node { conn, .. } => {
+            Conn::Node { conn, host, port } => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                conn.route_command(redis::cmd("PING").clone(), routing)
+                    .await
+                    .map(|_| ())
+            }
+            Conn::Cluster { conn, .. } => {
                 let info = conn
                     .route_command(
                         redis::cmd("CLUSTER").arg("INFO").clone(),
@@ -134,11 +159,25 @@ impl Conn {
 /// The masters in a `CLUSTER SLOTS` reply (each slot range's first node).
 fn masters_of(slots: &Value) -> Vec<NodeAddr> {
     let mut out: Vec<NodeAddr> = Vec::new();
+    for (_, _, node) in ranges_of(slots) {
+        if !out.contains(&node) {
+            out.push(node);
+        }
+    }
+    out
+}
+
+/// The slot ranges of a `CLUSTER SLOTS` reply with their masters.
+fn ranges_of(slots: &Value) -> Vec<(u16, u16, NodeAddr)> {
+    let mut out = Vec::new();
     let Value::Array(ranges) = slots else {
         return out;
     };
     for range in ranges {
         let Value::Array(r) = range else { continue };
+        let (Some(Value::Int(lo)), Some(Value::Int(hi))) = (r.first(), r.get(1)) else {
+            continue;
+        };
         let Some(Value::Array(master)) = r.get(2) else {
             continue;
         };
@@ -153,9 +192,7 @@ fn masters_of(slots: &Value) -> Vec<NodeAddr> {
             host,
             port: *port as u16,
         };
-        if !out.contains(&node) {
-            out.push(node);
-        }
+        out.push((*lo as u16, *hi as u16, node));
     }
     out
 }

@@ -1,24 +1,28 @@
-//! The link to Redis: the [`RedisPool`] behind the [`Breaker`].
+//! The link to Redis: the [`RedisPool`] behind the [`Breakers`].
 //!
 //! # What it owns
 //!
-//! - [`RedisLink`]: while the breaker is not closed, [`RedisLink::call`]
-//!   refuses at once without touching Redis, and so does
-//!   [`RedisLink::call_write`] except for the few writes it admits as the
-//!   half-open breaker's trials; every outcome of an operation that ran is
-//!   recorded in the breaker (transport failures, timeouts and refusals;
-//!   logic errors say nothing about Redis's health).
+//! - [`RedisLink`]: every operation names its [`Route`] (the key it
+//!   touches, or the node it runs on), which picks the breaker of that
+//!   key's master: the one breaker of a single server, or one per Cluster
+//!   master. While that breaker is not closed, [`RedisLink::call`] refuses
+//!   at once without touching Redis, and so does [`RedisLink::call_write`]
+//!   except for the few writes it admits as the half-open breaker's
+//!   trials; every outcome of an operation that ran is recorded in that
+//!   breaker (transport failures, timeouts and refusals; logic errors say
+//!   nothing about Redis's health).
 //! - [`Recovery`]: the interface of the work that must be done against
-//!   Redis before the breaker closes again; the capabilities implement it
+//!   Redis before a breaker closes again; the capabilities implement it
 //!   and the [`supervise`](super::supervise) task runs it.
 //!
 //! Transitions are logged once, where they happen, not per request.
 
-use super::breaker::{Breaker, BreakerConfig, BreakerState, Transition, Trial};
-use super::conn::Conn;
+use super::breaker::{BreakerConfig, BreakerState, Transition, Trial};
+use super::breakers::{Breakers, Route, ONLY};
+use super::conn::{Conn, NodeAddr};
 use super::error::{LinkError, RedisFailure};
 use super::pool::RedisPool;
-use crate::metrics::{Metrics, TransitionLabels};
+use crate::metrics::{MasterLabels, Metrics, TransitionLabels};
 use futures_util::future::BoxFuture;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -26,36 +30,31 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// What the breaker looks like now, for `HEALTH` and metrics.
+/// What the breakers look like now, for `HEALTH` and metrics.
 #[derive(Debug, Clone)]
 pub struct BreakerSnapshot {
+    /// The worst state of any breaker (open if any master's is open).
     pub state: BreakerState,
+    /// True when every breaker is closed and the last operation of every
+    /// master succeeded.
     pub redis_up: bool,
+    /// The most of any master.
     pub consecutive_failures: u32,
+    /// The error of the master in the worst state (on a Cluster prefixed
+    /// with that master's `host:port`).
     pub last_error: Option<String>,
     /// The class of `last_error` (`oom`, `readonly`, `timeout`, ...).
     pub last_error_class: Option<&'static str>,
+    /// The latest transition of any breaker.
     pub last_transition: SystemTime,
+    /// Each master's name and state (one entry off a Cluster).
+    pub masters: Vec<(Arc<str>, BreakerState)>,
 }
 
-/// A trial admitted by the half-open breaker: if its operation ends
-/// without a verdict (dropped, or a logic error), its place is freed.
-struct TrialGuard<'a> {
-    link: &'a RedisLink,
-    trial: Option<Trial>,
-}
-
-impl Drop for TrialGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(t) = self.trial.take() {
-            self.link.lock().trial_dropped(t);
-        }
-    }
-}
-
-/// Work that must be done against Redis before the breaker closes again
-/// (reconciliation of sequence counters; later the cache outbox), and that
-/// is retried in the background while closed when some is pending.
+/// Work that must be done against Redis before a breaker closes again
+/// (reconciliation of sequence counters, the cache outbox, the tracker's
+/// streams), and that is retried in the background while closed when
+/// some is pending.
 pub trait Recovery: Send + Sync {
     fn name(&self) -> &'static str;
 
@@ -63,15 +62,52 @@ pub trait Recovery: Send + Sync {
     fn pending(&self) -> usize;
 
     /// Works through what is pending now, talking to Redis with
-    /// [`RedisLink::call_recovering`]. An error means Redis failed
-    /// (already recorded by the link).
+    /// [`RedisLink::call_recovering`]. An item whose master's breaker is
+    /// open (the call is refused at once) or whose master fails stays
+    /// pending and the work goes on with the others; a failure is already
+    /// recorded in its master's breaker by the link. An error means the
+    /// work could not go on at all.
     fn recover<'a>(&'a self, link: &'a RedisLink) -> BoxFuture<'a, Result<(), RedisFailure>>;
 }
 
 /// How much longer than the operation timeout a bulk operation may take.
 pub const BULK_TIMEOUT_FACTOR: u32 = 10;
 
-/// The pool behind the breaker.
+/// What an operation does, which decides when its breaker lets it run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Reads: only while closed (a read proves nothing about writes).
+    Read,
+    /// Writes: while closed, or as a trial while half-open.
+    Write,
+    /// Bulk writes on the bulk connection: only while closed, and a
+    /// bulk operation that is merely slow is not counted.
+    Bulk,
+    /// Recovery (reconciliation, outbox, streams, health checks): while
+    /// closed or half-open, never while open.
+    Recovery,
+}
+
+/// An operation let through by a breaker: which one records its outcome,
+/// and the trial it is, if it is one. A trial that ends without a verdict
+/// (dropped, or a logic error) frees its place.
+struct Ticket<'a> {
+    link: &'a RedisLink,
+    master: Option<Arc<str>>,
+    trial: Option<Trial>,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let (Some(t), Some(name)) = (self.trial.take(), &self.master) {
+            if let Some(m) = self.link.lock().by_name_mut(name) {
+                m.breaker.trial_dropped(t);
+            }
+        }
+    }
+}
+
+/// The pool behind the breakers.
 pub struct RedisLink {
     pub(super) pool: RedisPool,
     /// A connection of its own for bulk work (large gap batches): it never
@@ -80,9 +116,13 @@ pub struct RedisLink {
     bulk: RedisPool,
     /// A `std::sync::Mutex`: held only for a state update, never across an
     /// await.
-    breaker: Mutex<Breaker>,
-    /// Wakes the supervisor: the breaker opened, or work became pending.
+    breakers: Mutex<Breakers>,
+    /// Wakes the supervisor: a breaker opened, work became pending, or a
+    /// Cluster redirected an operation (its slot map is due).
     pub(super) wake: Notify,
+    /// Set when a Cluster redirected an operation (`MOVED`, `ASK` left
+    /// after the crate's retries): the slot map is read again at once.
+    map_stale: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     /// `single`, `sentinel` or `cluster`.
     topology: &'static str,
@@ -100,18 +140,24 @@ impl RedisLink {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
-        RedisLink {
+        let breakers = Breakers::new(breaker, topology == "cluster", Instant::now(), seed);
+        // The breakers of this link replace the local-mode placeholder.
+        metrics.breaker_state.clear();
+        let link = RedisLink {
             pool,
             bulk,
-            breaker: Mutex::new(Breaker::new(breaker, Instant::now(), seed)),
+            breakers: Mutex::new(breakers),
             wake: Notify::new(),
+            map_stale: std::sync::atomic::AtomicBool::new(false),
             metrics,
             topology,
-        }
+        };
+        link.publish_states();
+        link
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Breakers> {
+        self.breakers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn timeout(&self) -> Duration {
@@ -130,20 +176,62 @@ impl RedisLink {
         self.topology == "cluster"
     }
 
-    /// True when requests may go to Redis now.
-    pub fn allows_requests(&self) -> bool {
-        self.lock().allows_requests()
+    /// True when a read of `route` may go to Redis now (its master's
+    /// breaker is closed).
+    pub fn allows(&self, route: Route<'_>) -> bool {
+        let b = self.lock();
+        match b.index(route) {
+            Some(i) => b.get(i).breaker.allows_requests(),
+            None => b.any_not_open(),
+        }
     }
 
     pub fn snapshot(&self) -> BreakerSnapshot {
         let b = self.lock();
+        let masters = b.masters();
+        let rank = |s: BreakerState| match s {
+            BreakerState::Open => 2,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Closed => 0,
+        };
+        // The master whose error to show: the worst state, then the one
+        // still failing, then the latest transition.
+        let told = masters
+            .iter()
+            .max_by_key(|m| {
+                (
+                    rank(m.breaker.state()),
+                    m.breaker.consecutive_failures() > 0,
+                    m.breaker.last_transition(),
+                )
+            })
+            .expect("one breaker at least");
+        let last_error = told.breaker.last_error().map(|e| {
+            if self.is_cluster() {
+                format!("{}: {e}", told.name)
+            } else {
+                e.to_string()
+            }
+        });
         BreakerSnapshot {
-            state: b.state(),
-            redis_up: b.redis_up(),
-            consecutive_failures: b.consecutive_failures(),
-            last_error: b.last_error().map(str::to_string),
-            last_error_class: b.last_error_class(),
-            last_transition: b.last_transition(),
+            state: b.worst(),
+            redis_up: masters.iter().all(|m| m.breaker.redis_up()),
+            consecutive_failures: masters
+                .iter()
+                .map(|m| m.breaker.consecutive_failures())
+                .max()
+                .unwrap_or(0),
+            last_error,
+            last_error_class: told.breaker.last_error_class(),
+            last_transition: masters
+                .iter()
+                .map(|m| m.breaker.last_transition())
+                .max()
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            masters: masters
+                .iter()
+                .map(|m| (m.name.clone(), m.breaker.state()))
+                .collect(),
         }
     }
 
@@ -152,82 +240,53 @@ impl RedisLink {
         self.wake.notify_one();
     }
 
-    /// Runs one Redis operation that only reads, if the breaker is closed,
+    /// Lets an operation through `route`'s breaker, or refuses it.
+    fn admit(&self, route: Route<'_>, work: Work) -> Result<Ticket<'_>, LinkError> {
+        let mut b = self.lock();
+        let Some(i) = b.index(route) else {
+            return match b.any_not_open() {
+                true => Ok(Ticket {
+                    link: self,
+                    master: None,
+                    trial: None,
+                }),
+                false => Err(LinkError::BreakerOpen("open")),
+            };
+        };
+        let m = b.get_mut(i);
+        let trial = match (m.breaker.state(), work) {
+            (BreakerState::Closed, _) | (BreakerState::HalfOpen, Work::Recovery) => None,
+            (BreakerState::HalfOpen, Work::Write) => Some(
+                m.breaker
+                    .admit_trial()
+                    .ok_or(LinkError::BreakerOpen("half_open"))?,
+            ),
+            (state, _) => return Err(LinkError::BreakerOpen(state.as_str())),
+        };
+        Ok(Ticket {
+            link: self,
+            master: Some(m.name.clone()),
+            trial,
+        })
+    }
+
+    /// Runs one Redis operation that only reads, if its breaker is closed,
     /// and records its outcome. Refuses at once while the breaker is open
     /// or half-open (a read proves nothing about writes, so it is never a
     /// trial).
-    pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
+    pub async fn call<T, F, Fut>(&self, route: Route<'_>, op: F) -> Result<T, LinkError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.call_until(Instant::now() + self.pool.timeout(), op)
+        self.call_until(route, Instant::now() + self.pool.timeout(), op)
             .await
-    }
-
-    /// Runs one bulk operation (a chunk of a large gap batch) on the bulk
-    /// connection, under [`BULK_TIMEOUT_FACTOR`] times the operation
-    /// timeout, if the breaker is closed. A transport failure or a Redis
-    /// that cannot serve counts against the breaker; a bulk operation that
-    /// is merely slow (its timeout) does not: it is slow because of the
-    /// work asked of it, which says nothing about Redis's health.
-    pub async fn call_bulk<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        self.closed_or_refuse()?;
-        let result = self.bulk.run(op).await;
-        match &result {
-            Ok(_) => self.lock().record_success(),
-            Err(RedisFailure::Timeout(ms)) => {
-                tracing::debug!(
-                    ms,
-                    "a bulk Redis operation timed out (not counted against Redis)"
-                )
-            }
-            Err(e) if e.counts_against_health() => self.record_failure(e),
-            Err(_) => {}
-        }
-        result.map_err(LinkError::Failed)
-    }
-
-    /// Refuses at once, without touching Redis, unless the breaker is
-    /// closed.
-    fn closed_or_refuse(&self) -> Result<(), LinkError> {
-        match self.lock().state() {
-            BreakerState::Closed => Ok(()),
-            state => Err(LinkError::BreakerOpen(state.as_str())),
-        }
     }
 
     /// Like [`RedisLink::call`], ending at `deadline` at the latest.
-    pub async fn call_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, LinkError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        self.closed_or_refuse()?;
-        self.run_recorded(deadline, op, None)
-            .await
-            .map_err(LinkError::Failed)
-    }
-
-    /// Runs one Redis operation that writes, if the breaker is closed or
-    /// admits it as a trial (half-open, recovery done, a trial's place
-    /// free), and records its outcome. Refuses at once otherwise.
-    pub async fn call_write<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        self.call_write_until(Instant::now() + self.pool.timeout(), op)
-            .await
-    }
-
-    /// Like [`RedisLink::call_write`], ending at `deadline` at the latest.
-    pub async fn call_write_until<T, F, Fut>(
+    pub async fn call_until<T, F, Fut>(
         &self,
+        route: Route<'_>,
         deadline: Instant,
         op: F,
     ) -> Result<T, LinkError>
@@ -235,17 +294,55 @@ impl RedisLink {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let trial = {
-            let mut b = self.lock();
-            match b.state() {
-                BreakerState::Closed => None,
-                state => Some(
-                    b.admit_trial()
-                        .ok_or(LinkError::BreakerOpen(state.as_str()))?,
-                ),
-            }
-        };
-        self.run_recorded(deadline, op, trial)
+        let ticket = self.admit(route, Work::Read)?;
+        self.run(ticket, Work::Read, deadline, op)
+            .await
+            .map_err(LinkError::Failed)
+    }
+
+    /// Runs one Redis operation that writes, if its breaker is closed or
+    /// admits it as a trial (half-open, recovery done, a trial's place
+    /// free), and records its outcome. Refuses at once otherwise.
+    pub async fn call_write<T, F, Fut>(&self, route: Route<'_>, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.call_write_until(route, Instant::now() + self.pool.timeout(), op)
+            .await
+    }
+
+    /// Like [`RedisLink::call_write`], ending at `deadline` at the latest.
+    pub async fn call_write_until<T, F, Fut>(
+        &self,
+        route: Route<'_>,
+        deadline: Instant,
+        op: F,
+    ) -> Result<T, LinkError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let ticket = self.admit(route, Work::Write)?;
+        self.run(ticket, Work::Write, deadline, op)
+            .await
+            .map_err(LinkError::Failed)
+    }
+
+    /// Runs one bulk operation (a chunk of a large gap batch) on the bulk
+    /// connection, under [`BULK_TIMEOUT_FACTOR`] times the operation
+    /// timeout, if its breaker is closed. A transport failure or a Redis
+    /// that cannot serve counts against the breaker; a bulk operation that
+    /// is merely slow (its timeout) does not: it is slow because of the
+    /// work asked of it, which says nothing about Redis's health.
+    pub async fn call_bulk<T, F, Fut>(&self, route: Route<'_>, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let ticket = self.admit(route, Work::Bulk)?;
+        let deadline = Instant::now() + self.bulk.timeout();
+        self.run(ticket, Work::Bulk, deadline, op)
             .await
             .map_err(LinkError::Failed)
     }
@@ -255,6 +352,7 @@ impl RedisLink {
     /// for helpers that serve both.
     pub async fn call_as<T, F, Fut>(
         &self,
+        route: Route<'_>,
         recovering: bool,
         write: bool,
         op: F,
@@ -264,97 +362,279 @@ impl RedisLink {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if recovering {
-            self.call_recovering(op).await.map_err(LinkError::Failed)
+            self.call_recovering(route, op)
+                .await
+                .map_err(LinkError::Failed)
         } else if write {
-            self.call_write(op).await
+            self.call_write(route, op).await
         } else {
-            self.call(op).await
+            self.call(route, op).await
         }
     }
 
-    /// Runs one Redis operation whatever the breaker's state (recovery
-    /// works while half-open), and records its outcome.
-    pub async fn call_recovering<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        self.run_recorded(Instant::now() + self.pool.timeout(), op, None)
-            .await
-    }
-
-    /// The health check while closed, on a pooled connection and recorded
-    /// as one operation: `PING` (on a cluster, that it serves), then the
-    /// write check ([`RedisPool::write_check`]), so that a Redis refusing
-    /// writes is noticed even when no request comes, and a `PING` alone
-    /// never counts as Redis being healthy.
-    pub async fn check_health(&self) -> Result<(), RedisFailure> {
-        let pool = &self.pool;
-        self.call_recovering(|mut c| async move {
-            c.ping().await?;
-            pool.write_check(c).await
-        })
-        .await
-    }
-
-    /// The write check as a trial, when the half-open breaker admits one:
-    /// it closes an idle seqd's breaker, where no request would.
-    pub async fn trial_check(&self) -> Result<(), LinkError> {
-        let pool = &self.pool;
-        self.call_write(|c| pool.write_check(c)).await
-    }
-
-    async fn run_recorded<T, F, Fut>(
+    /// Runs one recovery operation while its breaker is closed or
+    /// half-open (recovery works before requests do), and records its
+    /// outcome; refused at once while it is open (reported as a transport
+    /// failure, so the item stays pending).
+    pub async fn call_recovering<T, F, Fut>(
         &self,
-        deadline: Instant,
+        route: Route<'_>,
         op: F,
-        trial: Option<Trial>,
     ) -> Result<T, RedisFailure>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let mut guard = TrialGuard { link: self, trial };
-        let result = self.pool.run_until(deadline, op).await;
-        match &result {
-            Ok(_) => match guard.trial.take() {
+        let ticket = self
+            .admit(route, Work::Recovery)
+            .map_err(LinkError::into_failure)?;
+        self.run(
+            ticket,
+            Work::Recovery,
+            Instant::now() + self.pool.timeout(),
+            op,
+        )
+        .await
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        mut ticket: Ticket<'_>,
+        work: Work,
+        deadline: Instant,
+        op: F,
+    ) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match work {
+            Work::Bulk => self.bulk.run_until(deadline, op).await,
+            _ => self.pool.run_until(deadline, op).await,
+        };
+        let master = ticket.master.clone();
+        match (&result, master) {
+            (_, None) => {}
+            (Ok(_), Some(name)) => match ticket.trial.take() {
                 Some(t) => {
-                    let closed = self.lock().trial_passed(t, Instant::now());
+                    let closed = self
+                        .lock()
+                        .by_name_mut(&name)
+                        .and_then(|m| m.breaker.trial_passed(t, Instant::now()));
                     if let Some(t) = closed {
-                        self.announce(t, None);
+                        self.announce(&name, t, None);
                     }
                 }
-                None => self.lock().record_success(),
+                None => {
+                    if let Some(m) = self.lock().by_name_mut(&name) {
+                        m.breaker.record_success();
+                    }
+                }
             },
-            Err(e) if e.counts_against_health() => {
-                guard.trial = None;
-                self.record_failure(e)
+            (Err(RedisFailure::Timeout(ms)), Some(_)) if work == Work::Bulk => {
+                tracing::debug!(
+                    ms,
+                    "a bulk Redis operation timed out (not counted against Redis)"
+                )
             }
-            Err(_) => {} // logic errors say nothing about Redis's health
+            (Err(e), Some(name)) if e.counts_against_health() => {
+                ticket.trial = None;
+                self.record_failure(&name, e);
+            }
+            // Logic errors say nothing about Redis's health; a redirect
+            // says the slot map is due.
+            (Err(e), Some(_)) => {
+                if matches!(e, RedisFailure::Redirected(_)) {
+                    self.map_stale
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.wake.notify_one();
+                }
+            }
         }
-        drop(guard);
-        let failures = self.lock().consecutive_failures();
+        drop(ticket);
+        let failures = self
+            .lock()
+            .masters()
+            .iter()
+            .map(|m| m.breaker.consecutive_failures())
+            .max()
+            .unwrap_or(0);
         self.metrics
             .redis_consecutive_failures
             .set(i64::from(failures));
         result
     }
 
-    fn record_failure(&self, e: &RedisFailure) {
+    /// Records a failure of master `name`; opens its breaker when due.
+    fn record_failure(&self, name: &str, e: &RedisFailure) {
         if let RedisFailure::MasterChanged(change) = e {
             self.master_changed(change);
         }
-        let transition = if e.opens_at_once() {
-            self.lock().trip(e.class(), &e.to_string(), Instant::now())
-        } else {
-            self.lock()
-                .record_failure(e.class(), &e.to_string(), Instant::now())
+        let transition = {
+            let mut b = self.lock();
+            let Some(m) = b.by_name_mut(name) else {
+                return;
+            };
+            if e.opens_at_once() {
+                m.breaker.trip(e.class(), &e.to_string(), Instant::now())
+            } else {
+                m.breaker
+                    .record_failure(e.class(), &e.to_string(), Instant::now())
+            }
         };
         if let Some(t) = transition {
             // Hung connections must not be reused after the breaker opens.
-            self.pool.reset();
-            self.announce(t, Some(e));
+            // A Cluster connection is shared by every master and drops a
+            // failed node's connection by itself: keep it for the others.
+            if !self.is_cluster() {
+                self.pool.reset();
+            }
+            self.announce(name, t, Some(e));
             self.wake.notify_one();
+        }
+    }
+
+    /// The names of the masters and their breakers' states now.
+    pub(super) fn masters(&self) -> Vec<(Arc<str>, NodeAddr, Arc<str>)> {
+        self.lock()
+            .masters()
+            .iter()
+            .map(|m| (m.name.clone(), m.node.clone(), m.check_key.clone()))
+            .collect()
+    }
+
+    /// The health check while closed, on a pooled connection and recorded
+    /// as one operation of master `name`: `PING`, then the write check
+    /// ([`RedisPool::write_check`]), so that a Redis refusing writes is
+    /// noticed even when no request comes, and a `PING` alone never counts
+    /// as Redis being healthy.
+    pub(super) async fn check_health(&self, node: &NodeAddr, check_key: &str) {
+        let pool = &self.pool;
+        let _ = self
+            .call_recovering(Route::Node(node), |c| async move {
+                let mut c = c.on(node);
+                c.ping().await?;
+                pool.write_check(c, check_key).await
+            })
+            .await;
+    }
+
+    /// The write check as a trial of master `name`, when its half-open
+    /// breaker admits one: it closes an idle seqd's breaker, where no
+    /// request would.
+    pub(super) async fn trial_check(&self, node: &NodeAddr, check_key: &str) {
+        let pool = &self.pool;
+        let result = self
+            .call_write(Route::Node(node), |c| async move {
+                pool.write_check(c.on(node), check_key).await
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "trial write check failed");
+        }
+    }
+
+    /// The probe of master `name` while its breaker is open: on a single
+    /// server a fresh connection (it finds a new master), on a Cluster the
+    /// node itself; `PING`, the write check and with fencing the replicas.
+    /// Half-opens the breaker when it passes.
+    pub(super) async fn probe(&self, name: &str, node: &NodeAddr, check_key: &str) {
+        let outcome = if self.is_cluster() && *node != NodeAddr::Only {
+            self.pool.probe_node(node, check_key).await.map(|()| None)
+        } else {
+            self.pool.probe(check_key).await
+        };
+        match outcome {
+            Ok(change) => {
+                if let Some(change) = change {
+                    self.master_changed(&change.to_string());
+                }
+                let t = self
+                    .lock()
+                    .by_name_mut(name)
+                    .and_then(|m| m.breaker.probe_succeeded());
+                if let Some(t) = t {
+                    self.announce(name, t, None);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(master = name, error = %e, "Redis probe failed");
+                if let Some(m) = self.lock().by_name_mut(name) {
+                    m.breaker
+                        .probe_failed(e.class(), &e.to_string(), Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Indexes of `keys` grouped by the master that holds them (one group
+    /// off a Cluster), each group in the keys' order: a multi-key command
+    /// runs once per master, through that master's breaker.
+    pub fn by_master(&self, keys: &[&str]) -> Vec<Vec<usize>> {
+        let b = self.lock();
+        let mut groups: Vec<(Option<usize>, Vec<usize>)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let m = b.index(Route::Key(k));
+            match groups.iter_mut().find(|(g, _)| *g == m) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((m, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, members)| members).collect()
+    }
+
+    /// True (once) when a redirect said the slot map is out of date.
+    pub(super) fn take_map_stale(&self) -> bool {
+        self.map_stale
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True when recovery work for `route` may run now (its breaker is not
+    /// open): recovery skips the rest, which stays pending.
+    pub fn admits_recovery(&self, route: Route<'_>) -> bool {
+        let b = self.lock();
+        match b.index(route) {
+            Some(i) => b.get(i).breaker.state() != BreakerState::Open,
+            None => b.any_not_open(),
+        }
+    }
+
+    /// Asks a Cluster for its slot map and puts it in force: keys go to
+    /// their own master's breaker from then on. Nothing changes when no
+    /// node answers.
+    pub(super) async fn refresh_slot_map(&self) {
+        if !self.is_cluster() {
+            return;
+        }
+        let ranges = self
+            .pool
+            .run(|mut c| async move { c.slot_map().await })
+            .await;
+        let ranges = match ranges {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "the cluster's slot map could not be read");
+                return;
+            }
+        };
+        let changed = self.lock().apply_slot_map(&ranges, Instant::now());
+        if changed {
+            let names: Vec<String> = self
+                .lock()
+                .masters()
+                .iter()
+                .map(|m| m.name.to_string())
+                .collect();
+            tracing::info!(masters = %names.join(","), "cluster masters, each with a breaker of its own");
+            self.metrics.breaker_state.clear();
+            self.publish_states();
+        }
+    }
+
+    /// Recovery is done for master `name`: its trials may start.
+    pub(super) fn recovery_done(&self, name: &str) {
+        if let Some(m) = self.lock().by_name_mut(name) {
+            m.breaker.recovery_done(Instant::now());
         }
     }
 
@@ -366,7 +646,7 @@ impl RedisLink {
     pub async fn follow_master(&self) {
         let deadline = self.pool.timeout() * 4;
         match tokio::time::timeout(deadline, self.pool.master_moved()).await {
-            Ok(Ok(Some(why))) => self.record_failure(&RedisFailure::WrongNode(why)),
+            Ok(Ok(Some(why))) => self.record_failure(ONLY, &RedisFailure::WrongNode(why)),
             Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::debug!(error = %e, "Sentinel did not answer"),
             Err(_) => tracing::debug!("Sentinel did not answer in time"),
@@ -397,25 +677,49 @@ impl RedisLink {
         fields
     }
 
-    /// Logs a transition once and counts it.
-    pub(super) fn announce(&self, t: Transition, cause: Option<&RedisFailure>) {
+    /// Every breaker's state in the `seqd_breaker_state{master}` gauge.
+    fn publish_states(&self) {
+        for m in self.lock().masters() {
+            self.metrics
+                .breaker_state
+                .get_or_create(&MasterLabels {
+                    master: m.name.to_string(),
+                })
+                .set(m.breaker.state().as_number());
+        }
+    }
+
+    /// Logs a transition of master `name` once and counts it.
+    pub(super) fn announce(&self, name: &str, t: Transition, cause: Option<&RedisFailure>) {
         self.metrics
             .breaker_transitions
             .get_or_create(&TransitionLabels { to: t.to.as_str() })
             .inc();
-        self.metrics.breaker_state.set(t.to.as_number());
+        self.metrics
+            .breaker_state
+            .get_or_create(&MasterLabels {
+                master: name.to_string(),
+            })
+            .set(t.to.as_number());
         match (t.to, cause) {
             (BreakerState::Open, Some(e)) => {
-                tracing::warn!(from = t.from.as_str(), error = %e, "Redis circuit breaker opened: answering from the local store")
+                tracing::warn!(master = name, from = t.from.as_str(), error = %e, "Redis circuit breaker opened: answering from the local store")
             }
             (BreakerState::Open, None) => {
-                tracing::warn!(from = t.from.as_str(), "Redis circuit breaker opened")
+                tracing::warn!(
+                    master = name,
+                    from = t.from.as_str(),
+                    "Redis circuit breaker opened"
+                )
             }
             (BreakerState::HalfOpen, _) => {
-                tracing::info!("Redis answers and takes writes again: breaker half-open, recovering and trying a few requests before closing")
+                tracing::info!(master = name, "Redis answers and takes writes again: breaker half-open, recovering and trying a few requests before closing")
             }
             (BreakerState::Closed, _) => {
-                tracing::info!("Redis circuit breaker closed: serving from Redis again")
+                tracing::info!(
+                    master = name,
+                    "Redis circuit breaker closed: serving from Redis again"
+                )
             }
         }
     }

@@ -16,6 +16,9 @@
 //!   new master.
 //! - [`scan`]: `SCAN` over every node that holds keys ([`Scan`]).
 //! - [`breaker`]: the circuit breaker, a plain state machine over `now`.
+//! - [`breakers`]: one breaker per master (one server, or each Cluster
+//!   master), the Cluster's slot map, and which breaker an operation's
+//!   [`Route`] goes through.
 //! - [`link`]: the pool behind the breaker ([`RedisLink`]), and the
 //!   [`Recovery`] interface of work due before it closes.
 //! - [`supervisor`]: the task that pings, probes and recovers.
@@ -26,6 +29,7 @@
 //! and never decides what a key means.
 
 pub mod breaker;
+pub mod breakers;
 pub mod conn;
 pub mod error;
 pub mod link;
@@ -37,6 +41,7 @@ pub mod supervisor;
 pub mod target;
 
 pub use breaker::{BreakerConfig, BreakerState};
+pub use breakers::Route;
 pub use conn::{slot_groups, Conn, NodeAddr};
 pub use error::{LinkError, RedisFailure};
 pub use link::{BreakerSnapshot, Recovery, RedisLink};

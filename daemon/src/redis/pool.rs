@@ -12,7 +12,7 @@
 //! ([`RedisPool::write_check`]): a `PING` is answered by a Redis that is
 //! out of memory, read-only, short of replicas or denies seqd its scripts.
 
-use super::conn::Conn;
+use super::conn::{Conn, NodeAddr};
 use super::error::RedisFailure;
 use super::pipe::{self, Fence, Login};
 use super::target::{Endpoint, RedisTarget, TlsSettings, Topology};
@@ -21,12 +21,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// The key of the write check: in the conversation family's `seq:`
-/// namespace, so an ACL that lets seqd write its counters lets it write
-/// this too, and no cache client can set it (that family is refused). It
-/// never exists: the check's `SET ... XX` writes nothing.
-const WRITE_CHECK_KEY: &str = "seq:seqd:write-check";
 
 /// A script (so that `EVALSHA` is allowed, as every counter script
 /// needs) calling a write command (so that Redis refuses it as it would
@@ -384,9 +378,16 @@ impl RedisPool {
     /// whose write changes nothing: refused exactly when an increment
     /// would be (out of memory, read-only, too few replicas for
     /// `min-replicas-to-write`, scripts or writes denied by an ACL).
-    pub async fn write_check(&self, mut conn: Conn) -> redis::RedisResult<()> {
+    ///
+    /// `key` is in the conversation family's `seq:` namespace (see
+    /// [`WRITE_CHECK_KEY`](super::breakers::WRITE_CHECK_KEY)), so an ACL
+    /// that lets seqd write its counters lets it write this too, and no
+    /// cache client can set it (that family is refused). It never exists:
+    /// the check's `SET ... XX` writes nothing. On a Cluster it is one of
+    /// the checked master's own slots.
+    pub async fn write_check(&self, mut conn: Conn, key: &str) -> redis::RedisResult<()> {
         self.write_check
-            .key(WRITE_CHECK_KEY)
+            .key(key)
             .invoke_async::<redis::Value>(&mut conn)
             .await
             .map(|_| ())
@@ -398,13 +399,15 @@ impl RedisPool {
     /// replicas it asks for (`WAIT` on a connection that wrote nothing
     /// answers at once with the replicas connected). Returns the master
     /// change it found, if any.
-    pub async fn probe(&self) -> Result<Option<MasterChange>, RedisFailure> {
+    pub async fn probe(&self, check_key: &str) -> Result<Option<MasterChange>, RedisFailure> {
         let timeout_ms = self.timeout().as_millis() as u64;
         let attempt = async {
             let (mut conn, change) = self.connect().await?;
             let fail = |e: redis::RedisError| RedisFailure::classify(&e);
             conn.ping().await.map_err(fail)?;
-            self.write_check(conn.clone()).await.map_err(fail)?;
+            self.write_check(conn.clone(), check_key)
+                .await
+                .map_err(fail)?;
             // On a cluster the redis crate sends WAIT to every master and
             // answers the smallest count: every master must have them.
             if let Some(f) = self.fence {
@@ -428,6 +431,31 @@ impl RedisPool {
             Ok(Err(RedisFailure::Timeout(_))) | Err(_) => Err(RedisFailure::Timeout(timeout_ms)),
             Ok(Err(e)) => Err(e),
         }
+    }
+
+    /// The probe of one Cluster master, on the pool's cluster connection
+    /// aimed at it (the redis crate reconnects to the node as needed):
+    /// `PING`, the write check on a key of its own slots, and with fencing
+    /// `WAIT` for its replicas, under the timeout.
+    pub async fn probe_node(&self, node: &NodeAddr, check_key: &str) -> Result<(), RedisFailure> {
+        let fence = self.fence;
+        self.run(|c| async move {
+            let mut c = c.on(node);
+            c.ping().await?;
+            self.write_check(c.clone(), check_key).await?;
+            if let Some(f) = fence {
+                let replicas: i64 = redis::cmd("WAIT")
+                    .arg(f.replicas)
+                    .arg(f.timeout_ms)
+                    .query_async(&mut c)
+                    .await?;
+                if replicas < i64::from(f.replicas) {
+                    return Err(super::pipe::not_acknowledged(replicas, f));
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Drops the connection of slot `i` if it is still generation `gen`.

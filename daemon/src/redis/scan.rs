@@ -2,6 +2,7 @@
 //! holds keys: the one server, or each cluster master in turn (a `SCAN`
 //! sees only the node it runs on); and `UNLINK` of what it found.
 
+use super::breakers::Route;
 use super::conn::NodeAddr;
 use super::error::LinkError;
 use super::link::RedisLink;
@@ -36,11 +37,9 @@ impl Scan {
     pub async fn next(&mut self, link: &RedisLink) -> Result<Option<Vec<String>>, LinkError> {
         if self.nodes.is_none() {
             let nodes = link
-                .call_as(
-                    self.recovering,
-                    false,
-                    |mut c| async move { c.masters().await },
-                )
+                .call_as(Route::Any, self.recovering, false, |mut c| async move {
+                    c.masters().await
+                })
                 .await?;
             self.nodes = Some(nodes);
         }
@@ -49,15 +48,16 @@ impl Scan {
                 return Ok(None);
             };
             let (cursor, count, pattern) = (self.cursor, self.count, self.pattern.as_deref());
+            let node = &node;
             let (next, keys): (u64, Vec<String>) = link
-                .call_as(self.recovering, false, |c| async move {
+                .call_as(Route::Node(node), self.recovering, false, |c| async move {
                     let mut cmd = redis::cmd("SCAN");
                     cmd.arg(cursor);
                     if let Some(p) = pattern {
                         cmd.arg("MATCH").arg(p);
                     }
                     cmd.arg("COUNT").arg(count);
-                    cmd.query_async(&mut c.on(&node)).await
+                    cmd.query_async(&mut c.on(node)).await
                 })
                 .await?;
             if next == 0 {
@@ -73,15 +73,32 @@ impl Scan {
     }
 }
 
-/// `UNLINK keys` (on a cluster the redis crate splits it by slot); returns
-/// how many existed.
-pub async fn unlink<K: redis::ToRedisArgs + Sync>(
+/// `UNLINK keys`, once per master that holds some of them (on a cluster
+/// the redis crate splits each by slot), each through its master's
+/// breaker; returns how many existed. The first failure ends it.
+pub async fn unlink<K: AsRef<str> + Sync>(
     link: &RedisLink,
     recovering: bool,
     keys: &[K],
 ) -> Result<u64, LinkError> {
-    link.call_as(recovering, true, |mut c| async move {
-        redis::cmd("UNLINK").arg(keys).query_async(&mut c).await
-    })
-    .await
+    let names: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+    let mut removed = 0;
+    for group in link.by_master(&names) {
+        let members: Vec<&str> = group.iter().map(|&i| names[i]).collect();
+        let members = &members;
+        removed += link
+            .call_as(
+                Route::Key(members[0]),
+                recovering,
+                true,
+                |mut c| async move {
+                    redis::cmd("UNLINK")
+                        .arg(members)
+                        .query_async::<u64>(&mut c)
+                        .await
+                },
+            )
+            .await?;
+    }
+    Ok(removed)
 }

@@ -27,7 +27,7 @@ use super::keys::SeqKey;
 use super::{Fallback, FallbackPolicy, Issued, Sequences};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::redis::{LinkError, Recovery, RedisFailure, RedisLink};
+use crate::redis::{LinkError, Recovery, RedisFailure, RedisLink, Route};
 use crate::store::{Claim, PendingKey, Store};
 use chrono::{SecondsFormat, Utc};
 use futures_util::future::{join_all, BoxFuture};
@@ -205,7 +205,7 @@ impl RedisSequences {
             } else {
                 let n = self
                     .link
-                    .call_write_until(deadline, |c| async move {
+                    .call_write_until(Route::Key(&key.key), deadline, |c| async move {
                         increment(&mut c.fenced(), &key.key, ttl).await
                     })
                     .await?;
@@ -216,7 +216,7 @@ impl RedisSequences {
                 None => {
                     let script = &self.next_script;
                     self.link
-                        .call_write_until(deadline, |c| async move {
+                        .call_write_until(Route::Key(&key.key), deadline, |c| async move {
                             // Fenced: with --redis-wait-replicas the number
                             // is answered only once replicas hold it.
                             script
@@ -235,22 +235,27 @@ impl RedisSequences {
                 .await
             {
                 Ok(()) => {
-                    if raised == 1 {
-                        if pending {
-                            // The script raised the counter past numbers
-                            // issued locally: that key is reconciled.
-                            let from = self.store.dirty_from(&key.key);
-                            self.store
-                                .reconciled(&key.key, seq)
-                                .await
-                                .map_err(|e| RedisMiss::Fail(e.into()))?;
+                    if pending && (raised == 1 || before >= floor) {
+                        // The script raised the counter past the numbers
+                        // issued locally, or found it there already (other
+                        // hosts drew past them): Redis is no longer behind
+                        // this key's mark, so it is reconciled. (Waiting
+                        // for the background pass instead would wait for
+                        // ever under steady traffic: every number from
+                        // Redis moves the mark past the one it read.)
+                        let from = self.store.dirty_from(&key.key);
+                        self.store
+                            .reconciled(&key.key, seq)
+                            .await
+                            .map_err(|e| RedisMiss::Fail(e.into()))?;
+                        if raised == 1 {
                             self.metrics.reconciled_keys.inc();
-                            self.report_overlap(&key.key, from, floor, before);
-                        } else {
-                            self.metrics.redis_regressions.inc();
-                            tracing::warn!(key = %key.key, mark = floor, issued = seq,
-                                "Redis counter was below this seqd's high-water mark (Redis lost data); raised it");
                         }
+                        self.report_overlap(&key.key, from, floor, before);
+                    } else if raised == 1 {
+                        self.metrics.redis_regressions.inc();
+                        tracing::warn!(key = %key.key, mark = floor, issued = seq,
+                            "Redis counter was below this seqd's high-water mark (Redis lost data); raised it");
                     }
                     return Ok(Issued {
                         seq,
@@ -272,7 +277,14 @@ impl RedisSequences {
     async fn reconcile(&self, link: &RedisLink) -> Result<(), RedisFailure> {
         let mut budget = self.store.pending();
         while budget > 0 {
-            let batch = match self.store.pending_batch(RECONCILE_BATCH.min(budget)).await {
+            // Only keys whose master takes recovery now: the others wait
+            // for theirs, and must not hide these behind them.
+            let admits = |k: &str| link.admits_recovery(Route::Key(k));
+            let batch = match self
+                .store
+                .pending_batch(RECONCILE_BATCH.min(budget), &admits)
+                .await
+            {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the keys pending reconciliation");
@@ -295,7 +307,11 @@ impl RedisSequences {
                             tracing::warn!(key = %p.key, error = %e, "cannot record a reconciliation");
                         }
                     }
-                    Err(e) if e.counts_against_health() => return Err(e),
+                    // Its master failed (recorded in its breaker) or is
+                    // open now: the key stays pending for the next pass.
+                    Err(e) if e.counts_against_health() => {
+                        tracing::debug!(key = %p.key, error = %e, "not reconciled yet; it stays pending");
+                    }
                     Err(e) => {
                         // A key Redis refuses to raise (it holds something
                         // that is not a counter) must not block recovery of
@@ -314,7 +330,7 @@ impl RedisSequences {
         let script = &self.raise_script;
         let ttl = p.ttl.unwrap_or(0);
         let (raised, cur): (u64, u64) = link
-            .call_recovering(|c| async move {
+            .call_recovering(Route::Key(&p.key), |c| async move {
                 script
                     .key(&*p.key)
                     .arg(p.value)
@@ -397,7 +413,9 @@ impl Sequences for RedisSequences {
             let k = key.key.as_str();
             let in_redis: Result<Option<u64>, LinkError> = self
                 .link
-                .call(|mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
+                .call(Route::Key(k), |mut c| async move {
+                    redis::cmd("GET").arg(k).query_async(&mut c).await
+                })
                 .await;
             let mark = self.store.mark(k).await?;
             match in_redis {
@@ -448,6 +466,23 @@ impl Sequences for RedisSequences {
                 ("pending_reconciliation".into(), pending.to_string()),
             ];
             fields.extend(topology);
+            if self.link.is_cluster() {
+                // Each master's breaker: a failing master sends only its
+                // own slots to the local store.
+                let open = b
+                    .masters
+                    .iter()
+                    .filter(|(_, s)| *s != crate::redis::BreakerState::Closed)
+                    .count();
+                fields.push(("masters".into(), b.masters.len().to_string()));
+                fields.push(("masters_not_closed".into(), open.to_string()));
+                let each: Vec<String> = b
+                    .masters
+                    .iter()
+                    .map(|(name, s)| format!("{name}/{}", s.as_str()))
+                    .collect();
+                fields.push(("breakers".into(), each.join(",")));
+            }
             fields
         }
         .boxed()

@@ -195,6 +195,16 @@ impl Mark {
 
     /// Raises the mark to `value`, read from (or reported by) the disk.
     fn learn_disk(&mut self, value: u64) {
+        // Read while unverified and before the writer reported a base: the
+        // disk's mark now is this mark's base or above it (only this
+        // mark's own numbers can have reached the disk since it was
+        // made), so requests that began unverified compare their answers
+        // with it rather than with the disk at their commit, which holds
+        // numbers issued after they began (a refused fresh answer is a
+        // skipped number).
+        if !self.verified && self.base.is_none() {
+            self.base = Some(value);
+        }
         self.value = self.value.max(value);
         self.verified = true;
     }
@@ -611,9 +621,14 @@ impl HighWaterMarks {
     }
 
     /// Up to `limit` keys pending reconciliation, with their marks.
-    pub(super) fn pending_batch(&self, limit: usize) -> Vec<PendingKey> {
+    pub(super) fn pending_batch(
+        &self,
+        limit: usize,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Vec<PendingKey> {
         self.dirty
             .iter()
+            .filter(|k| keep(k))
             .take(limit)
             .filter_map(|k| {
                 self.by_key.get(k).map(|m| PendingKey {

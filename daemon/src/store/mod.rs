@@ -225,7 +225,11 @@ impl Store {
     /// Up to `limit` keys pending reconciliation, with their marks: those
     /// in memory, and when they are fewer, the next page of those on disk
     /// only (read in key order, from where the last page ended).
-    pub async fn pending_batch(&self, limit: usize) -> Result<Vec<PendingKey>, StoreError> {
+    pub async fn pending_batch(
+        &self,
+        limit: usize,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vec<PendingKey>, StoreError> {
         let short = {
             let marks = self.lock();
             marks.dirty.len() < limit && marks.unloaded > 0
@@ -255,7 +259,7 @@ impl Store {
                 marks.unloaded = 0;
             }
         }
-        Ok(self.lock().pending_batch(limit))
+        Ok(self.lock().pending_batch(limit, keep))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -10,7 +10,9 @@ use super::classify::{
 use super::local::LocalTracker;
 use super::{count_events, now_ms, observe, result, Checked, Tracker};
 use crate::error::Error;
-use crate::redis::{slot_groups, unlink, LinkError, Recovery, RedisFailure, RedisLink, Scan};
+use crate::redis::{
+    slot_groups, unlink, LinkError, Recovery, RedisFailure, RedisLink, Route, Scan,
+};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use seqd_protocol::{GapKind, GapResult, Source, StreamStats};
@@ -227,10 +229,12 @@ impl RedisTracker {
         }
         let invocation = &invocation;
         let op = |mut c: crate::redis::Conn| async move { invocation.invoke_async(&mut c).await };
+        // The events share one slot, so the first key's master is theirs.
+        let route = Route::Key(keys[0]);
         let (flat, finals): (Vec<i64>, Vec<String>) = if bulk {
-            self.link.call_bulk(op).await?
+            self.link.call_bulk(route, op).await?
         } else {
-            self.link.call_write(op).await?
+            self.link.call_write(route, op).await?
         };
         if flat.len() != events.len() * 4 || finals.len() != keys.len() * 5 {
             return Err(LinkError::Failed(RedisFailure::Logic(
@@ -280,7 +284,9 @@ impl RedisTracker {
     async fn stats_redis(&self, key: &str) -> Result<Option<StreamStats>, LinkError> {
         let h: HashMap<String, String> = self
             .link
-            .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .call(Route::Key(key), |mut c| async move {
+                redis::cmd("HGETALL").arg(key).query_async(&mut c).await
+            })
             .await?;
         let Some(last) = h.get("last_seq") else {
             return Ok(None);
@@ -310,14 +316,18 @@ impl RedisTracker {
     }
 
     /// Writes streams changed during an outage to Redis (never moving a
-    /// stream backwards).
+    /// stream backwards). A stream whose master is still open, or fails
+    /// (recorded in its breaker), stays dirty for the next pass.
     async fn sync(&self, link: &RedisLink) -> Result<(), RedisFailure> {
         let dirty = self.local.streams.dirty();
         let mut done = Vec::with_capacity(dirty.len());
         for (key, st) in &dirty {
+            if !link.admits_recovery(Route::Key(key)) {
+                continue;
+            }
             let script = &self.sync_script;
-            let written: u64 = link
-                .call_recovering(|mut c| async move {
+            let written: Result<u64, RedisFailure> = link
+                .call_recovering(Route::Key(key), |mut c| async move {
                     script
                         .key(key)
                         .arg(st.last_seq)
@@ -329,7 +339,14 @@ impl RedisTracker {
                         .invoke_async(&mut c)
                         .await
                 })
-                .await?;
+                .await;
+            let written = match written {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::debug!(stream = %key, error = %e, "stream not synced; it stays dirty");
+                    continue;
+                }
+            };
             if written == 0 {
                 tracing::info!(stream = %key, "Redis moved past the local state during the outage; kept Redis's");
             }
@@ -415,7 +432,7 @@ impl Tracker for RedisTracker {
             // Redis first: a clear that could not reach Redis must say so,
             // or the stream would come back when Redis does.
             self.link
-                .call_write(|mut c| async move {
+                .call_write(Route::Key(key), |mut c| async move {
                     redis::cmd("UNLINK")
                         .arg(key)
                         .query_async::<u64>(&mut c)
