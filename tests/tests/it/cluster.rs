@@ -256,8 +256,8 @@ fn fencing_on_a_cluster_answers_only_what_every_masters_replica_holds() {
         );
     }
     // One master loses its replica: a NEXT on that master's slots is not
-    // answered from Redis, and the breaker stays open (the probe sends
-    // WAIT to every master) until the replica is back.
+    // answered from Redis, and its breaker stays open (its probe sends
+    // WAIT to it) until the replica is back.
     let key = "seq:group:w0";
     let master = cluster.owner(cluster.slot_of(key));
     let master_port = cluster.nodes[master].port.to_string();
