@@ -21,6 +21,11 @@
 //! counter, where most numbers of a day are the first of their key; each
 //! such counter ends at 1, so there are `ops` of them.
 //!
+//! `gap-check` walks each client's own stream forward, one number after
+//! another; with `--holes N` the stream first gets N open gaps of one
+//! number each (untimed), so the run measures in-order checks on a stream
+//! that holds N missing ranges, the shape of a lossy feed.
+//!
 //! `cache-get` reads [`CACHE_KEYS`] keys that it writes before the run
 //! (`bench:{tag}:cache:{i}`, 64-byte values): every read is a hit.
 
@@ -85,6 +90,9 @@ struct Args {
     /// `daily-next`: every request for a user never seen before.
     #[arg(long)]
     cold: bool,
+    /// `gap-check`: open gaps each client's stream holds before the run.
+    #[arg(long, default_value_t = 0)]
+    holes: u64,
 }
 
 struct ClientRun {
@@ -129,7 +137,12 @@ async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientR
     let key = cache_key(&args.tag, id);
     // Each client walks its own streams forward, so results are a mix of
     // mostly normal events with the odd gap, as in a real feed.
-    let mut seq: u64 = 0;
+    // After `prepare`'s holes, the stream's last number.
+    let mut seq: u64 = if args.holes > 0 {
+        2 * args.holes + 1
+    } else {
+        0
+    };
     let mut streams = [0u64; 8];
     let mut sent = 0u64;
     while Instant::now() < deadline {
@@ -180,6 +193,19 @@ async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientR
 
 /// Writes the keys `cache-get` reads.
 async fn prepare(args: &Args) -> Result<(), String> {
+    if matches!(args.op, Op::GapCheck) && args.holes > 0 {
+        // 1, 3, 5, ..., 2N+1 on each client's stream: N one-number gaps.
+        let mut c = connect(args, 0).await?;
+        for id in 0..args.clients {
+            let exchange = format!("{}-x{id}", args.tag);
+            for i in 0..=args.holes {
+                c.gap_check(&exchange, "S", 2 * i + 1)
+                    .await
+                    .map_err(|e| format!("cannot prepare the holes: {e}"))?;
+            }
+        }
+        return Ok(());
+    }
     if !matches!(args.op, Op::CacheGet) {
         return Ok(());
     }

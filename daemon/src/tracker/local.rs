@@ -10,19 +10,46 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StreamRow};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use seqd_protocol::{GapResult, Source, StreamStats};
+use seqd_protocol::{GapKind, GapResult, Source, StreamStats};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// One stream in memory.
+struct Entry {
+    state: StreamState,
+    /// Changed while Redis could not be reached: to be written to Redis.
+    dirty: bool,
+    /// `state.missing` encoded, kept in step with it: most events leave
+    /// the missing ranges as they are, so neither the store's row nor
+    /// Redis's answer costs an encoding or a parse per event.
+    encoded: Arc<str>,
+}
+
+impl Entry {
+    fn new(state: StreamState, dirty: bool) -> Entry {
+        let encoded = encode_missing(&state.missing).into();
+        Entry {
+            state,
+            dirty,
+            encoded,
+        }
+    }
+}
+
 /// Stream states in memory, bounded, optionally persisted.
 pub(super) struct Streams {
-    /// `(state, dirty)`; a `std::sync::Mutex`: nothing awaits under it.
-    map: Mutex<HashMap<String, (StreamState, bool)>>,
+    /// A `std::sync::Mutex`: nothing awaits under it.
+    map: Mutex<HashMap<String, Entry>>,
     max_streams: usize,
 }
 
+/// Whether an outcome changed the stream's missing ranges.
+fn changes_missing(o: &Outcome) -> bool {
+    matches!(o.kind, GapKind::Gap | GapKind::Reset) || o.filled == Some(true)
+}
+
 impl Streams {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (StreamState, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -57,18 +84,21 @@ impl Streams {
         for e in events {
             // In place for a known stream: no key copy per event.
             let outcome = match map.get_mut(&e.key) {
-                Some((state, was_dirty)) => {
-                    let mut s = Some(std::mem::take(state));
+                Some(entry) => {
+                    let mut s = Some(std::mem::take(&mut entry.state));
                     let o = classify::check(&mut s, e.seq, now);
-                    *state = s.expect("check always leaves a state");
-                    *was_dirty |= dirty;
+                    entry.state = s.expect("check always leaves a state");
+                    entry.dirty |= dirty;
+                    if changes_missing(&o) {
+                        entry.encoded = encode_missing(&entry.state.missing).into();
+                    }
                     o
                 }
                 None => {
                     let mut s = None;
                     let o = classify::check(&mut s, e.seq, now);
                     let state = s.expect("check always leaves a state");
-                    map.insert(e.key.clone(), (state, dirty));
+                    map.insert(e.key.clone(), Entry::new(state, dirty));
                     o
                 }
             };
@@ -77,28 +107,41 @@ impl Streams {
         }
         touched.sort_unstable();
         touched.dedup();
-        let rows = touched
-            .into_iter()
-            .map(|k| {
-                let (state, dirty) = &map[k];
-                row_of(k, state, *dirty)
-            })
-            .collect();
+        let rows = touched.into_iter().map(|k| row_of(k, &map[k])).collect();
         Ok((outcomes, rows))
     }
 
-    /// Takes Redis's word for streams (Redis mode mirror), if there is room.
-    pub(super) fn mirror(&self, rows: Vec<(String, StreamState)>) {
+    /// Takes Redis's word for streams (Redis mode mirror), if there is
+    /// room: each with its state but the missing ranges, and those as
+    /// Redis encodes them (parsed only when they differ from the mirror's).
+    pub(super) fn mirror(&self, rows: Vec<(String, StreamState, &str)>) {
         let mut map = self.lock();
-        for (k, st) in rows {
-            if map.len() < self.max_streams || map.contains_key(&k) {
-                map.insert(k, (st, false));
+        for (k, mut st, encoded) in rows {
+            if let Some(entry) = map.get_mut(&k) {
+                if &*entry.encoded == encoded {
+                    st.missing = std::mem::take(&mut entry.state.missing);
+                } else {
+                    st.missing = decode_missing(encoded);
+                    entry.encoded = encoded.into();
+                }
+                entry.state = st;
+                entry.dirty = false;
+            } else if map.len() < self.max_streams {
+                st.missing = decode_missing(encoded);
+                map.insert(
+                    k,
+                    Entry {
+                        state: st,
+                        dirty: false,
+                        encoded: encoded.into(),
+                    },
+                );
             }
         }
     }
 
     fn get(&self, key: &str) -> Option<StreamState> {
-        self.lock().get(key).map(|(s, _)| s.clone())
+        self.lock().get(key).map(|e| e.state.clone())
     }
 
     fn remove(&self, key: &str) -> bool {
@@ -115,22 +158,22 @@ impl Streams {
     pub(super) fn dirty(&self) -> Vec<(String, StreamState)> {
         self.lock()
             .iter()
-            .filter(|(_, (_, d))| *d)
-            .map(|(k, (s, _))| (k.clone(), s.clone()))
+            .filter(|(_, e)| e.dirty)
+            .map(|(k, e)| (k.clone(), e.state.clone()))
             .collect()
     }
 
     pub(super) fn dirty_count(&self) -> usize {
-        self.lock().values().filter(|(_, d)| *d).count()
+        self.lock().values().filter(|e| e.dirty).count()
     }
 
     /// Clears `dirty` for streams whose state is still the one synced.
     pub(super) fn synced(&self, done: &[(String, i64)]) {
         let mut map = self.lock();
         for (k, ts) in done {
-            if let Some((s, d)) = map.get_mut(k) {
-                if s.last_ts_ms == *ts {
-                    *d = false;
+            if let Some(e) = map.get_mut(k) {
+                if e.state.last_ts_ms == *ts {
+                    e.dirty = false;
                 }
             }
         }
@@ -157,8 +200,12 @@ impl LocalTracker {
         let map = loaded
             .into_iter()
             .map(|r| {
-                let state = state_of(&r);
-                (r.key, (state, r.dirty))
+                let entry = Entry {
+                    state: state_of(&r),
+                    dirty: r.dirty,
+                    encoded: r.missing.as_str().into(),
+                };
+                (r.key, entry)
             })
             .collect();
         LocalTracker {
@@ -234,15 +281,15 @@ impl Tracker for LocalTracker {
 }
 
 /// A stream as the store keeps it: plain columns.
-fn row_of(key: &str, st: &StreamState, dirty: bool) -> StreamRow {
+fn row_of(key: &str, e: &Entry) -> StreamRow {
     StreamRow {
         key: key.to_string(),
-        last_seq: st.last_seq,
-        last_ts_ms: st.last_ts_ms,
-        gap_count: st.gap_count,
-        reset_count: st.reset_count,
-        missing: encode_missing(&st.missing),
-        dirty,
+        last_seq: e.state.last_seq,
+        last_ts_ms: e.state.last_ts_ms,
+        gap_count: e.state.gap_count,
+        reset_count: e.state.reset_count,
+        missing: e.encoded.to_string(),
+        dirty: e.dirty,
     }
 }
 

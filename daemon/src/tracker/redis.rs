@@ -35,25 +35,53 @@ local ttl = tonumber(ARGV[1])
 local now = ARGV[2]
 local maxr = tonumber(ARGV[3])
 local states = {}
+-- A stream's missing ranges stay the string Redis holds ('a-b,c-d') until
+-- an event must read them: an in-order event neither parses nor rewrites
+-- them, a gap appends to the string, only an out-of-order number (a fill)
+-- parses them.
 local function load(i)
   local st = states[i]
   if st then return st end
   local h = redis.call('HMGET', KEYS[i], 'last_seq', 'gap_count', 'reset_count', 'missing', 'last_ts')
-  st = {exists = false, missing = {}, dirty = false}
+  st = {exists = false, raw = '', dirty = false, changed = false}
   if h[1] then
     st.exists = true
     st.last = tonumber(h[1])
     st.gaps = tonumber(h[2] or '0') or 0
     st.resets = tonumber(h[3] or '0') or 0
     st.ts = h[5] or now
-    if h[4] then
-      for a, b in string.gmatch(h[4], '(%d+)-(%d+)') do
-        st.missing[#st.missing + 1] = {tonumber(a), tonumber(b)}
-      end
-    end
+    st.raw = h[4] or ''
   end
   states[i] = st
   return st
+end
+local function parsed(st)
+  if not st.missing then
+    st.missing = {}
+    for a, b in string.gmatch(st.raw, '(%d+)-(%d+)') do
+      st.missing[#st.missing + 1] = {tonumber(a), tonumber(b)}
+    end
+  end
+  return st.missing
+end
+local function append(st, a, b)
+  st.changed = true
+  if st.missing then
+    st.missing[#st.missing + 1] = {a, b}
+    if #st.missing > maxr then table.remove(st.missing, 1) end
+    return
+  end
+  if not st.count then
+    st.count = 0
+    if st.raw ~= '' then st.count = select(2, string.gsub(st.raw, ',', ',')) + 1 end
+  end
+  local piece = string.format('%d-%d', a, b)
+  if st.raw == '' then st.raw = piece else st.raw = st.raw .. ',' .. piece end
+  st.count = st.count + 1
+  if st.count > maxr then
+    st.raw = string.sub(st.raw, string.find(st.raw, ',', 1, true) + 1)
+    st.count = st.count - 1
+  end
 end
 local out = {}
 for j = 4, #ARGV, 2 do
@@ -70,29 +98,30 @@ for j = 4, #ARGV, 2 do
     elseif seq > expected then
       kind = 1; gap = seq - expected
       st.last = seq; st.ts = now; st.gaps = st.gaps + 1; st.dirty = true
-      st.missing[#st.missing + 1] = {expected, seq - 1}
-      if #st.missing > maxr then table.remove(st.missing, 1) end
+      append(st, expected, seq - 1)
     elseif seq == last then
       kind = 2
     elseif 2 * seq < last then
       kind = 4
-      st.last = seq; st.ts = now; st.gaps = 0; st.resets = st.resets + 1; st.missing = {}; st.dirty = true
+      st.last = seq; st.ts = now; st.gaps = 0; st.resets = st.resets + 1; st.dirty = true
+      st.missing = {}; st.changed = true
     else
       kind = 3; filled = 0
-      for r = 1, #st.missing do
-        local a, b = st.missing[r][1], st.missing[r][2]
+      local missing = parsed(st)
+      for r = 1, #missing do
+        local a, b = missing[r][1], missing[r][2]
         if a <= seq and seq <= b then
-          filled = 1; st.ts = now; st.dirty = true
+          filled = 1; st.ts = now; st.dirty = true; st.changed = true
           if a == b then
-            table.remove(st.missing, r)
+            table.remove(missing, r)
           elseif seq == a then
-            st.missing[r][1] = seq + 1
+            missing[r][1] = seq + 1
           elseif seq == b then
-            st.missing[r][2] = seq - 1
+            missing[r][2] = seq - 1
           else
-            st.missing[r][2] = seq - 1
-            table.insert(st.missing, r + 1, {seq + 1, b})
-            if #st.missing > maxr then table.remove(st.missing, 1) end
+            missing[r][2] = seq - 1
+            table.insert(missing, r + 1, {seq + 1, b})
+            if #missing > maxr then table.remove(missing, 1) end
           end
           break
         end
@@ -104,15 +133,23 @@ end
 local finals = {}
 for i = 1, #KEYS do
   local st = states[i]
-  local parts = {}
-  for r = 1, #st.missing do
-    parts[#parts + 1] = string.format('%d-%d', st.missing[r][1], st.missing[r][2])
+  local enc = st.raw
+  if st.missing and st.changed then
+    local parts = {}
+    for r = 1, #st.missing do
+      parts[#parts + 1] = string.format('%d-%d', st.missing[r][1], st.missing[r][2])
+    end
+    enc = table.concat(parts, ',')
   end
-  local enc = table.concat(parts, ',')
   local last = string.format('%d', st.last)
   if st.dirty then
-    redis.call('HSET', KEYS[i], 'last_seq', last, 'last_ts', st.ts,
-      'gap_count', string.format('%d', st.gaps), 'reset_count', string.format('%d', st.resets), 'missing', enc)
+    if st.changed then
+      redis.call('HSET', KEYS[i], 'last_seq', last, 'last_ts', st.ts,
+        'gap_count', string.format('%d', st.gaps), 'reset_count', string.format('%d', st.resets), 'missing', enc)
+    else
+      redis.call('HSET', KEYS[i], 'last_seq', last, 'last_ts', st.ts,
+        'gap_count', string.format('%d', st.gaps), 'reset_count', string.format('%d', st.resets))
+    end
     redis.call('EXPIRE', KEYS[i], ttl)
   end
   finals[#finals + 1] = last
@@ -249,10 +286,10 @@ impl RedisTracker {
                     last_seq: f[0].parse().unwrap_or(0),
                     gap_count: f[1].parse().unwrap_or(0),
                     reset_count: f[2].parse().unwrap_or(0),
-                    missing: decode_missing(&f[3]),
+                    missing: Vec::new(),
                     last_ts_ms: f[4].parse().unwrap_or(0),
                 };
-                (k.to_string(), st)
+                (k.to_string(), st, f[3].as_str())
             })
             .collect();
         self.local.streams.mirror(states);

@@ -596,3 +596,85 @@ fn a_batch_of_ten_thousand_gaps_makes_one_log_line_and_every_count() {
     println!("9,999 gaps in one batch: {lines} log line(s)");
     assert_eq!(lines, 1, "{}", seqd.log_text());
 }
+
+/// A lossy feed: mostly the next number, with gaps (often), late fills
+/// of numbers skipped earlier, repeats and the odd reset.
+fn lossy_feed() -> impl Strategy<Value = Vec<u16>> {
+    proptest::collection::vec(0u16..400, 50..500)
+}
+
+/// Turns the feed's choices into numbers: `next` walks forward, gaps open
+/// ranges, fills take a number back from inside one.
+fn numbers_of(choices: &[u16]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(choices.len());
+    let mut next = 1000u64;
+    for &c in choices {
+        let n = match c {
+            0..=199 => next,
+            200..=339 => {
+                next += 1 + u64::from(c % 4);
+                next
+            }
+            340..=379 => next.saturating_sub(1 + u64::from(c) * 7 % 200),
+            380..=397 => next.saturating_sub(1),
+            _ => {
+                next = 10 + u64::from(c % 5);
+                next
+            }
+        };
+        out.push(n);
+        if n >= next {
+            next = n + 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn the_redis_script_and_the_local_classification_agree_on_lossy_feeds() {
+    // Every result (kind, expected, gap, filled) and the missing ranges
+    // left (more than the 64 kept, so the oldest are dropped) are the
+    // same from Redis's script, in batches of any size, and from local
+    // mode's classification, one by one.
+    let (_redis, in_redis) = redis_seqd(&[]);
+    let local = Seqd::start(SeqdOptions::local());
+    let (r, l) = (
+        std::cell::RefCell::new(in_redis.client()),
+        std::cell::RefCell::new(local.client()),
+    );
+    let case = std::cell::Cell::new(0u32);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+    let input = (lossy_feed(), proptest::collection::vec(1usize..40, 1..20));
+    runner
+        .run(&input, |(choices, cuts)| {
+            case.set(case.get() + 1);
+            let ex = format!("lossy{}", case.get());
+            let numbers = numbers_of(&choices);
+            let (mut r, mut l) = (r.borrow_mut(), l.borrow_mut());
+            let mut from_redis = Vec::new();
+            let mut rest = &numbers[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap()).min(rest.len());
+                let batch = rest[..n].iter().map(|q| gap_event(&ex, "S", *q)).collect();
+                from_redis.extend(r.gap_batch(batch).unwrap());
+                rest = &rest[n..];
+            }
+            for (q, b) in numbers.iter().zip(&from_redis) {
+                let one = l.gap_check(&ex, "S", *q).unwrap();
+                prop_assert_eq!(b.source, Source::Redis);
+                prop_assert_eq!((kind_of(b), b.filled), (kind_of(&one), one.filled), "{}", q);
+            }
+            let (sr, sl) = (
+                r.gap_stats(&ex, "S").unwrap().unwrap(),
+                l.gap_stats(&ex, "S").unwrap().unwrap(),
+            );
+            prop_assert_eq!(&sr.missing, &sl.missing);
+            prop_assert_eq!(
+                (sr.last_seq, sr.gap_count, sr.reset_count),
+                (sl.last_seq, sl.gap_count, sl.reset_count)
+            );
+            Ok(())
+        })
+        .unwrap();
+}
