@@ -116,6 +116,9 @@ pub struct Store {
     counters: StoreCounters,
     /// The last dirty key read from disk (see [`Store::pending_batch`]).
     cursor: Arc<Mutex<Option<Arc<str>>>>,
+    /// Gap-tracker states waiting to be handed to the writer together
+    /// (see `streams.rs`).
+    streams: Arc<Mutex<streams::PendingStreams>>,
 }
 
 /// Counters of the writer thread, exported as metrics
@@ -162,6 +165,7 @@ impl Store {
             tx,
             counters,
             cursor: Arc::new(Mutex::new(None)),
+            streams: Arc::default(),
         })
     }
 
@@ -419,6 +423,7 @@ impl Store {
     /// Waits until everything queued before this call is committed and
     /// fsynced.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.hand_over_streams().await?;
         let (done, wait) = oneshot::channel();
         self.send(Op::Flush { done }, wait).await
     }
@@ -426,6 +431,7 @@ impl Store {
     /// Flushes, records a clean stop (the next start trusts the exact marks
     /// even after a reboot) and stops the writer: every later write fails.
     pub async fn close(&self) -> Result<(), StoreError> {
+        self.hand_over_streams().await?;
         let (done, wait) = oneshot::channel();
         self.send(Op::Close { done }, wait).await
     }
@@ -458,7 +464,8 @@ impl Store {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            if self.counters.streams_unsynced.load(Ordering::Relaxed) {
+            let waiting = !self.pending_streams_is_empty();
+            if waiting || self.counters.streams_unsynced.load(Ordering::Relaxed) {
                 if let Err(e) = self.flush().await {
                     tracing::warn!(error = %e, "syncing gap-tracker state failed");
                 }
