@@ -256,6 +256,44 @@ fn invalid_ids_zones_and_instants_are_invalid_argument() {
 }
 
 #[test]
+fn e_mail_like_ids_are_users_and_key_characters_are_refused() {
+    let (redis, seqd) = redis_seqd(&[]);
+    let local = Seqd::start(SeqdOptions::local());
+    let day = today_in("UTC");
+    for (s, source) in [(&seqd, "redis"), (&local, "local")] {
+        let mut t = s.text();
+        for n in 1..=2 {
+            let reply = t.cmd("DAILY NEXT alice+orders@example.com tz=UTC");
+            assert_eq!(seq_of(&reply), n, "{reply}");
+            assert_eq!(field(&reply, "source"), source, "{reply}");
+        }
+        let reply = t.cmd("CONV NEXT private bob@example.com alice+orders@example.com");
+        assert_eq!(seq_of(&reply), 1, "{reply}");
+        let mut c = s.client();
+        assert_eq!(c.group_next("team+ops@example.com").unwrap().seq, 1);
+        // What could reach another key or command stays out, in both
+        // protocols: a key separator, glob characters, a hash tag,
+        // whitespace, anything outside ASCII.
+        for bad in ["a:b", "a*", "a?", "a[1]", "{a}", "a\tb", "é@x.com"] {
+            let e = c.daily_next(bad, Some("UTC"), None).unwrap_err();
+            assert_eq!(
+                e.code(),
+                Some(seqd_client::seqd_protocol::ErrorCode::InvalidArgument),
+                "{bad:?}"
+            );
+        }
+    }
+    assert_eq!(
+        redis.get_u64(&format!("user:alice+orders@example.com:sequence:{day}")),
+        Some(2)
+    );
+    assert_eq!(
+        redis.get_u64("seq:private:alice+orders@example.com:bob@example.com"),
+        Some(1)
+    );
+}
+
+#[test]
 fn private_chat_key_sorts_the_two_ids() {
     let (redis, seqd) = redis_seqd(&[]);
     let mut t = seqd.text();
