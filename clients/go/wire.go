@@ -364,6 +364,23 @@ type DailyNumber struct {
 	Host   *uint16
 }
 
+// FormatDailySeq formats a daily number in the 5-digit form of order ids
+// ("00042"); past 99999 it keeps all its digits ("100000"): it never wraps.
+func FormatDailySeq(seq uint64) string { return fmt.Sprintf("%05d", seq) }
+
+// FormatOrderID builds an order id that stays unique across a fleet of
+// hosts sharing one Redis: "ORD-20261122-00042" for a number from Redis
+// (or local mode), "ORD-20261122-L7-00042" for one host 7 issued from its
+// local store while Redis could not answer — another host may have handed
+// out the bare 00042 meanwhile, never with L7. Build order ids with it,
+// never from Seq alone.
+func FormatOrderID(n DailyNumber) string {
+	if n.Host != nil {
+		return fmt.Sprintf("ORD-%d-L%d-%s", n.Day, *n.Host, FormatDailySeq(n.Seq))
+	}
+	return fmt.Sprintf("ORD-%d-%s", n.Day, FormatDailySeq(n.Seq))
+}
+
 // ConvNumber is a conversation's message number (Host as in DailyNumber).
 type ConvNumber struct {
 	Seq    uint64

@@ -216,3 +216,20 @@ func flip(b []byte, i int) []byte {
 	out[i] ^= 0xff
 	return out
 }
+
+func TestOrderIDsCarryTheHostOfLocallyIssuedNumbers(t *testing.T) {
+	host := uint16(7)
+	cases := []struct {
+		n    DailyNumber
+		want string
+	}{
+		{DailyNumber{Seq: 42, Day: 20261122, Source: "redis"}, "ORD-20261122-00042"},
+		{DailyNumber{Seq: 42, Day: 20261122, Source: "local", Host: &host}, "ORD-20261122-L7-00042"},
+		{DailyNumber{Seq: 100000, Day: 20261122, Source: "redis"}, "ORD-20261122-100000"},
+	}
+	for _, c := range cases {
+		if got := FormatOrderID(c.n); got != c.want {
+			t.Errorf("FormatOrderID(%+v) = %q, want %q", c.n, got, c.want)
+		}
+	}
+}

@@ -21,6 +21,8 @@ from .wire import (
     ProtocolError,
     SeqdError,
     StreamStats,
+    format_daily_seq,
+    format_order_id,
 )
 
 __all__ = [
@@ -36,5 +38,7 @@ __all__ = [
     "ProtocolError",
     "SeqdError",
     "StreamStats",
+    "format_daily_seq",
+    "format_order_id",
 ]
 __version__ = "0.1.0"

@@ -378,6 +378,24 @@ class DailyNumber:
     host: Optional[int] = None
 
 
+def format_daily_seq(seq: int) -> str:
+    """A daily number in the 5-digit form of order ids (``00042``); past
+    99999 it keeps all its digits (``100000``): it never wraps."""
+    return f"{seq:05d}"
+
+
+def format_order_id(n: "DailyNumber") -> str:
+    """An order id that stays unique across a fleet of hosts sharing one
+    Redis: ``ORD-20261122-00042`` for a number from Redis (or local mode),
+    ``ORD-20261122-L7-00042`` for one host 7 issued from its local store
+    while Redis could not answer (another host may have handed out the bare
+    ``00042`` meanwhile, never with ``L7``). Build order ids with it, never
+    from ``seq`` alone."""
+    if n.host is not None:
+        return f"ORD-{n.day}-L{n.host}-{format_daily_seq(n.seq)}"
+    return f"ORD-{n.day}-{format_daily_seq(n.seq)}"
+
+
 @dataclass(frozen=True)
 class ConvNumber:
     """A conversation's message number (``host`` as in :class:`DailyNumber`)."""

@@ -168,3 +168,12 @@ class Fuzz(unittest.TestCase):
                 wire.decode_server_message(p)
             except wire.ProtocolError:
                 pass
+
+
+class OrderIds(unittest.TestCase):
+    def test_order_ids_carry_the_host_of_locally_issued_numbers(self):
+        from seqd import DailyNumber, format_order_id
+
+        self.assertEqual(format_order_id(DailyNumber(42, 20261122, "redis")), "ORD-20261122-00042")
+        self.assertEqual(format_order_id(DailyNumber(42, 20261122, "local", 7)), "ORD-20261122-L7-00042")
+        self.assertEqual(format_order_id(DailyNumber(100000, 20261122, "redis")), "ORD-20261122-100000")
