@@ -23,7 +23,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -32,6 +31,11 @@ const DefaultSocket = "/run/seqd/seqd.sock"
 
 // Client is a connection to seqd, safe for concurrent use.
 type Client struct {
+	// CallTimeout bounds each call whose context has no deadline
+	// (DefaultCallTimeout after Dial; 0: no bound). Set it before the
+	// client is shared.
+	CallTimeout time.Duration
+
 	path     string
 	maxFrame int
 
@@ -59,18 +63,58 @@ type result struct {
 // retried on a new connection.
 type brokenError struct{ err error }
 
-func (e *brokenError) Error() string { return "seqd connection broken: " + e.err.Error() }
-func (e *brokenError) Unwrap() error { return e.err }
+func (e *brokenError) Error() string        { return "seqd connection broken: " + e.err.Error() }
+func (e *brokenError) Unwrap() error        { return e.err }
+func (e *brokenError) Is(target error) bool { return target == ErrUnavailable }
 
-// Dial connects to seqd's socket at path and says hello.
+// unreachableError is a failure to connect to seqd's socket.
+type unreachableError struct {
+	path string
+	err  error
+}
+
+func (e *unreachableError) Error() string {
+	return "seqd at " + e.path + " is not reachable: " + e.err.Error()
+}
+func (e *unreachableError) Unwrap() error        { return e.err }
+func (e *unreachableError) Is(target error) bool { return target == ErrUnavailable }
+
+// DefaultCallTimeout bounds a call whose context has no deadline, so that
+// a hung seqd never blocks a caller for ever; set Client.CallTimeout to
+// change it (0: no bound).
+const DefaultCallTimeout = 5 * time.Second
+
+// Dial connects to seqd's socket at path and says hello. While seqd is not
+// up yet (a sidecar starting beside its application) it tries again until
+// ctx is done (for DefaultCallTimeout when ctx has no deadline); the error
+// then matches ErrUnavailable and names the socket.
 func Dial(ctx context.Context, path string) (*Client, error) {
-	c := &Client{path: path, maxFrame: DefaultMaxFrame, version: ProtocolVersion}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultCallTimeout)
+		defer cancel()
+	}
+	c := &Client{CallTimeout: DefaultCallTimeout, path: path, maxFrame: DefaultMaxFrame, version: ProtocolVersion}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, err := c.connLocked(ctx); err != nil {
-		return nil, err
+	pause := 10 * time.Millisecond
+	for {
+		_, err := c.connLocked(ctx)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(pause):
+		}
+		if pause *= 2; pause > 200*time.Millisecond {
+			pause = 200 * time.Millisecond
+		}
 	}
-	return c, nil
 }
 
 // Close closes the connection; calls waiting on it fail.
@@ -95,7 +139,7 @@ func (c *Client) connLocked(ctx context.Context) (*conn, error) {
 		var d net.Dialer
 		nc, err := d.DialContext(ctx, "unix", c.path)
 		if err != nil {
-			return nil, err
+			return nil, &unreachableError{c.path, err}
 		}
 		if dl, ok := ctx.Deadline(); ok {
 			nc.SetDeadline(dl)
@@ -204,6 +248,11 @@ func (cn *conn) readLoop(maxFrame int) {
 // Do sends one request and waits for its answer (one of the answer types
 // of wire.go) or its error.
 func (c *Client) Do(ctx context.Context, req Request) (interface{}, error) {
+	if _, ok := ctx.Deadline(); !ok && c.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.CallTimeout)
+		defer cancel()
+	}
 	answer, err := c.try(ctx, req)
 	var broken *brokenError
 	if errors.As(err, &broken) && ctx.Err() == nil {
@@ -540,19 +589,8 @@ func (e *notInvalidated) Unwrap() error        { return e.err }
 const WriteThroughWindow = 5 * time.Second
 
 // unavailable reports whether err means the cache cannot be reached or
-// cannot answer now: seqd not running, the connection broken, or an
-// "unavailable" answer.
-func unavailable(err error) bool {
-	var se *Error
-	if errors.As(err, &se) {
-		return se.Code == CodeUnavailable
-	}
-	var broken *brokenError
-	var op *net.OpError
-	return errors.As(err, &broken) || errors.As(err, &op) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-}
+// cannot answer now.
+func unavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
 
 // WriteThrough runs dbWrite (the database is the truth), then caches
 // value, or with nil invalidates the key; returns the cache outcome

@@ -414,6 +414,80 @@ func TestWriteThroughSaysWhenTheCacheWasNotInvalidated(t *testing.T) {
 	}
 }
 
+func TestErrorsMatchErrUnavailableAndTheirCode(t *testing.T) {
+	// Nothing listens: Dial keeps trying until its context ends, then
+	// says so in an error that matches ErrUnavailable and names the path.
+	path := filepath.Join(t.TempDir(), "none.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := Dial(ctx, path)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("%v", err)
+	}
+	if time.Since(start) < 250*time.Millisecond {
+		t.Fatalf("gave up after %v, before its context ended", time.Since(start))
+	}
+	// An answered error matches an *Error of its code, and is no
+	// ErrUnavailable.
+	d := startSeqd(t)
+	c := dial(t, d)
+	_, err = c.GenerateGroupChatSequence(bg(t), "bad id")
+	if !errors.Is(err, &Error{Code: CodeInvalidArgument}) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("%v", err)
+	}
+	if errors.Is(err, &Error{Code: CodeForbidden}) {
+		t.Fatalf("%v matched another code", err)
+	}
+	// seqd stopped: a call fails with an error that matches ErrUnavailable.
+	d.kill()
+	_, err = c.GenerateGroupChatSequence(bg(t), "g")
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestDialWaitsForSeqdToComeUp(t *testing.T) {
+	d := startSeqd(t)
+	d.kill()
+	os.Remove(d.socket)
+	started := make(chan *exec.Cmd, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		cmd := exec.Command(seqdBin(), d.args...)
+		if err := cmd.Start(); err != nil {
+			cmd = nil
+		}
+		started <- cmd
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, d.socket)
+	if d.cmd = <-started; d.cmd == nil {
+		t.Fatal("seqd did not start")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n, err := c.GenerateGroupChatSequence(ctx, "up"); err != nil || n.Seq != 1 {
+		t.Fatalf("%+v %v", n, err)
+	}
+}
+
+func TestAHungSeqdEndsACallWithoutADeadlineAfterCallTimeout(t *testing.T) {
+	d := startSeqd(t)
+	c := dial(t, d)
+	c.CallTimeout = 300 * time.Millisecond
+	d.cmd.Process.Signal(syscall.SIGSTOP)
+	defer d.cmd.Process.Signal(syscall.SIGCONT)
+	start := time.Now()
+	_, err := c.GenerateGroupChatSequence(context.Background(), "hung")
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
+		t.Fatalf("%v after %v", err, time.Since(start))
+	}
+}
+
 func TestRedisMode(t *testing.T) {
 	r := startRedis(t)
 	d := startSeqd(t, "--redis-url", fmt.Sprintf("redis://127.0.0.1:%d/0", r.port), "--redis-timeout-ms", "200")
@@ -433,7 +507,7 @@ func TestRedisMode(t *testing.T) {
 	if err != nil || n.Source != "local" || n.Host == nil || n.Seq != 2 {
 		t.Fatalf("during the outage: %+v %v", n, err)
 	}
-	if _, _, err := c.Get(ctx, "cfg:live"); code(err) != CodeUnavailable {
+	if _, _, err := c.Get(ctx, "cfg:live"); code(err) != CodeUnavailable || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("%v", err)
 	}
 	v, err := c.GetOrLoad(ctx, "cfg:live", 0, func(context.Context) ([]byte, error) { return []byte("db"), nil })

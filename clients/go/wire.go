@@ -37,13 +37,32 @@ var sources = []string{"redis", "local"}
 var gapKinds = []string{"normal", "gap", "duplicate", "out_of_order", "reset"}
 var writeOutcomes = []string{"stored", "invalidated", "deferred"}
 
-// Error is an error answered by seqd. Use errors.As to get its Code.
+// Error is an error answered by seqd. Use errors.As to get its Code, or
+// errors.Is with an *Error holding just a Code to test for one
+// (errors.Is(err, &seqd.Error{Code: seqd.CodeInvalidArgument})).
 type Error struct {
 	Code    string
 	Message string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Is matches ErrUnavailable for an "unavailable" answer, and an *Error
+// with the same Code (and the same Message, when the target has one).
+func (e *Error) Is(target error) bool {
+	if target == ErrUnavailable {
+		return e.Code == CodeUnavailable
+	}
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+}
+
+// ErrUnavailable is matched (errors.Is) by every error that means seqd
+// cannot serve the call now, whatever the cause: its socket is absent or
+// refuses connections (seqd stopped or not started yet), the connection
+// broke, or seqd answered "unavailable" (say, a cache read while Redis is
+// out of reach). Cache-aside reads the database on it.
+var ErrUnavailable = errors.New("seqd unavailable")
 
 // ErrProtocol wraps bytes that are not the protocol.
 var ErrProtocol = errors.New("seqd protocol error")
