@@ -5,8 +5,14 @@ requests can go in one write with :meth:`Client.pipeline`. After the
 connection breaks, the next call reconnects, and a call that failed because
 the connection broke is retried once on a new one: a ``*_next`` whose reply
 was lost then skips a number, it never repeats one. Errors answered by seqd
-raise :class:`~seqd.wire.SeqdError` with its ``code``. A client is not
-safe to share between threads: open one per thread (connections are cheap).
+raise :class:`~seqd.wire.SeqdError` with its ``code`` (a subclass per code:
+:class:`~seqd.wire.Unavailable`, :class:`~seqd.wire.InvalidArgument`, ...);
+when seqd cannot be reached at all, :class:`~seqd.wire.Unavailable` names
+the socket. A :class:`Client` may be shared between threads: a lock lets
+one exchange run at a time, so threads sharing one client wait for each
+other (open one per thread for parallel requests; connections are
+cheap). An :class:`AsyncClient` may be awaited from many tasks at once, in
+the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import datetime as _dt
 import socket
 import struct
+import threading
 import time
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -28,6 +35,8 @@ from .wire import (
     ProtocolError,
     SeqdError,
     StreamStats,
+    TooLarge,
+    Unavailable,
 )
 
 DEFAULT_SOCKET = "/run/seqd/seqd.sock"
@@ -277,7 +286,7 @@ class _Calls:
 
 
 def _too_large(size: int, limit: int) -> SeqdError:
-    return SeqdError("too_large", f"request of {size} bytes is over the frame limit of {limit}; not sent")
+    return TooLarge("too_large", f"request of {size} bytes is over the frame limit of {limit}; not sent")
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
@@ -290,8 +299,27 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def _unreachable(path: str, e: BaseException) -> Unavailable:
+    """seqd could not be reached or did not answer: an :class:`Unavailable`
+    naming the socket."""
+    if isinstance(e, Unavailable):
+        return e
+    if isinstance(e, (TimeoutError, asyncio.TimeoutError, socket.timeout)):
+        why = "did not answer in time"
+    else:
+        why = f"is not reachable ({e})"
+    return Unavailable("unavailable", f"seqd at {path} {why}")
+
+
+def _not_up_yet(e: BaseException) -> bool:
+    """True for a socket that is missing or refuses: seqd not started yet
+    (a sidecar starting beside its application), or restarting."""
+    return isinstance(e, (FileNotFoundError, ConnectionRefusedError))
+
+
 class Client(_Calls):
-    """A blocking connection to seqd (see the module docs)."""
+    """A blocking connection to seqd (see the module docs). Connecting
+    waits for a seqd that is not up yet, for up to ``timeout``."""
 
     def __init__(self, path: str = DEFAULT_SOCKET, timeout: Optional[float] = DEFAULT_TIMEOUT,
                  max_frame: int = wire.DEFAULT_MAX_FRAME):
@@ -300,8 +328,19 @@ class Client(_Calls):
         self.max_frame = max_frame
         self.version = wire.PROTOCOL_VERSION
         self._next_id = 1
+        self._lock = threading.Lock()
         self._sock: Optional[socket.socket] = None
-        self._sock = self._open()
+        deadline = time.monotonic() + (timeout or DEFAULT_TIMEOUT)
+        pause = 0.01
+        while True:
+            try:
+                self._sock = self._open()
+                return
+            except OSError as e:
+                if not _not_up_yet(e) or time.monotonic() + pause >= deadline:
+                    raise _unreachable(path, e) from e
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
     # -- connection
     def _open(self) -> socket.socket:
@@ -346,13 +385,17 @@ class Client(_Calls):
         the decoded answer, or the :class:`SeqdError` it failed with (not
         raised). Requests go in windows, each window's answers read before
         the next is sent."""
-        try:
-            return self._pipeline(requests)
-        except (OSError, ConnectionError):
-            # Broken connection (or a restarted daemon): once more on a
-            # new one.
-            self.close()
-            return self._pipeline(requests)
+        with self._lock:
+            try:
+                return self._pipeline(requests)
+            except OSError:
+                # Broken connection (or a restarted daemon): once more on a
+                # new one.
+                self.close()
+                try:
+                    return self._pipeline(requests)
+                except OSError as e:
+                    raise _unreachable(self.path, e) from e
 
     def _pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
         if self._sock is None:
@@ -440,12 +483,31 @@ class AsyncClient(_Calls):
         self.version = wire.PROTOCOL_VERSION
         self._next_id = 1
         self._conn: Optional[Tuple[asyncio.StreamReader, asyncio.StreamWriter]] = None
+        # Made in the running loop, on first use.
+        self._lock: Optional[asyncio.Lock] = None
 
     @classmethod
     async def connect(cls, path: str = DEFAULT_SOCKET, timeout: Optional[float] = DEFAULT_TIMEOUT) -> "AsyncClient":
+        """Connects, waiting for a seqd that is not up yet for up to
+        ``timeout``."""
         c = cls(path, timeout)
-        c._conn = await asyncio.wait_for(c._open(), timeout)
-        return c
+        deadline = time.monotonic() + (timeout or DEFAULT_TIMEOUT)
+        pause = 0.01
+        while True:
+            try:
+                c._conn = await asyncio.wait_for(c._open(), max(deadline - time.monotonic(), 0.001))
+                return c
+            except (OSError, asyncio.TimeoutError) as e:
+                if not _not_up_yet(e) or time.monotonic() + pause >= deadline:
+                    raise _unreachable(path, e) from e
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
 
     async def _open(self):
         while True:
@@ -480,14 +542,20 @@ class AsyncClient(_Calls):
         async def run():
             try:
                 return await self._pipeline(requests)
-            except (OSError, ConnectionError):
+            except OSError:
                 await self.close()
                 return await self._pipeline(requests)
-        try:
-            return await asyncio.wait_for(run(), self.timeout)
-        except BaseException:
-            await self.close()
-            raise
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            try:
+                return await asyncio.wait_for(run(), self.timeout)
+            except (OSError, asyncio.TimeoutError) as e:
+                await self.close()
+                raise _unreachable(self.path, e) from e
+            except BaseException:
+                await self.close()
+                raise
 
     async def _pipeline(self, requests):
         if self._conn is None:

@@ -34,12 +34,67 @@ WRITE_OUTCOMES = ("stored", "invalidated", "deferred")
 
 
 class SeqdError(Exception):
-    """An error answered by seqd: ``code`` is one of :data:`ERROR_CODES`."""
+    """An error answered by seqd: ``code`` is one of :data:`ERROR_CODES`.
+    Each code has its subclass (:class:`InvalidArgument`,
+    :class:`Unavailable`, ...), so ``except seqd.Unavailable`` catches one
+    kind and ``except seqd.SeqdError`` every kind."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class BadRequest(SeqdError):
+    """``bad_request``: a malformed request or frame."""
+
+
+class InvalidArgument(SeqdError, ValueError):
+    """``invalid_argument``: a value is not acceptable (an id's characters,
+    a zone, an instant, a number out of range)."""
+
+
+class UnknownCommand(SeqdError):
+    """``unknown_command``."""
+
+
+class Forbidden(SeqdError):
+    """``forbidden``: a key of the counter families, or a peer not allowed."""
+
+
+class TooLarge(SeqdError):
+    """``too_large``: a value, a frame or a batch over its limit."""
+
+
+class Unavailable(SeqdError, ConnectionError):
+    """``unavailable``: seqd cannot serve the call now. Raised too (with
+    the socket's path) when seqd cannot be reached at all: not running, not
+    up yet, or the connection broke. Cache-aside reads the database on it."""
+
+
+class Internal(SeqdError):
+    """``internal``: a failure inside seqd (or Redis) for this request."""
+
+
+class VersionMismatch(SeqdError):
+    """``version_mismatch``: the daemon speaks no protocol this client does."""
+
+
+_ERRORS = {
+    "bad_request": BadRequest,
+    "invalid_argument": InvalidArgument,
+    "unknown_command": UnknownCommand,
+    "forbidden": Forbidden,
+    "too_large": TooLarge,
+    "unavailable": Unavailable,
+    "internal": Internal,
+    "version_mismatch": VersionMismatch,
+}
+
+
+def error_of(code: str, message: str) -> SeqdError:
+    """The exception of ``code``: its subclass of :class:`SeqdError`."""
+    return _ERRORS.get(code, SeqdError)(code, message)
 
 
 class ProtocolError(Exception):
@@ -62,9 +117,13 @@ class _Writer:
         self.buf += struct.pack("<I", v)
 
     def u64(self, v: int) -> None:
+        if not 0 <= v < 1 << 64:
+            raise InvalidArgument("invalid_argument", f"{v} is not a number from 0 to 2^64-1")
         self.buf += struct.pack("<Q", v)
 
     def i64(self, v: int) -> None:
+        if not -(1 << 63) <= v < 1 << 63:
+            raise InvalidArgument("invalid_argument", f"{v} is out of the signed 64-bit range")
         self.buf += struct.pack("<q", v)
 
     def bytes_(self, v: bytes) -> None:
@@ -591,7 +650,7 @@ def _answer(r: _Reader) -> Answer:
 
 def _error(r: _Reader) -> SeqdError:
     code = r.name(ERROR_CODES, "error code")
-    return SeqdError(code, r.string())
+    return error_of(code, r.string())
 
 
 def decode_server_message(payload: bytes) -> Union[ServerHello, Response, Fatal]:

@@ -199,6 +199,95 @@ class RedisMode(unittest.TestCase):
             self.redis.resume()
 
 
+class SharedClients(unittest.TestCase):
+    """One client shared by threads, one async client by many tasks."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.seqd = Seqd()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.seqd.stop()
+
+    def test_eight_threads_share_one_client(self):
+        c = seqd.Client(self.seqd.socket)
+        self.addCleanup(c.close)
+        got, errors = [], []
+
+        def draw():
+            try:
+                for _ in range(200):
+                    got.append(c.group_next("threads").seq)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=draw) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(got), list(range(1, 1601)), "none lost, none twice")
+
+    def test_a_hundred_tasks_await_one_async_client(self):
+        async def run():
+            async with await seqd.AsyncClient.connect(self.seqd.socket) as c:
+                got = await asyncio.gather(*(c.group_next("tasks") for _ in range(100)))
+                return [n.seq for n in got]
+
+        self.assertEqual(sorted(asyncio.run(run())), list(range(1, 101)))
+
+    def test_each_code_has_its_exception(self):
+        c = seqd.Client(self.seqd.socket)
+        self.addCleanup(c.close)
+        with self.assertRaises(seqd.InvalidArgument) as e:
+            c.group_next("bad id")
+        self.assertEqual(e.exception.code, "invalid_argument")
+        self.assertIsInstance(e.exception, seqd.SeqdError)
+        with self.assertRaises(seqd.Forbidden):
+            c.set("seq:group:g", b"x")
+        # A number out of range is refused before it is sent.
+        with self.assertRaises(seqd.InvalidArgument):
+            c.check_sequence("x", "S", -1)
+        self.assertEqual(c.group_next("after").seq, 1, "the connection stays usable")
+
+    def test_e_mail_ids_are_users(self):
+        c = seqd.Client(self.seqd.socket)
+        self.addCleanup(c.close)
+        self.assertEqual(c.daily_next("alice+orders@example.com", tz="UTC").seq, 1)
+        with self.assertRaises(seqd.InvalidArgument):
+            c.daily_next("a:b", tz="UTC")
+
+
+class SeqdAway(unittest.TestCase):
+    def test_unreachable_seqd_is_unavailable_naming_the_socket(self):
+        s = Seqd()
+        self.addCleanup(s.stop)
+        c = seqd.Client(s.socket, timeout=0.5)
+        self.addCleanup(c.close)
+        s.kill9()
+        self.addCleanup(s.start)
+        with self.assertRaises(seqd.Unavailable) as e:
+            c.group_next("away")
+        self.assertIn(s.socket, str(e.exception))
+        self.assertIsInstance(e.exception, ConnectionError)
+        with self.assertRaises(seqd.Unavailable):
+            seqd.Client(s.socket, timeout=0.3)
+
+    def test_connecting_waits_for_seqd_to_come_up(self):
+        s = Seqd()
+        self.addCleanup(s.stop)
+        s.kill9()
+        os.remove(s.socket)
+        t = threading.Timer(0.3, s.start)
+        t.start()
+        self.addCleanup(t.join)
+        c = seqd.Client(s.socket, timeout=10)
+        self.addCleanup(c.close)
+        self.assertEqual(c.group_next("up").seq, 1)
+
+
 class WriteThroughAcrossRestarts(unittest.TestCase):
     """Write-through while seqd restarts (Redis mode): the database write
     and the first cache tries happen while seqd is away."""
