@@ -515,3 +515,45 @@ func TestRedisMode(t *testing.T) {
 		t.Fatalf("%q %v", v, err)
 	}
 }
+
+// A module outside the repository uses the client with one replace
+// directive (the module path resolves once the repository is published;
+// until then the replace points at a checkout), offline.
+func TestAFreshModuleUsesTheClientWithAReplace(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go tool")
+	}
+	here, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := t.TempDir()
+	gomod := "module example.com/app\n\ngo 1.19\n\nreplace github.com/seqd/seqd/clients/go => " + here + "\n"
+	main := `package main
+
+import (
+	"fmt"
+
+	seqd "github.com/seqd/seqd/clients/go"
+)
+
+func main() { fmt.Println(seqd.FormatOrderID(seqd.DailyNumber{Seq: 1, Day: 20261122})) }
+`
+	for name, text := range map[string]string{"go.mod": gomod, "main.go": main} {
+		if err := os.WriteFile(filepath.Join(app, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"mod", "tidy"}, {"vet", "./..."}, {"run", "."}} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = app
+		cmd.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=mod")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("go %v: %v\n%s", args, err, out)
+		}
+		if args[0] == "run" && strings.TrimSpace(string(out)) != "ORD-20261122-00001" {
+			t.Fatalf("go run printed %q", out)
+		}
+	}
+}

@@ -1,3 +1,3 @@
-module seqd
+module github.com/seqd/seqd/clients/go
 
 go 1.19

@@ -11,7 +11,7 @@ import (
 	"os"
 	"time"
 
-	"seqd"
+	seqd "github.com/seqd/seqd/clients/go"
 )
 
 func main() {
