@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -618,9 +619,9 @@ func (c *Client) WriteThrough(ctx context.Context, key string, value []byte, ttl
 		} else {
 			var d CacheDeleted
 			if d, err = c.Delete(ctx, key); err == nil {
-				outcome = "invalidated"
+				outcome = OutcomeInvalidated
 				if d.Deferred {
-					outcome = "deferred"
+					outcome = OutcomeDeferred
 				}
 			}
 		}
@@ -677,14 +678,82 @@ func fields(a interface{}, err error) (map[string]string, error) {
 }
 
 // Health is the daemon's health (redis, breaker, mode, ...).
-func (c *Client) Health(ctx context.Context) (map[string]string, error) {
-	return fields(c.Do(ctx, HealthRequest()))
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	f, err := fields(c.Do(ctx, HealthRequest()))
+	if err != nil {
+		return Health{}, err
+	}
+	return Health{
+		Redis:                 f["redis"],
+		Breaker:               f["breaker"],
+		Mode:                  f["mode"],
+		LastError:             f["last_error"],
+		LastErrorClass:        f["last_error_class"],
+		PendingReconciliation: number(f["pending_reconciliation"]),
+		Outbox:                number(f["outbox"]),
+		Version:               f["version"],
+		Fields:                f,
+	}, nil
 }
 
 // Info is what the daemon is and accepts: version, protocols, mode, host
-// and every limit (PROTOCOL.md §1.7).
-func (c *Client) Info(ctx context.Context) (map[string]string, error) {
-	return fields(c.Do(ctx, InfoRequest()))
+// and every limit (PROTOCOL.md, "Info").
+func (c *Client) Info(ctx context.Context) (Info, error) {
+	f, err := fields(c.Do(ctx, InfoRequest()))
+	if err != nil {
+		return Info{}, err
+	}
+	var requests []string
+	if r := f["requests"]; r != "" {
+		requests = strings.Split(r, ",")
+	}
+	return Info{
+		Version:   f["version"],
+		Mode:      f["mode"],
+		Host:      uint16(number(f["host"])),
+		MaxFrame:  number(f["max_frame"]),
+		MaxValue:  number(f["max_value"]),
+		MaxBatch:  number(f["max_batch"]),
+		MaxKeys:   number(f["max_keys"]),
+		DefaultTZ: f["default_tz"],
+		Requests:  requests,
+		Fields:    f,
+	}, nil
+}
+
+// Health is the daemon's HEALTH answer: the fields most callers read,
+// and every field by name (new ones may appear).
+type Health struct {
+	Redis                 string // "up", "down" or "disabled" (local mode)
+	Breaker               string // "closed", "open" or "half_open"
+	Mode                  string // "redis" or "local"
+	LastError             string // "none" or the last Redis error
+	LastErrorClass        string // "none", "oom", "readonly", "timeout", ...
+	PendingReconciliation uint64
+	Outbox                uint64
+	Version               string
+	Fields                map[string]string
+}
+
+// Info is the daemon's INFO answer: the fields most callers read, and
+// every field by name.
+type Info struct {
+	Version   string
+	Mode      string
+	Host      uint16
+	MaxFrame  uint64
+	MaxValue  uint64
+	MaxBatch  uint64
+	MaxKeys   uint64
+	DefaultTZ string
+	Requests  []string
+	Fields    map[string]string
+}
+
+// number reads a decimal field; 0 when absent or not a number.
+func number(s string) uint64 {
+	n, _ := strconv.ParseUint(s, 10, 64)
+	return n
 }
 
 // Metrics is the daemon's metrics in the Prometheus text format.

@@ -302,11 +302,12 @@ func TestGapTrackerAndCache(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	info, err := c.Info(ctx)
-	if err != nil || info["mode"] != "local" || info["requests"] != strings.Join(RequestNames, ",") {
-		t.Fatalf("%v %v", info, err)
+	if err != nil || info.Mode != "local" || strings.Join(info.Requests, ",") != strings.Join(RequestNames, ",") ||
+		info.MaxFrame != DefaultMaxFrame || info.Fields["requests"] == "" {
+		t.Fatalf("%+v %v", info, err)
 	}
-	if h, _ := c.Health(ctx); h["mode"] != "local" {
-		t.Fatalf("%v", h)
+	if h, _ := c.Health(ctx); h.Mode != "local" || h.Redis != "disabled" || h.Breaker != "closed" {
+		t.Fatalf("%+v", h)
 	}
 	if m, _ := c.Metrics(ctx); !strings.Contains(m, "seqd_requests_total") {
 		t.Fatal("metrics")
@@ -444,6 +445,21 @@ func TestErrorsMatchErrUnavailableAndTheirCode(t *testing.T) {
 	_, err = c.GenerateGroupChatSequence(bg(t), "g")
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("%v", err)
+	}
+}
+
+func TestEMailIdsAreUsers(t *testing.T) {
+	d := startSeqd(t)
+	c := dial(t, d)
+	ctx := bg(t)
+	n, err := c.IncrementDailySequence(ctx, "alice+orders@example.com", time.Now().UTC())
+	if err != nil || n.Seq != 1 || n.Source != SourceLocal {
+		t.Fatalf("%+v %v", n, err)
+	}
+	for _, bad := range []string{"a:b", "a*", "{a}", "a b"} {
+		if _, err := c.IncrementDailySequence(ctx, bad, time.Now().UTC()); !errors.Is(err, &Error{Code: CodeInvalidArgument}) {
+			t.Errorf("%q: %v", bad, err)
+		}
 	}
 }
 

@@ -31,11 +31,34 @@ const (
 	CodeVersionMismatch = "version_mismatch"
 )
 
+// Where a number came from (DailyNumber.Source, ConvNumber.Source,
+// GapResult.Source).
+const (
+	SourceRedis = "redis"
+	SourceLocal = "local"
+)
+
+// What a gap check found (GapResult.Kind).
+const (
+	KindNormal     = "normal"
+	KindGap        = "gap"
+	KindDuplicate  = "duplicate"
+	KindOutOfOrder = "out_of_order"
+	KindReset      = "reset"
+)
+
+// What a cache write did (Set, SetMany, WriteThrough).
+const (
+	OutcomeStored      = "stored"
+	OutcomeInvalidated = "invalidated"
+	OutcomeDeferred    = "deferred"
+)
+
 var errorCodes = []string{CodeBadRequest, CodeInvalidArgument, CodeUnknownCommand, CodeForbidden,
 	CodeTooLarge, CodeUnavailable, CodeInternal, CodeVersionMismatch}
-var sources = []string{"redis", "local"}
-var gapKinds = []string{"normal", "gap", "duplicate", "out_of_order", "reset"}
-var writeOutcomes = []string{"stored", "invalidated", "deferred"}
+var sources = []string{SourceRedis, SourceLocal}
+var gapKinds = []string{KindNormal, KindGap, KindDuplicate, KindOutOfOrder, KindReset}
+var writeOutcomes = []string{OutcomeStored, OutcomeInvalidated, OutcomeDeferred}
 
 // Error is an error answered by seqd. Use errors.As to get its Code, or
 // errors.Is with an *Error holding just a Code to test for one

@@ -255,3 +255,21 @@ func TestTheModulesVectorsAreTheProtocols(t *testing.T) {
 		t.Fatal("testdata/vectors.txt differs from protocol/golden/vectors.txt: copy it again")
 	}
 }
+
+func TestKeyBuildersFollowTheSchema(t *testing.T) {
+	for got, want := range map[string]string{
+		SettingsAllKey("42"):           "user:42:settings:all",
+		SettingsTradingKey("42"):       "user:42:settings:trading",
+		SettingsNotificationsKey("42"): "user:42:settings:notifications",
+		ModeKey("42", ModeScalp):       "user:42:mode:scalp",
+		ScalpReentryKey("42"):          "user:42:scalp_reentry",
+		CircuitBreakerKey("42"):        "user:42:circuit_breaker",
+		UserPrefix("42"):               "user:42:",
+		BinancePositionsKey("42"):      "binance:42:positions",
+		BinanceOrdersKey("42"):         "binance:42:orders",
+	} {
+		if got != want {
+			t.Errorf("%q, want %q", got, want)
+		}
+	}
+}
