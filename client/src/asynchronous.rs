@@ -23,7 +23,7 @@
 use crate::answers;
 use crate::cache_aside::{deleted, Step, WriteThrough};
 use crate::requests::{cache_del, cache_set, daily_query, gap_event, stream};
-use crate::session::{hello_answer, retry_older, Session};
+use crate::session::{hello_answer, retry_older, ConnectRetry, Session};
 use crate::{CacheAsideError, ClientError, ConvSeq, DailySeq};
 use futures_util::StreamExt;
 use seqd_protocol::codec::{self, length_delimited};
@@ -61,8 +61,9 @@ pub struct AsyncClient {
 
 impl AsyncClient {
     /// Connects to the socket at `path` and says hello (in protocol 1 to
-    /// a daemon older than this client). No time limit until
-    /// [`AsyncClient::set_timeout`].
+    /// a daemon older than this client), waiting for a seqd that is not up
+    /// yet for up to [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT). No time
+    /// limit on later calls until [`AsyncClient::set_timeout`].
     pub async fn connect(path: impl AsRef<Path>) -> Result<AsyncClient, ClientError> {
         let mut c = AsyncClient {
             path: path.as_ref().to_path_buf(),
@@ -71,8 +72,20 @@ impl AsyncClient {
             conn: None,
             out: Vec::with_capacity(256),
         };
-        c.conn = Some(c.open().await?);
-        Ok(c)
+        // A seqd not up yet is waited for, for up to the default timeout.
+        let mut retry = ConnectRetry::within(crate::DEFAULT_TIMEOUT);
+        loop {
+            match c.open().await {
+                Ok(conn) => {
+                    c.conn = Some(conn);
+                    return Ok(c);
+                }
+                Err(e) => match retry.after(&e) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(e),
+                },
+            }
+        }
     }
 
     /// Like [`AsyncClient::connect`], with a time limit for connecting and

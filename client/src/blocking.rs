@@ -9,7 +9,7 @@
 
 use crate::answers;
 use crate::requests::{cache_del, cache_set, daily_query, gap_event, stream};
-use crate::session::{hello_answer, retry_older, Session};
+use crate::session::{hello_answer, retry_older, ConnectRetry, Session};
 use crate::{ClientError, ConvSeq, DailySeq, DEFAULT_TIMEOUT};
 use seqd_protocol::codec;
 use seqd_protocol::{
@@ -36,12 +36,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the socket at `path` and says hello.
+    /// Connects to the socket at `path` and says hello, waiting for a seqd
+    /// that is not up yet for up to [`DEFAULT_TIMEOUT`].
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         Client::connect_with_timeout(path, DEFAULT_TIMEOUT)
     }
 
-    /// Like [`Client::connect`], with a time limit for every reply.
+    /// Like [`Client::connect`], with a time limit for every reply. While
+    /// seqd is not up yet (its socket missing or refusing), connecting
+    /// tries again for up to `timeout`.
     pub fn connect_with_timeout(
         path: impl AsRef<Path>,
         timeout: Duration,
@@ -53,8 +56,19 @@ impl Client {
             conn: None,
             out: Vec::with_capacity(256),
         };
-        client.conn = Some(client.open()?);
-        Ok(client)
+        let mut retry = ConnectRetry::within(timeout);
+        loop {
+            match client.open() {
+                Ok(conn) => {
+                    client.conn = Some(conn);
+                    return Ok(client);
+                }
+                Err(e) => match retry.after(&e) {
+                    Some(pause) => std::thread::sleep(pause),
+                    None => return Err(e),
+                },
+            }
+        }
     }
 
     /// The time limit of every reply (and of write-through's retries).

@@ -23,6 +23,16 @@ impl ClientError {
         }
     }
 
+    /// True when seqd's socket is missing or refuses connections: seqd is
+    /// not up yet (a sidecar starting beside its application) or
+    /// restarting; connecting tries again for a while.
+    pub(crate) fn is_not_up_yet(&self) -> bool {
+        matches!(self, ClientError::Io(e) if matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ))
+    }
+
     pub(crate) fn is_broken_connection(&self) -> bool {
         matches!(self, ClientError::Io(_))
     }

@@ -150,6 +150,36 @@ fn response_of(
     }
 }
 
+/// The pauses between tries to connect to a seqd that is not up yet:
+/// 10 ms doubling to 200 ms, until the deadline.
+pub(crate) struct ConnectRetry {
+    deadline: std::time::Instant,
+    pause: std::time::Duration,
+}
+
+impl ConnectRetry {
+    pub(crate) fn within(window: std::time::Duration) -> ConnectRetry {
+        ConnectRetry {
+            deadline: std::time::Instant::now() + window,
+            pause: std::time::Duration::from_millis(10),
+        }
+    }
+
+    /// After a failed try: the pause before the next one (the last one
+    /// ends at the deadline), or `None` to give up with `e`.
+    pub(crate) fn after(&mut self, e: &crate::ClientError) -> Option<std::time::Duration> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if !e.is_not_up_yet() || left.is_zero() {
+            return None;
+        }
+        let pause = self.pause.min(left);
+        self.pause = (self.pause * 2).min(std::time::Duration::from_millis(200));
+        Some(pause)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,8 +337,9 @@ class Client(_Calls):
                 self._sock = self._open()
                 return
             except OSError as e:
-                if not _not_up_yet(e) or time.monotonic() + pause >= deadline:
+                if not _not_up_yet(e) or time.monotonic() >= deadline:
                     raise _unreachable(path, e) from e
+                pause = min(pause, max(deadline - time.monotonic(), 0.0))
             time.sleep(pause)
             pause = min(pause * 2, 0.2)
 
@@ -498,8 +499,9 @@ class AsyncClient(_Calls):
                 c._conn = await asyncio.wait_for(c._open(), max(deadline - time.monotonic(), 0.001))
                 return c
             except (OSError, asyncio.TimeoutError) as e:
-                if not _not_up_yet(e) or time.monotonic() + pause >= deadline:
+                if not _not_up_yet(e) or time.monotonic() >= deadline:
                     raise _unreachable(path, e) from e
+                pause = min(pause, max(deadline - time.monotonic(), 0.0))
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.2)
 

@@ -3,7 +3,7 @@
 //! tells a client the daemon's limits in both protocols.
 
 use seqd_client::seqd_protocol::{CacheItem, GapKind, Request, WriteOutcome};
-use seqd_client::AsyncClient;
+use seqd_client::{AsyncClient, Client};
 use seqd_tests::*;
 use std::time::Duration;
 
@@ -106,6 +106,47 @@ fn the_async_client_reconnects_after_seqd_restarts() {
         // The old connection is dead: the call reconnects and is retried.
         assert_eq!(c.group_next("r").await.unwrap().seq, 2);
     });
+}
+
+#[test]
+fn connecting_waits_for_a_seqd_that_is_not_up_yet() {
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    for round in 0..2 {
+        seqd.kill9();
+        let _ = std::fs::remove_file(seqd.socket());
+        let socket = seqd.socket();
+        // seqd comes up a moment after the client starts connecting.
+        let starter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            seqd.start_again();
+            seqd
+        });
+        let seq = if round == 0 {
+            let mut c = Client::connect(&socket).unwrap();
+            c.group_next("late").unwrap().seq
+        } else {
+            runtime().block_on(async {
+                let mut c = AsyncClient::connect(&socket).await.unwrap();
+                c.group_next("late").await.unwrap().seq
+            })
+        };
+        seqd = starter.join().unwrap();
+        assert_eq!(seq, round + 1);
+    }
+    // Nothing comes up: the client gives up after its timeout, with the
+    // error that says seqd is not there.
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let err =
+        Client::connect_with_timeout(dir.path().join("none.sock"), Duration::from_millis(300))
+            .err()
+            .expect("nothing to connect to");
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
