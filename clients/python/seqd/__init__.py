@@ -5,7 +5,7 @@
 
     with seqd.Client("/run/seqd/seqd.sock") as c:
         n = c.increment_daily_sequence(123, datetime.datetime.now(ZoneInfo("Asia/Kolkata")))
-        print(n.seq, n.day, n.source)
+        print(seqd.format_order_id(n), n.source)   # the host is in it when issued locally
 
 See ``protocol/PROTOCOL.md`` for the wire format and README.md for the
 guarantees.

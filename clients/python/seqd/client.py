@@ -1,17 +1,17 @@
 """Blocking and asyncio clients for seqd's binary protocol.
 
-A :class:`Client` holds one Unix-socket connection. Calls are blocking; many
-requests can go in one write with :meth:`Client.pipeline`. After the
+A Client holds one Unix-socket connection. Calls are blocking; many
+requests can go in one write with Client.pipeline(). After the
 connection breaks, the next call reconnects, and a call that failed because
 the connection broke is retried once on a new one: a ``*_next`` whose reply
 was lost then skips a number, it never repeats one. Errors answered by seqd
-raise :class:`~seqd.wire.SeqdError` with its ``code`` (a subclass per code:
-:class:`~seqd.wire.Unavailable`, :class:`~seqd.wire.InvalidArgument`, ...);
-when seqd cannot be reached at all, :class:`~seqd.wire.Unavailable` names
-the socket. A :class:`Client` may be shared between threads: a lock lets
+raise SeqdError with its ``code`` (a subclass per code:
+Unavailable, InvalidArgument, ...);
+when seqd cannot be reached at all, Unavailable names
+the socket. A Client may be shared between threads: a lock lets
 one exchange run at a time, so threads sharing one client wait for each
 other (open one per thread for parallel requests; connections are
-cheap). An :class:`AsyncClient` may be awaited from many tasks at once, in
+cheap). An AsyncClient may be awaited from many tasks at once, in
 the same way.
 """
 
@@ -103,7 +103,7 @@ class _WriteThrough:
 
 def _day_args(now: Union[_dt.datetime, int, None], tz: Optional[str]) -> Tuple[Optional[str], Optional[int]]:
     """The zone and instant of a daily request. A timezone-aware ``now``
-    names its zone (a :class:`zoneinfo.ZoneInfo`, or UTC) and its instant;
+    names its zone (a zoneinfo.ZoneInfo, or UTC) and its instant;
     an int is milliseconds since the epoch; ``None`` means now."""
     if now is None or isinstance(now, int):
         return tz, now
@@ -132,7 +132,7 @@ def _ttl_ms(ttl: Optional[float]) -> Optional[int]:
 
 
 class _Calls:
-    """The typed calls, shared by :class:`Client` and :class:`AsyncClient`:
+    """The typed calls, shared by Client and AsyncClient:
     each builds a request and converts its answer (``_call`` runs it, and
     returns the value or, for the async client, an awaitable)."""
 
@@ -187,7 +187,7 @@ class _Calls:
         return self._call(wire.ping(), lambda a: _expect(a, wire.Pong) and None)
 
     def daily_next(self, user: str, tz: Optional[str] = None, at: Union[_dt.datetime, int, None] = None):
-        """Issues the next daily number of ``user`` (:class:`DailyNumber`)."""
+        """Issues the next daily number of ``user`` (DailyNumber)."""
         tz, at_ms = _day_args(at, tz)
         return self._call(wire.daily_next(user, tz, at_ms), lambda a: _expect(a, DailyNumber))
 
@@ -223,20 +223,20 @@ class _Calls:
 
     # -- gap tracker (the seed's names)
     def check_sequence(self, exchange: str, symbol: str, sequence: int, timestamp: Any = None):
-        """Classifies one market-data sequence number (:class:`GapResult`).
+        """Classifies one market-data sequence number (GapResult).
         ``timestamp`` is accepted for the seed's signature and not sent: seqd
         stamps state changes itself."""
         return self._call(wire.gap_check(exchange, symbol, sequence), lambda a: _expect(a, GapResult))
 
     def check_sequence_batch(self, events: Sequence[Event]):
         """Classifies ``(exchange, symbol, sequence[, timestamp])`` events in
-        order, atomically; one :class:`GapResult` per event."""
+        order, atomically; one GapResult per event."""
         if not events:
             return self._call_none([])
         return self._call(wire.gap_batch(events), lambda a: _expect(a, wire.GapBatch).results)
 
     def get_stats(self, exchange: str, symbol: str):
-        """What is known of a stream (:class:`StreamStats`), ``None`` when nothing."""
+        """What is known of a stream (StreamStats), ``None`` when nothing."""
         return self._call(wire.gap_stats(exchange, symbol), lambda a: _expect(a, wire.GapStats).stats)
 
     def clear_symbol(self, exchange: str, symbol: str):
@@ -266,7 +266,7 @@ class _Calls:
         return self._call(wire.cache_set_many(list(items)), lambda a: _expect(a, wire.CacheWritten).outcome)
 
     def delete(self, *keys: str):
-        """Invalidates keys (:class:`CacheDeleted`)."""
+        """Invalidates keys (CacheDeleted)."""
         return self._call(wire.cache_del(keys), lambda a: _expect(a, CacheDeleted))
 
     def delete_prefix(self, prefix: str):
@@ -300,7 +300,7 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _unreachable(path: str, e: BaseException) -> Unavailable:
-    """seqd could not be reached or did not answer: an :class:`Unavailable`
+    """seqd could not be reached or did not answer: an Unavailable
     naming the socket."""
     if isinstance(e, Unavailable):
         return e
@@ -383,7 +383,7 @@ class Client(_Calls):
     # -- exchanges
     def pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
         """Sends many requests and returns one answer per request, in order:
-        the decoded answer, or the :class:`SeqdError` it failed with (not
+        the decoded answer, or the SeqdError it failed with (not
         raised). Requests go in windows, each window's answers read before
         the next is sent."""
         with self._lock:
@@ -417,7 +417,7 @@ class Client(_Calls):
         return results
 
     def request(self, request: wire.Request) -> Any:
-        """One request; its answer, or raises its :class:`SeqdError`."""
+        """One request; its answer, or raises its SeqdError."""
         (result,) = self.pipeline([request])
         if isinstance(result, SeqdError):
             raise result
@@ -457,7 +457,7 @@ class Client(_Calls):
         database write's result and the cache outcome (``stored``,
         ``invalidated``, ``deferred``). While seqd cannot be reached the
         cache step is tried again, as an invalidation, for up to the
-        client's timeout (5 s without one); :class:`NotInvalidated` says the
+        client's timeout (5 s without one); NotInvalidated says the
         database was written but the cache could not be invalidated."""
         written = db_write()
         steps = _WriteThrough(key, written, value is not None, self.timeout or DEFAULT_TIMEOUT)
@@ -473,8 +473,8 @@ class Client(_Calls):
 
 class AsyncClient(_Calls):
     """The asyncio variant: the same calls, awaited; one exchange at a time
-    per client (open several, or use :meth:`pipeline`). Reconnects like
-    :class:`Client`; ``timeout`` bounds every call."""
+    per client (open several, or use pipeline()). Reconnects like
+    Client; ``timeout`` bounds every call."""
 
     def __init__(self, path: str = DEFAULT_SOCKET, timeout: Optional[float] = DEFAULT_TIMEOUT,
                  max_frame: int = wire.DEFAULT_MAX_FRAME):
@@ -540,7 +540,7 @@ class AsyncClient(_Calls):
             self._conn = None
 
     async def pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
-        """As :meth:`Client.pipeline`."""
+        """As Client.pipeline()."""
         async def run():
             try:
                 return await self._pipeline(requests)
@@ -586,7 +586,7 @@ class AsyncClient(_Calls):
         return value
 
     async def get_or_load(self, key: str, loader: Callable[[], Awaitable[bytes]], ttl: Optional[float] = None) -> bytes:
-        """As :meth:`Client.get_or_load`, with an async ``loader``."""
+        """As Client.get_or_load(), with an async ``loader``."""
         try:
             value = await self.get(key)
         except (SeqdError, OSError) as e:
@@ -604,7 +604,7 @@ class AsyncClient(_Calls):
 
     async def write_through(self, key: str, value: Optional[bytes], db_write: Callable[[], Awaitable[Any]],
                             ttl: Optional[float] = None) -> Tuple[Any, str]:
-        """As :meth:`Client.write_through`, with an async ``db_write``."""
+        """As Client.write_through(), with an async ``db_write``."""
         written = await db_write()
         steps = _WriteThrough(key, written, value is not None, self.timeout or DEFAULT_TIMEOUT)
         while True:

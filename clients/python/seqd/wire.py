@@ -5,7 +5,7 @@ vectors in ``protocol/golden/vectors.txt`` pin the bytes (``tests/``).
 
 Requests are built with the functions at the end of this module
 (``daily_next(...)``, ``cache_set(...)``, ...), each returning a
-:class:`Request`; answers decode to the dataclasses below.
+Request; answers decode to the dataclasses below.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ WRITE_OUTCOMES = ("stored", "invalidated", "deferred")
 
 
 class SeqdError(Exception):
-    """An error answered by seqd: ``code`` is one of :data:`ERROR_CODES`.
-    Each code has its subclass (:class:`InvalidArgument`,
-    :class:`Unavailable`, ...), so ``except seqd.Unavailable`` catches one
+    """An error answered by seqd: ``code`` is one of ERROR_CODES.
+    Each code has its subclass (InvalidArgument,
+    Unavailable, ...), so ``except seqd.Unavailable`` catches one
     kind and ``except seqd.SeqdError`` every kind."""
 
     def __init__(self, code: str, message: str):
@@ -93,7 +93,7 @@ _ERRORS = {
 
 
 def error_of(code: str, message: str) -> SeqdError:
-    """The exception of ``code``: its subclass of :class:`SeqdError`."""
+    """The exception of ``code``: its subclass of SeqdError."""
     return _ERRORS.get(code, SeqdError)(code, message)
 
 
@@ -457,7 +457,7 @@ def format_order_id(n: "DailyNumber") -> str:
 
 @dataclass(frozen=True)
 class ConvNumber:
-    """A conversation's message number (``host`` as in :class:`DailyNumber`)."""
+    """A conversation's message number (``host`` as in DailyNumber)."""
 
     seq: int
     source: str
@@ -467,7 +467,7 @@ class ConvNumber:
 @dataclass(frozen=True)
 class GapResult:
     """How a market-data sequence number relates to its stream (the seed's
-    ``SequenceResult``): ``kind`` is one of :data:`GAP_KINDS`."""
+    ``SequenceResult``): ``kind`` is one of GAP_KINDS."""
 
     kind: str
     seq: int

@@ -177,3 +177,15 @@ class OrderIds(unittest.TestCase):
         self.assertEqual(format_order_id(DailyNumber(42, 20261122, "redis")), "ORD-20261122-00042")
         self.assertEqual(format_order_id(DailyNumber(42, 20261122, "local", 7)), "ORD-20261122-L7-00042")
         self.assertEqual(format_order_id(DailyNumber(100000, 20261122, "redis")), "ORD-20261122-100000")
+
+
+class Docs(unittest.TestCase):
+    def test_help_reads_as_plain_text(self):
+        import pydoc
+        import re
+
+        import seqd
+
+        for obj in (seqd, seqd.Client, seqd.AsyncClient, seqd.wire):
+            text = pydoc.render_doc(obj, renderer=pydoc.plaintext)
+            self.assertIsNone(re.search(r":(class|meth|data|func|attr|mod):`", text), obj)
