@@ -75,6 +75,31 @@ class LocalMode(unittest.TestCase):
         self.assertGreaterEqual(c.clear_all(), 1)
         self.assertIsNone(c.get_stats("asx", "CBA"))
 
+    def test_the_trackers_own_shapes_need_no_adapter(self):
+        from seqd.tracker import RedisSequenceTracker, SequenceEventType, SequenceResult
+
+        t = RedisSequenceTracker(self.client())
+        self.assertEqual(
+            t.check_sequence("lse", "VOD", 7),
+            SequenceResult(SequenceEventType.NORMAL, None, 7, None, "VOD", "lse"),
+        )
+        r = t.check_sequence("lse", "VOD", 10, dt.datetime.now(dt.timezone.utc))
+        self.assertEqual((r.event_type, r.expected_sequence, r.gap_size), (SequenceEventType.GAP, 8, 2))
+        results = t.check_sequence_batch([("lse", "VOD", 10), ("lse", "VOD", 11, None), ("lse", "VOD", 1)])
+        self.assertEqual(
+            [(r.event_type, r.gap_size) for r in results],
+            [(SequenceEventType.DUPLICATE, None), (SequenceEventType.NORMAL, None), (SequenceEventType.RESET, None)],
+        )
+        stats = t.get_stats("lse", "VOD")
+        self.assertEqual(
+            {k: stats[k] for k in ("exists", "last_sequence", "gap_count", "reset_count")},
+            {"exists": True, "last_sequence": 1, "gap_count": 0, "reset_count": 1},
+        )
+        dt.datetime.fromisoformat(stats["last_timestamp"])
+        t.clear_symbol("lse", "VOD")
+        self.assertEqual(t.get_stats("lse", "VOD"), {"exists": False})
+        t.clear_all()
+
     def test_cache_values_are_bytes(self):
         c = self.client()
         value = bytes(range(256))
