@@ -42,7 +42,16 @@ cargo build --workspace --all-features --bins
 export GOPROXY=off GOFLAGS=-mod=mod
 (cd clients/go && go build -o ../../target/seqd-go-example ./cmd/seqd-example && go test -count=1 ./...)
 # The Python client, the same way; its last test has Python, seqctl, the
-# Go example and socat draw from one counter in turn.
+# Go example and socat draw from one counter in turn. The package is typed
+# (py.typed): mypy --strict checks it, installed from PyPI when missing.
+if ! python3 -m mypy --version >/dev/null 2>&1; then
+  python3 -m pip install --quiet mypy >/dev/null 2>&1 ||
+    python3 -m pip install --quiet --break-system-packages mypy >/dev/null 2>&1 ||
+    echo "warning: mypy could not be installed; the Python client's types are not checked"
+fi
+if python3 -m mypy --version >/dev/null 2>&1; then
+  (cd clients/python && python3 -m mypy --strict --cache-dir=/dev/null seqd)
+fi
 (cd clients/python && SEQD_GO_EXAMPLE="$PWD/../../target/seqd-go-example" python3 -m unittest discover -s tests)
 if cargo nextest --version >/dev/null 2>&1; then
   # Doc tests first: nextest does not run them, and its summary line

@@ -23,9 +23,10 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
-from . import wire
+from . import _ops, wire
+from ._ops import DayArg, Event, Op
 from .wire import (
     CacheDeleted,
     CacheItem,
@@ -47,7 +48,7 @@ DEFAULT_TIMEOUT = 5.0
 WINDOW_REQUESTS = 128
 WINDOW_BYTES = 64 * 1024
 
-Event = Union[Tuple[str, str, int], Tuple[str, str, int, Any]]
+T = TypeVar("T")
 
 
 class NotInvalidated(Exception):
@@ -101,47 +102,14 @@ class _WriteThrough:
         return pause
 
 
-def _day_args(now: Union[_dt.datetime, int, None], tz: Optional[str]) -> Tuple[Optional[str], Optional[int]]:
-    """The zone and instant of a daily request. A timezone-aware ``now``
-    names its zone (a zoneinfo.ZoneInfo, or UTC) and its instant;
-    an int is milliseconds since the epoch; ``None`` means now."""
-    if now is None or isinstance(now, int):
-        return tz, now
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware (for example datetime.now(ZoneInfo('Asia/Kolkata')))")
-    if tz is None:
-        key = getattr(now.tzinfo, "key", None)
-        if key is None and now.utcoffset() == _dt.timedelta(0):
-            key = "UTC"
-        if key is None:
-            raise ValueError(
-                f"cannot tell the IANA zone of {now.tzinfo!r}: use a zoneinfo.ZoneInfo or pass tz="
-            )
-        tz = key
-    return tz, int(now.timestamp() * 1000)
-
-
-def _expect(answer: Any, kind: type) -> Any:
-    if not isinstance(answer, kind):
-        raise ProtocolError(f"unexpected answer {answer!r}")
-    return answer
-
-
-def _ttl_ms(ttl: Optional[float]) -> Optional[int]:
-    return None if ttl is None else int(round(ttl * 1000))
-
-
-class _Calls:
-    """The typed calls, shared by Client and AsyncClient:
-    each builds a request and converts its answer (``_call`` runs it, and
-    returns the value or, for the async client, an awaitable)."""
+class _Exchange:
+    """What Client and AsyncClient share of an exchange with seqd: the
+    hello's outcome, the windows of requests, the filing of answers. The
+    calls themselves are in _ops; each client runs them its way."""
 
     version: int
     max_frame: int
     _next_id: int
-
-    def _call(self, request: wire.Request, convert: Callable[[Any], Any]):
-        raise NotImplementedError
 
     def _hello_done(self, msg: Any) -> bool:
         """After the answer to a hello: True when connected, False to say
@@ -182,108 +150,6 @@ class _Calls:
             raise ProtocolError(f"unexpected message {msg!r}")
         results[ids.pop(msg.id)] = msg.error if msg.error is not None else msg.answer
 
-    # -- sequences
-    def ping(self):
-        return self._call(wire.ping(), lambda a: _expect(a, wire.Pong) and None)
-
-    def daily_next(self, user: str, tz: Optional[str] = None, at: Union[_dt.datetime, int, None] = None):
-        """Issues the next daily number of ``user`` (DailyNumber)."""
-        tz, at_ms = _day_args(at, tz)
-        return self._call(wire.daily_next(user, tz, at_ms), lambda a: _expect(a, DailyNumber))
-
-    def daily_get(self, user: str, tz: Optional[str] = None, at: Union[_dt.datetime, int, None] = None):
-        """The current daily number of ``user`` (0 when none was issued)."""
-        tz, at_ms = _day_args(at, tz)
-        return self._call(wire.daily_get(user, tz, at_ms), lambda a: _expect(a, DailyNumber))
-
-    def increment_daily_sequence(self, user_id: Union[str, int], now: _dt.datetime):
-        """The seed's call: the next number of ``user_id``'s counter for the
-        local date of ``now`` in ``now``'s zone."""
-        return self.daily_next(str(user_id), at=now)
-
-    def get_current_sequence(self, user_id: Union[str, int], now: _dt.datetime):
-        """The seed's call: the current number for the local date of ``now``."""
-        return self.daily_get(str(user_id), at=now)
-
-    def private_next(self, a: str, b: str):
-        """Next number of the private chat of ``a`` and ``b`` (either order)."""
-        return self._call(wire.private_next(a, b), lambda x: _expect(x, ConvNumber))
-
-    def private_get(self, a: str, b: str):
-        return self._call(wire.private_get(a, b), lambda x: _expect(x, ConvNumber))
-
-    def group_next(self, group: str):
-        return self._call(wire.group_next(group), lambda x: _expect(x, ConvNumber))
-
-    def group_get(self, group: str):
-        return self._call(wire.group_get(group), lambda x: _expect(x, ConvNumber))
-
-    generate_private_chat_sequence = private_next
-    generate_group_chat_sequence = group_next
-
-    # -- gap tracker (the seed's names)
-    def check_sequence(self, exchange: str, symbol: str, sequence: int, timestamp: Any = None):
-        """Classifies one market-data sequence number (GapResult).
-        ``timestamp`` is accepted for the seed's signature and not sent: seqd
-        stamps state changes itself."""
-        return self._call(wire.gap_check(exchange, symbol, sequence), lambda a: _expect(a, GapResult))
-
-    def check_sequence_batch(self, events: Sequence[Event]):
-        """Classifies ``(exchange, symbol, sequence[, timestamp])`` events in
-        order, atomically; one GapResult per event."""
-        if not events:
-            return self._call_none([])
-        return self._call(wire.gap_batch(events), lambda a: _expect(a, wire.GapBatch).results)
-
-    def get_stats(self, exchange: str, symbol: str):
-        """What is known of a stream (StreamStats), ``None`` when nothing."""
-        return self._call(wire.gap_stats(exchange, symbol), lambda a: _expect(a, wire.GapStats).stats)
-
-    def clear_symbol(self, exchange: str, symbol: str):
-        return self._call(wire.gap_clear(exchange, symbol), lambda a: _expect(a, wire.Done) and None)
-
-    def clear_all(self):
-        """Forgets every stream; returns how many."""
-        return self._call(wire.gap_clear_all(), lambda a: _expect(a, wire.Cleared).count)
-
-    # -- cache
-    def get(self, key: str):
-        """A cached value (bytes), ``None`` on a miss; ``SeqdError`` with code
-        ``unavailable`` while Redis is down (read your database)."""
-        return self._call(wire.cache_get(key), lambda a: _expect(a, wire.CacheValue).value)
-
-    def get_many(self, keys: Sequence[str]):
-        return self._call(wire.cache_get_many(keys), lambda a: _expect(a, wire.CacheValues).values)
-
-    def set(self, key: str, value: bytes, ttl: Optional[float] = None):
-        """Caches ``value`` (bytes), for ``ttl`` seconds or until invalidated.
-        Returns ``"stored"``, ``"invalidated"`` or ``"deferred"``."""
-        return self._call(wire.cache_set(key, value, _ttl_ms(ttl)), lambda a: _expect(a, wire.CacheWritten).outcome)
-
-    def set_many(self, items: Union[Dict[str, bytes], Iterable[CacheItem]], ttl: Optional[float] = None):
-        if isinstance(items, dict):
-            items = [CacheItem(k, bytes(v), _ttl_ms(ttl)) for k, v in items.items()]
-        return self._call(wire.cache_set_many(list(items)), lambda a: _expect(a, wire.CacheWritten).outcome)
-
-    def delete(self, *keys: str):
-        """Invalidates keys (CacheDeleted)."""
-        return self._call(wire.cache_del(keys), lambda a: _expect(a, CacheDeleted))
-
-    def delete_prefix(self, prefix: str):
-        """Invalidates every key starting with ``prefix``."""
-        return self._call(wire.cache_del_prefix(prefix), lambda a: _expect(a, CacheDeleted))
-
-    # -- the daemon
-    def health(self) -> Dict[str, str]:
-        return self._call(wire.health(), lambda a: _expect(a, wire.Fields).as_dict())
-
-    def info(self) -> Dict[str, str]:
-        """The daemon's version, protocols, mode, host id and limits."""
-        return self._call(wire.info(), lambda a: _expect(a, wire.Fields).as_dict())
-
-    def metrics(self) -> str:
-        return self._call(wire.metrics(), lambda a: _expect(a, wire.Metrics).text)
-
 
 def _too_large(size: int, limit: int) -> SeqdError:
     return TooLarge("too_large", f"request of {size} bytes is over the frame limit of {limit}; not sent")
@@ -317,7 +183,7 @@ def _not_up_yet(e: BaseException) -> bool:
     return isinstance(e, (FileNotFoundError, ConnectionRefusedError))
 
 
-class Client(_Calls):
+class Client(_Exchange):
     """A blocking connection to seqd (see the module docs). Connecting
     waits for a seqd that is not up yet, for up to ``timeout``."""
 
@@ -363,7 +229,7 @@ class Client(_Calls):
                 raise
             sock.close()
 
-    def _read(self, sock: socket.socket):
+    def _read(self, sock: socket.socket) -> wire.ServerMessage:
         (n,) = struct.unpack(">I", _read_exact(sock, 4))
         if n > self.max_frame:
             raise ProtocolError(f"frame of {n} bytes is over the limit of {self.max_frame}")
@@ -377,7 +243,7 @@ class Client(_Calls):
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     # -- exchanges
@@ -423,11 +289,103 @@ class Client(_Calls):
             raise result
         return result
 
-    def _call(self, request: wire.Request, convert: Callable[[Any], Any]):
-        return convert(self.request(request))
+    def _run(self, op: Op[T]) -> T:
+        return op.convert(None if op.request is None else self.request(op.request))
 
-    def _call_none(self, value):
-        return value
+    # -- the calls (see _ops)
+    def ping(self) -> None:
+        return self._run(_ops.ping())
+
+    def daily_next(self, user: str, tz: Optional[str] = None, at: DayArg = None) -> DailyNumber:
+        """Issues the next daily number of ``user`` for the local date of ``at`` (default now) in ``tz`` (default: the zone of ``at``, else seqd's)."""
+        return self._run(_ops.daily_next(user, tz, at))
+
+    def daily_get(self, user: str, tz: Optional[str] = None, at: DayArg = None) -> DailyNumber:
+        """The current daily number of ``user`` (0 when none was issued)."""
+        return self._run(_ops.daily_get(user, tz, at))
+
+    def private_next(self, a: str, b: str) -> ConvNumber:
+        """Next number of the private chat of ``a`` and ``b`` (either order)."""
+        return self._run(_ops.private_next(a, b))
+
+    def private_get(self, a: str, b: str) -> ConvNumber:
+        """Current number of the private chat of ``a`` and ``b``."""
+        return self._run(_ops.private_get(a, b))
+
+    def group_next(self, group: str) -> ConvNumber:
+        """Next number of group chat ``group``."""
+        return self._run(_ops.group_next(group))
+
+    def group_get(self, group: str) -> ConvNumber:
+        """Current number of group chat ``group``."""
+        return self._run(_ops.group_get(group))
+
+    def check_sequence(self, exchange: str, symbol: str, sequence: int, timestamp: Any = None) -> GapResult:
+        """Classifies one market-data sequence number. ``timestamp`` is accepted for the tracker's signature and not sent: seqd stamps state changes itself."""
+        return self._run(_ops.check_sequence(exchange, symbol, sequence))
+
+    def check_sequence_batch(self, events: Sequence[Event]) -> List[GapResult]:
+        """Classifies ``(exchange, symbol, sequence[, timestamp])`` events in order, atomically; one GapResult per event."""
+        return self._run(_ops.check_sequence_batch(events))
+
+    def get_stats(self, exchange: str, symbol: str) -> Optional[StreamStats]:
+        """What is known of a stream, None when nothing."""
+        return self._run(_ops.get_stats(exchange, symbol))
+
+    def clear_symbol(self, exchange: str, symbol: str) -> None:
+        """Forgets one stream."""
+        return self._run(_ops.clear_symbol(exchange, symbol))
+
+    def clear_all(self) -> int:
+        """Forgets every stream; returns how many."""
+        return self._run(_ops.clear_all())
+
+    def get(self, key: str) -> Optional[bytes]:
+        """A cached value, None on a miss; Unavailable while Redis is down (read your database)."""
+        return self._run(_ops.get(key))
+
+    def get_many(self, keys: Sequence[str]) -> List[Optional[bytes]]:
+        """Cached values of ``keys``, in order (None for a miss)."""
+        return self._run(_ops.get_many(keys))
+
+    def set(self, key: str, value: bytes, ttl: Optional[float] = None) -> str:
+        """Caches ``value`` for ``ttl`` seconds or until invalidated: "stored", "invalidated" or "deferred"."""
+        return self._run(_ops.set_(key, value, ttl))
+
+    def set_many(self, items: Union[Dict[str, bytes], Iterable[CacheItem]], ttl: Optional[float] = None) -> str:
+        """Caches many values; answers the worst outcome (stored < invalidated < deferred)."""
+        return self._run(_ops.set_many(items, ttl))
+
+    def delete(self, *keys: str) -> CacheDeleted:
+        """Invalidates keys."""
+        return self._run(_ops.delete(keys))
+
+    def delete_prefix(self, prefix: str) -> CacheDeleted:
+        """Invalidates every key starting with ``prefix``."""
+        return self._run(_ops.delete_prefix(prefix))
+
+    def health(self) -> Dict[str, str]:
+        """The daemon's HEALTH fields."""
+        return self._run(_ops.health())
+
+    def info(self) -> Dict[str, str]:
+        """The daemon's version, protocols, mode, host id and limits."""
+        return self._run(_ops.info())
+
+    def metrics(self) -> str:
+        """The daemon's metrics in the Prometheus text format."""
+        return self._run(_ops.metrics())
+
+    def increment_daily_sequence(self, user_id: Union[str, int], now: _dt.datetime) -> DailyNumber:
+        """The next number of ``user_id``'s counter for the local date of ``now`` in ``now``'s zone."""
+        return self.daily_next(str(user_id), at=now)
+
+    def get_current_sequence(self, user_id: Union[str, int], now: _dt.datetime) -> DailyNumber:
+        """The current number for the local date of ``now``."""
+        return self.daily_get(str(user_id), at=now)
+
+    generate_private_chat_sequence = private_next
+    generate_group_chat_sequence = group_next
 
     # -- cache-aside and write-through
     def get_or_load(self, key: str, loader: Callable[[], bytes], ttl: Optional[float] = None) -> bytes:
@@ -471,7 +429,7 @@ class Client(_Calls):
                 time.sleep(steps.failed(e))
 
 
-class AsyncClient(_Calls):
+class AsyncClient(_Exchange):
     """The asyncio variant: the same calls, awaited; one exchange at a time
     per client (open several, or use pipeline()). Reconnects like
     Client; ``timeout`` bounds every call."""
@@ -511,7 +469,7 @@ class AsyncClient(_Calls):
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    async def _open(self):
+    async def _open(self) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         while True:
             reader, writer = await asyncio.open_unix_connection(self.path)
             writer.write(wire.encode_hello(self.version, "seqd-python-asyncio/0.1"))
@@ -525,7 +483,7 @@ class AsyncClient(_Calls):
                 raise
             writer.close()
 
-    async def _read(self, reader: asyncio.StreamReader):
+    async def _read(self, reader: asyncio.StreamReader) -> wire.ServerMessage:
         try:
             (n,) = struct.unpack(">I", await reader.readexactly(4))
             if n > self.max_frame:
@@ -541,7 +499,7 @@ class AsyncClient(_Calls):
 
     async def pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
         """As Client.pipeline()."""
-        async def run():
+        async def run() -> List[Union[Any, SeqdError]]:
             try:
                 return await self._pipeline(requests)
             except OSError:
@@ -559,7 +517,7 @@ class AsyncClient(_Calls):
                 await self.close()
                 raise
 
-    async def _pipeline(self, requests):
+    async def _pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
         if self._conn is None:
             self._conn = await self._open()
         reader, writer = self._conn
@@ -579,11 +537,104 @@ class AsyncClient(_Calls):
             raise result
         return result
 
-    async def _call(self, request, convert):
-        return convert(await self.request(request))
+    async def _run(self, op: Op[T]) -> T:
+        return op.convert(None if op.request is None else await self.request(op.request))
 
-    async def _call_none(self, value):
-        return value
+    # -- the calls (see _ops)
+    async def ping(self) -> None:
+        """As Client.ping()."""
+        return await self._run(_ops.ping())
+
+    async def daily_next(self, user: str, tz: Optional[str] = None, at: DayArg = None) -> DailyNumber:
+        """As Client.daily_next()."""
+        return await self._run(_ops.daily_next(user, tz, at))
+
+    async def daily_get(self, user: str, tz: Optional[str] = None, at: DayArg = None) -> DailyNumber:
+        """As Client.daily_get()."""
+        return await self._run(_ops.daily_get(user, tz, at))
+
+    async def private_next(self, a: str, b: str) -> ConvNumber:
+        """As Client.private_next()."""
+        return await self._run(_ops.private_next(a, b))
+
+    async def private_get(self, a: str, b: str) -> ConvNumber:
+        """As Client.private_get()."""
+        return await self._run(_ops.private_get(a, b))
+
+    async def group_next(self, group: str) -> ConvNumber:
+        """As Client.group_next()."""
+        return await self._run(_ops.group_next(group))
+
+    async def group_get(self, group: str) -> ConvNumber:
+        """As Client.group_get()."""
+        return await self._run(_ops.group_get(group))
+
+    async def check_sequence(self, exchange: str, symbol: str, sequence: int, timestamp: Any = None) -> GapResult:
+        """As Client.check_sequence()."""
+        return await self._run(_ops.check_sequence(exchange, symbol, sequence))
+
+    async def check_sequence_batch(self, events: Sequence[Event]) -> List[GapResult]:
+        """As Client.check_sequence_batch()."""
+        return await self._run(_ops.check_sequence_batch(events))
+
+    async def get_stats(self, exchange: str, symbol: str) -> Optional[StreamStats]:
+        """As Client.get_stats()."""
+        return await self._run(_ops.get_stats(exchange, symbol))
+
+    async def clear_symbol(self, exchange: str, symbol: str) -> None:
+        """As Client.clear_symbol()."""
+        return await self._run(_ops.clear_symbol(exchange, symbol))
+
+    async def clear_all(self) -> int:
+        """As Client.clear_all()."""
+        return await self._run(_ops.clear_all())
+
+    async def get(self, key: str) -> Optional[bytes]:
+        """As Client.get()."""
+        return await self._run(_ops.get(key))
+
+    async def get_many(self, keys: Sequence[str]) -> List[Optional[bytes]]:
+        """As Client.get_many()."""
+        return await self._run(_ops.get_many(keys))
+
+    async def set(self, key: str, value: bytes, ttl: Optional[float] = None) -> str:
+        """As Client.set()."""
+        return await self._run(_ops.set_(key, value, ttl))
+
+    async def set_many(self, items: Union[Dict[str, bytes], Iterable[CacheItem]], ttl: Optional[float] = None) -> str:
+        """As Client.set_many()."""
+        return await self._run(_ops.set_many(items, ttl))
+
+    async def delete(self, *keys: str) -> CacheDeleted:
+        """As Client.delete()."""
+        return await self._run(_ops.delete(keys))
+
+    async def delete_prefix(self, prefix: str) -> CacheDeleted:
+        """As Client.delete_prefix()."""
+        return await self._run(_ops.delete_prefix(prefix))
+
+    async def health(self) -> Dict[str, str]:
+        """As Client.health()."""
+        return await self._run(_ops.health())
+
+    async def info(self) -> Dict[str, str]:
+        """As Client.info()."""
+        return await self._run(_ops.info())
+
+    async def metrics(self) -> str:
+        """As Client.metrics()."""
+        return await self._run(_ops.metrics())
+
+    async def increment_daily_sequence(self, user_id: Union[str, int], now: _dt.datetime) -> DailyNumber:
+        """As Client.increment_daily_sequence()."""
+        return await self.daily_next(str(user_id), at=now)
+
+    async def get_current_sequence(self, user_id: Union[str, int], now: _dt.datetime) -> DailyNumber:
+        """As Client.get_current_sequence()."""
+        return await self.daily_get(str(user_id), at=now)
+
+    generate_private_chat_sequence = private_next
+    generate_group_chat_sequence = group_next
 
     async def get_or_load(self, key: str, loader: Callable[[], Awaitable[bytes]], ttl: Optional[float] = None) -> bytes:
         """As Client.get_or_load(), with an async ``loader``."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+
+T = TypeVar("T")
 
 PROTOCOL_VERSION = 2
 MIN_PROTOCOL_VERSION = 1
@@ -133,7 +135,7 @@ class _Writer:
     def string(self, v: str) -> None:
         self.bytes_(v.encode("utf-8"))
 
-    def option(self, v, put) -> None:
+    def option(self, v: Optional[T], put: Callable[[T], None]) -> None:
         if v is None:
             self.u8(0)
         else:
@@ -160,16 +162,16 @@ class _Reader:
         return self.take(1)[0]
 
     def u16(self) -> int:
-        return struct.unpack("<H", self.take(2))[0]
+        return int(struct.unpack("<H", self.take(2))[0])
 
     def u32(self) -> int:
-        return struct.unpack("<I", self.take(4))[0]
+        return int(struct.unpack("<I", self.take(4))[0])
 
     def u64(self) -> int:
-        return struct.unpack("<Q", self.take(8))[0]
+        return int(struct.unpack("<Q", self.take(8))[0])
 
     def i64(self) -> int:
-        return struct.unpack("<q", self.take(8))[0]
+        return int(struct.unpack("<q", self.take(8))[0])
 
     def bool_(self) -> bool:
         b = self.u8()
@@ -192,7 +194,7 @@ class _Reader:
         except UnicodeDecodeError as e:
             raise ProtocolError(f"invalid UTF-8: {e}") from None
 
-    def option(self, get):
+    def option(self, get: Callable[[], T]) -> Optional[T]:
         tag = self.u8()
         if tag == 0:
             return None
@@ -200,7 +202,7 @@ class _Reader:
             return get()
         raise ProtocolError(f"invalid option tag {tag}")
 
-    def vec(self, get) -> list:
+    def vec(self, get: Callable[[], T]) -> List[T]:
         n = self.u64()
         if n > len(self.data) - self.pos:
             raise ProtocolError("count runs past the end of the payload")
@@ -227,11 +229,12 @@ class Request:
 
     name: str
     index: int
-    fields: Tuple = ()
+    fields: Tuple[Any, ...] = ()
 
     def encode(self, w: _Writer) -> None:
         w.u32(self.index)
-        _ENCODERS[self.name](w, *self.fields)
+        encode: Callable[..., None] = _ENCODERS[self.name]
+        encode(w, *self.fields)
 
 
 @dataclass(frozen=True)
@@ -279,19 +282,19 @@ def _none(w: _Writer) -> None:
     pass
 
 
-def _batch(w: _Writer, events) -> None:
+def _batch(w: _Writer, events: Sequence[Tuple[str, str, int]]) -> None:
     w.u64(len(events))
     for e in events:
         _event(w, *e)
 
 
-def _items(w: _Writer, items) -> None:
+def _items(w: _Writer, items: Sequence["CacheItem"]) -> None:
     w.u64(len(items))
     for i in items:
         _item(w, i)
 
 
-_ENCODERS = {
+_ENCODERS: Dict[str, Callable[..., None]] = {
     "ping": _none,
     "daily_next": _daily,
     "daily_get": _daily,
@@ -316,7 +319,7 @@ _ENCODERS = {
 REQUEST_NAMES = tuple(_ENCODERS)
 
 
-def _req(name: str, *fields) -> Request:
+def _req(name: str, *fields: Any) -> Request:
     return Request(name, REQUEST_NAMES.index(name), tuple(fields))
 
 
@@ -653,7 +656,11 @@ def _error(r: _Reader) -> SeqdError:
     return error_of(code, r.string())
 
 
-def decode_server_message(payload: bytes) -> Union[ServerHello, Response, Fatal]:
+#: What a frame from the daemon decodes to.
+ServerMessage = Union["ServerHello", "Response", "Fatal"]
+
+
+def decode_server_message(payload: bytes) -> ServerMessage:
     """Decodes one frame's payload from the daemon."""
     r = _Reader(payload)
     kind = r.u32()
