@@ -71,17 +71,16 @@ impl Conn {
     /// The nodes that together hold every key: one server, or every
     /// cluster master (from `CLUSTER SHARDS`).
     pub async fn masters(&mut self) -> redis::RedisResult<Vec<NodeAddr>> {
-        let conn = match self {
-            Conn::Pipe(_) => return Ok(vec![NodeAddr::Only]),
-            Conn::Cluster { conn, .. } | Conn::Node { conn, .. } => conn,
-        };
-        let slots = conn
-            .route_command(
-                redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            )
-            .await?;
-        Ok(masters_of(&slots))
+        if let Conn::Pipe(_) = self {
+            return Ok(vec![NodeAddr::Only]);
+        }
+        let mut out: Vec<NodeAddr> = Vec::new();
+        for (_, _, node) in self.slot_map().await? {
+            if !out.contains(&node) {
+                out.push(node);
+            }
+        }
+        Ok(out)
     }
 
     /// This connection, aimed at `node`.
@@ -154,17 +153,6 @@ impl Conn {
             }
         }
     }
-}
-
-/// The masters in a `CLUSTER SLOTS` reply (each slot range's first node).
-fn masters_of(slots: &Value) -> Vec<NodeAddr> {
-    let mut out: Vec<NodeAddr> = Vec::new();
-    for (_, _, node) in ranges_of(slots) {
-        if !out.contains(&node) {
-            out.push(node);
-        }
-    }
-    out
 }
 
 /// The slot ranges of a `CLUSTER SLOTS` reply with their masters.
@@ -368,8 +356,18 @@ mod tests {
             Value::Array(vec![Value::Int(5461), Value::Int(9000), node("h", 2)]),
             Value::Array(vec![Value::Int(9001), Value::Int(9002), node("h", 1)]),
         ]);
+        let masters: Vec<NodeAddr> =
+            ranges_of(&slots)
+                .into_iter()
+                .map(|(_, _, n)| n)
+                .fold(Vec::new(), |mut v, n| {
+                    if !v.contains(&n) {
+                        v.push(n);
+                    }
+                    v
+                });
         assert_eq!(
-            masters_of(&slots),
+            masters,
             vec![
                 NodeAddr::At {
                     host: "h".into(),

@@ -14,6 +14,19 @@ fn mode(path: &std::path::Path) -> u32 {
         & 0o777
 }
 
+/// Starts `cmd` (a seqd by hand) and waits until `socket` accepts.
+fn spawn_serving(cmd: &mut std::process::Command, socket: &std::path::Path) -> std::process::Child {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the socket", STARTUP_DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(socket).is_ok()
+    });
+    child
+}
+
 #[test]
 fn a_second_seqd_on_the_same_data_dir_exits_naming_the_holder() {
     let seqd = Seqd::start(SeqdOptions::local());
@@ -70,14 +83,7 @@ fn the_data_dir_and_store_files_are_private_whatever_the_umask() {
             Ok(())
         });
     }
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the socket", STARTUP_DEADLINE, || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
+    let mut child = spawn_serving(&mut cmd, &socket);
     let mut t = TextConn::connect(&socket);
     assert_eq!(seq_of(&t.cmd("CONV NEXT private alice bob")), 1);
     assert_eq!(mode(&data), 0o700);
@@ -187,14 +193,7 @@ fn stores_from_before_versions_were_recorded_are_migrated_in_place() {
             .execute_batch(sql)
             .unwrap();
         let socket = dir.path().join("s.sock");
-        let mut child = seqd_command(&socket, &data)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_until("the socket", STARTUP_DEADLINE, || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
+        let mut child = spawn_serving(&mut seqd_command(&socket, &data), &socket);
         let mut t = TextConn::connect(&socket);
         assert_eq!(
             seq_of(&t.cmd("CONV NEXT group old")),
