@@ -496,6 +496,29 @@ fn vectors() -> Vec<(&'static str, Msg)> {
                 error: WireError::new(ErrorCode::BadRequest, "hello first"),
             }),
         ),
+        // Ids of the admitted alphabet's wider classes: e-mail-like users
+        // (`@`, `+`), in a daily and a private conversation request.
+        (
+            "daily_next_email_user",
+            C(ClientMessage::Request {
+                id: 60,
+                request: Request::DailyNext(DailyQuery {
+                    user: "alice+orders@example.com".into(),
+                    tz: None,
+                    at_ms: None,
+                }),
+            }),
+        ),
+        (
+            "conv_next_private_email",
+            C(ClientMessage::Request {
+                id: 61,
+                request: Request::ConvNext(Conversation::Private {
+                    a: "bob@example.com".into(),
+                    b: "alice+orders@example.com".into(),
+                }),
+            }),
+        ),
     ]
 }
 

@@ -36,6 +36,9 @@ REQUESTS = {
     "daily_next_full": req(7, wire.daily_next("123", "Asia/Kolkata", 1767724199000)),
     "daily_get_defaults": req(8, wire.daily_get("u")),
     "conv_next_private": req(9, wire.private_next("a", "b")),
+    # E-mail-like ids: the admitted alphabet's wider classes.
+    "daily_next_email_user": req(60, wire.daily_next("alice+orders@example.com")),
+    "conv_next_private_email": req(61, wire.private_next("bob@example.com", "alice+orders@example.com")),
     "conv_get_group": req(10, wire.group_get("g")),
     "health": req(11, wire.health()),
     "metrics": req(12, wire.metrics()),
