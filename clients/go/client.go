@@ -56,7 +56,7 @@ type conn struct {
 }
 
 type result struct {
-	resp *Response
+	resp *response
 	err  error
 }
 
@@ -145,9 +145,9 @@ func (c *Client) connLocked(ctx context.Context) (*conn, error) {
 		if dl, ok := ctx.Deadline(); ok {
 			nc.SetDeadline(dl)
 		}
-		msg, err := func() (ServerMessage, error) {
-			if _, err := nc.Write(EncodeHello(c.version, "seqd-go/0.1")); err != nil {
-				return ServerMessage{}, err
+		msg, err := func() (serverMessage, error) {
+			if _, err := nc.Write(encodeHello(c.version, "seqd-go/0.1")); err != nil {
+				return serverMessage{}, err
 			}
 			return readMessage(nc, c.maxFrame)
 		}()
@@ -176,20 +176,20 @@ func (c *Client) connLocked(ctx context.Context) (*conn, error) {
 	}
 }
 
-func readMessage(r io.Reader, maxFrame int) (ServerMessage, error) {
+func readMessage(r io.Reader, maxFrame int) (serverMessage, error) {
 	var head [4]byte
 	if _, err := io.ReadFull(r, head[:]); err != nil {
-		return ServerMessage{}, err
+		return serverMessage{}, err
 	}
 	n := binary.BigEndian.Uint32(head[:])
 	if int(n) > maxFrame {
-		return ServerMessage{}, protoErr("frame of %d bytes is over the limit of %d", n, maxFrame)
+		return serverMessage{}, protoErr("frame of %d bytes is over the limit of %d", n, maxFrame)
 	}
 	payload := make([]byte, n)
 	if _, err := io.ReadFull(r, payload); err != nil {
-		return ServerMessage{}, err
+		return serverMessage{}, err
 	}
-	return DecodeServerMessage(payload)
+	return decodeServerMessage(payload)
 }
 
 func (cn *conn) isDead() bool {
@@ -246,9 +246,9 @@ func (cn *conn) readLoop(maxFrame int) {
 	}
 }
 
-// Do sends one request and waits for its answer (one of the answer types
+// do sends one request and waits for its answer (one of the answer types
 // of wire.go) or its error.
-func (c *Client) Do(ctx context.Context, req Request) (interface{}, error) {
+func (c *Client) do(ctx context.Context, req request) (interface{}, error) {
 	if _, ok := ctx.Deadline(); !ok && c.CallTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.CallTimeout)
@@ -262,7 +262,7 @@ func (c *Client) Do(ctx context.Context, req Request) (interface{}, error) {
 	return answer, err
 }
 
-func (c *Client) try(ctx context.Context, req Request) (interface{}, error) {
+func (c *Client) try(ctx context.Context, req request) (interface{}, error) {
 	c.mu.Lock()
 	cn, err := c.connLocked(ctx)
 	c.nextID++
@@ -271,7 +271,7 @@ func (c *Client) try(ctx context.Context, req Request) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := EncodeRequest(id, req)
+	f := encodeRequest(id, req)
 	if len(f)-4 > c.maxFrame {
 		// seqd would close the connection over it.
 		return nil, &Error{CodeTooLarge, fmt.Sprintf("request of %d bytes is over the frame limit of %d; not sent", len(f)-4, c.maxFrame)}
@@ -342,8 +342,8 @@ func zoneOf(t time.Time) (string, error) {
 	return name, nil
 }
 
-func (c *Client) daily(ctx context.Context, req Request) (DailyNumber, error) {
-	a, err := c.Do(ctx, req)
+func (c *Client) daily(ctx context.Context, req request) (DailyNumber, error) {
+	a, err := c.do(ctx, req)
 	if err != nil {
 		return DailyNumber{}, err
 	}
@@ -369,7 +369,7 @@ func (c *Client) IncrementDailySequence(ctx context.Context, userID string, now 
 	if err != nil {
 		return DailyNumber{}, err
 	}
-	return c.daily(ctx, DailyNextRequest(userID, tz, ms))
+	return c.daily(ctx, dailyNextRequest(userID, tz, ms))
 }
 
 // GetCurrentSequence reads the current number for the local date of now
@@ -379,11 +379,11 @@ func (c *Client) GetCurrentSequence(ctx context.Context, userID string, now time
 	if err != nil {
 		return DailyNumber{}, err
 	}
-	return c.daily(ctx, DailyGetRequest(userID, tz, ms))
+	return c.daily(ctx, dailyGetRequest(userID, tz, ms))
 }
 
-func (c *Client) conv(ctx context.Context, req Request) (ConvNumber, error) {
-	a, err := c.Do(ctx, req)
+func (c *Client) conv(ctx context.Context, req request) (ConvNumber, error) {
+	a, err := c.do(ctx, req)
 	if err != nil {
 		return ConvNumber{}, err
 	}
@@ -396,29 +396,29 @@ func (c *Client) conv(ctx context.Context, req Request) (ConvNumber, error) {
 // GeneratePrivateChatSequence issues the next message number of the
 // private chat of a and b (in either order).
 func (c *Client) GeneratePrivateChatSequence(ctx context.Context, a, b string) (ConvNumber, error) {
-	return c.conv(ctx, PrivateNextRequest(a, b))
+	return c.conv(ctx, privateNextRequest(a, b))
 }
 
 // GenerateGroupChatSequence issues the next message number of a group.
 func (c *Client) GenerateGroupChatSequence(ctx context.Context, groupID string) (ConvNumber, error) {
-	return c.conv(ctx, GroupNextRequest(groupID))
+	return c.conv(ctx, groupNextRequest(groupID))
 }
 
 // CurrentPrivateChatSequence reads a private chat's current number.
 func (c *Client) CurrentPrivateChatSequence(ctx context.Context, a, b string) (ConvNumber, error) {
-	return c.conv(ctx, PrivateGetRequest(a, b))
+	return c.conv(ctx, privateGetRequest(a, b))
 }
 
 // CurrentGroupChatSequence reads a group's current number.
 func (c *Client) CurrentGroupChatSequence(ctx context.Context, groupID string) (ConvNumber, error) {
-	return c.conv(ctx, GroupGetRequest(groupID))
+	return c.conv(ctx, groupGetRequest(groupID))
 }
 
 // ------------------------------------------------------------ gap tracker
 
 // CheckSequence classifies one market-data sequence number of a stream.
 func (c *Client) CheckSequence(ctx context.Context, exchange, symbol string, seq uint64) (GapResult, error) {
-	a, err := c.Do(ctx, GapCheckRequest(exchange, symbol, seq))
+	a, err := c.do(ctx, gapCheckRequest(exchange, symbol, seq))
 	if err != nil {
 		return GapResult{}, err
 	}
@@ -434,11 +434,11 @@ func (c *Client) CheckSequenceBatch(ctx context.Context, events []GapEvent) ([]G
 	if len(events) == 0 {
 		return nil, nil
 	}
-	a, err := c.Do(ctx, GapBatchRequest(events))
+	a, err := c.do(ctx, gapBatchRequest(events))
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := a.(GapBatch); ok {
+	if r, ok := a.(gapBatch); ok {
 		return r.Results, nil
 	}
 	return nil, unexpected(a)
@@ -446,11 +446,11 @@ func (c *Client) CheckSequenceBatch(ctx context.Context, events []GapEvent) ([]G
 
 // GetStats is what is known of a stream; nil when nothing.
 func (c *Client) GetStats(ctx context.Context, exchange, symbol string) (*StreamStats, error) {
-	a, err := c.Do(ctx, GapStatsRequest(exchange, symbol))
+	a, err := c.do(ctx, gapStatsRequest(exchange, symbol))
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := a.(GapStats); ok {
+	if r, ok := a.(gapStats); ok {
 		return r.Stats, nil
 	}
 	return nil, unexpected(a)
@@ -458,11 +458,11 @@ func (c *Client) GetStats(ctx context.Context, exchange, symbol string) (*Stream
 
 // ClearSymbol forgets a stream.
 func (c *Client) ClearSymbol(ctx context.Context, exchange, symbol string) error {
-	a, err := c.Do(ctx, GapClearRequest(exchange, symbol))
+	a, err := c.do(ctx, gapClearRequest(exchange, symbol))
 	if err != nil {
 		return err
 	}
-	if _, ok := a.(Done); ok {
+	if _, ok := a.(doneAnswer); ok {
 		return nil
 	}
 	return unexpected(a)
@@ -470,11 +470,11 @@ func (c *Client) ClearSymbol(ctx context.Context, exchange, symbol string) error
 
 // ClearAll forgets every stream; returns how many.
 func (c *Client) ClearAll(ctx context.Context) (uint64, error) {
-	a, err := c.Do(ctx, GapClearAllRequest())
+	a, err := c.do(ctx, gapClearAllRequest())
 	if err != nil {
 		return 0, err
 	}
-	if r, ok := a.(Cleared); ok {
+	if r, ok := a.(cleared); ok {
 		return r.Count, nil
 	}
 	return 0, unexpected(a)
@@ -486,11 +486,11 @@ func (c *Client) ClearAll(ctx context.Context) (uint64, error) {
 // miss; an *Error with Code "unavailable" while Redis is down (read your
 // database). Values are bytes.
 func (c *Client) Get(ctx context.Context, key string) ([]byte, bool, error) {
-	a, err := c.Do(ctx, CacheGetRequest(key))
+	a, err := c.do(ctx, cacheGetRequest(key))
 	if err != nil {
 		return nil, false, err
 	}
-	if r, ok := a.(CacheValue); ok {
+	if r, ok := a.(cacheValue); ok {
 		return r.Value, r.Value != nil, nil
 	}
 	return nil, false, unexpected(a)
@@ -498,11 +498,11 @@ func (c *Client) Get(ctx context.Context, key string) ([]byte, bool, error) {
 
 // GetMany reads several values; nil for a miss, in the order asked.
 func (c *Client) GetMany(ctx context.Context, keys ...string) ([][]byte, error) {
-	a, err := c.Do(ctx, CacheGetManyRequest(keys))
+	a, err := c.do(ctx, cacheGetManyRequest(keys))
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := a.(CacheValues); ok {
+	if r, ok := a.(cacheValues); ok {
 		return r.Values, nil
 	}
 	return nil, unexpected(a)
@@ -512,7 +512,7 @@ func written(a interface{}, err error) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if r, ok := a.(CacheWritten); ok {
+	if r, ok := a.(cacheWritten); ok {
 		return r.Outcome, nil
 	}
 	return "", unexpected(a)
@@ -521,12 +521,12 @@ func written(a interface{}, err error) (string, error) {
 // Set caches value for ttl (0 = until invalidated). The outcome is
 // "stored", "invalidated" or "deferred" (PROTOCOL.md §1.5).
 func (c *Client) Set(ctx context.Context, key string, value []byte, ttl time.Duration) (string, error) {
-	return written(c.Do(ctx, CacheSetRequest(CacheItem{key, value, uint64(ttl.Milliseconds())})))
+	return written(c.do(ctx, cacheSetRequest(CacheItem{key, value, uint64(ttl.Milliseconds())})))
 }
 
 // SetMany caches several values; the outcome is the worst of them.
 func (c *Client) SetMany(ctx context.Context, items []CacheItem) (string, error) {
-	return written(c.Do(ctx, CacheSetManyRequest(items)))
+	return written(c.do(ctx, cacheSetManyRequest(items)))
 }
 
 func deleted(a interface{}, err error) (CacheDeleted, error) {
@@ -541,12 +541,12 @@ func deleted(a interface{}, err error) (CacheDeleted, error) {
 
 // Delete invalidates keys.
 func (c *Client) Delete(ctx context.Context, keys ...string) (CacheDeleted, error) {
-	return deleted(c.Do(ctx, CacheDelRequest(keys)))
+	return deleted(c.do(ctx, cacheDelRequest(keys)))
 }
 
 // DeletePrefix invalidates every key that starts with prefix.
 func (c *Client) DeletePrefix(ctx context.Context, prefix string) (CacheDeleted, error) {
-	return deleted(c.Do(ctx, CacheDelPrefixRequest(prefix)))
+	return deleted(c.do(ctx, cacheDelPrefixRequest(prefix)))
 }
 
 // GetOrLoad is cache-aside: a hit returns the cached value; a miss calls
@@ -652,11 +652,11 @@ func (c *Client) WriteThrough(ctx context.Context, key string, value []byte, ttl
 
 // Ping checks that seqd answers.
 func (c *Client) Ping(ctx context.Context) error {
-	a, err := c.Do(ctx, PingRequest())
+	a, err := c.do(ctx, pingRequest())
 	if err != nil {
 		return err
 	}
-	if _, ok := a.(Pong); ok {
+	if _, ok := a.(pong); ok {
 		return nil
 	}
 	return unexpected(a)
@@ -666,7 +666,7 @@ func fields(a interface{}, err error) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, ok := a.(Fields)
+	f, ok := a.(fieldsAnswer)
 	if !ok {
 		return nil, unexpected(a)
 	}
@@ -679,7 +679,7 @@ func fields(a interface{}, err error) (map[string]string, error) {
 
 // Health is the daemon's health (redis, breaker, mode, ...).
 func (c *Client) Health(ctx context.Context) (Health, error) {
-	f, err := fields(c.Do(ctx, HealthRequest()))
+	f, err := fields(c.do(ctx, healthRequest()))
 	if err != nil {
 		return Health{}, err
 	}
@@ -699,7 +699,7 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 // Info is what the daemon is and accepts: version, protocols, mode, host
 // and every limit (PROTOCOL.md, "Info").
 func (c *Client) Info(ctx context.Context) (Info, error) {
-	f, err := fields(c.Do(ctx, InfoRequest()))
+	f, err := fields(c.do(ctx, infoRequest()))
 	if err != nil {
 		return Info{}, err
 	}
@@ -758,11 +758,11 @@ func number(s string) uint64 {
 
 // Metrics is the daemon's metrics in the Prometheus text format.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
-	a, err := c.Do(ctx, MetricsRequest())
+	a, err := c.do(ctx, metricsRequest())
 	if err != nil {
 		return "", err
 	}
-	if m, ok := a.(Metrics); ok {
+	if m, ok := a.(metricsAnswer); ok {
 		return m.Text, nil
 	}
 	return "", unexpected(a)

@@ -302,7 +302,7 @@ func TestGapTrackerAndCache(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	info, err := c.Info(ctx)
-	if err != nil || info.Mode != "local" || strings.Join(info.Requests, ",") != strings.Join(RequestNames, ",") ||
+	if err != nil || info.Mode != "local" || strings.Join(info.Requests, ",") != strings.Join(requestNames, ",") ||
 		info.MaxFrame != DefaultMaxFrame || info.Fields["requests"] == "" {
 		t.Fatalf("%+v %v", info, err)
 	}

@@ -247,9 +247,9 @@ func frame(payload []byte) []byte {
 
 // ---------------------------------------------------------------- requests
 
-// Request is one request of the binary protocol; build it with the
+// request is one request of the binary protocol; build it with the
 // functions below (DailyNextRequest, CacheSetRequest, ...).
-type Request struct {
+type request struct {
 	index  uint32
 	encode func(w *writer)
 }
@@ -267,9 +267,9 @@ type GapEvent struct {
 	Seq              uint64
 }
 
-// RequestNames are the requests by name, in variant-index order (Info's
+// requestNames are the requests by name, in variant-index order (Info's
 // "requests").
-var RequestNames = []string{"ping", "daily_next", "daily_get", "conv_next", "conv_get", "health",
+var requestNames = []string{"ping", "daily_next", "daily_get", "conv_next", "conv_get", "health",
 	"metrics", "gap_check", "gap_batch", "gap_stats", "gap_clear", "gap_clear_all", "cache_get",
 	"cache_get_many", "cache_set", "cache_set_many", "cache_del", "cache_del_prefix", "info"}
 
@@ -316,18 +316,18 @@ func stringsField(items []string) func(*writer) {
 	}
 }
 
-func PingRequest() Request    { return Request{0, nothing} }
-func HealthRequest() Request  { return Request{5, nothing} }
-func MetricsRequest() Request { return Request{6, nothing} }
-func InfoRequest() Request    { return Request{18, nothing} }
+func pingRequest() request    { return request{0, nothing} }
+func healthRequest() request  { return request{5, nothing} }
+func metricsRequest() request { return request{6, nothing} }
+func infoRequest() request    { return request{18, nothing} }
 
 // DailyNextRequest issues the next daily number of user; tz nil = the
 // daemon's default zone, atMs nil = now.
-func DailyNextRequest(user string, tz *string, atMs *int64) Request {
-	return Request{1, dailyQuery(user, tz, atMs)}
+func dailyNextRequest(user string, tz *string, atMs *int64) request {
+	return request{1, dailyQuery(user, tz, atMs)}
 }
-func DailyGetRequest(user string, tz *string, atMs *int64) Request {
-	return Request{2, dailyQuery(user, tz, atMs)}
+func dailyGetRequest(user string, tz *string, atMs *int64) request {
+	return request{2, dailyQuery(user, tz, atMs)}
 }
 func private(a, b string) func(*writer) {
 	return func(w *writer) { w.u32(0); w.str(a); w.str(b) }
@@ -335,48 +335,48 @@ func private(a, b string) func(*writer) {
 func group(g string) func(*writer) {
 	return func(w *writer) { w.u32(1); w.str(g) }
 }
-func PrivateNextRequest(a, b string) Request { return Request{3, private(a, b)} }
-func PrivateGetRequest(a, b string) Request  { return Request{4, private(a, b)} }
-func GroupNextRequest(g string) Request      { return Request{3, group(g)} }
-func GroupGetRequest(g string) Request       { return Request{4, group(g)} }
-func GapCheckRequest(exchange, symbol string, seq uint64) Request {
-	return Request{7, GapEvent{exchange, symbol, seq}.encode}
+func privateNextRequest(a, b string) request { return request{3, private(a, b)} }
+func privateGetRequest(a, b string) request  { return request{4, private(a, b)} }
+func groupNextRequest(g string) request      { return request{3, group(g)} }
+func groupGetRequest(g string) request       { return request{4, group(g)} }
+func gapCheckRequest(exchange, symbol string, seq uint64) request {
+	return request{7, GapEvent{exchange, symbol, seq}.encode}
 }
-func GapBatchRequest(events []GapEvent) Request {
-	return Request{8, func(w *writer) {
+func gapBatchRequest(events []GapEvent) request {
+	return request{8, func(w *writer) {
 		w.u64(uint64(len(events)))
 		for _, e := range events {
 			e.encode(w)
 		}
 	}}
 }
-func GapStatsRequest(exchange, symbol string) Request {
-	return Request{9, streamFields(exchange, symbol)}
+func gapStatsRequest(exchange, symbol string) request {
+	return request{9, streamFields(exchange, symbol)}
 }
-func GapClearRequest(exchange, symbol string) Request {
-	return Request{10, streamFields(exchange, symbol)}
+func gapClearRequest(exchange, symbol string) request {
+	return request{10, streamFields(exchange, symbol)}
 }
-func GapClearAllRequest() Request { return Request{11, nothing} }
-func CacheGetRequest(key string) Request {
-	return Request{12, func(w *writer) { w.str(key) }}
+func gapClearAllRequest() request { return request{11, nothing} }
+func cacheGetRequest(key string) request {
+	return request{12, func(w *writer) { w.str(key) }}
 }
-func CacheGetManyRequest(keys []string) Request { return Request{13, stringsField(keys)} }
-func CacheSetRequest(item CacheItem) Request    { return Request{14, item.encode} }
-func CacheSetManyRequest(items []CacheItem) Request {
-	return Request{15, func(w *writer) {
+func cacheGetManyRequest(keys []string) request { return request{13, stringsField(keys)} }
+func cacheSetRequest(item CacheItem) request    { return request{14, item.encode} }
+func cacheSetManyRequest(items []CacheItem) request {
+	return request{15, func(w *writer) {
 		w.u64(uint64(len(items)))
 		for _, i := range items {
 			i.encode(w)
 		}
 	}}
 }
-func CacheDelRequest(keys []string) Request { return Request{16, stringsField(keys)} }
-func CacheDelPrefixRequest(prefix string) Request {
-	return Request{17, func(w *writer) { w.str(prefix) }}
+func cacheDelRequest(keys []string) request { return request{16, stringsField(keys)} }
+func cacheDelPrefixRequest(prefix string) request {
+	return request{17, func(w *writer) { w.str(prefix) }}
 }
 
-// EncodeHello is the frame that opens a binary connection.
-func EncodeHello(version uint32, client string) []byte {
+// encodeHello is the frame that opens a binary connection.
+func encodeHello(version uint32, client string) []byte {
 	w := &writer{}
 	w.u32(0)
 	w.u32(version)
@@ -384,8 +384,8 @@ func EncodeHello(version uint32, client string) []byte {
 	return frame(w.buf)
 }
 
-// EncodeRequest is one request frame with the given id.
-func EncodeRequest(id uint64, req Request) []byte {
+// encodeRequest is one request frame with the given id.
+func encodeRequest(id uint64, req request) []byte {
 	w := &writer{buf: make([]byte, 0, 64)}
 	w.u32(1)
 	w.u64(id)
@@ -460,34 +460,34 @@ type CacheDeleted struct {
 
 // Answer kinds (the Response variants).
 type (
-	Pong    struct{}
-	Done    struct{}
-	Cleared struct{ Count uint64 }
-	Fields  struct {
+	pong         struct{}
+	doneAnswer   struct{}
+	cleared      struct{ Count uint64 }
+	fieldsAnswer struct {
 		Kind  string // "health" or "info"
 		Pairs [][2]string
 	}
-	Metrics      struct{ Text string }
-	GapBatch     struct{ Results []GapResult }
-	GapStats     struct{ Stats *StreamStats }
-	CacheValue   struct{ Value []byte } // nil on a miss
-	CacheValues  struct{ Values [][]byte }
-	CacheWritten struct{ Outcome string }
+	metricsAnswer struct{ Text string }
+	gapBatch      struct{ Results []GapResult }
+	gapStats      struct{ Stats *StreamStats }
+	cacheValue    struct{ Value []byte } // nil on a miss
+	cacheValues   struct{ Values [][]byte }
+	cacheWritten  struct{ Outcome string }
 )
 
-// ServerMessage is one decoded frame from the daemon: exactly one of
+// serverMessage is one decoded frame from the daemon: exactly one of
 // Hello, Response or Fatal is set.
-type ServerMessage struct {
+type serverMessage struct {
 	Hello *struct {
 		Version uint32
 		Server  string
 	}
-	Response *Response
+	Response *response
 	Fatal    *Error
 }
 
 // Response is the answer to request ID: Answer, or Err when it failed.
-type Response struct {
+type response struct {
 	ID     uint64
 	Answer interface{}
 	Err    *Error
@@ -544,15 +544,15 @@ func (r *reader) host() *uint16 {
 func (r *reader) answer() interface{} {
 	switch i := r.u32(); i {
 	case 0:
-		return Pong{}
+		return pong{}
 	case 1:
 		return DailyNumber{Seq: r.u64(), Day: r.u32(), Source: r.source()}
 	case 2:
 		return ConvNumber{Seq: r.u64(), Source: r.source()}
 	case 3:
-		return Fields{"health", r.pairs()}
+		return fieldsAnswer{"health", r.pairs()}
 	case 4:
-		return Metrics{r.str()}
+		return metricsAnswer{r.str()}
 	case 5:
 		return r.gapResult()
 	case 6:
@@ -561,10 +561,10 @@ func (r *reader) answer() interface{} {
 		for j := 0; j < n && r.err == nil; j++ {
 			out = append(out, r.gapResult())
 		}
-		return GapBatch{out}
+		return gapBatch{out}
 	case 7:
 		if !r.some() {
-			return GapStats{}
+			return gapStats{}
 		}
 		s := StreamStats{LastSeq: r.u64(), LastTsMs: r.i64(), GapCount: r.u64(), ResetCount: r.u64()}
 		n := r.count()
@@ -572,22 +572,22 @@ func (r *reader) answer() interface{} {
 			s.Missing = append(s.Missing, [2]uint64{r.u64(), r.u64()})
 		}
 		s.Source = r.source()
-		return GapStats{&s}
+		return gapStats{&s}
 	case 8:
-		return Done{}
+		return doneAnswer{}
 	case 9:
-		return Cleared{r.u64()}
+		return cleared{r.u64()}
 	case 10:
-		return CacheValue{r.optBytes()}
+		return cacheValue{r.optBytes()}
 	case 11:
 		n := r.count()
 		out := make([][]byte, 0, n)
 		for j := 0; j < n && r.err == nil; j++ {
 			out = append(out, r.optBytes())
 		}
-		return CacheValues{out}
+		return cacheValues{out}
 	case 12:
-		return CacheWritten{r.name(writeOutcomes, "write outcome")}
+		return cacheWritten{r.name(writeOutcomes, "write outcome")}
 	case 13:
 		return CacheDeleted{Count: r.u64(), Deferred: r.boolean()}
 	case 14:
@@ -595,7 +595,7 @@ func (r *reader) answer() interface{} {
 	case 15:
 		return ConvNumber{Seq: r.u64(), Source: r.source(), Host: r.host()}
 	case 16:
-		return Fields{"info", r.pairs()}
+		return fieldsAnswer{"info", r.pairs()}
 	default:
 		if r.err == nil {
 			r.err = protoErr("unknown response variant %d", i)
@@ -609,10 +609,10 @@ func (r *reader) wireError() *Error {
 	return &Error{Code: code, Message: r.str()}
 }
 
-// DecodeServerMessage decodes one frame's payload from the daemon.
-func DecodeServerMessage(payload []byte) (ServerMessage, error) {
+// decodeServerMessage decodes one frame's payload from the daemon.
+func decodeServerMessage(payload []byte) (serverMessage, error) {
 	r := &reader{data: payload}
-	var msg ServerMessage
+	var msg serverMessage
 	switch kind := r.u32(); kind {
 	case 0:
 		msg.Hello = &struct {
@@ -620,7 +620,7 @@ func DecodeServerMessage(payload []byte) (ServerMessage, error) {
 			Server  string
 		}{r.u32(), r.str()}
 	case 1:
-		resp := &Response{ID: r.u64()}
+		resp := &response{ID: r.u64()}
 		switch tag := r.u32(); tag {
 		case 0:
 			resp.Answer = r.answer()
@@ -640,10 +640,10 @@ func DecodeServerMessage(payload []byte) (ServerMessage, error) {
 		}
 	}
 	if r.err != nil {
-		return ServerMessage{}, r.err
+		return serverMessage{}, r.err
 	}
 	if r.pos != len(payload) {
-		return ServerMessage{}, protoErr("trailing bytes after the message")
+		return serverMessage{}, protoErr("trailing bytes after the message")
 	}
 	return msg, nil
 }

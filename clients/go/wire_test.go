@@ -45,74 +45,74 @@ func boolean(v bool) *bool { return &v }
 
 // The client messages, as this client builds them.
 var requests = map[string][]byte{
-	"hello":              EncodeHello(1, "c"),
-	"hello_v2":           EncodeHello(2, "c"),
-	"ping":               EncodeRequest(1, PingRequest()),
-	"daily_next_full":    EncodeRequest(7, DailyNextRequest("123", str("Asia/Kolkata"), i64(1767724199000))),
-	"daily_get_defaults": EncodeRequest(8, DailyGetRequest("u", nil, nil)),
-	"conv_next_private":  EncodeRequest(9, PrivateNextRequest("a", "b")),
+	"hello":              encodeHello(1, "c"),
+	"hello_v2":           encodeHello(2, "c"),
+	"ping":               encodeRequest(1, pingRequest()),
+	"daily_next_full":    encodeRequest(7, dailyNextRequest("123", str("Asia/Kolkata"), i64(1767724199000))),
+	"daily_get_defaults": encodeRequest(8, dailyGetRequest("u", nil, nil)),
+	"conv_next_private":  encodeRequest(9, privateNextRequest("a", "b")),
 	// E-mail-like ids: the admitted alphabet's wider classes.
-	"daily_next_email_user":   EncodeRequest(60, DailyNextRequest("alice+orders@example.com", nil, nil)),
-	"conv_next_private_email": EncodeRequest(61, PrivateNextRequest("bob@example.com", "alice+orders@example.com")),
-	"conv_get_group":          EncodeRequest(10, GroupGetRequest("g")),
-	"health":                  EncodeRequest(11, HealthRequest()),
-	"metrics":                 EncodeRequest(12, MetricsRequest()),
-	"gap_check":               EncodeRequest(13, GapCheckRequest("x", "BTC", 5)),
-	"gap_batch":               EncodeRequest(14, GapBatchRequest([]GapEvent{{"x", "A", 1}, {"x", "A", 3}})),
-	"gap_stats":               EncodeRequest(15, GapStatsRequest("x", "A")),
-	"gap_clear":               EncodeRequest(16, GapClearRequest("x", "A")),
-	"gap_clear_all":           EncodeRequest(17, GapClearAllRequest()),
-	"cache_get":               EncodeRequest(18, CacheGetRequest("k")),
-	"cache_set":               EncodeRequest(19, CacheSetRequest(CacheItem{"k", []byte("v"), 5000})),
-	"cache_del":               EncodeRequest(20, CacheDelRequest([]string{"a", "b"})),
-	"cache_del_prefix":        EncodeRequest(21, CacheDelPrefixRequest("user:1:")),
-	"cache_get_many":          EncodeRequest(22, CacheGetManyRequest([]string{"a", "b"})),
-	"cache_set_many":          EncodeRequest(23, CacheSetManyRequest([]CacheItem{{"a", []byte{0, 255}, 0}, {"b", []byte{}, 1}})),
-	"info":                    EncodeRequest(24, InfoRequest()),
+	"daily_next_email_user":   encodeRequest(60, dailyNextRequest("alice+orders@example.com", nil, nil)),
+	"conv_next_private_email": encodeRequest(61, privateNextRequest("bob@example.com", "alice+orders@example.com")),
+	"conv_get_group":          encodeRequest(10, groupGetRequest("g")),
+	"health":                  encodeRequest(11, healthRequest()),
+	"metrics":                 encodeRequest(12, metricsRequest()),
+	"gap_check":               encodeRequest(13, gapCheckRequest("x", "BTC", 5)),
+	"gap_batch":               encodeRequest(14, gapBatchRequest([]GapEvent{{"x", "A", 1}, {"x", "A", 3}})),
+	"gap_stats":               encodeRequest(15, gapStatsRequest("x", "A")),
+	"gap_clear":               encodeRequest(16, gapClearRequest("x", "A")),
+	"gap_clear_all":           encodeRequest(17, gapClearAllRequest()),
+	"cache_get":               encodeRequest(18, cacheGetRequest("k")),
+	"cache_set":               encodeRequest(19, cacheSetRequest(CacheItem{"k", []byte("v"), 5000})),
+	"cache_del":               encodeRequest(20, cacheDelRequest([]string{"a", "b"})),
+	"cache_del_prefix":        encodeRequest(21, cacheDelPrefixRequest("user:1:")),
+	"cache_get_many":          encodeRequest(22, cacheGetManyRequest([]string{"a", "b"})),
+	"cache_set_many":          encodeRequest(23, cacheSetManyRequest([]CacheItem{{"a", []byte{0, 255}, 0}, {"b", []byte{}, 1}})),
+	"info":                    encodeRequest(24, infoRequest()),
 }
 
-func ok(id uint64, a interface{}) ServerMessage {
-	return ServerMessage{Response: &Response{ID: id, Answer: a}}
+func ok(id uint64, a interface{}) serverMessage {
+	return serverMessage{Response: &response{ID: id, Answer: a}}
 }
 
-func fail(id uint64, code, msg string) ServerMessage {
-	return ServerMessage{Response: &Response{ID: id, Err: &Error{code, msg}}}
+func fail(id uint64, code, msg string) serverMessage {
+	return serverMessage{Response: &response{ID: id, Err: &Error{code, msg}}}
 }
 
 // The server messages, as this client decodes them.
-var answers = map[string]ServerMessage{
+var answers = map[string]serverMessage{
 	"server_hello": {Hello: &struct {
 		Version uint32
 		Server  string
 	}{1, "s"}},
-	"pong":                    ok(1, Pong{}),
+	"pong":                    ok(1, pong{}),
 	"daily_reply":             ok(7, DailyNumber{Seq: 1, Day: 20260106, Source: "redis"}),
 	"conv_reply_local":        ok(9, ConvNumber{Seq: 300, Source: "local"}),
-	"health_reply":            ok(11, Fields{"health", [][2]string{{"redis", "up"}}}),
-	"metrics_reply":           ok(12, Metrics{"m 1\n"}),
+	"health_reply":            ok(11, fieldsAnswer{"health", [][2]string{{"redis", "up"}}}),
+	"metrics_reply":           ok(12, metricsAnswer{"m 1\n"}),
 	"error_reply":             fail(5, CodeInvalidArgument, "bad"),
 	"gap_reply":               ok(13, GapResult{Kind: "gap", Seq: 105, Expected: u64(101), Gap: 4, Source: "redis"}),
 	"gap_out_of_order_reply":  ok(13, GapResult{Kind: "out_of_order", Seq: 102, Expected: u64(106), Filled: boolean(true), Source: "local"}),
-	"gap_stats_reply":         ok(15, GapStats{&StreamStats{105, 1767724199000, 1, 0, [][2]uint64{{101, 104}}, "redis"}}),
-	"gap_stats_none":          ok(15, GapStats{}),
-	"done":                    ok(16, Done{}),
-	"cleared":                 ok(17, Cleared{3}),
-	"cache_hit":               ok(18, CacheValue{[]byte("v")}),
-	"cache_miss":              ok(18, CacheValue{}),
-	"cache_deferred":          ok(19, CacheWritten{"deferred"}),
+	"gap_stats_reply":         ok(15, gapStats{&StreamStats{105, 1767724199000, 1, 0, [][2]uint64{{101, 104}}, "redis"}}),
+	"gap_stats_none":          ok(15, gapStats{}),
+	"done":                    ok(16, doneAnswer{}),
+	"cleared":                 ok(17, cleared{3}),
+	"cache_hit":               ok(18, cacheValue{[]byte("v")}),
+	"cache_miss":              ok(18, cacheValue{}),
+	"cache_deferred":          ok(19, cacheWritten{"deferred"}),
 	"cache_deleted":           ok(20, CacheDeleted{2, false}),
 	"fatal_version_mismatch":  {Fatal: &Error{CodeVersionMismatch, "v"}},
 	"daily_number_local_host": ok(7, DailyNumber{Seq: 42, Day: 20261122, Source: "local", Host: u16(513)}),
 	"conv_number_redis":       ok(9, ConvNumber{Seq: 300, Source: "redis"}),
 	"conv_reply_redis_v1":     ok(9, ConvNumber{Seq: 7, Source: "redis"}),
-	"gap_batch_reply": ok(14, GapBatch{[]GapResult{
+	"gap_batch_reply": ok(14, gapBatch{[]GapResult{
 		{Kind: "normal", Seq: 1, Source: "redis"},
 		{Kind: "duplicate", Seq: 1, Expected: u64(2), Source: "redis"},
 	}}),
-	"cache_values":           ok(22, CacheValues{[][]byte{{0, 255}, nil}}),
-	"cache_stored":           ok(23, CacheWritten{"stored"}),
-	"cache_invalidated":      ok(23, CacheWritten{"invalidated"}),
-	"info_reply":             ok(24, Fields{"info", [][2]string{{"max_batch", "10000"}}}),
+	"cache_values":           ok(22, cacheValues{[][]byte{{0, 255}, nil}}),
+	"cache_stored":           ok(23, cacheWritten{"stored"}),
+	"cache_invalidated":      ok(23, cacheWritten{"invalidated"}),
+	"info_reply":             ok(24, fieldsAnswer{"info", [][2]string{{"max_batch", "10000"}}}),
 	"error_invalid_argument": fail(25, CodeInvalidArgument, "tz"),
 	"error_unknown_command":  fail(25, CodeUnknownCommand, "x"),
 	"error_forbidden":        fail(25, CodeForbidden, "seq:"),
@@ -148,7 +148,7 @@ func TestAnswersDecodeToTheRecordedValues(t *testing.T) {
 	v := loadVectors(t)
 	for name, want := range answers {
 		data := v[name]
-		got, err := DecodeServerMessage(data[4:])
+		got, err := decodeServerMessage(data[4:])
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue
@@ -161,11 +161,11 @@ func TestAnswersDecodeToTheRecordedValues(t *testing.T) {
 
 func TestTruncatedAndTrailingBytesAreRefused(t *testing.T) {
 	payload := loadVectors(t)["gap_stats_reply"][4:]
-	if _, err := DecodeServerMessage(append(append([]byte{}, payload...), 0)); err == nil {
+	if _, err := decodeServerMessage(append(append([]byte{}, payload...), 0)); err == nil {
 		t.Error("trailing byte accepted")
 	}
 	for cut := 0; cut < len(payload); cut++ {
-		if _, err := DecodeServerMessage(payload[:cut]); err == nil {
+		if _, err := decodeServerMessage(payload[:cut]); err == nil {
 			t.Errorf("payload cut at %d accepted", cut)
 		}
 	}
@@ -176,7 +176,7 @@ func TestTruncatedAndTrailingBytesAreRefused(t *testing.T) {
 	w.u32(0)
 	w.u32(4)
 	w.u64(1 << 60)
-	if _, err := DecodeServerMessage(w.buf); err == nil {
+	if _, err := decodeServerMessage(w.buf); err == nil {
 		t.Error("huge length accepted")
 	}
 }
@@ -193,7 +193,7 @@ func FuzzDecodeServerMessage(f *testing.F) {
 		f.Add(raw)
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		msg, err := DecodeServerMessage(payload)
+		msg, err := decodeServerMessage(payload)
 		if err != nil && !errors.Is(err, ErrProtocol) {
 			t.Fatalf("error outside ErrProtocol: %v", err)
 		}
@@ -208,7 +208,7 @@ func TestGoldenVectorsSurviveEveryTruncationAndBitFlip(t *testing.T) {
 		payload := data[4:]
 		for i := range payload {
 			for _, p := range [][]byte{payload[:i], flip(payload, i)} {
-				if _, err := DecodeServerMessage(p); err != nil && !errors.Is(err, ErrProtocol) {
+				if _, err := decodeServerMessage(p); err != nil && !errors.Is(err, ErrProtocol) {
 					t.Fatalf("%s: %v", name, err)
 				}
 			}
