@@ -429,10 +429,58 @@ class Client(_Exchange):
                 time.sleep(steps.failed(e))
 
 
+class _Pipelined:
+    """One asyncio connection: requests are written as they come, a reader
+    task hands each answer to its request's future by id (as the Go
+    client's reader goroutine does), so many tasks share the connection
+    without waiting for each other."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 read: Callable[[asyncio.StreamReader], Awaitable[wire.ServerMessage]]) -> None:
+        self.writer = writer
+        self.pending: Dict[int, "asyncio.Future[Any]"] = {}
+        self.write_lock = asyncio.Lock()
+        self.broken: Optional[BaseException] = None
+        self.task = asyncio.ensure_future(self._read_all(reader, read))
+
+    async def _read_all(self, reader: asyncio.StreamReader,
+                        read: Callable[[asyncio.StreamReader], Awaitable[wire.ServerMessage]]) -> None:
+        try:
+            while True:
+                msg = await read(reader)
+                if isinstance(msg, wire.Fatal):
+                    raise msg.error
+                if not isinstance(msg, wire.Response):
+                    raise ProtocolError(f"unexpected message {msg!r}")
+                fut = self.pending.pop(msg.id, None)
+                # An answer nobody waits for any more (its call timed out)
+                # is dropped.
+                if fut is not None and not fut.done():
+                    fut.set_result(msg.error if msg.error is not None else msg.answer)
+        except BaseException as e:  # noqa: BLE001 - every waiter learns it
+            self.fail(e if isinstance(e, Exception) else ConnectionError("connection closed"))
+
+    def fail(self, e: BaseException) -> None:
+        """The connection is done: every request waiting on it fails."""
+        if self.broken is None:
+            self.broken = e
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(e)
+        self.pending.clear()
+        self.writer.close()
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.fail(ConnectionError("client closed"))
+
+
 class AsyncClient(_Exchange):
-    """The asyncio variant: the same calls, awaited; one exchange at a time
-    per client (open several, or use pipeline()). Reconnects like
-    Client; ``timeout`` bounds every call."""
+    """The asyncio variant: the same calls, awaited. Many tasks may await
+    calls of one client at once: their requests are pipelined on its one
+    connection. Reconnects like Client; ``timeout`` bounds every call (a
+    call that runs out of it fails with Unavailable; its answer, if it
+    comes, is dropped)."""
 
     def __init__(self, path: str = DEFAULT_SOCKET, timeout: Optional[float] = DEFAULT_TIMEOUT,
                  max_frame: int = wire.DEFAULT_MAX_FRAME):
@@ -441,9 +489,9 @@ class AsyncClient(_Exchange):
         self.max_frame = max_frame
         self.version = wire.PROTOCOL_VERSION
         self._next_id = 1
-        self._conn: Optional[Tuple[asyncio.StreamReader, asyncio.StreamWriter]] = None
-        # Made in the running loop, on first use.
-        self._lock: Optional[asyncio.Lock] = None
+        self._conn: Optional[_Pipelined] = None
+        # Made in the running loop, on first use: one connect at a time.
+        self._connecting: Optional[asyncio.Lock] = None
 
     @classmethod
     async def connect(cls, path: str = DEFAULT_SOCKET, timeout: Optional[float] = DEFAULT_TIMEOUT) -> "AsyncClient":
@@ -454,7 +502,8 @@ class AsyncClient(_Exchange):
         pause = 0.01
         while True:
             try:
-                c._conn = await asyncio.wait_for(c._open(), max(deadline - time.monotonic(), 0.001))
+                reader, writer = await asyncio.wait_for(c._open(), max(deadline - time.monotonic(), 0.001))
+                c._conn = _Pipelined(reader, writer, c._read)
                 return c
             except (OSError, asyncio.TimeoutError) as e:
                 if not _not_up_yet(e) or time.monotonic() >= deadline:
@@ -494,42 +543,66 @@ class AsyncClient(_Exchange):
 
     async def close(self) -> None:
         if self._conn is not None:
-            self._conn[1].close()
+            self._conn.close()
             self._conn = None
 
-    async def pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
-        """As Client.pipeline()."""
-        async def run() -> List[Union[Any, SeqdError]]:
-            try:
-                return await self._pipeline(requests)
-            except OSError:
-                await self.close()
-                return await self._pipeline(requests)
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            try:
-                return await asyncio.wait_for(run(), self.timeout)
-            except (OSError, asyncio.TimeoutError) as e:
-                await self.close()
-                raise _unreachable(self.path, e) from e
-            except BaseException:
-                await self.close()
-                raise
+    async def _connection(self) -> _Pipelined:
+        """The open connection, or a new one (one task connects; the others
+        wait for it)."""
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._conn is None or self._conn.broken is not None:
+                reader, writer = await self._open()
+                self._conn = _Pipelined(reader, writer, self._read)
+            return self._conn
 
-    async def _pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
-        if self._conn is None:
-            self._conn = await self._open()
-        reader, writer = self._conn
+    async def pipeline(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
+        """As Client.pipeline(). A connection that breaks under it is
+        replaced and the requests sent once more (a ``*_next`` whose answer
+        was lost then skips a number, never repeats one)."""
+        try:
+            return await asyncio.wait_for(self._send_retrying(requests), self.timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise _unreachable(self.path, e) from e
+
+    async def _send_retrying(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
+        try:
+            return await self._send(requests)
+        except OSError:
+            return await self._send(requests)
+
+    async def _send(self, requests: Sequence[wire.Request]) -> List[Union[Any, SeqdError]]:
+        conn = await self._connection()
+        loop = asyncio.get_running_loop()
         results: List[Any] = [None] * len(requests)
-        i = 0
-        while i < len(requests):
-            out, ids, i = self._window(requests, i, results)
-            writer.write(out)
-            await writer.drain()
-            while ids:
-                self._accept(await self._read(reader), ids, results)
-        return results
+        waiting: List[Tuple[int, int, "asyncio.Future[Any]"]] = []
+        try:
+            i = 0
+            while i < len(requests):
+                out, ids, i = self._window(requests, i, results)
+                for rid, at in ids.items():
+                    fut: "asyncio.Future[Any]" = loop.create_future()
+                    conn.pending[rid] = fut
+                    waiting.append((rid, at, fut))
+                if conn.broken is not None:
+                    raise conn.broken
+                async with conn.write_lock:
+                    conn.writer.write(out)
+                    await conn.writer.drain()
+            for _, at, fut in waiting:
+                results[at] = await fut
+            return results
+        except OSError as e:
+            conn.fail(e)
+            raise
+        finally:
+            for rid, _, fut in waiting:
+                if not fut.done():
+                    fut.cancel()
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved: one failure was raised for all
+                conn.pending.pop(rid, None)
 
     async def request(self, request: wire.Request) -> Any:
         (result,) = await self.pipeline([request])

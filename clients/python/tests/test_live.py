@@ -4,6 +4,7 @@ import asyncio
 import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import unittest
@@ -283,6 +284,28 @@ class SharedClients(unittest.TestCase):
         self.assertEqual(c.daily_next("alice+orders@example.com", tz="UTC").seq, 1)
         with self.assertRaises(seqd.InvalidArgument):
             c.daily_next("a:b", tz="UTC")
+
+
+class HungSeqd(unittest.TestCase):
+    def test_an_async_call_to_a_hung_seqd_ends_at_its_timeout_and_the_client_goes_on(self):
+        s = Seqd()
+        self.addCleanup(s.stop)
+
+        async def run():
+            async with await seqd.AsyncClient.connect(s.socket, timeout=0.3) as c:
+                self.assertEqual((await c.group_next("hung")).seq, 1)
+                s.proc.send_signal(signal.SIGSTOP)
+                try:
+                    with self.assertRaises(seqd.Unavailable) as e:
+                        await c.group_next("hung")
+                    self.assertIn("did not answer in time", str(e.exception))
+                finally:
+                    s.proc.send_signal(signal.SIGCONT)
+                # The late answer is dropped; the next call is answered on
+                # the same connection (the lost call used up number 2).
+                self.assertEqual((await c.group_next("hung")).seq, 3)
+
+        asyncio.run(run())
 
 
 class SeqdAway(unittest.TestCase):
