@@ -44,10 +44,12 @@ export GOPROXY=off GOFLAGS=-mod=mod
 # The Python client, the same way; its last test has Python, seqctl, the
 # Go example and socat draw from one counter in turn. The package is typed
 # (py.typed): mypy --strict checks it, installed from PyPI when missing.
-if ! python3 -m mypy --version >/dev/null 2>&1; then
-  python3 -m pip install --quiet mypy >/dev/null 2>&1 ||
-    python3 -m pip install --quiet --break-system-packages mypy >/dev/null 2>&1 ||
-    echo "warning: mypy could not be installed; the Python client's types are not checked"
+# flit_core, its build backend, lets a test build the wheel and check that
+# building leaves the source tree as it was.
+if ! python3 -m mypy --version >/dev/null 2>&1 || ! python3 -c 'import flit_core' >/dev/null 2>&1; then
+  python3 -m pip install --quiet mypy flit_core >/dev/null 2>&1 ||
+    python3 -m pip install --quiet --break-system-packages mypy flit_core >/dev/null 2>&1 ||
+    echo "warning: mypy or flit_core could not be installed from PyPI; the checks that need them are skipped"
 fi
 if python3 -m mypy --version >/dev/null 2>&1; then
   (cd clients/python && python3 -m mypy --strict --cache-dir=/dev/null seqd)

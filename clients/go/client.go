@@ -80,6 +80,17 @@ func (e *unreachableError) Error() string {
 func (e *unreachableError) Unwrap() error        { return e.err }
 func (e *unreachableError) Is(target error) bool { return target == ErrUnavailable }
 
+// ErrTimeout is matched (errors.Is) by the error of a call whose deadline
+// passed before seqd answered (its context's, or CallTimeout); the error
+// also matches context.DeadlineExceeded.
+var ErrTimeout = errors.New("seqd did not answer in time")
+
+type timeoutError struct{ err error }
+
+func (e *timeoutError) Error() string        { return ErrTimeout.Error() + ": " + e.err.Error() }
+func (e *timeoutError) Unwrap() error        { return e.err }
+func (e *timeoutError) Is(target error) bool { return target == ErrTimeout }
+
 // DefaultCallTimeout bounds a call whose context has no deadline, so that
 // a hung seqd never blocks a caller for ever; set Client.CallTimeout to
 // change it (0: no bound).
@@ -258,6 +269,9 @@ func (c *Client) do(ctx context.Context, req request) (interface{}, error) {
 	var broken *brokenError
 	if errors.As(err, &broken) && ctx.Err() == nil {
 		answer, err = c.try(ctx, req)
+	}
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		err = &timeoutError{err}
 	}
 	return answer, err
 }

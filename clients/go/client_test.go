@@ -499,7 +499,7 @@ func TestAHungSeqdEndsACallWithoutADeadlineAfterCallTimeout(t *testing.T) {
 	defer d.cmd.Process.Signal(syscall.SIGCONT)
 	start := time.Now()
 	_, err := c.GenerateGroupChatSequence(context.Background(), "hung")
-	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
 		t.Fatalf("%v after %v", err, time.Since(start))
 	}
 }

@@ -192,3 +192,29 @@ class Docs(unittest.TestCase):
         for obj in (seqd, seqd.Client, seqd.AsyncClient, seqd.wire):
             text = pydoc.render_doc(obj, renderer=pydoc.plaintext)
             self.assertIsNone(re.search(r":(class|meth|data|func|attr|mod):`", text), obj)
+
+
+class Packaging(unittest.TestCase):
+    def test_building_the_wheel_leaves_the_source_tree_as_it_was(self):
+        try:
+            from flit_core import buildapi
+        except ImportError:
+            self.skipTest("flit_core is not installed")
+        import tempfile
+
+        root = os.path.join(os.path.dirname(__file__), "..")
+        before = sorted(os.listdir(root))
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory() as out:
+            os.chdir(root)
+            try:
+                wheel = buildapi.build_wheel(out)
+            finally:
+                os.chdir(cwd)
+            self.assertTrue(wheel.startswith("seqd-") and wheel.endswith(".whl"), wheel)
+            import zipfile
+
+            names = zipfile.ZipFile(os.path.join(out, wheel)).namelist()
+            self.assertIn("seqd/py.typed", names)
+            self.assertIn("seqd/tracker.py", names)
+        self.assertEqual(sorted(os.listdir(root)), before, "the source tree is unchanged")

@@ -282,8 +282,11 @@ class SharedClients(unittest.TestCase):
         c = seqd.Client(self.seqd.socket)
         self.addCleanup(c.close)
         self.assertEqual(c.daily_next("alice+orders@example.com", tz="UTC").seq, 1)
-        with self.assertRaises(seqd.InvalidArgument):
-            c.daily_next("a:b", tz="UTC")
+        self.assertEqual(c.private_next("bob@example.com", "alice+orders@example.com").seq, 1)
+        # What could reach another key or command stays out.
+        for bad in ["a:b", "a*", "a?", "a[1]", "{a}", "a b", "a\tb", "é@x.com"]:
+            with self.assertRaises(seqd.InvalidArgument, msg=bad):
+                c.daily_next(bad, tz="UTC")
 
 
 class HungSeqd(unittest.TestCase):
