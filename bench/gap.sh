@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Gap tracker figures, side by side with the seed's Python tracker.
+# Gap tracker figures, side by side with a Python tracker on Redis.
 #
 # Starts its own redis-server on a free loopback port and a release seqd on
 # it, runs seqd-bench for single checks (1 client) and batches of 1000
-# (4 clients), and prints a table against the seed tracker's figures as
-# measured on this kind of machine (given in the issue: about 2,500
+# (4 clients), and prints a table against that tracker's figures as
+# measured on this kind of machine (about 2,500
 # events/s single, 30,000-37,000 events/s in batches of 100-1000).
 #
 # Usage: bench/gap.sh [seconds]   (default 5)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One day of N users in local mode (issue 15's ten million daily keys):
+# One day of N users in local mode (ten million daily keys by default):
 # writes N daily marks into a fresh store (as a day of NEXTs would leave
 # them: value 1..3, today's expiry, an implied ceiling), then starts a
 # release seqd on it and prints the store's size, the time from start to

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # seqd on Redis Cluster and behind Sentinel, next to redis-benchmark on the
-# same Redis in the same run (issue 14), and what `--redis-wait-replicas 1`
+# same Redis in the same run, and what `--redis-wait-replicas 1`
 # costs.
 #
 # Starts its own 3-master cluster (redis-cli --cluster create) and its own

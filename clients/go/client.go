@@ -377,7 +377,7 @@ func dayArgs(now time.Time) (*string, *int64, error) {
 }
 
 // IncrementDailySequence issues the next number of userID's counter for
-// the local date of now in now's zone (the seed's call).
+// the local date of now in now's zone (the name Go services know).
 func (c *Client) IncrementDailySequence(ctx context.Context, userID string, now time.Time) (DailyNumber, error) {
 	tz, ms, err := dayArgs(now)
 	if err != nil {

@@ -4,7 +4,7 @@
 //! [`Response`]s to lines — and does no I/O. Values (user ids, zones) are
 //! checked by the daemon, the same way for both protocols.
 //!
-//! Choices where SPEC §3.2 is silent:
+//! Choices the text protocol's reference leaves open:
 //! - words are separated by runs of spaces or tabs; a trailing `\r` is
 //!   dropped, so CRLF works;
 //! - an empty line (or one of only blanks) is ignored and gets no reply;

@@ -209,7 +209,7 @@ pub struct GapEvent {
     pub seq: u64,
 }
 
-/// How a sequence number relates to its stream's state (the seed
+/// How a sequence number relates to its stream's state (the tracker
 /// tracker's event kinds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GapKind {

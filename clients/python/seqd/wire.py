@@ -469,7 +469,7 @@ class ConvNumber:
 
 @dataclass(frozen=True)
 class GapResult:
-    """How a market-data sequence number relates to its stream (the seed's
+    """How a market-data sequence number relates to its stream (the tracker's
     ``SequenceResult``): ``kind`` is one of GAP_KINDS."""
 
     kind: str

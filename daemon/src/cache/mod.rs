@@ -1,4 +1,4 @@
-//! The settings cache (SPEC §6).
+//! The settings cache.
 //!
 //! # What it owns
 //!

@@ -1,4 +1,4 @@
-//! The settings cache's rules (SPEC §6): which keys a caller may touch and
+//! The settings cache's rules: which keys a caller may touch and
 //! how large a value may be. Storing is the [`Cache`](super::Cache)
 //! implementations' job.
 //!

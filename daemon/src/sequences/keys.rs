@@ -1,4 +1,4 @@
-//! Daily sequences (SPEC §4.1) and conversation sequences (§4.2): request
+//! Daily sequences and conversation sequences: request
 //! validation and the Redis key schema. Issuing numbers is the
 //! [`Sequences`](super::Sequences) implementations' job; this module
 //! decides *which* counter.
@@ -82,7 +82,7 @@ pub struct DailyKey {
 /// repeat numbers. So only the days within `window_days` of today accept
 /// `NEXT`, and a counter lives at least until its day's window has closed
 /// (the start of day + window + 1 in its zone): its Redis TTL is the
-/// larger of the seed's 48 hours (which covers today's keys) and the time
+/// larger of the 48-hour key TTL (which covers today's keys) and the time
 /// until then, and so is its mark's life.
 pub fn daily_key(q: &DailyQuery, rules: DailyRules, now: DateTime<Utc>) -> Result<DailyKey, Error> {
     ids::validate("user", &q.user)?;
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(before.key.key, "user:123:sequence:20260106");
         assert_eq!(after.day, 20260107);
         assert_eq!(after.key.key, "user:123:sequence:20260107");
-        // Today's key: the seed's 48 hours (its window closes sooner).
+        // Today's key: the key's 48 hours (its window closes sooner).
         assert_eq!(before.key.ttl_secs, Some(172_800));
         // Tomorrow's key lives until the end of the day after it in
         // Kolkata: 2026-01-09T00:00+05:30 is 66.5 hours after `now`.

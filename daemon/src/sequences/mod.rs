@@ -1,5 +1,5 @@
-//! Sequences: daily per-user order numbers (SPEC §4.1) and conversation
-//! message numbers (§4.2).
+//! Sequences: daily per-user order numbers and conversation
+//! message numbers.
 //!
 //! # What it owns
 //!
@@ -12,7 +12,7 @@
 //!   high-water mark, and the store answering while Redis cannot).
 //! - [`daily`] and [`conv`]: a request, answered.
 //!
-//! # What it guarantees (SPEC §4.3)
+//! # What it guarantees (docs: README, "What seqd guarantees")
 //!
 //! Per key and per seqd, a number returned by [`Sequences::next`] is
 //! durable in the local store before it is returned, and greater than
@@ -43,7 +43,8 @@ pub struct Issued {
     pub host: Option<u16>,
 }
 
-/// What `NEXT` does for a family when Redis cannot answer (SPEC §4.3, 7).
+/// What `NEXT` does for a family when Redis cannot answer: answer from
+/// this host's store (unique per host) or refuse (unique per fleet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
     /// Answer from the local store, tagged with the host: always answers;

@@ -1,7 +1,7 @@
 //! Redis mode: numbers come from the shared Redis counter, and from the
 //! local store whenever Redis cannot answer.
 //!
-//! # What it guarantees (SPEC §4.3)
+//! # What it guarantees
 //!
 //! - **Never twice, strictly increasing** per key from this seqd: every
 //!   number, from Redis or from the store, is committed to the store as the
@@ -60,7 +60,7 @@ return {n, raised, before}
 "#;
 
 /// `INCR key`; with a TTL, `MULTI` / `INCR` / `EXPIRE key ttl NX` /
-/// `EXEC`: the TTL is set in the same atomic step as the increment (SPEC:
+/// `EXEC`: the TTL is set in the same atomic step as the increment (the rule:
 /// never a key left without one), without a script. The transaction is
 /// written as plain commands, not the redis crate's atomic pipeline, so
 /// that a fence's `WAIT` can follow its `EXEC`. Returns the new number.
@@ -345,7 +345,7 @@ impl RedisSequences {
     /// On reconciling `key`, whose local numbers ran from `from + 1` to
     /// `mark`: if Redis's counter (`redis`) had moved past `from`, other
     /// hosts drew numbers from Redis meanwhile that this host may also
-    /// have issued locally (SPEC §4.3, 8). Counted, and logged once per
+    /// have issued locally (the fleet's possible overlap). Counted, and logged once per
     /// reconciliation of the key.
     fn report_overlap(&self, key: &str, from: Option<u64>, mark: u64, redis: u64) {
         let Some(from) = from else {

@@ -208,7 +208,7 @@ async fn a_redis_number_the_store_issued_meanwhile_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0, 1000).unwrap();
     claim(&store, "k", 5).await.unwrap();
-    // Two Redis requests begin (floor 5); meanwhile the store issues 6.
+    // Two Redis requests begin (floor 5); meanwhile the store hands out 6.
     let a = store.begin("k", None, None, None);
     let b = store.begin("k", None, None, None);
     assert_eq!((a.floor, b.floor), (5, 5));

@@ -1,7 +1,7 @@
-//! The gap classification (SPEC §5) as a pure function over a stream's
+//! The gap classification as a pure function over a stream's
 //! state, with the stream name rules and the Redis key schema.
 //!
-//! The classification is the seed tracker's single-event `check_sequence`,
+//! The classification is the market-data tracker's single-event `check_sequence`,
 //! in this order:
 //!
 //! | condition | event | state change |
@@ -13,7 +13,7 @@
 //! | 2·seq < last | `reset` | last = seq, gap_count = 0, reset_count + 1 |
 //! | otherwise | `out_of_order` | none |
 //!
-//! Beyond the seed, a stream remembers the ranges its gaps left open (the
+//! Beyond that tracker, a stream remembers the ranges its gaps left open (the
 //! latest [`MAX_MISSING_RANGES`]): an out-of-order number inside one fills
 //! it (`filled=true`); a reset forgets them. The Redis script in
 //! [`super::redis`] implements exactly this function; the tests hold the
@@ -200,7 +200,7 @@ mod tests {
         })
     }
 
-    /// Every row of the SPEC §5 table: (last or none, seq) -> (event,
+    /// Every row of the classification table: (last or none, seq) -> (event,
     /// expected, gap, last after, gap_count after, reset_count after).
     #[test]
     fn classification_follows_the_table_row_by_row() {

@@ -1,4 +1,4 @@
-//! Market-data gap tracking (SPEC §5).
+//! Market-data gap tracking.
 //!
 //! # What it owns
 //!

@@ -1,4 +1,4 @@
-//! Bounded under abuse (issue 13): what one careless or hostile client
+//! Bounded under abuse: what one careless or hostile client
 //! can make seqd hold. Memory figures are printed; the assertions are
 //! bounds on RSS growth with generous margins, not timings.
 

@@ -1,4 +1,4 @@
-//! The settings cache (SPEC §6) against a live seqd: operations, namespace
+//! The settings cache against a live seqd: operations, namespace
 //! protection, sizes, zero staleness through Redis hangs and a `kill -9` of
 //! seqd, request coalescing, local mode, and the client's helpers.
 
@@ -179,7 +179,7 @@ fn text_mode_escapes_values_that_are_not_one_line_of_utf8() {
     );
 }
 
-/// The staleness scenario of the issue: no reader ever sees v1 after v2
+/// The staleness scenario: no reader ever sees v1 after v2
 /// was acknowledged, whatever Redis does meanwhile.
 #[test]
 fn a_value_superseded_during_an_outage_is_never_read_again() {

@@ -1,4 +1,4 @@
-//! Configuration: the mode chosen from the environment, the seed's
+//! Configuration: the mode chosen from the environment, the classic
 //! `REDIS_*` variables, the startup log, and the client's reconnect.
 
 use seqd_tests::*;

@@ -1,4 +1,4 @@
-//! SPEC §4.3 under faults, with real processes: 8 concurrent clients on
+//! The sequence guarantees under faults, with real processes: 8 concurrent clients on
 //! daily and conversation keys while Redis is killed, restarted empty, hung
 //! with SIGSTOP, or set back in time (seqd's own `kill -9` under load is in
 //! `durability.rs`). Every test asserts: no number

@@ -1,4 +1,4 @@
-//! Failover fencing and master changes (issue 14): with
+//! Failover fencing and master changes: with
 //! `--redis-wait-replicas N` a number is answered from Redis only once N
 //! replicas acknowledged it (`WAIT` after the write batch); without them it
 //! falls back (or is refused) per the fallback policy, and the breaker

@@ -1,4 +1,4 @@
-//! Two seqds on one Redis (issue 12 A): when one host's path to Redis
+//! Two seqds on one Redis: when one host's path to Redis
 //! fails while Redis stays up for the other, the cut-off host either
 //! answers from its store with its host id (unique per host: `(host,
 //! number)` never repeats across the fleet) and reports the possible

@@ -1,6 +1,6 @@
 //! The integration tests, one binary so the suite links once: real
 //! `redis-server` and `seqd` processes driven through the harness in
-//! `tests/src` (`seqd_tests`). One module per area of the spec.
+//! `tests/src` (`seqd_tests`). One module per area of seqd.
 
 mod abuse;
 mod bench;

@@ -1,4 +1,4 @@
-//! Redis behind Sentinel (issue 14): a master, a replica and three
+//! Redis behind Sentinel: a master, a replica and three
 //! sentinels of our own; two seqds (host ids 7 and 8) with 4 clients each
 //! draw numbers through a failover. seqd follows the new master without an
 //! operator, drops its connections to the old one, and recovers against

@@ -1,4 +1,4 @@
-//! Daily (SPEC §4.1) and conversation (§4.2) sequences against a real seqd,
+//! Daily and conversation sequences against a real seqd,
 //! in Redis mode with a real redis-server and in local mode.
 
 use seqd_tests::*;

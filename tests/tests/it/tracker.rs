@@ -1,4 +1,4 @@
-//! The gap tracker (SPEC §5) against a live seqd, with a real Redis and in
+//! The gap tracker against a live seqd, with a real Redis and in
 //! local mode: every row of the classification, batches equal to one-by-one
 //! checks (property-tested against a plain model), racing consumers,
 //! persistence, fallback and recovery.
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-/// A plain model of the SPEC §5 table, written independently of seqd's.
+/// A plain model of the classification table, written independently of seqd's.
 #[derive(Default)]
 struct Model {
     last: HashMap<String, u64>,
