@@ -47,7 +47,9 @@
 //! - `marks.rs`: the marks in memory and the never-twice rule (no SQLite).
 //! - `schema.rs`: tables, migration, how the last run ended.
 //! - `writer.rs`: the writer thread, group commit, fsync policy.
-//! - `streams.rs`, `outbox.rs`: the rows of the tracker and the cache.
+//! - `streams.rs`, `outbox.rs`: the rows of the tracker and the cache, and
+//!   their SQL; `tables.rs`: the store's requests about them (ops of the
+//!   writer's queue).
 //! - `tests.rs`: the store's tests.
 //!
 //! The store knows no capability: it stores keys, numbers and rows.
@@ -57,6 +59,7 @@ mod marks;
 mod outbox;
 mod schema;
 mod streams;
+mod tables;
 #[cfg(test)]
 mod tests;
 mod writer;

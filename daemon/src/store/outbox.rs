@@ -2,11 +2,9 @@
 //! run in Redis (the `outbox` table). Outbox writes always fsync: a power
 //! loss must not forget an invalidation a writer was told is deferred.
 
-use super::writer::Op;
 use super::{Store, StoreError};
 use rusqlite::{params, Connection};
 use std::path::Path;
-use tokio::sync::oneshot;
 
 /// A cache invalidation waiting for Redis.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,12 +25,6 @@ impl OutboxEntry {
 }
 
 impl Store {
-    /// Queues cache invalidations durably (`add`) or records them as done.
-    pub async fn outbox(&self, entries: Vec<OutboxEntry>, add: bool) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.send(Op::Outbox { entries, add, done }, wait).await
-    }
-
     /// Reads the cache outbox (at start; blocking, on its own connection).
     pub fn load_outbox(dir: &Path) -> Result<Vec<OutboxEntry>, StoreError> {
         let conn = Connection::open(dir.join("seqd.db"))?;

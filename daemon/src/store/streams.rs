@@ -5,13 +5,11 @@
 //! writes always fsync (see the writer's policy): a stream's state is the
 //! answer a consumer already acted on.
 
-use super::writer::Op;
 use super::{Store, StoreError};
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// How long stream states wait in memory to be written together: a
 /// stream checked thousands of times a second costs the writer one row a
@@ -21,9 +19,9 @@ pub(super) const STREAM_SAVE_DELAY: Duration = Duration::from_millis(10);
 /// Stream states not yet handed to the writer: the latest row per stream.
 #[derive(Default)]
 pub(super) struct PendingStreams {
-    rows: HashMap<String, StreamRow>,
+    pub(super) rows: HashMap<String, StreamRow>,
     /// A hand-over to the writer is scheduled.
-    scheduled: bool,
+    pub(super) scheduled: bool,
 }
 
 /// A gap-tracker stream as the store keeps it.
@@ -41,84 +39,6 @@ pub struct StreamRow {
 }
 
 impl Store {
-    /// Keeps stream states for writing without waiting for the commit:
-    /// the gap tracker answers from memory, and what a crash may lose is
-    /// bounded instead (the states of the last [`STREAM_SAVE_DELAY`] and
-    /// the writes still queued at a `kill -9`, a few milliseconds; the
-    /// last second at a power loss). The latest state of each stream is
-    /// handed to the writer once per delay, all in one commit. A failed
-    /// commit is logged by the writer.
-    pub async fn save_streams_soon(&self, rows: Vec<StreamRow>) -> Result<(), StoreError> {
-        if self.tx.is_closed() {
-            return Err(StoreError::Stopped);
-        }
-        let schedule = {
-            let mut pending = self.pending_streams();
-            for row in rows {
-                pending.rows.insert(row.key.clone(), row);
-            }
-            !std::mem::replace(&mut pending.scheduled, true)
-        };
-        if schedule {
-            let store = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(STREAM_SAVE_DELAY).await;
-                let _ = store.hand_over_streams().await;
-            });
-        }
-        Ok(())
-    }
-
-    /// True when no stream state waits to be handed to the writer.
-    pub(super) fn pending_streams_is_empty(&self) -> bool {
-        self.pending_streams().rows.is_empty()
-    }
-
-    fn pending_streams(&self) -> std::sync::MutexGuard<'_, PendingStreams> {
-        self.streams.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Hands the pending stream states to the writer, ahead of whatever is
-    /// sent after them (a delete, a sync, a flush, the close): the writer
-    /// takes its queue in order, so no older state lands after them.
-    pub(super) async fn hand_over_streams(&self) -> Result<(), StoreError> {
-        let rows: Vec<StreamRow> = {
-            let mut pending = self.pending_streams();
-            pending.scheduled = false;
-            pending.rows.drain().map(|(_, row)| row).collect()
-        };
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let (done, _) = oneshot::channel();
-        self.tx
-            .send(Op::SaveStreams { rows, done })
-            .await
-            .map_err(|_| StoreError::Stopped)
-    }
-
-    /// Forgets streams (`None`: all of them).
-    pub async fn delete_streams(&self, keys: Option<Vec<String>>) -> Result<(), StoreError> {
-        self.hand_over_streams().await?;
-        let (done, wait) = oneshot::channel();
-        self.send(Op::DeleteStreams { keys, done }, wait).await
-    }
-
-    /// Marks streams as written to Redis, unless they changed since
-    /// (`last_ts` differs).
-    pub async fn streams_synced(&self, keys: Vec<(String, i64)>) -> Result<(), StoreError> {
-        self.hand_over_streams().await?;
-        let (done, wait) = oneshot::channel();
-        self.send(Op::StreamsSynced { keys, done }, wait).await
-    }
-
-    /// Drops streams last updated at or before `before_ms`.
-    pub async fn prune_streams(&self, before_ms: i64) -> Result<(), StoreError> {
-        self.hand_over_streams().await?;
-        let (done, wait) = oneshot::channel();
-        self.send(Op::PruneStreams { before_ms, done }, wait).await
-    }
-
     /// Reads every stream updated after `since_ms` (at start; blocking, on
     /// its own connection).
     pub fn load_streams(dir: &Path, since_ms: i64) -> Result<Vec<StreamRow>, StoreError> {
