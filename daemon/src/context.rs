@@ -1,10 +1,11 @@
 //! The shared state every connection gets a reference to. No globals: the
-//! server owns one `Arc<Context>` and hands out clones.
+//! server owns one `Arc<Context>` and hands out clones. It holds state and
+//! answers nothing: what the daemon says of itself is `status.rs`'s.
 
 use crate::budget::Budget;
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::metrics::{self, Levels, Metrics};
+use crate::metrics::Metrics;
 use crate::sequences::Sequences;
 use crate::store::Store;
 use crate::tracker::Tracker;
@@ -65,68 +66,5 @@ impl Context {
     /// Puts a new configuration in force (reload).
     pub fn replace_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-    }
-
-    /// `HEALTH`'s `name=value` pairs: Redis and the breaker first, then
-    /// the cache, the mode and the store.
-    pub async fn health(&self) -> Vec<(String, String)> {
-        let mut fields = self.sequences.health().await;
-        fields.extend(self.cache.health());
-        fields.push(("mode".into(), self.sequences.mode().into()));
-        fields.push(("host".into(), self.host_id.to_string()));
-        fields.push(("local_marks".into(), self.store.len().to_string()));
-        fields.push(("version".into(), env!("CARGO_PKG_VERSION").into()));
-        fields
-    }
-
-    /// What a client needs to know of this daemon (`INFO`): the version,
-    /// the protocol versions, mode and host id, every limit a request can
-    /// hit and the requests it knows. Names are a contract: new ones are
-    /// appended, none is renamed.
-    pub fn info(&self) -> Vec<(String, String)> {
-        let c = self.config();
-        let protocols: Vec<String> = (seqd_protocol::MIN_PROTOCOL_VERSION
-            ..=seqd_protocol::PROTOCOL_VERSION)
-            .map(|v| v.to_string())
-            .collect();
-        let fields: [(&str, String); 16] = [
-            ("version", env!("CARGO_PKG_VERSION").into()),
-            ("protocols", protocols.join(",")),
-            ("mode", self.sequences.mode().into()),
-            ("host", self.host_id.to_string()),
-            ("max_frame", c.max_frame.to_string()),
-            ("max_line", c.max_line.to_string()),
-            ("max_value", c.max_value.to_string()),
-            ("max_batch", c.max_batch.to_string()),
-            ("max_keys", c.max_keys.to_string()),
-            ("max_inflight", c.max_inflight.to_string()),
-            (
-                "max_key_bytes",
-                crate::cache::rules::MAX_KEY_LEN.to_string(),
-            ),
-            ("max_id_chars", seqd_protocol::MAX_ID_LEN.to_string()),
-            ("handshake_timeout_ms", c.handshake_timeout_ms.to_string()),
-            ("idle_timeout_ms", c.idle_timeout_ms.to_string()),
-            ("default_tz", c.default_tz.clone()),
-            ("requests", seqd_protocol::Request::NAMES.join(",")),
-        ];
-        fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
-    }
-
-    /// The metrics in the Prometheus text format (`METRICS`, HTTP).
-    pub fn render_metrics(&self) -> String {
-        let levels = Levels {
-            local_marks: self.store.len(),
-            buffered: (
-                self.buffer_budget.total() - self.buffer_budget.available(),
-                self.buffer_budget.total(),
-            ),
-            pending_reconciliation: self.store.pending(),
-            cache_outbox: self.cache.outbox_len(),
-        };
-        metrics::render(&self.metrics, levels)
     }
 }

@@ -72,12 +72,14 @@ async fn handle(ctx: &Context, request: Request) -> Result<Response, Error> {
         Request::ConvGet(c) => sequences::conv(seqs, m, &c, false).await,
         // HEALTH and METRICS span every capability: the context gathers them.
         Request::Health => Ok(Response::Health {
-            fields: ctx.health().await,
+            fields: crate::status::health(ctx).await,
         }),
         Request::Metrics => Ok(Response::Metrics {
-            text: ctx.render_metrics(),
+            text: crate::status::metrics(ctx),
         }),
-        Request::Info => Ok(Response::Info { fields: ctx.info() }),
+        Request::Info => Ok(Response::Info {
+            fields: crate::status::info(ctx),
+        }),
         Request::GapCheck(e) => tracker::check(gaps, &e).await,
         Request::GapBatch(events) => {
             tracker::check_batch(gaps, &events, config.max_batch as usize).await

@@ -30,7 +30,7 @@
 //! Around them: [`app`] (start, serve, stop), [`mode`] (the one place that
 //! chooses local or Redis mode and builds the capabilities), [`config`]
 //! (flags and environment), [`context`] (the shared state, passed as an
-//! `Arc`; there are no globals), [`budget`] (the memory budget for
+//! `Arc`; there are no globals), [`status`] (`HEALTH`, `INFO`, `METRICS`), [`budget`] (the memory budget for
 //! buffered frames), [`reload`] (SIGHUP), [`systemd`] (readiness,
 //! watchdog, status), [`metrics`] and [`metrics_http`].
 //!
@@ -58,6 +58,7 @@ pub mod redis;
 pub mod reload;
 pub mod sequences;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod tracker;

@@ -61,7 +61,7 @@ async fn answer(mut stream: TcpStream, ctx: &Context) -> std::io::Result<()> {
     }
     let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let (status, body) = match request_line.split(|b| *b == b' ').collect::<Vec<_>>()[..] {
-        [b"GET", b"/metrics", _] => ("200 OK", ctx.render_metrics()),
+        [b"GET", b"/metrics", _] => ("200 OK", crate::status::metrics(ctx)),
         _ => (
             "404 Not Found",
             "only GET /metrics is served here\n".to_string(),
