@@ -116,6 +116,17 @@ pub struct Metrics {
     exchanges: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// Registers `metric` under `name` with `help`, and gives it back.
+fn reg<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -123,201 +134,49 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    // A table, one metric a line: kept as written.
+    #[rustfmt::skip]
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("seqd");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency: Family<OpLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(latency_histogram);
-        let issued = Family::<IssuedLabels, Counter>::default();
-        let connections_total = Family::<ProtocolLabels, Counter>::default();
-        let connections_open = Gauge::default();
-        let local_marks = Gauge::default();
-        let resident_memory_bytes = Gauge::default();
-        registry.register(
-            "resident_memory_bytes",
-            "seqd's resident memory (RSS), read at scrape time",
-            resident_memory_bytes.clone(),
-        );
-        let connections_limit = Gauge::default();
-        registry.register(
-            "connections_limit",
-            "Connections seqd serves at once: --max-connections, or fewer when the open-files limit is lower",
-            connections_limit.clone(),
-        );
-        let buffered_bytes = Gauge::default();
-        registry.register(
-            "buffered_bytes",
-            "Bytes of client frames and unsent replies held now, against --max-buffered-bytes",
-            buffered_bytes.clone(),
-        );
-        let buffer_budget_bytes = Gauge::default();
-        registry.register(
-            "buffer_budget_bytes",
-            "--max-buffered-bytes: what all connections together may hold",
-            buffer_budget_bytes.clone(),
-        );
-        let breaker_state = Family::<MasterLabels, Gauge>::default();
+        let mut r = Registry::with_prefix("seqd");
         // Local mode has no breaker: the one "default" reads closed, as
         // HEALTH says; Redis mode replaces it with its masters' breakers.
+        let breaker_state = Family::<MasterLabels, Gauge>::default();
         breaker_state
             .get_or_create(&MasterLabels {
                 master: DEFAULT_MASTER.to_string(),
             })
             .set(0);
-        let breaker_transitions = Family::<TransitionLabels, Counter>::default();
-        let redis_consecutive_failures = Gauge::default();
-        let redis_master_changes = Counter::default();
-        registry.register(
-            "redis_master_changes",
-            "Times a new connection reached another Redis master than before (a failover, or a restarted Redis: another run id)",
-            redis_master_changes.clone(),
-        );
-        let fallback_answers = Family::<FallbackLabels, Counter>::default();
-        let pending_reconciliation = Gauge::default();
-        let reconciled_keys = Counter::default();
-        let redis_regressions = Counter::default();
-        let fallback_possible_overlap = Counter::default();
-        registry.register(
-            "fallback_possible_overlap",
-            "Reconciliations that found Redis had moved past where this host's local numbers began: other hosts may hold the same bare numbers (told apart by host)",
-            fallback_possible_overlap.clone(),
-        );
-        let gap_events = Family::<GapLabels, Counter>::default();
-        let cache_reads = Family::<ResultLabels, Counter>::default();
-        let cache_writes = Family::<ResultLabels, Counter>::default();
-        let cache_redis_gets = Counter::default();
-        let cache_coalesced = Counter::default();
-        registry.register(
-            "cache_coalesced",
-            "Cache reads that joined another reader's Redis GET of the same key",
-            cache_coalesced.clone(),
-        );
-        let cache_outbox_replayed = Counter::default();
-        let cache_outbox = Gauge::default();
-        registry.register(
-            "cache_reads",
-            "Cache reads, by result: hit, miss, unavailable",
-            cache_reads.clone(),
-        );
-        registry.register(
-            "cache_writes",
-            "Cache writes and deletes, by result: stored, invalidated, deferred",
-            cache_writes.clone(),
-        );
-        registry.register(
-            "cache_redis_gets",
-            "Redis GETs issued for cache reads (coalesced readers share one)",
-            cache_redis_gets.clone(),
-        );
-        registry.register(
-            "cache_outbox_replayed",
-            "Deferred invalidations replayed in Redis",
-            cache_outbox_replayed.clone(),
-        );
-        registry.register(
-            "cache_outbox",
-            "Invalidations waiting for Redis",
-            cache_outbox.clone(),
-        );
-        registry.register(
-            "requests",
-            "Requests answered, by operation and outcome",
-            requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from a request's arrival to its answer, by operation and source",
-            latency.clone(),
-        );
-        registry.register(
-            "sequence_numbers_issued",
-            "Sequence numbers issued, by kind and source",
-            issued.clone(),
-        );
-        registry.register(
-            "connections",
-            "Client connections accepted, by protocol",
-            connections_total.clone(),
-        );
-        registry.register(
-            "connections_open",
-            "Client connections open now",
-            connections_open.clone(),
-        );
-        registry.register(
-            "local_marks",
-            "Keys with a high-water mark in the local store",
-            local_marks.clone(),
-        );
-        registry.register(
-            "breaker_state",
-            "Redis circuit breaker per master: 0 closed, 1 open, 2 half_open",
-            breaker_state.clone(),
-        );
-        registry.register(
-            "breaker_transitions",
-            "Circuit breaker transitions, by state entered",
-            breaker_transitions.clone(),
-        );
-        registry.register(
-            "redis_consecutive_failures",
-            "Redis transport failures and timeouts since the last success",
-            redis_consecutive_failures.clone(),
-        );
-        registry.register(
-            "fallback_answers",
-            "Sequence numbers issued from the local store in Redis mode, by reason",
-            fallback_answers.clone(),
-        );
-        registry.register(
-            "pending_reconciliation",
-            "Keys with locally issued numbers that Redis has not been raised to yet",
-            pending_reconciliation.clone(),
-        );
-        registry.register(
-            "reconciled_keys",
-            "Redis counters raised to this seqd's high-water mark after local issuing",
-            reconciled_keys.clone(),
-        );
-        registry.register(
-            "redis_regressions",
-            "Times Redis answered at or below a high-water mark with nothing pending (Redis lost data)",
-            redis_regressions.clone(),
-        );
-        registry.register(
-            "gap_events",
-            "Gap tracker events, by exchange and event kind",
-            gap_events.clone(),
-        );
+        // Each metric is registered where it is made, in exposition order:
+        // name, help, metric.
         Metrics {
-            registry,
-            requests,
-            latency,
-            issued,
-            connections_total,
-            connections_open,
-            local_marks,
-            buffered_bytes,
-            connections_limit,
-            resident_memory_bytes,
-            buffer_budget_bytes,
-            breaker_state,
-            breaker_transitions,
-            redis_consecutive_failures,
-            redis_master_changes,
-            fallback_answers,
-            pending_reconciliation,
-            reconciled_keys,
-            redis_regressions,
-            fallback_possible_overlap,
-            gap_events,
-            cache_reads,
-            cache_writes,
-            cache_redis_gets,
-            cache_coalesced,
-            cache_outbox_replayed,
-            cache_outbox,
+            resident_memory_bytes: reg(&mut r, "resident_memory_bytes", "seqd's resident memory (RSS), read at scrape time", Gauge::default()),
+            connections_limit: reg(&mut r, "connections_limit", "Connections seqd serves at once: --max-connections, or fewer when the open-files limit is lower", Gauge::default()),
+            buffered_bytes: reg(&mut r, "buffered_bytes", "Bytes of client frames and unsent replies held now, against --max-buffered-bytes", Gauge::default()),
+            buffer_budget_bytes: reg(&mut r, "buffer_budget_bytes", "--max-buffered-bytes: what all connections together may hold", Gauge::default()),
+            redis_master_changes: reg(&mut r, "redis_master_changes", "Times a new connection reached another Redis master than before (a failover, or a restarted Redis: another run id)", Counter::default()),
+            fallback_possible_overlap: reg(&mut r, "fallback_possible_overlap", "Reconciliations that found Redis had moved past where this host's local numbers began: other hosts may hold the same bare numbers (told apart by host)", Counter::default()),
+            cache_coalesced: reg(&mut r, "cache_coalesced", "Cache reads that joined another reader's Redis GET of the same key", Counter::default()),
+            cache_reads: reg(&mut r, "cache_reads", "Cache reads, by result: hit, miss, unavailable", Family::<ResultLabels, Counter>::default()),
+            cache_writes: reg(&mut r, "cache_writes", "Cache writes and deletes, by result: stored, invalidated, deferred", Family::<ResultLabels, Counter>::default()),
+            cache_redis_gets: reg(&mut r, "cache_redis_gets", "Redis GETs issued for cache reads (coalesced readers share one)", Counter::default()),
+            cache_outbox_replayed: reg(&mut r, "cache_outbox_replayed", "Deferred invalidations replayed in Redis", Counter::default()),
+            cache_outbox: reg(&mut r, "cache_outbox", "Invalidations waiting for Redis", Gauge::default()),
+            requests: reg(&mut r, "requests", "Requests answered, by operation and outcome", Family::<RequestLabels, Counter>::default()),
+            latency: reg(&mut r, "request_duration_seconds", "Time from a request's arrival to its answer, by operation and source", Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
+            issued: reg(&mut r, "sequence_numbers_issued", "Sequence numbers issued, by kind and source", Family::<IssuedLabels, Counter>::default()),
+            connections_total: reg(&mut r, "connections", "Client connections accepted, by protocol", Family::<ProtocolLabels, Counter>::default()),
+            connections_open: reg(&mut r, "connections_open", "Client connections open now", Gauge::default()),
+            local_marks: reg(&mut r, "local_marks", "Keys with a high-water mark in the local store", Gauge::default()),
+            breaker_state: reg(&mut r, "breaker_state", "Redis circuit breaker per master: 0 closed, 1 open, 2 half_open", breaker_state),
+            breaker_transitions: reg(&mut r, "breaker_transitions", "Circuit breaker transitions, by state entered", Family::<TransitionLabels, Counter>::default()),
+            redis_consecutive_failures: reg(&mut r, "redis_consecutive_failures", "Redis transport failures and timeouts since the last success", Gauge::default()),
+            fallback_answers: reg(&mut r, "fallback_answers", "Sequence numbers issued from the local store in Redis mode, by reason", Family::<FallbackLabels, Counter>::default()),
+            pending_reconciliation: reg(&mut r, "pending_reconciliation", "Keys with locally issued numbers that Redis has not been raised to yet", Gauge::default()),
+            reconciled_keys: reg(&mut r, "reconciled_keys", "Redis counters raised to this seqd's high-water mark after local issuing", Counter::default()),
+            redis_regressions: reg(&mut r, "redis_regressions", "Times Redis answered at or below a high-water mark with nothing pending (Redis lost data)", Counter::default()),
+            gap_events: reg(&mut r, "gap_events", "Gap tracker events, by exchange and event kind", Family::<GapLabels, Counter>::default()),
             exchanges: Default::default(),
+            registry: r,
         }
     }
 

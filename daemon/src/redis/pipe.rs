@@ -11,7 +11,7 @@
 //! It sends each command as soon as its request gets there, so with 50
 //! clients on 4 connections it made 1.4 commands per `writev` — and a
 //! loopback TCP write was the largest single cost in a profile of seqd
-//! (29% of its worker threads' time; see the README's performance notes).
+//! (29% of its worker threads' time in a `perf` profile).
 //! Here the writer, once woken, yields to the scheduler before it drains
 //! its queue: the requests that are ready to run at that moment queue their
 //! commands first, and all of them leave in one write. Commands are still
