@@ -227,45 +227,16 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
             refuse(&tracker, &refusing, stream, transport::Refusal::NotAllowed);
             continue;
         }
-        // Per process first: a process over its share is told so even when
-        // its uid is over its own limit too.
-        let pid_slot = match per_pid.take(
-            pid.map(|p| p as u32),
-            config.max_connections_per_pid as usize,
-        ) {
-            Some(slot) => slot,
-            None => {
+        let slots = match take_peer_slots(&per_pid, &per_uid, pid, uid, &config) {
+            Ok(slots) => slots,
+            Err((why, who, limit)) => {
                 tracing::info!(
                     ?pid,
                     ?uid,
-                    limit = config.max_connections_per_pid,
-                    "connection refused: the process holds its limit of connections"
+                    limit,
+                    "connection refused: the {who} holds its limit of connections"
                 );
-                let limit = config.max_connections_per_pid;
-                refuse(
-                    &tracker,
-                    &refusing,
-                    stream,
-                    transport::Refusal::TooManyForPid(limit),
-                );
-                continue;
-            }
-        };
-        let uid_slot = match per_uid.take(uid, config.max_connections_per_uid as usize) {
-            Some(slot) => slot,
-            None => {
-                tracing::info!(
-                    ?uid,
-                    limit = config.max_connections_per_uid,
-                    "connection refused: the uid holds its limit of connections"
-                );
-                let limit = config.max_connections_per_uid;
-                refuse(
-                    &tracker,
-                    &refusing,
-                    stream,
-                    transport::Refusal::TooManyForUid(limit),
-                );
+                refuse(&tracker, &refusing, stream, why);
                 continue;
             }
         };
@@ -284,8 +255,7 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
             transport::serve_connection(ctx.clone(), stream, stop).await;
             ctx.metrics.connections_open.dec();
             drop(permit);
-            drop(uid_slot);
-            drop(pid_slot);
+            drop(slots);
         });
     }
     stop.cancel();
@@ -350,6 +320,36 @@ fn refuse(
         transport::refuse(stream, why, REFUSE_TIMEOUT).await;
         drop(permit);
     });
+}
+
+/// A connection's places under the per-process and the per-uid caps, or
+/// the refusal, whose cap it is and its limit. The process is asked
+/// first: a process over its share is told so even when its uid is over
+/// its own limit too.
+fn take_peer_slots(
+    per_pid: &Arc<PerPeer>,
+    per_uid: &Arc<PerPeer>,
+    pid: Option<i32>,
+    uid: Option<u32>,
+    config: &crate::config::Config,
+) -> Result<[Option<PeerSlot>; 2], (transport::Refusal, &'static str, u32)> {
+    let pid_limit = config.max_connections_per_pid;
+    let Some(pid_slot) = per_pid.take(pid.map(|p| p as u32), pid_limit as usize) else {
+        return Err((
+            transport::Refusal::TooManyForPid(pid_limit),
+            "process",
+            pid_limit,
+        ));
+    };
+    let uid_limit = config.max_connections_per_uid;
+    let Some(uid_slot) = per_uid.take(uid, uid_limit as usize) else {
+        return Err((
+            transport::Refusal::TooManyForUid(uid_limit),
+            "uid",
+            uid_limit,
+        ));
+    };
+    Ok([pid_slot, uid_slot])
 }
 
 /// Connections held per peer uid, or per peer pid.

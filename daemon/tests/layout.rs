@@ -45,16 +45,10 @@ fn modules() -> BTreeMap<String, PathBuf> {
 
 /// The module a path names, resolved from `from` (`super::`, `self::`,
 /// `crate::`): the longest known module that is a prefix of it.
-fn target(
-    from: &str,
-    is_dir_module: bool,
-    path: &str,
-    known: &BTreeMap<String, PathBuf>,
-) -> Option<String> {
+fn target(from: &str, path: &str, known: &BTreeMap<String, PathBuf>) -> Option<String> {
+    // `from` is the file's module: `foo` for `foo/mod.rs`, `foo::bar` for
+    // `foo/bar.rs`, so `super` drops its last part either way.
     let mut base: Vec<&str> = from.split("::").collect();
-    // In `foo/mod.rs` (or lib.rs) `self` is `foo`; in `foo/bar.rs` it is
-    // `foo::bar` and `super` is `foo`.
-    let _ = is_dir_module;
     let mut rest = path;
     let full = if let Some(r) = rest.strip_prefix("crate::") {
         format!("crate::{r}")
@@ -132,10 +126,9 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let mut g = BTreeMap::new();
     for (module, path) in &known {
         let text = std::fs::read_to_string(path).unwrap();
-        let dir_module = path.ends_with("mod.rs") || path.ends_with("lib.rs");
         let mut to = BTreeSet::new();
         for r in references(&text) {
-            if let Some(t) = target(module, dir_module, &r, &known) {
+            if let Some(t) = target(module, &r, &known) {
                 let ancestor = module == &t || module.starts_with(&format!("{t}::"));
                 if !ancestor {
                     to.insert(t);

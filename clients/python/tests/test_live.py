@@ -18,7 +18,9 @@ from live import SEQCTL, Redis, Seqd
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
 
-class LocalMode(unittest.TestCase):
+class OneLocalSeqd(unittest.TestCase):
+    """A local-mode seqd shared by the tests of a class."""
+
     @classmethod
     def setUpClass(cls):
         cls.seqd = Seqd()
@@ -32,6 +34,8 @@ class LocalMode(unittest.TestCase):
         self.addCleanup(c.close)
         return c
 
+
+class LocalMode(OneLocalSeqd):
     def test_daily_numbers_follow_the_local_date_of_now(self):
         c = self.client()
         # The last second of yesterday and the first of today, in Kolkata
@@ -225,20 +229,11 @@ class RedisMode(unittest.TestCase):
             self.redis.resume()
 
 
-class SharedClients(unittest.TestCase):
+class SharedClients(OneLocalSeqd):
     """One client shared by threads, one async client by many tasks."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.seqd = Seqd()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.seqd.stop()
-
     def test_eight_threads_share_one_client(self):
-        c = seqd.Client(self.seqd.socket)
-        self.addCleanup(c.close)
+        c = self.client()
         got, errors = [], []
 
         def draw():
@@ -265,8 +260,7 @@ class SharedClients(unittest.TestCase):
         self.assertEqual(sorted(asyncio.run(run())), list(range(1, 101)))
 
     def test_each_code_has_its_exception(self):
-        c = seqd.Client(self.seqd.socket)
-        self.addCleanup(c.close)
+        c = self.client()
         with self.assertRaises(seqd.InvalidArgument) as e:
             c.group_next("bad id")
         self.assertEqual(e.exception.code, "invalid_argument")
@@ -279,8 +273,7 @@ class SharedClients(unittest.TestCase):
         self.assertEqual(c.group_next("after").seq, 1, "the connection stays usable")
 
     def test_e_mail_ids_are_users(self):
-        c = seqd.Client(self.seqd.socket)
-        self.addCleanup(c.close)
+        c = self.client()
         self.assertEqual(c.daily_next("alice+orders@example.com", tz="UTC").seq, 1)
         self.assertEqual(c.private_next("bob@example.com", "alice+orders@example.com").seq, 1)
         # What could reach another key or command stays out.

@@ -69,8 +69,6 @@ pub struct Master {
     /// A key of one of this master's slots, for its write check.
     pub check_key: Arc<str>,
     pub breaker: Breaker,
-    /// When its health was last checked while closed.
-    pub checked: Option<Instant>,
 }
 
 /// The breakers, and the slot map that chooses among them on a Cluster.
@@ -96,7 +94,6 @@ impl Breakers {
                 node: NodeAddr::Only,
                 check_key: WRITE_CHECK_KEY.into(),
                 breaker: Breaker::new(config, now, seed),
-                checked: None,
             }],
             slots: None,
         }
@@ -178,7 +175,6 @@ impl Breakers {
                         node: node.clone(),
                         check_key: WRITE_CHECK_KEY.into(),
                         breaker: Breaker::new(self.config, now, self.seed ^ u64::from(*port)),
-                        checked: None,
                     }));
                     masters.len() - 1
                 }

@@ -74,13 +74,7 @@ impl Conn {
         if let Conn::Pipe(_) = self {
             return Ok(vec![NodeAddr::Only]);
         }
-        let mut out: Vec<NodeAddr> = Vec::new();
-        for (_, _, node) in self.slot_map().await? {
-            if !out.contains(&node) {
-                out.push(node);
-            }
-        }
-        Ok(out)
+        Ok(masters_of(self.slot_map().await?))
     }
 
     /// This connection, aimed at `node`.
@@ -153,6 +147,17 @@ impl Conn {
             }
         }
     }
+}
+
+/// The masters of slot ranges, each once, in first-seen order.
+fn masters_of(ranges: Vec<(u16, u16, NodeAddr)>) -> Vec<NodeAddr> {
+    let mut out: Vec<NodeAddr> = Vec::new();
+    for (_, _, node) in ranges {
+        if !out.contains(&node) {
+            out.push(node);
+        }
+    }
+    out
 }
 
 /// The slot ranges of a `CLUSTER SLOTS` reply with their masters.
@@ -356,18 +361,8 @@ mod tests {
             Value::Array(vec![Value::Int(5461), Value::Int(9000), node("h", 2)]),
             Value::Array(vec![Value::Int(9001), Value::Int(9002), node("h", 1)]),
         ]);
-        let masters: Vec<NodeAddr> =
-            ranges_of(&slots)
-                .into_iter()
-                .map(|(_, _, n)| n)
-                .fold(Vec::new(), |mut v, n| {
-                    if !v.contains(&n) {
-                        v.push(n);
-                    }
-                    v
-                });
         assert_eq!(
-            masters,
+            masters_of(ranges_of(&slots)),
             vec![
                 NodeAddr::At {
                     host: "h".into(),

@@ -279,22 +279,8 @@ impl RedisLink {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.call_until(route, Instant::now() + self.pool.timeout(), op)
-            .await
-    }
-
-    /// Like [`RedisLink::call`], ending at `deadline` at the latest.
-    pub async fn call_until<T, F, Fut>(
-        &self,
-        route: Route<'_>,
-        deadline: Instant,
-        op: F,
-    ) -> Result<T, LinkError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
         let ticket = self.admit(route, Work::Read)?;
+        let deadline = Instant::now() + self.pool.timeout();
         self.run(ticket, Work::Read, deadline, op)
             .await
             .map_err(LinkError::Failed)

@@ -42,36 +42,32 @@ pub async fn supervise(
         let mut recover_for = Vec::new();
         let mut any_usable = false;
         for (name, node, check_key) in &masters {
-            let (state, probe_due, trials_idle) = {
+            let (state, probe_due, trials_open, trials_idle) = {
                 let b = link.lock();
                 let Some(m) = b.by_name(name) else { continue };
                 (
                     m.breaker.state(),
                     m.breaker.probe_due(Instant::now()),
+                    m.breaker.trials_open(),
                     m.breaker
                         .trials_idle_since()
-                        .map(|since| since.elapsed() >= pause),
+                        .is_some_and(|since| since.elapsed() >= pause),
                 )
             };
             match state {
                 BreakerState::Open if probe_due => link.probe(name, node, check_key).await,
                 BreakerState::Open => {}
+                BreakerState::HalfOpen if !trials_open => {
+                    any_usable = true;
+                    recover_for.push(name.clone());
+                }
                 BreakerState::HalfOpen => {
                     any_usable = true;
-                    match trials_idle {
-                        // Trials run in the requests themselves; when none
-                        // came for a while (an idle host, or only reads),
-                        // a write check of the supervisor's own is one.
-                        Some(true) => link.trial_check(node, check_key).await,
-                        Some(false) => {}
-                        None if !link
-                            .lock()
-                            .by_name(name)
-                            .is_some_and(|m| m.breaker.trials_open()) =>
-                        {
-                            recover_for.push(name.clone())
-                        }
-                        None => {}
+                    // Trials run in the requests themselves; when none
+                    // came for a while (an idle host, or only reads), a
+                    // write check of the supervisor's own is one.
+                    if trials_idle {
+                        link.trial_check(node, check_key).await;
                     }
                 }
                 BreakerState::Closed => {
