@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::reload::{self, LogReload};
+use crate::shards::Shards;
 use crate::store::{self, Store};
 use crate::tracker::classify::STREAM_TTL_SECS;
 use crate::{metrics_http, mode, redis, sequences, server, systemd};
@@ -118,6 +119,12 @@ pub async fn run(
             stop.clone(),
         ));
     }
+    let shards =
+        Arc::new(Shards::start(ctx.config().shard_count()).context("starting the shards")?);
+    tracing::info!(
+        shards = shards.len(),
+        "connections are served by shard threads"
+    );
     // Ready: the socket is bound and the store is open.
     let notifier = Arc::new(systemd::Notifier::from_env());
     notifier.notify(&format!(
@@ -127,6 +134,7 @@ pub async fn run(
     tasks.spawn(systemd::keep_alive(
         ctx.clone(),
         notifier.clone(),
+        shards.clone(),
         stop.clone(),
     ));
     tasks.spawn(reload::reload_on_sighup(
@@ -143,10 +151,11 @@ pub async fn run(
             notifier.notify("STOPPING=1\nSTATUS=draining");
         }
     };
-    server::run(&socket.listener, ctx, shutdown).await;
+    server::run(&socket.listener, ctx, &shards, shutdown).await;
     stop.cancel();
     tasks.close();
     tasks.wait().await;
+    shards.stop().await;
     store.close().await.context("closing the store")?;
     drop(socket);
     drop(dir_lock);

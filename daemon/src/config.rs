@@ -96,11 +96,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub redis_wait_replicas: u32,
 
-    /// Redis connections. Each one pipelines the requests of many clients
-    /// into shared writes, so one is enough: since a number costs Redis a
-    /// plain INCR, one connection measured 5-50% more numbers per second
-    /// than two at 50 clients, and 35% less Redis CPU per number (larger
-    /// writes, fewer reads); 4 or 8 were slower still.
+    /// Threads that serve connections. Each shard owns the connections
+    /// handed to it at accept and its own Redis connections, so a request
+    /// is read, sent to Redis and answered on one thread. 0 = one per core
+    /// seqd may run on.
+    #[arg(long, env = "SEQD_SHARDS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub shards: u32,
+
+    /// Redis connections per shard. Each one pipelines the requests of
+    /// the shard's clients into shared writes, so one is enough (larger
+    /// writes, fewer reads: less Redis CPU per number).
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub redis_pool_size: u32,
@@ -461,6 +467,14 @@ impl Config {
 
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms)
+    }
+
+    /// The shards to run: `--shards`, or one per core seqd may run on.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
     }
 
     pub fn idle_timeout(&self) -> Duration {

@@ -9,8 +9,9 @@
 //!
 //! The request path runs top to bottom:
 //!
-//! - [`server`]: binds the Unix socket, accepts connections (capped), drains
-//!   on shutdown.
+//! - [`server`]: binds the Unix socket, accepts connections (capped), hands
+//!   each to one of the [`shards`] (threads that serve connections, each
+//!   with its own Redis connections), drains on shutdown.
 //! - [`transport`]: one connection; the first byte picks the
 //!   [`transport::binary`] or [`transport::text`] protocol. Framing limits
 //!   live here.
@@ -58,6 +59,7 @@ pub mod redis;
 pub mod reload;
 pub mod sequences;
 pub mod server;
+pub mod shards;
 pub mod status;
 pub mod store;
 pub mod systemd;

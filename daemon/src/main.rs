@@ -11,9 +11,11 @@ fn main() -> ExitCode {
     let log_reload = init_logging(&config.log);
     raise_fd_limit();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The accept loop and the background tasks; connections are served by
+    // the shards' threads (`seqd::shards`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("seqd-worker")
+        .thread_name("seqd-main")
         .build()
     {
         Ok(rt) => rt,

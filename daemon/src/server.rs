@@ -1,7 +1,8 @@
 //! The listening socket and the accept loop.
 //!
 //! Owns: binding the socket (with the stale-socket check), who gets a
-//! connection slot, and the drain on shutdown.
+//! connection slot, handing each connection to a shard
+//! ([`crate::shards`]), and the drain on shutdown.
 //!
 //! # Slots
 //!
@@ -14,6 +15,7 @@
 //! waits, the loop accepts nothing else.
 
 use crate::context::Context;
+use crate::shards::Shards;
 use crate::transport;
 use std::future::Future;
 use std::io;
@@ -21,7 +23,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -177,7 +179,12 @@ fn resolve_group(group: &str) -> io::Result<u32> {
 /// Accepts and serves connections until `shutdown` completes, then stops
 /// accepting, lets every connection answer what it has in flight (at most
 /// [`DRAIN_TIMEOUT`]), and returns.
-pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: &UnixListener,
+    ctx: Arc<Context>,
+    shards: &Shards,
+    shutdown: impl Future<Output = ()>,
+) {
     let stop = CancellationToken::new();
     let limit = connection_limit(ctx.config().max_connections as usize);
     ctx.metrics.connections_limit.set(limit as i64);
@@ -248,15 +255,31 @@ pub async fn run(listener: &UnixListener, ctx: Arc<Context>, shutdown: impl Futu
             },
             _ = &mut shutdown => break,
         };
+        // Handed to a shard for good: the socket leaves this thread's
+        // reactor and joins the shard's.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a connection to a shard");
+                continue;
+            }
+        };
         let ctx = ctx.clone();
         let stop = stop.clone();
-        tracker.spawn(async move {
+        shards.spawn(tracker.track_future(async move {
+            let stream = match UnixStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a shard cannot take a connection");
+                    return;
+                }
+            };
             ctx.metrics.connections_open.inc();
             transport::serve_connection(ctx.clone(), stream, stop).await;
             ctx.metrics.connections_open.dec();
             drop(permit);
             drop(slots);
-        });
+        }));
     }
     stop.cancel();
     tracker.close();

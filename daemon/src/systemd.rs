@@ -6,6 +6,7 @@
 //! seqd.
 
 use crate::context::Context;
+use crate::shards::Shards;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,10 +80,15 @@ pub async fn status_line(ctx: &Context) -> String {
     )
 }
 
-/// Watchdog keep-alives at half systemd's interval, from the runtime that
-/// serves requests (a stuck runtime stops them), and `STATUS=` updates when
+/// Watchdog keep-alives at half systemd's interval, only while every
+/// shard runs tasks (a stuck shard stops them), and `STATUS=` updates when
 /// Redis or the breaker change; until `stop`.
-pub async fn keep_alive(ctx: Arc<Context>, notifier: Arc<Notifier>, stop: CancellationToken) {
+pub async fn keep_alive(
+    ctx: Arc<Context>,
+    notifier: Arc<Notifier>,
+    shards: Arc<Shards>,
+    stop: CancellationToken,
+) {
     if !notifier.enabled() {
         return;
     }
@@ -98,7 +104,7 @@ pub async fn keep_alive(ctx: Arc<Context>, notifier: Arc<Notifier>, stop: Cancel
         }
         let status = status_line(&ctx).await;
         let mut msg = String::new();
-        if watchdog.is_some() {
+        if watchdog.is_some() && shards.all_answer(every).await {
             msg.push_str("WATCHDOG=1");
         }
         if status != last {

@@ -1,5 +1,5 @@
 //! The Redis connection pool: where Redis is, and a fixed set of
-//! auto-pipelined connections to it.
+//! auto-pipelined connections to it for each thread that calls it.
 //!
 //! # What it guarantees
 //!
@@ -186,7 +186,22 @@ struct Slot {
     conn: tokio::sync::Mutex<Option<(u64, Conn)>>,
 }
 
-/// A fixed set of auto-pipelined connections, used round-robin.
+/// The connections of one thread, used round-robin. A connection's writer
+/// and reader tasks are spawned by the call that connects it, so on the
+/// thread of its lane: a shard's requests reach Redis and come back
+/// without waking another thread.
+struct Lane {
+    thread: std::thread::ThreadId,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+}
+
+/// Threads with connections of their own; others share the last lane.
+/// (seqd calls Redis from its shards and its main thread.)
+const MAX_LANES: usize = 64;
+
+/// Auto-pipelined connections, a fixed number per thread that calls
+/// Redis.
 pub struct RedisPool {
     resolver: Resolver,
     tls: Option<Arc<TlsSettings>>,
@@ -195,8 +210,9 @@ pub struct RedisPool {
     /// The master the pool's connections were made to; a new connection
     /// to another one is a [`MasterChange`].
     master: std::sync::Mutex<Option<Master>>,
-    slots: Vec<Slot>,
-    next: AtomicUsize,
+    /// Connections per lane.
+    size: usize,
+    lanes: std::sync::RwLock<Vec<Arc<Lane>>>,
     generation: AtomicU64,
     /// The operation timeout in milliseconds; a reload may change it.
     timeout_ms: AtomicU64,
@@ -223,12 +239,8 @@ impl RedisPool {
             },
             fence,
             master: std::sync::Mutex::new(None),
-            slots: (0..size.max(1))
-                .map(|_| Slot {
-                    conn: tokio::sync::Mutex::new(None),
-                })
-                .collect(),
-            next: AtomicUsize::new(0),
+            size: size.max(1),
+            lanes: Default::default(),
             generation: AtomicU64::new(0),
             timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
             write_check: redis::Script::new(WRITE_CHECK_SCRIPT),
@@ -254,12 +266,46 @@ impl RedisPool {
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// A connection from the next slot, connecting if the slot is empty.
-    async fn checkout(&self) -> Result<(usize, u64, Conn), RedisFailure> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].conn.lock().await;
+    /// The calling thread's lane, made at its first call.
+    fn lane(&self) -> Arc<Lane> {
+        let me = std::thread::current().id();
+        let read = |lanes: &[Arc<Lane>]| {
+            lanes
+                .iter()
+                .find(|l| l.thread == me)
+                .or_else(|| lanes.get(MAX_LANES - 1))
+                .cloned()
+        };
+        if let Some(lane) = read(&self.lanes.read().unwrap_or_else(|p| p.into_inner())) {
+            return lane;
+        }
+        let mut lanes = self.lanes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(lane) = read(&lanes) {
+            return lane;
+        }
+        let lane = Arc::new(Lane {
+            thread: me,
+            slots: (0..self.size)
+                .map(|_| Slot {
+                    conn: tokio::sync::Mutex::new(None),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+        });
+        lanes.push(lane.clone());
+        lane
+    }
+
+    /// A connection from the calling thread's next slot, connecting if the
+    /// slot is empty.
+    async fn checkout(&self) -> Result<(Arc<Lane>, usize, u64, Conn), RedisFailure> {
+        let lane = self.lane();
+        let i = lane.next.fetch_add(1, Ordering::Relaxed) % lane.slots.len();
+        let mut slot = lane.slots[i].conn.lock().await;
         if let Some((generation, conn)) = slot.as_ref() {
-            return Ok((i, *generation, conn.clone()));
+            let (generation, conn) = (*generation, conn.clone());
+            drop(slot);
+            return Ok((lane, i, generation, conn));
         }
         let (conn, change) = self.connect().await?;
         if let Some(change) = change {
@@ -269,7 +315,8 @@ impl RedisPool {
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         *slot = Some((generation, conn.clone()));
-        Ok((i, generation, conn))
+        drop(slot);
+        Ok((lane, i, generation, conn))
     }
 
     /// Resolves the master, connects, logs in, and checks that the node
@@ -367,7 +414,8 @@ impl RedisPool {
     /// Drops every connection; the next operations connect afresh. Called
     /// when the breaker opens, so a hung connection is never reused.
     pub fn reset(&self) {
-        for slot in &self.slots {
+        let lanes = self.lanes.read().unwrap_or_else(|p| p.into_inner());
+        for slot in lanes.iter().flat_map(|l| &l.slots) {
             if let Ok(mut conn) = slot.conn.try_lock() {
                 *conn = None;
             }
@@ -458,9 +506,10 @@ impl RedisPool {
         .await
     }
 
-    /// Drops the connection of slot `i` if it is still generation `gen`.
-    async fn discard(&self, i: usize, generation: u64) {
-        let mut slot = self.slots[i].conn.lock().await;
+    /// Drops the connection of slot `i` of `lane` if it is still
+    /// generation `gen`.
+    async fn discard(&self, lane: &Lane, i: usize, generation: u64) {
+        let mut slot = lane.slots[i].conn.lock().await;
         if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
             *slot = None;
         }
@@ -486,13 +535,13 @@ impl RedisPool {
         let deadline = deadline.min(Instant::now() + self.timeout());
         let timeout_ms = self.timeout().as_millis() as u64;
         let attempt = async {
-            let (i, generation, conn) = self.checkout().await?;
+            let (lane, i, generation, conn) = self.checkout().await?;
             match op(conn).await {
                 Ok(v) => Ok(v),
                 Err(e) => {
                     let failure = RedisFailure::classify(&e);
                     if failure.breaks_connection() {
-                        self.discard(i, generation).await;
+                        self.discard(&lane, i, generation).await;
                     }
                     Err(failure)
                 }
