@@ -50,6 +50,7 @@
 //! No SQLite here: the store's handle (`super::Store`) makes every change
 //! durable before it returns; this file decides what the change is.
 
+use super::journal::{Entry, Journal};
 use super::StoreError;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -140,6 +141,10 @@ pub(super) struct Mark {
     /// The writer said the key is pending on disk (counted in
     /// `HighWaterMarks::unloaded` until then).
     pending_on_disk: bool,
+    /// The key's reserved ceiling on disk, once a commit reported it
+    /// (durable then): a verified number at or below it is made durable
+    /// by the journal alone.
+    pub(super) ceiling: Option<u64>,
 }
 
 impl Mark {
@@ -158,6 +163,7 @@ impl Mark {
             writing: 0,
             used: true,
             pending_on_disk: false,
+            ceiling: None,
         }
     }
 
@@ -277,6 +283,10 @@ pub struct HighWaterMarks {
     pub(super) unloaded: usize,
     /// Epochs given to new marks so far.
     epochs: u64,
+    /// Where a verified number below its ceiling is made durable (see
+    /// `journal.rs`): appended under this lock, so in the marks' order.
+    /// `None` in stores opened without one.
+    pub(super) journal: Option<Journal>,
 }
 
 /// Default of `--marks-in-memory`: about 250 MB of marks.
@@ -291,6 +301,7 @@ impl Default for HighWaterMarks {
             cap: DEFAULT_MARKS_IN_MEMORY,
             unloaded: 0,
             epochs: 0,
+            journal: None,
         }
     }
 }
@@ -340,6 +351,18 @@ pub(super) struct Drawn {
     /// `None` when the mark was verified; otherwise how the writer
     /// compares the number with the disk.
     pub(super) unchecked: Option<Unchecked>,
+    /// The journal file that holds the number: it is durable already, and
+    /// the writer settles it (no one waits for its commit).
+    pub(super) journaled: Option<u8>,
+}
+
+/// A Redis answer memory accepted, on its way to the writer.
+pub(super) struct Claimed {
+    pub(super) key: Arc<str>,
+    /// As [`Drawn::unchecked`].
+    pub(super) unchecked: Option<Unchecked>,
+    /// As [`Drawn::journaled`].
+    pub(super) journaled: Option<u8>,
 }
 
 /// What an unclean stop leaves to assume of daily keys not in the store.
@@ -493,13 +516,58 @@ impl HighWaterMarks {
         mark.record(value);
         mark.writing += 1;
         let unchecked = mark.unchecked();
+        let ceiling = mark.ceiling;
         self.dirty.insert(key.clone());
+        let journaled = self.journal_if_covered(
+            unchecked,
+            ceiling,
+            &Entry {
+                key: &key,
+                value,
+                expires_at,
+                ttl,
+                dirty_from: Some(from),
+            },
+        );
         Ok(Drawn {
             key,
             value,
             from,
             unchecked,
+            journaled,
         })
+    }
+
+    /// Appends `entry` to the journal when the number may be made durable
+    /// by it alone: its mark was verified (no comparison with the disk is
+    /// due) and it is at or below the key's ceiling (no fsync is due).
+    fn journal_if_covered(
+        &mut self,
+        unchecked: Option<Unchecked>,
+        ceiling: Option<u64>,
+        entry: &Entry<'_>,
+    ) -> Option<u8> {
+        if unchecked.is_some() || ceiling.is_none_or(|c| entry.value > c) {
+            return None;
+        }
+        self.journal.as_mut()?.append(entry)
+    }
+
+    /// The writer committed a journaled number of `key` (in `file`).
+    pub(super) fn settle_journaled(&mut self, key: &str, file: u8) {
+        if let Some(m) = self.by_key.get_mut(key) {
+            m.writing = m.writing.saturating_sub(1);
+        }
+        if let Some(j) = self.journal.as_mut() {
+            j.committed(file);
+        }
+    }
+
+    /// A commit made `ceiling` the key's durable ceiling.
+    pub(super) fn learn_ceiling(&mut self, key: &str, ceiling: u64) {
+        if let Some(m) = self.by_key.get_mut(key) {
+            m.ceiling = Some(m.ceiling.map_or(ceiling, |c| c.max(ceiling)));
+        }
     }
 
     /// The writer's answer to a write of `key` (`sent`: how it was to be
@@ -581,7 +649,7 @@ impl HighWaterMarks {
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
-    ) -> Result<(Arc<str>, Option<Unchecked>), Claim> {
+    ) -> Result<Claimed, Claim> {
         if value > i64::MAX as u64 {
             return Err(Claim::Failed(StoreError::Exhausted(flight.key.to_string())));
         }
@@ -598,7 +666,23 @@ impl HighWaterMarks {
             }),
             None => mark.unchecked(),
         };
-        Ok((key, unchecked))
+        let ceiling = mark.ceiling;
+        let journaled = self.journal_if_covered(
+            unchecked,
+            ceiling,
+            &Entry {
+                key: &key,
+                value,
+                expires_at,
+                ttl,
+                dirty_from: None,
+            },
+        );
+        Ok(Claimed {
+            key,
+            unchecked,
+            journaled,
+        })
     }
 
     /// Redis holds at least `value` for `key`: the key is no longer dirty,

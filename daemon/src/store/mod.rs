@@ -54,6 +54,7 @@
 //!
 //! The store knows no capability: it stores keys, numbers and rows.
 
+mod journal;
 mod lock;
 mod marks;
 mod outbox;
@@ -69,7 +70,7 @@ pub use marks::{Claim, Flight, HighWaterMarks, PendingKey, DEFAULT_MARKS_IN_MEMO
 pub use outbox::OutboxEntry;
 pub use streams::StreamRow;
 
-use marks::{Settled, Unchecked};
+use marks::{Claimed, Settled, Unchecked};
 use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
@@ -143,14 +144,20 @@ impl Store {
     pub fn open(dir: &Path, now: i64, reserve: u64) -> Result<Store, StoreError> {
         let mut conn = schema::open(dir)?;
         let boot = schema::start_boot(&mut conn, schema::current_boot_id().as_deref(), now)?;
+        let (mut journal, records) = journal::Journal::open(dir)
+            .map_err(|e| StoreError::Commit(format!("opening the mark journal: {e}")))?;
         let mut marks = HighWaterMarks::default();
-        marks.unloaded = schema::count_dirty(&conn)?;
         marks.implied = boot
             .unclean_since
             .map(|since| marks::Implied { since, reserve });
+        // After a reboot without a clean stop the journal's pages may be
+        // lost or half written: its numbers are all at or below their
+        // keys' ceilings, above which every key goes on.
+        let exact = boot.suspect_below < boot.gen;
+        let marks = Arc::new(Mutex::new(marks));
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = StoreCounters::default();
-        let writer = Writer {
+        let mut writer = Writer {
             conn,
             reserve,
             known: Default::default(),
@@ -158,13 +165,24 @@ impl Store {
             full: true,
             logged: 0,
             counters: counters.clone(),
+            marks: marks.clone(),
         };
+        if exact && !records.is_empty() {
+            let replayed = writer.replay(records)?;
+            tracing::info!(keys = replayed, "marks replayed from the journal");
+        }
+        journal.restart();
+        {
+            let mut m = marks::lock(&marks);
+            m.unloaded = schema::count_dirty(&writer.conn)?;
+            m.journal = Some(journal);
+        }
         std::thread::Builder::new()
             .name("seqd-store".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
-            marks: Arc::new(Mutex::new(marks)),
+            marks,
             tx,
             counters,
             cursor: Arc::new(Mutex::new(None)),
@@ -297,6 +315,11 @@ impl Store {
         // flood of new keys, could make that happen again.)
         for _ in 0..ISSUE_ATTEMPTS {
             let d = self.lock().issue(key, expires_at, ttl, issuable_from)?;
+            if let Some(file) = d.journaled {
+                self.hand_over(&d.key, d.value, expires_at, ttl, Some(d.from), file)
+                    .await?;
+                return Ok(d.value);
+            }
             // Commits may complete out of order relative to the in-memory
             // increments; that is safe because the disk only keeps the
             // maximum.
@@ -338,20 +361,31 @@ impl Store {
         expires_at: Option<i64>,
         ttl: Option<u64>,
     ) -> Result<(), Claim> {
-        let drawn = self.lock().claim(flight, value, expires_at, ttl)?;
-        self.commit_claim(drawn, value, expires_at, ttl).await
+        let claimed = self.lock().claim(flight, value, expires_at, ttl)?;
+        self.commit_claim(claimed, value, expires_at, ttl).await
     }
 
-    /// The second half of [`Store::claim`]: commits a number memory
-    /// accepted (`drawn`: its key and, unless its mark was verified when
-    /// the request began, how the writer checks it).
+    /// The second half of [`Store::claim`]: makes a number memory accepted
+    /// durable — handed over when the journal holds it already, else
+    /// committed (checked by the writer unless its mark was verified when
+    /// the request began).
     async fn commit_claim(
         &self,
-        (key, unchecked): (Arc<str>, Option<Unchecked>),
+        Claimed {
+            key,
+            unchecked,
+            journaled,
+        }: Claimed,
         value: u64,
         expires_at: Option<i64>,
         ttl: Option<u64>,
     ) -> Result<(), Claim> {
+        if let Some(file) = journaled {
+            return self
+                .hand_over(&key, value, expires_at, ttl, None, file)
+                .await
+                .map_err(Claim::Failed);
+        }
         match self
             .persist(&key, value, expires_at, ttl, None, unchecked)
             .await
@@ -394,12 +428,38 @@ impl Store {
             ttl,
             dirty_from,
             unchecked,
-            done,
+            journaled: None,
+            done: Some(done),
         };
         let settled = self.send(op, wait).await;
         self.lock()
             .settle(key, unchecked, settled.as_ref().ok().copied());
         settled
+    }
+
+    /// Hands a journaled number (durable already) to the writer, which
+    /// puts it in SQLite and settles it in memory; nothing waits for the
+    /// commit.
+    async fn hand_over(
+        &self,
+        key: &Arc<str>,
+        value: u64,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+        dirty_from: Option<u64>,
+        file: u8,
+    ) -> Result<(), StoreError> {
+        let op = Op::Raise {
+            key: key.clone(),
+            value,
+            expires_at,
+            ttl,
+            dirty_from,
+            unchecked: None,
+            journaled: Some(file),
+            done: None,
+        };
+        self.tx.send(op).await.map_err(|_| StoreError::Stopped)
     }
 
     /// Queues `op` for the writer and waits for its commit.

@@ -22,6 +22,7 @@ async fn issued_numbers_survive_reopen_and_only_rise() {
     claim(&store, "k", 10).await.unwrap();
     assert!(claim(&store, "k", 5).await.is_err(), "below the floor");
     assert_eq!(store.mark("k").await.unwrap(), 10);
+    written(&store).await;
     let on_disk = Store::read_mark_from_disk(dir.path(), "k").unwrap();
     assert_eq!(on_disk, Some((10, true)));
     drop(store);
@@ -58,6 +59,22 @@ fn pretend_reboot(dir: &Path) {
     assert_eq!(n, 1);
 }
 
+/// Waits until the writer has committed everything queued so far (a
+/// journaled number is answered before its commit), without an fsync.
+async fn written(store: &Store) {
+    let (done, wait) = oneshot::channel();
+    store
+        .send(
+            Op::Read {
+                key: Arc::from(""),
+                done,
+            },
+            wait,
+        )
+        .await
+        .unwrap();
+}
+
 /// Commits and fsyncs so far.
 fn stats(store: &Store) -> (u64, u64) {
     let c = store.counters();
@@ -77,16 +94,20 @@ async fn ceilings_are_reserved_in_blocks_and_only_crossing_one_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0, 10).unwrap();
     assert_eq!(issue_n(&store, "k", 11).await, 11);
-    // Eleven sequential issues: eleven commits, and only the first
-    // (1 > ceiling 0, which reserved up to 11) fsynced.
-    assert_eq!(stats(&store), (11, 1));
+    // Eleven sequential issues: only the first (1 > ceiling 0, which
+    // reserved up to 11) fsynced; the ten others were journaled.
+    assert_eq!(stats(&store).1, 1);
+    written(&store).await;
+    assert_eq!(stats(&store).1, 1);
     assert_eq!(disk(dir.path(), "k"), (11, 11));
     assert_eq!(store.issue("k", None, None, None).await.unwrap(), 12);
-    assert_eq!(stats(&store), (12, 2));
+    assert_eq!(stats(&store).1, 2);
+    written(&store).await;
     assert_eq!(disk(dir.path(), "k"), (12, 22));
     // A Redis answer far above the ceiling reserves above it.
     claim(&store, "k", 500).await.unwrap();
-    assert_eq!(stats(&store), (13, 3));
+    assert_eq!(stats(&store).1, 3);
+    written(&store).await;
     assert_eq!(disk(dir.path(), "k"), (500, 510));
 }
 
@@ -96,6 +117,7 @@ async fn a_reserve_of_zero_fsyncs_every_new_number() {
     let store = Store::open(dir.path(), 0, 0).unwrap();
     assert_eq!(issue_n(&store, "k", 5).await, 5);
     assert_eq!(stats(&store), (5, 5));
+    written(&store).await;
     assert_eq!(disk(dir.path(), "k"), (5, 5));
 }
 
@@ -128,8 +150,10 @@ async fn after_a_reboot_without_a_clean_stop_keys_go_on_above_their_ceiling() {
         ),
         (11, 17)
     );
+    written(&store).await;
     assert_eq!(disk(dir.path(), "k"), (3, 11), "the row as it was");
     assert_eq!(store.issue("k", None, None, None).await.unwrap(), 12);
+    written(&store).await;
     assert_eq!(disk(dir.path(), "k"), (12, 22));
     drop(store);
     // A crash now (same boot) keeps the rule: "r" was never written again.
@@ -199,6 +223,7 @@ async fn concurrent_issues_never_repeat() {
     }
     got.sort_unstable();
     assert_eq!(got, (1..=200).collect::<Vec<u64>>());
+    written(&store).await;
     let on_disk = Store::read_mark_from_disk(dir.path(), "hot").unwrap();
     assert_eq!(on_disk, Some((200, true)));
 }
@@ -303,7 +328,7 @@ async fn answers_to_requests_in_flight_for_a_new_key_are_all_accepted_in_any_ord
         .map(|(f, n)| (store.lock().claim(f, n, None, None).unwrap(), n))
         .collect();
     for (drawn, n) in drawn {
-        assert!(drawn.1.is_some(), "memory had not verified the key");
+        assert!(drawn.unchecked.is_some(), "memory had not verified the key");
         store.commit_claim(drawn, n, None, None).await.unwrap();
     }
     store.claim(&flights[3], 2, None, None).await.unwrap();
@@ -356,6 +381,7 @@ async fn reconciliation_clears_dirty_unless_issued_past_it() {
     store.reconciled("b", 1).await.unwrap();
     assert!(!store.is_dirty("a"));
     assert!(store.is_dirty("b"));
+    written(&store).await;
     let disk = |k| Store::read_mark_from_disk(dir.path(), k).unwrap();
     assert_eq!(disk("a"), Some((1, false)));
     assert_eq!(disk("b"), Some((2, true)));
@@ -380,6 +406,7 @@ async fn prune_drops_only_expired_marks() {
     assert_eq!(store.mark("new").await.unwrap(), 1);
     assert_eq!(store.mark("forever").await.unwrap(), 5);
     assert_eq!(store.pending(), 1, "pruned keys are no longer pending");
+    written(&store).await;
     assert_eq!(Store::read_mark_from_disk(dir.path(), "old").unwrap(), None);
     // Marks that expired while seqd was stopped are read (nothing is
     // loaded at start) until the first prune, which seqd runs at start.
@@ -443,6 +470,7 @@ async fn a_cold_daily_key_costs_no_fsync_and_a_lost_one_starts_above_the_reserve
         before,
         "no fsync for the first numbers of daily keys"
     );
+    written(&store).await;
     assert_eq!(
         disk(dir.path(), "user:u0:sequence:20260106"),
         (1, 10),
@@ -575,6 +603,7 @@ async fn a_prune_in_the_same_batch_keeps_the_ceiling_just_reserved() {
         fsyncs,
         "the reserved ceiling (101) was kept"
     );
+    written(&store).await;
     assert_eq!(disk(dir.path(), "k"), (21, 101));
 }
 
@@ -1080,4 +1109,92 @@ fn requests_in_flight_across_commits_that_teach_memory_the_disk() {
         Claim(2, 9),
         AnswerInTurn(vec![1]),
     ]);
+}
+
+/// Numbers a killed seqd left in the journal only (answered, not yet
+/// committed): written as a record would be after the store's last open.
+fn leave_in_journal(dir: &Path, records: &[(&str, u64, Option<u64>)]) {
+    let (mut j, _) = journal::Journal::open(dir).unwrap();
+    j.restart();
+    for (key, value, dirty_from) in records {
+        j.append(&journal::Entry {
+            key,
+            value: *value,
+            expires_at: None,
+            ttl: None,
+            dirty_from: *dirty_from,
+        })
+        .unwrap();
+    }
+    // The process is gone: no unmapping in order, the pages stay.
+    std::mem::forget(j);
+}
+
+#[tokio::test]
+async fn numbers_only_in_the_journal_are_replayed_at_open_unless_the_machine_rebooted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    assert_eq!(issue_n(&store, "local", 3).await, 3);
+    claim(&store, "redis", 7).await.unwrap();
+    written(&store).await;
+    drop(store);
+    leave_in_journal(
+        dir.path(),
+        &[
+            ("local", 4, Some(0)),
+            ("local", 9, Some(0)),
+            ("local", 8, Some(0)),
+            ("redis", 12, None),
+            ("redis", 5, None),
+            ("fresh", 2, None),
+        ],
+    );
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    // Replayed before anything is served: the highest of each key.
+    assert_eq!(disk(dir.path(), "local").0, 9);
+    assert_eq!(disk(dir.path(), "redis").0, 12);
+    assert_eq!(disk(dir.path(), "fresh").0, 2);
+    assert_eq!(store.issue("local", None, None, None).await.unwrap(), 10);
+    assert_eq!(store.mark("redis").await.unwrap(), 12);
+    assert!(store.is_dirty("local"));
+    assert_eq!(store.pending(), 1, "only local numbers are pending");
+    written(&store).await;
+    drop(store);
+    // The journal was started afresh at that open: nothing is replayed
+    // twice, and a reopen finds what the disk holds.
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    assert_eq!(store.mark("local").await.unwrap(), 10);
+    drop(store);
+
+    // After a reboot without a clean stop the journal is not read: the
+    // keys go on above their ceilings, which cover every journaled number.
+    leave_in_journal(dir.path(), &[("local", 60, Some(0))]);
+    pretend_reboot(dir.path());
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    written(&store).await;
+    assert_eq!(disk(dir.path(), "local"), (10, 101), "not replayed");
+    assert_eq!(store.issue("local", None, None, None).await.unwrap(), 102);
+}
+
+#[tokio::test]
+async fn a_verified_number_below_its_ceiling_is_answered_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    // The first number waits for its commit (memory verifies the mark and
+    // learns the ceiling from it); the next ones are journaled.
+    assert_eq!(issue_n(&store, "k", 1).await, 1);
+    let m = |store: &Store| {
+        let marks = store.lock();
+        let m = &marks.by_key["k"];
+        (m.verified, m.ceiling)
+    };
+    assert_eq!(m(&store), (true, Some(101)));
+    let d = store.lock().issue("k", None, None, None).unwrap();
+    assert_eq!((d.value, d.journaled), (2, Some(0)));
+    assert!(d.unchecked.is_none());
+    assert_eq!(issue_n(&store, "k", 99).await, 101);
+    // A number above the ceiling is not journaled: it waits for the
+    // commit that raises the ceiling, with an fsync.
+    let d = store.lock().issue("k", None, None, None).unwrap();
+    assert_eq!((d.value, d.journaled), (102, None), "above the ceiling");
 }

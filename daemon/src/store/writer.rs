@@ -31,7 +31,8 @@
 //! for a key it had not verified against the disk (see `marks.rs`): one at
 //! or below the mark on disk is refused, not written.
 
-use super::marks::{Mark, OnDisk, Settled, Unchecked};
+use super::journal::Record;
+use super::marks::{HighWaterMarks, Mark, OnDisk, Settled, Unchecked};
 use super::outbox::{self, OutboxEntry};
 use super::schema::{compact, touch, Boot, EFFECTIVE};
 use super::streams::{self, StreamRow};
@@ -66,7 +67,12 @@ pub(super) enum Op {
         /// number of that memory mark (its base: memory's when memory
         /// knows it, else the one the writer noted).
         unchecked: Option<Unchecked>,
-        done: oneshot::Sender<Result<Settled, String>>,
+        /// The journal file that made the number durable: nobody waits
+        /// for this commit, and the writer settles it in memory itself.
+        journaled: Option<u8>,
+        /// Who waits for the commit (`None` for a journaled number, and
+        /// for a journal's replay).
+        done: Option<oneshot::Sender<Result<Settled, String>>>,
     },
     /// The mark of `key` on disk (0 when none), after what is queued.
     Read {
@@ -167,6 +173,9 @@ pub(super) struct Writer {
     /// Rows in the mark log since the last fold.
     pub(super) logged: usize,
     pub(super) counters: StoreCounters,
+    /// The marks in memory, which the writer settles for journaled
+    /// numbers (see [`Writer::settle_in_memory`]).
+    pub(super) marks: Arc<std::sync::Mutex<HighWaterMarks>>,
 }
 
 impl Writer {
@@ -185,15 +194,21 @@ impl Writer {
             }
             closing = batch.iter().any(|op| matches!(op, Op::Close { .. }));
             let result = self.commit(&batch).map_err(|e| e.to_string());
-            if let Err(e) = &result {
-                tracing::error!(error = %e, ops = batch.len(), "local store commit failed");
+            match &result {
+                Ok(committed) => self.settle_in_memory(&batch, committed),
+                Err(e) => {
+                    tracing::error!(error = %e, ops = batch.len(), "local store commit failed")
+                }
             }
             for (i, op) in batch.drain(..).enumerate() {
                 match op {
-                    Op::Raise { done, .. } => {
+                    Op::Raise {
+                        done: Some(done), ..
+                    } => {
                         let _ =
                             done.send(result.as_ref().map(|c| c.settled[i]).map_err(Clone::clone));
                     }
+                    Op::Raise { done: None, .. } => {}
                     Op::Read { key, done } => {
                         let _ =
                             done.send(self.known(&key).map(|k| k.value).map_err(|e| e.to_string()));
@@ -229,6 +244,89 @@ impl Writer {
             let _ = self.conn.pragma_update(None, "synchronous", "FULL");
             let _ = touch(&self.conn);
         }
+    }
+
+    /// After a commit: every journaled number of the batch is in SQLite
+    /// (its mark may be evicted, its journal file reused), and memory
+    /// learns the ceilings now durable. (A journaled number whose commit
+    /// failed stays outstanding: its mark stays in memory, and its journal
+    /// file is not reused.)
+    fn settle_in_memory(&self, batch: &[Op], committed: &Committed) {
+        let mut marks = super::marks::lock(&self.marks);
+        for op in batch {
+            if let Op::Raise {
+                key,
+                journaled: Some(file),
+                ..
+            } = op
+            {
+                marks.settle_journaled(key, *file);
+            }
+        }
+        for (key, ceiling) in &committed.ceilings {
+            marks.learn_ceiling(key, *ceiling);
+        }
+        // Closed: no number is journaled any more (each then waits for a
+        // commit that never comes, and fails). What the journal holds is
+        // replayed, to no effect, at the next start.
+        if batch.iter().any(|op| matches!(op, Op::Close { .. })) {
+            marks.journal = None;
+        }
+    }
+
+    /// Puts the journal's records in SQLite: those above the mark on disk,
+    /// the highest per key. Run at open, before anything else is written.
+    pub(super) fn replay(&mut self, records: Vec<Record>) -> rusqlite::Result<usize> {
+        let mut highest: HashMap<Arc<str>, Record> = HashMap::new();
+        for r in records {
+            match highest.get_mut(r.key.as_str()) {
+                Some(h) => {
+                    h.value = h.value.max(r.value);
+                    h.expires_at = Mark::merge_expiry(h.expires_at, r.expires_at);
+                    h.ttl = h.ttl.or(r.ttl);
+                    h.dirty_from = match (h.dirty_from, r.dirty_from) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                None => {
+                    highest.insert(Arc::from(r.key.as_str()), r);
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        self.conn.execute_batch("BEGIN")?;
+        let read: rusqlite::Result<()> = highest.into_iter().try_for_each(|(key, r)| {
+            if r.value > self.known(&key)?.value {
+                ops.push(Op::Raise {
+                    key,
+                    value: r.value,
+                    expires_at: r.expires_at,
+                    ttl: r.ttl,
+                    dirty_from: r.dirty_from,
+                    unchecked: None,
+                    journaled: None,
+                    done: None,
+                });
+            }
+            Ok(())
+        });
+        self.conn.execute_batch("COMMIT")?;
+        read?;
+        let replayed = ops.len();
+        for chunk in ops.chunks(MAX_BATCH) {
+            self.commit(chunk)?;
+        }
+        // Folded into `marks`, as at every start: the keys pending
+        // reconciliation are counted there.
+        if self.logged > 0 {
+            let tx = self.conn.transaction()?;
+            compact(&tx)?;
+            tx.commit()?;
+            self.known.clear();
+            self.logged = 0;
+        }
+        Ok(replayed)
     }
 
     /// What the writer knows of `key` on disk, read from `marks` the first
@@ -345,6 +443,8 @@ impl Writer {
         // and the implied ceiling of new daily keys (written, not fsynced).
         let mut raised: Vec<(Arc<str>, u64)> = Vec::new();
         let mut implied: Vec<(Arc<str>, u64)> = Vec::new();
+        // Every written key's ceiling, for memory once this commit returned.
+        let mut ceilings: Vec<(Arc<str>, u64)> = Vec::with_capacity(folded.len());
         for (key, row) in &folded {
             let known = self.known.get(&***key).and_then(|k| k.ceiling);
             let daily = row.expires_at.is_some();
@@ -352,8 +452,12 @@ impl Writer {
             if row.value > ceiling {
                 let new = row.value.saturating_add(self.reserve).min(i64::MAX as u64);
                 raised.push(((*key).clone(), new));
-            } else if known.is_none() {
-                implied.push(((*key).clone(), ceiling));
+                ceilings.push(((*key).clone(), new));
+            } else {
+                if known.is_none() {
+                    implied.push(((*key).clone(), ceiling));
+                }
+                ceilings.push(((*key).clone(), ceiling));
             }
         }
         let sync = !raised.is_empty() || batch.iter().any(Op::must_sync);
@@ -417,7 +521,11 @@ impl Writer {
                 self.known.entry(key).or_default().ceiling = Some(ceiling);
             }
         }
-        Ok(Committed { pruned, settled })
+        Ok(Committed {
+            pruned,
+            settled,
+            ceilings,
+        })
     }
 }
 
@@ -426,6 +534,8 @@ impl Writer {
 pub(super) struct Committed {
     pruned: usize,
     settled: Vec<Settled>,
+    /// The ceiling of every key written.
+    ceilings: Vec<(Arc<str>, u64)>,
 }
 
 impl Op {

@@ -31,6 +31,62 @@ fn redis_mode_survives_seqd_kill_9_mid_load_without_repeating() {
     kill_mid_load_and_restart(SeqdOptions::redis(&redis));
 }
 
+/// `kill -9` again and again, each time after a different number of
+/// answers (none at all, too: right after a start that replayed the
+/// journal), on the same store: every number answered after a restart
+/// is above every number answered for its key before, and none repeats.
+fn killed_at_random_moments(options: SeqdOptions) {
+    let mut seqd = Seqd::start(options);
+    // A different sequence of kill moments on every run, printed for a
+    // failure to be replayed.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    println!("kill moments seed {seed}");
+    let mut moment = seed;
+    let mut all = LoadResult::default();
+    for round in 0..8 {
+        moment = moment
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let answers = (moment >> 33) as usize % 400;
+        let load = Load::start(&seqd, 8, true);
+        load.wait_for(answers, &format!("{answers} answers in round {round}"));
+        seqd.kill9();
+        let got = load.finish();
+        // A round killed early may have answered some keys only.
+        for (key, numbers) in got.issued {
+            let before = all.max(key);
+            let first = numbers.iter().copied().min().unwrap_or(u64::MAX);
+            assert!(
+                first > before,
+                "round {round}, {key}: {first} after {before}"
+            );
+            all.issued.entry(key).or_default().extend(numbers);
+            assert_unique(key, &all.issued[key]);
+        }
+        seqd.restart();
+    }
+    let load = Load::start(&seqd, 8, false);
+    load.wait_for(100, "100 answers after the last restart");
+    assert_continues(&all, &load.finish());
+}
+
+#[test]
+fn local_mode_killed_at_random_moments_never_repeats_a_number() {
+    killed_at_random_moments(with_reserve(64));
+}
+
+#[test]
+fn redis_mode_killed_at_random_moments_never_repeats_a_number() {
+    let redis = RedisServer::start();
+    killed_at_random_moments(SeqdOptions {
+        env: vec![("SEQD_MARK_RESERVE".into(), "64".into())],
+        ..SeqdOptions::redis(&redis)
+    });
+}
+
 #[test]
 fn local_numbers_are_in_the_store_before_the_reply() {
     let mut seqd = Seqd::start(SeqdOptions::local());

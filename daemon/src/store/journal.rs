@@ -1,0 +1,392 @@
+//! The mark journal: how a number is made durable without waiting for
+//! SQLite.
+//!
+//! # What it owns
+//!
+//! Two files in the data directory, `journal-0` and `journal-1`, of
+//! [`FILE_SIZE`] bytes each, mapped shared into memory. A number whose
+//! mark memory has verified against the disk, and that is at or below
+//! its key's reserved ceiling, is made durable by a record stored into
+//! the mapping, and answered at once; the writer thread puts it in SQLite
+//! afterwards. A store into a shared mapping lands in the page cache: a
+//! `kill -9` of seqd does not undo it, and it costs no system call. Power
+//! loss is covered as before by the key's ceiling (fsynced when raised;
+//! see `writer.rs`): after a reboot without a clean stop the journal is
+//! not read, and every key goes on above its ceiling.
+//!
+//! # Format
+//!
+//! A file is a header — [`MAGIC`], then its generation (u64, little
+//! endian) — and records. A record is `len: u16` (of the key), `flags:
+//! u8` (bit 0: `expires_at`, 1: `ttl`, 2: `dirty_from` present), a zero
+//! byte, `check: u32`, then `value`, `expires_at`, `ttl`, `dirty_from` (8
+//! bytes each, little endian) and the key, padded to 8 bytes. `check` is
+//! the CRC-32 of the file's generation and every other byte of the
+//! record: a record of an earlier generation, or one a kill cut short,
+//! does not check. Reading stops at the first record that does not check:
+//! records are appended under one lock, one after the other, so only the
+//! last one can be cut short, and its number was never answered.
+//!
+//! # Rotation
+//!
+//! Records go to the active file. When it is full, the other file becomes
+//! active if the writer has committed every record in it (it counts
+//! them), and starts a new generation; otherwise the append is refused and
+//! the number waits for the writer's commit, as a number does whose mark
+//! is not verified.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::path::Path;
+
+/// Bytes of each journal file.
+pub(super) const FILE_SIZE: usize = 4 << 20;
+/// The first bytes of a journal file.
+pub(super) const MAGIC: &[u8; 8] = b"seqdjnl1";
+const HEADER: usize = 16;
+/// A record's bytes before its key.
+const FIXED: usize = 40;
+const CHECK: std::ops::Range<usize> = 4..8;
+
+const HAS_EXPIRES: u8 = 1;
+const HAS_TTL: u8 = 2;
+const HAS_DIRTY_FROM: u8 = 4;
+
+/// One number, as the journal holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Record {
+    pub(super) key: String,
+    pub(super) value: u64,
+    pub(super) expires_at: Option<i64>,
+    pub(super) ttl: Option<u64>,
+    /// `Some` when the number came from the store (the key is pending
+    /// reconciliation from this mark on).
+    pub(super) dirty_from: Option<u64>,
+}
+
+/// A record to append.
+pub(super) struct Entry<'a> {
+    pub(super) key: &'a str,
+    pub(super) value: u64,
+    pub(super) expires_at: Option<i64>,
+    pub(super) ttl: Option<u64>,
+    pub(super) dirty_from: Option<u64>,
+}
+
+struct File {
+    map: memmap2::MmapMut,
+    generation: u64,
+    /// Where the next record goes.
+    end: usize,
+    /// Records appended in this generation, and those of them the writer
+    /// has committed to SQLite.
+    appended: u64,
+    committed: u64,
+}
+
+/// Both journal files.
+pub(super) struct Journal {
+    files: [File; 2],
+    active: usize,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal files in `dir` and returns the
+    /// records they hold, to be put in SQLite (or discarded) before
+    /// [`Journal::restart`].
+    pub(super) fn open(dir: &Path) -> io::Result<(Journal, Vec<Record>)> {
+        let mut records = Vec::new();
+        let a = open_file(&dir.join("journal-0"), &mut records)?;
+        let b = open_file(&dir.join("journal-1"), &mut records)?;
+        Ok((
+            Journal {
+                files: [a, b],
+                active: 0,
+            },
+            records,
+        ))
+    }
+
+    /// Starts both files afresh, in new generations: their records are in
+    /// SQLite, or were not to be read.
+    pub(super) fn restart(&mut self) {
+        for f in &mut self.files {
+            f.restart();
+        }
+        self.active = 0;
+    }
+
+    /// Appends a record; returns the file it is in, or `None` when the
+    /// journal has no room (the writer has not committed the other file's
+    /// records yet) or the key is too long for a record.
+    pub(super) fn append(&mut self, e: &Entry<'_>) -> Option<u8> {
+        let len = u16::try_from(e.key.len()).ok()?;
+        let need = (FIXED + e.key.len()).next_multiple_of(8);
+        if self.files[self.active].end + need > FILE_SIZE {
+            let other = 1 - self.active;
+            if self.files[other].appended != self.files[other].committed {
+                return None;
+            }
+            self.files[other].restart();
+            self.active = other;
+        }
+        let f = &mut self.files[self.active];
+        if f.end + need > FILE_SIZE {
+            return None;
+        }
+        let r = &mut f.map[f.end..f.end + need];
+        let flag = |present: bool, bit: u8| if present { bit } else { 0 };
+        let flags = flag(e.expires_at.is_some(), HAS_EXPIRES)
+            | flag(e.ttl.is_some(), HAS_TTL)
+            | flag(e.dirty_from.is_some(), HAS_DIRTY_FROM);
+        r[0..2].copy_from_slice(&len.to_le_bytes());
+        r[2] = flags;
+        r[3] = 0;
+        r[8..16].copy_from_slice(&e.value.to_le_bytes());
+        r[16..24].copy_from_slice(&e.expires_at.unwrap_or(0).to_le_bytes());
+        r[24..32].copy_from_slice(&e.ttl.unwrap_or(0).to_le_bytes());
+        r[32..40].copy_from_slice(&e.dirty_from.unwrap_or(0).to_le_bytes());
+        r[FIXED..FIXED + e.key.len()].copy_from_slice(e.key.as_bytes());
+        r[FIXED + e.key.len()..].fill(0);
+        let check = checksum(f.generation, r);
+        r[CHECK].copy_from_slice(&check.to_le_bytes());
+        f.end += need;
+        f.appended += 1;
+        Some(self.active as u8)
+    }
+
+    /// The writer committed one record of `file` to SQLite.
+    pub(super) fn committed(&mut self, file: u8) {
+        if let Some(f) = self.files.get_mut(file as usize) {
+            f.committed += 1;
+        }
+    }
+}
+
+impl File {
+    fn restart(&mut self) {
+        self.generation += 1;
+        self.map[..8].copy_from_slice(MAGIC);
+        self.map[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        self.end = HEADER;
+        self.appended = 0;
+        self.committed = 0;
+    }
+}
+
+/// CRC-32 of the generation and every byte of the record but its check.
+fn checksum(generation: u64, record: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&generation.to_le_bytes());
+    h.update(&record[..CHECK.start]);
+    h.update(&record[CHECK.end..]);
+    h.finalize()
+}
+
+/// Opens one journal file (sized and mapped), reading its records into
+/// `records`. A file that is there but is not a journal is refused: the
+/// data directory holds something seqd did not write.
+fn open_file(path: &Path, records: &mut Vec<Record>) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let len = file.metadata()?.len() as usize;
+    let generation = if len >= HEADER {
+        let mut head = [0u8; HEADER];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0)?;
+        if &head[..8] != MAGIC && head.iter().any(|b| *b != 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a seqd journal", path.display()),
+            ));
+        }
+        u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"))
+    } else {
+        0
+    };
+    if len != FILE_SIZE {
+        if len > HEADER {
+            read_records(&std::fs::read(path)?, generation, records);
+        }
+        file.set_len(FILE_SIZE as u64)?;
+    }
+    // SAFETY: the file is in seqd's private data directory, which one seqd
+    // holds at a time (the directory lock): nothing else resizes it while
+    // it is mapped.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+    let end = if len == FILE_SIZE {
+        read_records(&map, generation, records)
+    } else {
+        HEADER
+    };
+    if len < HEADER {
+        map[..8].copy_from_slice(MAGIC);
+        map[8..16].copy_from_slice(&generation.to_le_bytes());
+    }
+    Ok(File {
+        map,
+        generation,
+        end,
+        appended: 0,
+        committed: 0,
+    })
+}
+
+/// Reads the records of `generation` from a file's bytes until the first
+/// that does not check; returns where it stopped.
+fn read_records(bytes: &[u8], generation: u64, records: &mut Vec<Record>) -> usize {
+    let mut at = HEADER;
+    while at + FIXED <= bytes.len() {
+        let len = u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+        let need = (FIXED + len).next_multiple_of(8);
+        if at + need > bytes.len() {
+            break;
+        }
+        let r = &bytes[at..at + need];
+        let check = u32::from_le_bytes(r[CHECK].try_into().expect("4 bytes"));
+        if check != checksum(generation, r) {
+            break;
+        }
+        let Ok(key) = std::str::from_utf8(&r[FIXED..FIXED + len]) else {
+            break;
+        };
+        let word = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().expect("8 bytes"));
+        let flags = r[2];
+        records.push(Record {
+            key: key.to_string(),
+            value: word(8),
+            expires_at: (flags & HAS_EXPIRES != 0).then(|| word(16) as i64),
+            ttl: (flags & HAS_TTL != 0).then(|| word(24)),
+            dirty_from: (flags & HAS_DIRTY_FROM != 0).then(|| word(32)),
+        });
+        at += need;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, value: u64) -> Entry<'_> {
+        Entry {
+            key,
+            value,
+            expires_at: Some(1_700_000_000),
+            ttl: Some(86_400),
+            dirty_from: (value % 2 == 0).then_some(value - 1),
+        }
+    }
+
+    fn record(key: &str, value: u64) -> Record {
+        let e = entry(key, value);
+        Record {
+            key: key.into(),
+            value,
+            expires_at: e.expires_at,
+            ttl: e.ttl,
+            dirty_from: e.dirty_from,
+        }
+    }
+
+    #[test]
+    fn records_are_read_back_after_the_process_is_gone_and_not_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, found) = Journal::open(dir.path()).unwrap();
+        assert!(found.is_empty());
+        j.restart();
+        for (k, v) in [("a", 1), ("user:u1:sequence:2026-12-04", 2), ("", 3)] {
+            assert_eq!(j.append(&entry(k, v)), Some(0));
+        }
+        let conv = Entry {
+            key: "conv:private:a:b",
+            value: 7,
+            expires_at: None,
+            ttl: None,
+            dirty_from: None,
+        };
+        j.append(&conv).unwrap();
+        // No flush, no unmap in order: a kill leaves the pages as they are.
+        std::mem::forget(j);
+        let (mut j, found) = Journal::open(dir.path()).unwrap();
+        let mut want = vec![
+            record("a", 1),
+            record("user:u1:sequence:2026-12-04", 2),
+            record("", 3),
+        ];
+        want.push(Record {
+            key: "conv:private:a:b".into(),
+            value: 7,
+            expires_at: None,
+            ttl: None,
+            dirty_from: None,
+        });
+        assert_eq!(found, want);
+        j.restart();
+        drop(j);
+        let (_, found) = Journal::open(dir.path()).unwrap();
+        assert!(found.is_empty(), "a new generation reads none of the old");
+    }
+
+    #[test]
+    fn a_record_cut_short_ends_the_journal_and_hides_nothing_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.restart();
+        for v in 1..=3 {
+            j.append(&entry("k", v)).unwrap();
+        }
+        let third = j.files[0].end - 48;
+        // Every way of cutting the last record short: any of its bytes
+        // not written (still the zeros of a fresh file).
+        for cut in third..j.files[0].end {
+            let mut bytes = j.files[0].map.to_vec();
+            bytes[cut..j.files[0].end].fill(0);
+            if bytes[cut..j.files[0].end] == j.files[0].map[cut..j.files[0].end] {
+                continue; // those bytes were zeros anyway
+            }
+            let mut found = Vec::new();
+            let end = read_records(&bytes, j.files[0].generation, &mut found);
+            assert_eq!(found, vec![record("k", 1), record("k", 2)], "cut at {cut}");
+            assert_eq!(end, third);
+        }
+    }
+
+    #[test]
+    fn a_full_file_gives_way_to_the_other_only_once_its_records_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.restart();
+        let per_file = (FILE_SIZE - HEADER) / 48;
+        for v in 0..per_file as u64 {
+            assert_eq!(j.append(&entry("k", v + 1)), Some(0));
+        }
+        // File 1 is empty (nothing to commit): it takes over.
+        assert_eq!(j.append(&entry("k", 1)), Some(1));
+        for v in 1..per_file as u64 {
+            assert_eq!(j.append(&entry("k", v + 1)), Some(1));
+        }
+        // File 0's records are not all committed: no room.
+        assert_eq!(j.append(&entry("k", 9)), None);
+        for _ in 0..per_file {
+            j.committed(0);
+        }
+        assert_eq!(j.append(&entry("k", 9)), Some(0));
+        std::mem::forget(j);
+        // File 0 restarted: its old records are gone; file 1's remain.
+        let (_, found) = Journal::open(dir.path()).unwrap();
+        assert_eq!(found.len(), per_file + 1);
+        assert_eq!(found.first(), Some(&record("k", 9)));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("journal-1"), b"something else entirely").unwrap();
+        let err = Journal::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("is not a seqd journal"), "{err}");
+    }
+}
