@@ -123,6 +123,23 @@ pub struct Store {
     /// Gap-tracker states waiting to be handed to the writer together
     /// (see `streams.rs`).
     streams: Arc<Mutex<streams::PendingStreams>>,
+    /// The writer thread, joined when the last handle goes (declared after
+    /// `tx`, which is dropped first and so ends the thread's queue): a
+    /// journaled number is in SQLite once every handle is gone, so a store
+    /// opened again in the same process never races a writer left behind.
+    _thread: Arc<WriterThread>,
+}
+
+/// Joins the writer thread when dropped.
+struct WriterThread(Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let handle = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Counters of the writer thread, exported as metrics
@@ -177,7 +194,7 @@ impl Store {
             m.unloaded = schema::count_dirty(&writer.conn)?;
             m.journal = Some(journal);
         }
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("seqd-store".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
@@ -187,6 +204,7 @@ impl Store {
             counters,
             cursor: Arc::new(Mutex::new(None)),
             streams: Arc::default(),
+            _thread: Arc::new(WriterThread(Mutex::new(Some(thread)))),
         })
     }
 

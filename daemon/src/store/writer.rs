@@ -277,22 +277,18 @@ impl Writer {
     /// Puts the journal's records in SQLite: those above the mark on disk,
     /// the highest per key. Run at open, before anything else is written.
     pub(super) fn replay(&mut self, records: Vec<Record>) -> rusqlite::Result<usize> {
-        let mut highest: HashMap<Arc<str>, Record> = HashMap::new();
+        let mut highest: HashMap<Arc<str>, Row> = HashMap::new();
         for r in records {
-            match highest.get_mut(r.key.as_str()) {
-                Some(h) => {
-                    h.value = h.value.max(r.value);
-                    h.expires_at = Mark::merge_expiry(h.expires_at, r.expires_at);
-                    h.ttl = h.ttl.or(r.ttl);
-                    h.dirty_from = match (h.dirty_from, r.dirty_from) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-                None => {
-                    highest.insert(Arc::from(r.key.as_str()), r);
-                }
-            }
+            let row = Row {
+                value: r.value,
+                expires_at: r.expires_at,
+                ttl: r.ttl,
+                dirty_from: r.dirty_from,
+            };
+            highest
+                .entry(Arc::from(r.key))
+                .and_modify(|h| h.merge(&row))
+                .or_insert(row);
         }
         let mut ops = Vec::new();
         self.conn.execute_batch("BEGIN")?;
