@@ -31,7 +31,10 @@
 //! # What it guarantees
 //!
 //! - Replies reach their requests in order; a request that gave up (its
-//!   timeout) only drops its reply.
+//!   caller's own timeout) only drops its reply.
+//! - A request sent through a handle with a deadline ([`Pipe::until`])
+//!   fails with a timeout when its reply has not come by then, and the
+//!   connection closes: one timer per connection, not one per request.
 //! - A fenced request never sees its reply before `WAIT` confirmed it.
 //! - When the connection breaks, every request waiting on it fails as a
 //!   closed connection, and so does every later one: the pool then drops it.
@@ -42,8 +45,11 @@ use super::resp;
 use super::target::{Endpoint, TlsSettings};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, RedisFuture, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes one write carries at most; more waits for the next write.
@@ -58,6 +64,11 @@ pub struct Pipe {
     fence: Option<Fence>,
     /// Whether this handle's requests wait for the fence.
     fenced: bool,
+    /// When this handle's requests time out (see [`Pipe::until`]).
+    deadline: Option<Instant>,
+    /// Set when the connection closed because a reply did not come in
+    /// time: every request it fails, fails as a timeout.
+    hung: Arc<AtomicBool>,
 }
 
 /// `WAIT` settings of a connection.
@@ -81,6 +92,7 @@ struct Job {
     /// Set on a fenced request: hold the replies until the batch's `WAIT`
     /// confirms them.
     fence: Option<Fence>,
+    deadline: Option<Instant>,
     done: oneshot::Sender<redis::RedisResult<Vec<Value>>>,
 }
 
@@ -91,10 +103,61 @@ enum Waiting {
         replies: usize,
         skip: usize,
         fenced: bool,
+        deadline: Option<Instant>,
         done: oneshot::Sender<redis::RedisResult<Vec<Value>>>,
     },
     /// The `WAIT` that closes a batch with fenced jobs.
     Wait(Fence),
+}
+
+/// The error of a request whose reply did not come by its deadline: the
+/// connection is taken for hung and closed.
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no reply from Redis within the operation timeout",
+    ))
+}
+
+/// One timer for a connection's deadlines, re-armed lazily. A timer per
+/// request would cost a system call each: registering a timer that comes
+/// before the runtime's next wake-up unparks its thread (an eventfd write),
+/// and a current-thread runtime learns its next wake-up only when it parks.
+/// This one is armed at the deadline of the reply being waited for, unless
+/// it is armed earlier already (for an earlier request: replies come in
+/// order); when it fires for a reply that has time left, it is re-armed
+/// once. Under steady load that is one registration per timeout period.
+struct Deadlines {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Deadlines {
+    fn new() -> Deadlines {
+        Deadlines {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: None,
+        }
+    }
+
+    /// Completes once `deadline` has passed (never for `None`). Cancel
+    /// safe: the timer stays armed for the next call.
+    async fn passed(&mut self, deadline: Option<Instant>) {
+        let Some(deadline) = deadline else {
+            return std::future::pending().await;
+        };
+        loop {
+            if self.armed.is_none_or(|at| at > deadline) {
+                self.sleep.as_mut().reset(deadline);
+                self.armed = Some(deadline);
+            }
+            self.sleep.as_mut().await;
+            self.armed = None;
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
 }
 
 fn closed() -> RedisError {
@@ -169,13 +232,16 @@ where
     let (jobs, queue) = mpsc::unbounded_channel();
     let (waiting_tx, waiting_rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
+    let hung = Arc::new(AtomicBool::new(false));
     tokio::spawn(write_loop(wr, queue, waiting_tx, stop.clone()));
-    tokio::spawn(read_loop(rd, waiting_rx, stop));
+    tokio::spawn(read_loop(rd, waiting_rx, stop, hung.clone()));
     Pipe {
         jobs,
         db,
         fence,
         fenced: false,
+        deadline: None,
+        hung,
     }
 }
 
@@ -199,6 +265,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 replies: job.replies,
                 skip: job.skip,
                 fenced: job.fence.is_some(),
+                deadline: job.deadline,
                 done: job.done,
             };
             if waiting.send(w).is_err() {
@@ -237,10 +304,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
     mut waiting: mpsc::UnboundedReceiver<Waiting>,
     stop: CancellationToken,
+    hung: Arc<AtomicBool>,
 ) {
     let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
-    // Replies of fenced jobs, held until their batch's `WAIT` answers.
+    // Replies of fenced jobs, held until their batch's `WAIT` answers,
+    // and the earliest deadline among them.
     let mut held: Vec<(Vec<Value>, Done)> = Vec::new();
+    let mut held_until: Option<Instant> = None;
+    let mut deadlines = Deadlines::new();
     'run: loop {
         let w = tokio::select! {
             w = waiting.recv() => match w {
@@ -254,11 +325,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 replies,
                 skip,
                 fenced,
+                deadline,
                 done,
             } => {
                 let mut values = Vec::with_capacity(replies);
                 while values.len() < replies {
-                    match next_value(&mut rd, &mut buf, &stop).await {
+                    let next = tokio::select! {
+                        biased;
+                        r = next_value(&mut rd, &mut buf, &stop) => r,
+                        () = deadlines.passed(deadline) => {
+                            hung.store(true, Ordering::Relaxed);
+                            Err(timed_out())
+                        }
+                    };
+                    match next {
                         Ok(v) => values.push(v),
                         Err(e) => {
                             let _ = done.send(Err(e));
@@ -269,12 +349,25 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 values.drain(..skip.min(values.len()));
                 if fenced {
                     held.push((values, done));
+                    held_until = match (held_until, deadline) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 } else {
                     let _ = done.send(Ok(values));
                 }
             }
             Waiting::Wait(f) => {
-                let acked = match next_value(&mut rd, &mut buf, &stop).await {
+                let until = held_until.take();
+                let next = tokio::select! {
+                    biased;
+                    r = next_value(&mut rd, &mut buf, &stop) => r,
+                    () = deadlines.passed(until) => {
+                        hung.store(true, Ordering::Relaxed);
+                        Err(timed_out())
+                    }
+                };
+                let acked = match next {
                     Ok(Value::Int(n)) => n,
                     Ok(other) => {
                         // A Redis without WAIT (or refusing it) fences
@@ -284,7 +377,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                     Err(e) => {
                         for (_, done) in held.drain(..) {
-                            let _ = done.send(Err(closed_with(&e)));
+                            let e = match hung.load(Ordering::Relaxed) {
+                                true => timed_out(),
+                                false => closed_with(&e),
+                            };
+                            let _ = done.send(Err(e));
                         }
                         break 'run;
                     }
@@ -375,6 +472,17 @@ impl Pipe {
         }
     }
 
+    /// A handle whose requests fail with a timeout when their reply has
+    /// not come by `deadline`; the connection is then closed (a Redis
+    /// that does not answer in time is taken for hung, and every request
+    /// waiting on it fails).
+    pub fn until(&self, deadline: Instant) -> Pipe {
+        Pipe {
+            deadline: Some(deadline),
+            ..self.clone()
+        }
+    }
+
     async fn send(
         &self,
         bytes: Vec<u8>,
@@ -387,10 +495,15 @@ impl Pipe {
             replies,
             skip,
             fence: self.fence.filter(|_| self.fenced),
+            deadline: self.deadline,
             done,
         };
-        self.jobs.send(job).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let gone = || match self.hung.load(Ordering::Relaxed) {
+            true => timed_out(),
+            false => closed(),
+        };
+        self.jobs.send(job).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -416,5 +529,72 @@ impl ConnectionLike for Pipe {
 
     fn get_db(&self) -> i64 {
         self.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncBufReadExt;
+
+    /// A pipe on one end of a socket pair; the other end plays Redis.
+    fn pipe_and_server() -> (Pipe, tokio::io::BufReader<tokio::net::UnixStream>) {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (rd, wr) = ours.into_split();
+        (spawn(rd, wr, 0, None), tokio::io::BufReader::new(theirs))
+    }
+
+    /// Reads one `PING` as Redis would (`*1\r\n$4\r\nPING\r\n`).
+    async fn read_ping(server: &mut tokio::io::BufReader<tokio::net::UnixStream>) {
+        for _ in 0..3 {
+            let mut line = String::new();
+            server.read_line(&mut line).await.unwrap();
+        }
+    }
+
+    async fn ping(p: &mut Pipe) -> redis::RedisResult<String> {
+        redis::cmd("PING").query_async(p).await
+    }
+
+    #[tokio::test]
+    async fn replies_within_their_deadline_arrive_and_a_late_one_closes_the_connection() {
+        let (pipe, mut server) = pipe_and_server();
+        let soon = Instant::now() + Duration::from_millis(300);
+        // Answered in time, one after the other: the timer armed for the
+        // first serves the second.
+        for _ in 0..2 {
+            let mut p = pipe.until(soon);
+            let answer = tokio::spawn(async move { ping(&mut p).await });
+            read_ping(&mut server).await;
+            server.get_mut().write_all(b"+PONG\r\n").await.unwrap();
+            assert_eq!(answer.await.unwrap().unwrap(), "PONG");
+        }
+        // Never answered: a timeout at the deadline, not before.
+        let mut late = pipe.until(Instant::now() + Duration::from_millis(100));
+        let mut behind = pipe.until(Instant::now() + Duration::from_secs(30));
+        let started = Instant::now();
+        let (a, b) = tokio::join!(ping(&mut late), ping(&mut behind));
+        let waited = started.elapsed();
+        assert!(a.unwrap_err().is_timeout());
+        // The connection is taken for hung: what waits behind fails as a
+        // timeout too, at once, and so does what comes after.
+        assert!(b.unwrap_err().is_timeout());
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
+        assert!(ping(&mut pipe.clone()).await.unwrap_err().is_timeout());
+    }
+
+    #[tokio::test]
+    async fn without_a_deadline_a_request_waits_for_its_reply() {
+        let (pipe, mut server) = pipe_and_server();
+        let mut p = pipe.clone();
+        let answer = tokio::spawn(async move { ping(&mut p).await });
+        read_ping(&mut server).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.get_mut().write_all(b"+PONG\r\n").await.unwrap();
+        assert_eq!(answer.await.unwrap().unwrap(), "PONG");
     }
 }

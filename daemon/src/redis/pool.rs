@@ -534,28 +534,41 @@ impl RedisPool {
     {
         let deadline = deadline.min(Instant::now() + self.timeout());
         let timeout_ms = self.timeout().as_millis() as u64;
-        let attempt = async {
-            let (lane, i, generation, conn) = self.checkout().await?;
-            match op(conn).await {
-                Ok(v) => Ok(v),
-                Err(e) => {
-                    let failure = RedisFailure::classify(&e);
-                    if failure.breaks_connection() {
-                        self.discard(&lane, i, generation).await;
-                    }
-                    Err(failure)
+        // Connecting is bounded here; a connection that is there already
+        // is ready at once, and no timer is armed for it.
+        let (lane, i, generation, conn) =
+            match tokio::time::timeout_at(deadline, self.checkout()).await {
+                Ok(Ok(checked_out)) => checked_out,
+                Ok(Err(RedisFailure::Timeout(_))) | Err(_) => {
+                    return Err(RedisFailure::Timeout(timeout_ms))
                 }
-            }
+                Ok(Err(e)) => return Err(e),
+            };
+        let result = match conn {
+            // The pipe enforces the deadline itself, with one timer per
+            // connection rather than one per operation (see `pipe.rs`).
+            Conn::Pipe(p) => op(Conn::Pipe(p.until(deadline))).await,
+            other => match tokio::time::timeout_at(deadline, op(other)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // Which node hung is unknown here; drop every
+                    // connection so that the next operations start afresh.
+                    self.reset();
+                    return Err(RedisFailure::Timeout(timeout_ms));
+                }
+            },
         };
-        match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(RedisFailure::Timeout(_))) => Err(RedisFailure::Timeout(timeout_ms)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                // Which slot hung is unknown here; drop them all so that the
-                // next operations start on fresh connections.
-                self.reset();
-                Err(RedisFailure::Timeout(timeout_ms))
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let failure = RedisFailure::classify(&e);
+                if failure.breaks_connection() {
+                    self.discard(&lane, i, generation).await;
+                }
+                match failure {
+                    RedisFailure::Timeout(_) => Err(RedisFailure::Timeout(timeout_ms)),
+                    other => Err(other),
+                }
             }
         }
     }
