@@ -285,8 +285,24 @@ pub struct HighWaterMarks {
     epochs: u64,
     /// Where a verified number below its ceiling is made durable (see
     /// `journal.rs`): appended under this lock, so in the marks' order.
-    /// `None` in stores opened without one.
+    /// `None` once the store is closed.
     pub(super) journal: Option<Journal>,
+    /// Journaled numbers the writer has not taken yet (it takes them all
+    /// at once, after the requests queued for it): handing one over costs
+    /// a push under this lock, no channel and no wake-up. Bounded by the
+    /// journal's room.
+    pub(super) handed: Vec<Handed>,
+}
+
+/// A journaled number on its way to SQLite.
+pub(super) struct Handed {
+    pub(super) key: Arc<str>,
+    pub(super) value: u64,
+    pub(super) expires_at: Option<i64>,
+    pub(super) ttl: Option<u64>,
+    pub(super) dirty_from: Option<u64>,
+    /// The journal file that holds it.
+    pub(super) file: u8,
 }
 
 /// Default of `--marks-in-memory`: about 250 MB of marks.
@@ -302,6 +318,7 @@ impl Default for HighWaterMarks {
             unloaded: 0,
             epochs: 0,
             journal: None,
+            handed: Vec::new(),
         }
     }
 }
@@ -351,9 +368,11 @@ pub(super) struct Drawn {
     /// `None` when the mark was verified; otherwise how the writer
     /// compares the number with the disk.
     pub(super) unchecked: Option<Unchecked>,
-    /// The journal file that holds the number: it is durable already, and
-    /// the writer settles it (no one waits for its commit).
-    pub(super) journaled: Option<u8>,
+    /// `Some` when the journal holds the number: it is durable already,
+    /// handed to the writer, which settles it (no one waits for its
+    /// commit); `Some(true)` when the writer must be woken for it (it was
+    /// the first handed since the writer last took them).
+    pub(super) journaled: Option<bool>,
 }
 
 /// A Redis answer memory accepted, on its way to the writer.
@@ -362,7 +381,7 @@ pub(super) struct Claimed {
     /// As [`Drawn::unchecked`].
     pub(super) unchecked: Option<Unchecked>,
     /// As [`Drawn::journaled`].
-    pub(super) journaled: Option<u8>,
+    pub(super) journaled: Option<bool>,
 }
 
 /// What an unclean stop leaves to assume of daily keys not in the store.
@@ -521,7 +540,8 @@ impl HighWaterMarks {
         let journaled = self.journal_if_covered(
             unchecked,
             ceiling,
-            &Entry {
+            &key,
+            Entry {
                 key: &key,
                 value,
                 expires_at,
@@ -541,16 +561,29 @@ impl HighWaterMarks {
     /// Appends `entry` to the journal when the number may be made durable
     /// by it alone: its mark was verified (no comparison with the disk is
     /// due) and it is at or below the key's ceiling (no fsync is due).
+    /// Then it is handed to the writer; returns whether the writer must
+    /// be woken for it (see [`Drawn::journaled`]).
     fn journal_if_covered(
         &mut self,
         unchecked: Option<Unchecked>,
         ceiling: Option<u64>,
-        entry: &Entry<'_>,
-    ) -> Option<u8> {
+        key: &Arc<str>,
+        entry: Entry<'_>,
+    ) -> Option<bool> {
         if unchecked.is_some() || ceiling.is_none_or(|c| entry.value > c) {
             return None;
         }
-        self.journal.as_mut()?.append(entry)
+        let file = self.journal.as_mut()?.append(&entry)?;
+        let wake = self.handed.is_empty();
+        self.handed.push(Handed {
+            key: key.clone(),
+            value: entry.value,
+            expires_at: entry.expires_at,
+            ttl: entry.ttl,
+            dirty_from: entry.dirty_from,
+            file,
+        });
+        Some(wake)
     }
 
     /// The writer committed a journaled number of `key` (in `file`).
@@ -670,7 +703,8 @@ impl HighWaterMarks {
         let journaled = self.journal_if_covered(
             unchecked,
             ceiling,
-            &Entry {
+            &key,
+            Entry {
                 key: &key,
                 value,
                 expires_at,

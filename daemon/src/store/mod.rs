@@ -333,9 +333,10 @@ impl Store {
         // flood of new keys, could make that happen again.)
         for _ in 0..ISSUE_ATTEMPTS {
             let d = self.lock().issue(key, expires_at, ttl, issuable_from)?;
-            if let Some(file) = d.journaled {
-                self.hand_over(&d.key, d.value, expires_at, ttl, Some(d.from), file)
-                    .await?;
+            if let Some(wake) = d.journaled {
+                if wake {
+                    self.wake_writer();
+                }
                 return Ok(d.value);
             }
             // Commits may complete out of order relative to the in-memory
@@ -398,11 +399,11 @@ impl Store {
         expires_at: Option<i64>,
         ttl: Option<u64>,
     ) -> Result<(), Claim> {
-        if let Some(file) = journaled {
-            return self
-                .hand_over(&key, value, expires_at, ttl, None, file)
-                .await
-                .map_err(Claim::Failed);
+        if let Some(wake) = journaled {
+            if wake {
+                self.wake_writer();
+            }
+            return Ok(());
         }
         match self
             .persist(&key, value, expires_at, ttl, None, unchecked)
@@ -455,29 +456,12 @@ impl Store {
         settled
     }
 
-    /// Hands a journaled number (durable already) to the writer, which
-    /// puts it in SQLite and settles it in memory; nothing waits for the
-    /// commit.
-    async fn hand_over(
-        &self,
-        key: &Arc<str>,
-        value: u64,
-        expires_at: Option<i64>,
-        ttl: Option<u64>,
-        dirty_from: Option<u64>,
-        file: u8,
-    ) -> Result<(), StoreError> {
-        let op = Op::Raise {
-            key: key.clone(),
-            value,
-            expires_at,
-            ttl,
-            dirty_from,
-            unchecked: None,
-            journaled: Some(file),
-            done: None,
-        };
-        self.tx.send(op).await.map_err(|_| StoreError::Stopped)
+    /// Wakes the writer for journaled numbers handed to it. A full queue
+    /// means it is busy and takes them soon anyway; a closed one, that the
+    /// store is closed (they are in the journal, replayed at the next
+    /// start).
+    fn wake_writer(&self) {
+        let _ = self.tx.try_send(Op::Wake);
     }
 
     /// Queues `op` for the writer and waits for its commit.

@@ -131,7 +131,16 @@ pub(super) enum Op {
         add: bool,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Journaled numbers were handed over (`marks::Handed`) while the
+    /// writer had none: take them within [`HOLD`].
+    Wake,
 }
+
+/// How long journaled numbers may wait to be written together while no
+/// request waits for a commit. Nobody waits for them (the journal holds
+/// them), so a longer hold is fewer, larger commits; a request that waits
+/// cuts it short.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A key and its mark as read from disk.
 pub(super) type StoredMark = (Arc<str>, Mark);
@@ -182,15 +191,43 @@ impl Writer {
     /// One transaction per batch of queued operations, until the store is
     /// closed or every handle is gone.
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        // A runtime of the writer's own, for a receive with a time limit.
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the store's writer cannot start");
+                return;
+            }
+        };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut closing = false;
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+        let mut open = true;
+        while open {
+            match runtime.block_on(rx.recv()) {
+                Some(first) => batch.push(first),
+                None => open = false,
+            }
+            drain(&mut rx, &mut batch);
+            if open && batch.iter().all(|op| matches!(op, Op::Wake)) {
+                // Only journaled numbers: let more gather, unless a
+                // request that waits for a commit comes first.
+                let more = runtime.block_on(async { tokio::time::timeout(HOLD, rx.recv()).await });
+                match more {
+                    Ok(Some(op)) => batch.push(op),
+                    Ok(None) => open = false,
+                    Err(_) => {}
                 }
+                drain(&mut rx, &mut batch);
+            }
+            // After the queue: a request queued after a number was handed
+            // over is committed with it or after it.
+            self.take_handed(&mut batch);
+            batch.retain(|op| !matches!(op, Op::Wake));
+            if batch.is_empty() {
+                continue;
             }
             closing = batch.iter().any(|op| matches!(op, Op::Close { .. }));
             let result = self.commit(&batch).map_err(|e| e.to_string());
@@ -208,7 +245,7 @@ impl Writer {
                         let _ =
                             done.send(result.as_ref().map(|c| c.settled[i]).map_err(Clone::clone));
                     }
-                    Op::Raise { done: None, .. } => {}
+                    Op::Raise { done: None, .. } | Op::Wake => {}
                     Op::Read { key, done } => {
                         let _ =
                             done.send(self.known(&key).map(|k| k.value).map_err(|e| e.to_string()));
@@ -244,6 +281,21 @@ impl Writer {
             let _ = self.conn.pragma_update(None, "synchronous", "FULL");
             let _ = touch(&self.conn);
         }
+    }
+
+    /// Adds the journaled numbers handed over since the last batch.
+    fn take_handed(&self, batch: &mut Vec<Op>) {
+        let handed = std::mem::take(&mut super::marks::lock(&self.marks).handed);
+        batch.extend(handed.into_iter().map(|h| Op::Raise {
+            key: h.key,
+            value: h.value,
+            expires_at: h.expires_at,
+            ttl: h.ttl,
+            dirty_from: h.dirty_from,
+            unchecked: None,
+            journaled: Some(h.file),
+            done: None,
+        }));
     }
 
     /// After a commit: every journaled number of the batch is in SQLite
@@ -525,6 +577,16 @@ impl Writer {
     }
 }
 
+/// Moves what is queued into `batch`, up to [`MAX_BATCH`].
+fn drain(rx: &mut mpsc::Receiver<Op>, batch: &mut Vec<Op>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(_) => break,
+        }
+    }
+}
+
 /// What a commit did: the marks pruned, and each operation's outcome (by
 /// its index in the batch; `Written` for all but refused numbers).
 pub(super) struct Committed {
@@ -549,6 +611,7 @@ impl Op {
             | Op::PruneStreams { .. }
             | Op::SaveStreams { .. }
             | Op::StreamsSynced { .. } => false,
+            Op::Wake => false,
             Op::Flush { .. } | Op::Close { .. } | Op::DeleteStreams { .. } | Op::Outbox { .. } => {
                 true
             }
@@ -618,7 +681,8 @@ fn fold<'a>(batch: &'a [Op], settled: &[Settled]) -> Folded<'a> {
             | Op::Read { .. }
             | Op::LoadDirty { .. }
             | Op::Flush { .. }
-            | Op::Close { .. } => {}
+            | Op::Close { .. }
+            | Op::Wake => {}
         }
     }
     (folded, reconciled, prune_before)
@@ -684,7 +748,8 @@ fn write_others(tx: &rusqlite::Transaction<'_>, batch: &[Op]) -> rusqlite::Resul
             | Op::Reconciled { .. }
             | Op::Prune { .. }
             | Op::Flush { .. }
-            | Op::Close { .. } => {}
+            | Op::Close { .. }
+            | Op::Wake => {}
         }
     }
     Ok(())
