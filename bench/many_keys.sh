@@ -6,8 +6,10 @@
 # the first answer, and seqd's RSS once ready and after a NEXT. Then it
 # restarts seqd with --marks-in-memory 100000 and draws cold keys (every
 # request a user never seen, each a miss looked up in the big store) for
-# SECS seconds: the rate, and RSS after more new keys than the cap. Last,
-# a power loss: kill -9 and a pretended reboot, then the time to start.
+# SECS seconds: the rate, and RSS after more new keys than the cap. Then
+# a kill -9 under hot traffic and the time to start (the mark journal is
+# replayed). Last, a power loss: kill -9 and a pretended reboot, then the
+# time to start.
 #
 # Usage: bench/many_keys.sh [N] [SECS]   (defaults 10000000, 30)
 set -euo pipefail
@@ -70,6 +72,24 @@ rss_cold=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
 marks=$(echo HEALTH | socat -t 5 - "UNIX-CONNECT:$work/s.sock" | grep -o 'local_marks=[0-9]*')
 printf '%-34s %s\n' "cold keys, 50 clients, ${secs} s" "$cold"
 printf '%-34s %s\n' "RSS after them (cap $cap)" "$(awk -v k="$rss_cold" 'BEGIN { printf "%.0f MiB", k / 1024 }')  ($marks)"
+
+# kill -9 in the middle of hot traffic, on the same boot: the numbers
+# that were only in the mark journal are put in SQLite before the first
+# answer.
+target/release/seqd-bench --socket "$work/s.sock" --op daily-next --clients 50 --seconds 3 --tag hot >/dev/null 2>&1 &
+bench=$!
+sleep 2
+kill -KILL "$pid"; wait "$pid" || true
+wait "$bench" || true
+journal=$(du -k --apparent-size "$work/d/journal-0" | cut -f1)
+start=$(date +%s.%N)
+target/release/seqd --socket "$work/s.sock" --data-dir "$work/d" 2>"$work/seqd-replay.log" &
+pid=$!
+until echo PING 2>/dev/null | socat - "UNIX-CONNECT:$work/s.sock" 2>/dev/null | grep -q OK; do sleep 0.01; done
+ready=$(date +%s.%N)
+replayed=$(grep -o 'keys=[0-9]*' "$work/seqd-replay.log" | head -n 1)
+printf '%-34s %s
+' "start after kill -9 (journal)" "$(awk -v a="$start" -v b="$ready" 'BEGIN { printf "%.2f s", b - a }')  (replayed ${replayed:-keys=0}; journal files ${journal} KiB each)"
 
 # A power loss: kill -9, and the store made to look as if the machine
 # rebooted since (another boot id on record): every row is then read

@@ -107,6 +107,16 @@ impl Conn {
         Ok(ranges_of(&slots))
     }
 
+    /// `INCR key`: the new value. On one server the command is written
+    /// straight into the bytes the pipe sends (one allocation, no boxed
+    /// future): it is what almost every number costs.
+    pub async fn incr(&mut self, key: &str) -> redis::RedisResult<u64> {
+        match self {
+            Conn::Pipe(p) => p.incr(key).await,
+            other => redis::cmd("INCR").arg(key).query_async(other).await,
+        }
+    }
+
     /// A health check: `PING` on one server or one node; on a whole
     /// cluster, that it reports `cluster_state:ok` (a `PING` would go to
     /// every node and fail while one failed replica is still listed).

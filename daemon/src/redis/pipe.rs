@@ -483,6 +483,18 @@ impl Pipe {
         }
     }
 
+    /// `INCR key`, encoded here rather than by [`redis::Cmd`] (which
+    /// builds two vectors before the bytes): the new value.
+    pub async fn incr(&self, key: &str) -> redis::RedisResult<u64> {
+        use std::io::Write as _;
+        let mut bytes = Vec::with_capacity(key.len() + 32);
+        let _ = write!(bytes, "*2\r\n$4\r\nINCR\r\n${}\r\n", key.len());
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        let value = self.send(bytes, 1, 0).await?.pop().ok_or_else(closed)?;
+        Ok(redis::from_redis_value(value.extract_error()?)?)
+    }
+
     async fn send(
         &self,
         bytes: Vec<u8>,

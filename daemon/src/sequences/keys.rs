@@ -114,9 +114,17 @@ pub fn daily_key(q: &DailyQuery, rules: DailyRules, now: DateTime<Utc>) -> Resul
         .map_or(i64::MIN, |d| {
             d.and_time(NaiveTime::MIN).and_utc().timestamp()
         });
+    // Sized once: `format!` guesses its capacity and grows (two
+    // allocations per request).
+    let mut key = String::with_capacity(q.user.len() + 23);
+    key.push_str("user:");
+    key.push_str(&q.user);
+    key.push_str(":sequence:");
+    use std::fmt::Write as _;
+    let _ = write!(key, "{day:08}");
     Ok(DailyKey {
         key: SeqKey {
-            key: format!("user:{}:sequence:{day:08}", q.user),
+            key,
             family: Family::Daily,
             ttl_secs: Some(ttl),
             mark_expires_at: Some(now.timestamp() + ttl as i64),

@@ -66,7 +66,7 @@ return {n, raised, before}
 /// that a fence's `WAIT` can follow its `EXEC`. Returns the new number.
 async fn increment(c: &mut crate::redis::Conn, key: &str, ttl: u64) -> redis::RedisResult<u64> {
     if ttl == 0 {
-        return redis::cmd("INCR").arg(key).query_async(c).await;
+        return c.incr(key).await;
     }
     let replies: Vec<redis::Value> = redis::pipe()
         .cmd("MULTI")

@@ -31,12 +31,37 @@ use tokio::sync::oneshot;
 /// later request that waits for it.
 pub type Done = Shared<oneshot::Receiver<()>>;
 
+/// A running request's end signal, made shareable only when a later
+/// request first waits for it: most requests are never waited for, and
+/// sharing costs two allocations.
+enum EndSignal {
+    Unshared(oneshot::Receiver<()>),
+    Shared(Done),
+    /// Between the two (never seen outside `Order::admit`).
+    Taken,
+}
+
+impl EndSignal {
+    fn shared(&mut self) -> Done {
+        if let EndSignal::Unshared(_) = self {
+            let EndSignal::Unshared(rx) = std::mem::replace(self, EndSignal::Taken) else {
+                unreachable!("matched above");
+            };
+            *self = EndSignal::Shared(rx.shared());
+        }
+        match self {
+            EndSignal::Shared(done) => done.clone(),
+            _ => unreachable!("made shared above"),
+        }
+    }
+}
+
 /// The requests of a connection that have been admitted and not finished.
 #[derive(Default)]
 pub struct Order {
     /// Every admitted request that touches state and has not finished:
     /// its keys (to clear `last` when it ends) and its end signal.
-    running: HashMap<u64, (Touches, Done)>,
+    running: HashMap<u64, (Touches, EndSignal)>,
     /// Per key: the last admitted request touching it, until it ends.
     last: HashMap<u64, u64>,
     /// The last admitted request that touches everything, until it ends:
@@ -83,10 +108,10 @@ impl Order {
         };
         let wait_for = earlier
             .into_iter()
-            .filter_map(|s| self.running.get(&s).map(|(_, done)| (s, done.clone())))
+            .filter_map(|s| self.running.get_mut(&s).map(|(_, end)| (s, end.shared())))
             .collect();
         if touches != Touches::Nothing {
-            self.running.insert(seq, (touches, rx.shared()));
+            self.running.insert(seq, (touches, EndSignal::Unshared(rx)));
         }
         Admitted { seq, wait_for, end }
     }
