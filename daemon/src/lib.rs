@@ -25,8 +25,8 @@
 //!   tracking), [`cache`] (settings cache).
 //! - Backends: [`redis`] (target, pool, pipe, conn, scan, breaker, breakers, link,
 //!   supervisor: one server, Sentinel or Cluster, over TLS or not) and
-//!   [`store`] (the SQLite store: marks, schema, writer, streams, outbox,
-//!   tables).
+//!   [`store`] (the SQLite store: marks, journal, schema, writer, streams,
+//!   outbox, tables).
 //!
 //! Around them: [`app`] (start, serve, stop), [`mode`] (the one place that
 //! chooses local or Redis mode and builds the capabilities), [`config`]

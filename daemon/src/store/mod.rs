@@ -7,7 +7,8 @@
 //! number issued (the *mark*), when the mark may be forgotten, and whether
 //! the number came from this store rather than from Redis (*dirty*: Redis
 //! has not been raised to it yet, so it is pending reconciliation). Every
-//! mark is in `seqd.db` (so it survives a `kill -9`); memory holds those
+//! mark is in `seqd.db`, or in the mark journal until `seqd.db` has it
+//! (either survives a `kill -9`); memory holds those
 //! of the keys in use, at most `--marks-in-memory` of them, read on every
 //! request without blocking. A start loads only the keys pending
 //! reconciliation: a mark not in memory is checked against the disk inside
@@ -17,9 +18,12 @@
 //! # What it guarantees
 //!
 //! - A mark only ever rises, in memory and on disk.
-//! - [`Store::issue`] and [`Store::claim`] return only after the new mark is
-//!   committed to SQLite (written to the WAL), so a number survives a
-//!   `kill -9` of seqd before its reply leaves.
+//! - [`Store::issue`] and [`Store::claim`] return only once the new mark
+//!   survives a `kill -9` of seqd: appended to the mark journal (a number
+//!   of a key whose mark memory verified, at or below its ceiling; see
+//!   `journal.rs`), or else committed to SQLite (written to the WAL). A
+//!   journaled number reaches SQLite within a few milliseconds, and a
+//!   start replays the journal before it serves.
 //! - Power loss is covered by a *reserved ceiling* per key: a number above
 //!   the key's ceiling is only returned after a commit that raised the
 //!   ceiling (to the number plus `reserve`) and fsynced. Most commits are a
@@ -35,9 +39,10 @@
 //! - [`Store::claim`] refuses a number Redis returned if this store has
 //!   itself issued it (or a higher one) for the key, so a Redis answer that
 //!   was in flight while the store issued numbers can never duplicate one.
-//! - SQLite runs on its own thread, fed by a bounded channel. The thread
-//!   takes everything queued and writes it in one transaction (group
-//!   commit): N concurrent requests cost one commit, and at most one fsync.
+//! - SQLite runs on its own thread, fed by a bounded channel (and, for
+//!   journaled numbers, a list it takes whole). The thread takes
+//!   everything queued and writes it in one transaction (group commit): N
+//!   concurrent requests cost one commit, and at most one fsync.
 //! - Expired marks are pruned from disk and memory by [`Store::prune`];
 //!   [`Store::prune_every`] is the task that does it.
 //!
@@ -46,7 +51,9 @@
 //! - `lock.rs`: the data directory, private and held by one seqd.
 //! - `marks.rs`: the marks in memory and the never-twice rule (no SQLite).
 //! - `schema.rs`: tables, migration, how the last run ended.
-//! - `writer.rs`: the writer thread, group commit, fsync policy.
+//! - `journal.rs`: the mark journal (durable numbers without a commit).
+//! - `writer.rs`: the writer thread, group commit, fsync policy, the
+//!   journal's replay.
 //! - `streams.rs`, `outbox.rs`: the rows of the tracker and the cache, and
 //!   their SQL; `tables.rs`: the store's requests about them (ops of the
 //!   writer's queue).
