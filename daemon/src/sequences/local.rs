@@ -23,6 +23,12 @@ impl LocalSequences {
 impl Sequences for LocalSequences {
     fn next<'a>(&'a self, key: &'a SeqKey) -> BoxFuture<'a, Result<Issued, Error>> {
         async move {
+            self.store.read_if_new(
+                &key.key,
+                key.mark_expires_at,
+                key.ttl_secs,
+                key.issuable_from,
+            );
             let seq = self
                 .store
                 .issue(

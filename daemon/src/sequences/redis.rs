@@ -175,6 +175,12 @@ impl RedisSequences {
     async fn next_from_redis(&self, key: &SeqKey) -> Result<Issued, RedisMiss> {
         // All attempts together keep within one operation timeout.
         let deadline = tokio::time::Instant::now() + self.link.timeout();
+        self.store.read_if_new(
+            &key.key,
+            key.mark_expires_at,
+            key.ttl_secs,
+            key.issuable_from,
+        );
         for _ in 0..CLAIM_ATTEMPTS {
             if tokio::time::Instant::now() >= deadline {
                 break;

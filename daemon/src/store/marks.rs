@@ -51,6 +51,7 @@
 //! durable before it returns; this file decides what the change is.
 
 use super::journal::{Entry, Journal};
+use super::reader::Row;
 use super::StoreError;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -287,6 +288,16 @@ pub struct HighWaterMarks {
     /// `journal.rs`): appended under this lock, so in the marks' order.
     /// `None` once the store is closed.
     pub(super) journal: Option<Journal>,
+    /// What a row read on a shard needs (see [`HighWaterMarks::adopt`]):
+    /// marks removed from memory so far (evicted or pruned), marks evicted
+    /// since the mark log was last folded into `marks`, folds so far, the
+    /// reserve (`--mark-reserve`), and the first run whose rows are exact
+    /// (`Boot::suspect_below`).
+    pub(super) removals: u64,
+    pub(super) evicted_since_fold: u64,
+    pub(super) folds: u64,
+    pub(super) reserve: u64,
+    pub(super) suspect_below: i64,
     /// Journaled numbers the writer has not taken yet (it takes them all
     /// at once, after the requests queued for it): handing one over costs
     /// a push under this lock, no channel and no wake-up. Bounded by the
@@ -319,6 +330,11 @@ impl Default for HighWaterMarks {
             epochs: 0,
             journal: None,
             handed: Vec::new(),
+            removals: 0,
+            evicted_since_fold: 0,
+            folds: 0,
+            reserve: 0,
+            suspect_below: 0,
         }
     }
 }
@@ -375,6 +391,13 @@ pub(super) struct Drawn {
     pub(super) journaled: Option<bool>,
 }
 
+/// Marks removed and folds done, when a row began to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Snapshot {
+    removals: u64,
+    folds: u64,
+}
+
 /// A Redis answer memory accepted, on its way to the writer.
 pub(super) struct Claimed {
     pub(super) key: Arc<str>,
@@ -413,6 +436,7 @@ impl HighWaterMarks {
             return;
         }
         let target = self.cap - self.cap / 4;
+        let before = self.by_key.len() as u64;
         let HighWaterMarks {
             by_key,
             dirty,
@@ -443,6 +467,76 @@ impl HighWaterMarks {
                 true
             });
         }
+        let evicted = before - self.by_key.len() as u64;
+        self.removals += evicted;
+        self.evicted_since_fold += evicted;
+    }
+
+    /// What [`HighWaterMarks::adopt`] compares, taken before a row is read.
+    pub(super) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            removals: self.removals,
+            folds: self.folds,
+        }
+    }
+
+    /// The mark log was folded into `marks`: every row of a key evicted
+    /// before is in `marks` now.
+    pub(super) fn log_folded(&mut self) {
+        self.folds += 1;
+        self.evicted_since_fold = 0;
+    }
+
+    /// Starts `key` verified from its row in `marks` (`None`: no row), read
+    /// since `snap` was taken, when that row is the whole truth: the key
+    /// is still not in memory and no mark left memory meanwhile (so none
+    /// was made and lost for it since the read began: every number of
+    /// this run would be in memory), no mark was evicted since the mark
+    /// log was last folded and no fold happened during the read (so this
+    /// run wrote no row of it to the log: rows of earlier runs are all in
+    /// `marks`, the log being folded at every start), and the row is not
+    /// pending reconciliation (that bookkeeping stays with the writer).
+    /// Returns whether the key was adopted; otherwise its first number
+    /// goes to the writer to be checked, as before.
+    pub(super) fn adopt(
+        &mut self,
+        key: &str,
+        row: Option<Row>,
+        snap: Snapshot,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+        issuable_from: Option<i64>,
+    ) -> bool {
+        if self.by_key.contains_key(key)
+            || snap != self.snapshot()
+            || self.evicted_since_fold != 0
+            || row.is_some_and(|r| r.dirty)
+        {
+            return false;
+        }
+        let (value, ceiling) = match row {
+            Some(r) if r.gen < self.suspect_below => (r.value.max(r.ceiling), r.ceiling),
+            Some(r) => (r.value, r.ceiling),
+            // No row: what an unknown key may hold, and the ceiling the
+            // writer gives its first row (implied for a daily key).
+            None => (
+                self.unknown_key_mark(issuable_from),
+                if expires_at.is_some() {
+                    self.reserve
+                } else {
+                    0
+                },
+            ),
+        };
+        self.sweep();
+        self.epochs += 1;
+        let mark = Mark {
+            epoch: self.epochs,
+            ceiling: Some(ceiling),
+            ..Mark::stored(value, expires_at, ttl)
+        };
+        self.by_key.insert(Arc::from(key), mark);
+        true
     }
 
     /// Puts marks of dirty keys read from disk in memory; a key memory
@@ -769,8 +863,10 @@ impl HighWaterMarks {
 
     /// Drops marks that expired before `now`.
     pub(super) fn prune(&mut self, now: i64) {
+        let before = self.by_key.len() as u64;
         self.by_key
             .retain(|_, m| m.expires_at.is_none_or(|t| t > now));
+        self.removals += before - self.by_key.len() as u64;
         let HighWaterMarks { by_key, dirty, .. } = self;
         dirty.retain(|k| by_key.contains_key(k));
     }

@@ -65,6 +65,7 @@ mod journal;
 mod lock;
 mod marks;
 mod outbox;
+mod reader;
 mod schema;
 mod streams;
 mod tables;
@@ -130,6 +131,9 @@ pub struct Store {
     /// Gap-tracker states waiting to be handed to the writer together
     /// (see `streams.rs`).
     streams: Arc<Mutex<streams::PendingStreams>>,
+    /// Reads of the rows of keys met for the first time, on the thread
+    /// that serves them (see `reader.rs`).
+    readers: Arc<reader::Readers>,
     /// The writer thread, joined when the last handle goes (declared after
     /// `tx`, which is dropped first and so ends the thread's queue): a
     /// journaled number is in SQLite once every handle is gone, so a store
@@ -174,6 +178,8 @@ impl Store {
         marks.implied = boot
             .unclean_since
             .map(|since| marks::Implied { since, reserve });
+        marks.reserve = reserve;
+        marks.suspect_below = boot.suspect_below;
         // After a reboot without a clean stop the journal's pages may be
         // lost or half written: its numbers are all at or below their
         // keys' ceilings, above which every key goes on.
@@ -211,6 +217,7 @@ impl Store {
             counters,
             cursor: Arc::new(Mutex::new(None)),
             streams: Arc::default(),
+            readers: Arc::new(reader::Readers::new(dir.join("seqd.db"))),
             _thread: Arc::new(WriterThread(Mutex::new(Some(thread)))),
         })
     }
@@ -372,6 +379,37 @@ impl Store {
         issuable_from: Option<i64>,
     ) -> Flight {
         HighWaterMarks::begin(&self.marks, key, expires_at, ttl, issuable_from)
+    }
+
+    /// Call before [`Store::issue`] or [`Store::begin`]: for a key memory
+    /// does not hold, reads its row here, on the calling thread, so that
+    /// memory starts it verified (see `HighWaterMarks::adopt`) and its
+    /// first number, like the next ones, can be made durable by the
+    /// journal instead of waiting for the writer to check it against the
+    /// disk. When the read fails or cannot be trusted whole, nothing
+    /// changes: the key starts unverified and the writer checks its first
+    /// number, as it always may.
+    pub fn read_if_new(
+        &self,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+        issuable_from: Option<i64>,
+    ) {
+        let snap = {
+            let marks = self.lock();
+            if marks.by_key.contains_key(key) || marks.evicted_since_fold != 0 {
+                return;
+            }
+            marks.snapshot()
+        };
+        match self.readers.row(key) {
+            Ok(row) => {
+                self.lock()
+                    .adopt(key, row, snap, expires_at, ttl, issuable_from);
+            }
+            Err(e) => tracing::debug!(error = %e, key, "reading a new key's row failed"),
+        }
     }
 
     /// Records `value`, a number Redis answered to `flight`, as issued:

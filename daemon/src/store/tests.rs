@@ -795,6 +795,9 @@ enum Step {
     /// Local numbers for several keys at once (evictions while writes are
     /// outstanding).
     Mixed(Vec<u8>),
+    /// The key's row is read on the requesting thread before its numbers
+    /// are drawn (`Store::read_if_new`), as the capabilities do.
+    Prepare(u8),
     /// seqd stops (cleanly or not) and starts again on the same store.
     Reopen(bool),
     /// seqd crashes and the machine reboots (rows read above their
@@ -878,6 +881,7 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         2 => proptest::collection::vec(0u8..12, 2..16).prop_map(Step::Mixed),
         1 => any::<bool>().prop_map(Step::Reopen),
         1 => Just(Step::Reboot),
+        3 => (0u8..12).prop_map(Step::Prepare),
     ]
 }
 
@@ -911,6 +915,9 @@ fn run_steps(steps: Vec<Step>) {
         };
         for step in steps {
             match step {
+                Step::Prepare(k) => {
+                    store.read_if_new(&format!("k{k}"), None, None, None);
+                }
                 Step::Issue(k) => {
                     let key = format!("k{k}");
                     let n = store.issue(&key, None, None, None).await.unwrap();
@@ -1202,4 +1209,93 @@ async fn a_verified_number_below_its_ceiling_is_answered_before_its_commit() {
     // commit that raises the ceiling, with an fsync.
     let d = store.lock().issue("k", None, None, None).unwrap();
     assert_eq!((d.value, d.journaled), (102, None), "above the ceiling");
+}
+
+#[tokio::test]
+async fn a_new_key_read_on_its_thread_starts_verified_when_the_read_is_the_whole_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    let day = Some(i64::MAX);
+    // No row: a daily key starts verified at 0 with the implied ceiling,
+    // so its first number is journaled; a conversation key's first number
+    // still waits for the commit that fsyncs its ceiling.
+    store.read_if_new("daily", day, Some(86_400), None);
+    let d = store
+        .lock()
+        .issue("daily", day, Some(86_400), None)
+        .unwrap();
+    assert_eq!((d.value, d.journaled.is_some()), (1, true));
+    assert!(d.unchecked.is_none());
+    store.read_if_new("conv", None, None, None);
+    let d = store.lock().issue("conv", None, None, None).unwrap();
+    assert_eq!((d.value, d.journaled, d.unchecked), (1, None, None));
+    // (That draw was never written. Redis's 2 is, with an fsynced ceiling
+    // of 2 + 100; a Redis number leaves the key clean.)
+    claim(&store, "conv", 2).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+
+    // A row: memory starts at its value and ceiling.
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    store.read_if_new("conv", None, None, None);
+    let m = |store: &Store, k: &str| {
+        let marks = store.lock();
+        marks
+            .by_key
+            .get(k)
+            .map(|m| (m.value, m.verified, m.ceiling))
+    };
+    assert_eq!(m(&store, "conv"), Some((2, true, Some(102))));
+    // A key memory holds already is not read again.
+    store.lock().issue("held", None, None, None).unwrap();
+    store.read_if_new("held", None, None, None);
+    assert_eq!(m(&store, "held"), Some((1, false, None)));
+    drop(store);
+
+    // A row pending reconciliation stays with the writer's bookkeeping.
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    assert_eq!(store.issue("dirty", None, None, None).await.unwrap(), 1);
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    store.read_if_new("dirty", None, None, None);
+    assert_eq!(m(&store, "dirty"), None, "not adopted");
+    drop(store);
+
+    // After a reboot without a clean stop, a row is read above its ceiling.
+    pretend_reboot(dir.path());
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    store.read_if_new("conv", None, None, None);
+    assert_eq!(m(&store, "conv"), Some((102, true, Some(102))));
+}
+
+#[tokio::test]
+async fn a_read_is_not_trusted_after_an_eviction_until_the_mark_log_is_folded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    store.limit_marks_in_memory(4);
+    // Numbers for more keys than memory holds: marks are evicted while
+    // their rows are still in the mark log, which a read does not see.
+    for k in 0..8 {
+        store
+            .issue(&format!("k{k}"), None, None, None)
+            .await
+            .unwrap();
+        written(&store).await;
+    }
+    assert!(store.lock().evicted_since_fold > 0);
+    let gone = (0..8)
+        .map(|k| format!("k{k}"))
+        .find(|k| !store.lock().by_key.contains_key(k.as_str()))
+        .expect("an evicted key");
+    store.read_if_new(&gone, None, None, None);
+    assert!(
+        !store.lock().by_key.contains_key(gone.as_str()),
+        "not adopted"
+    );
+    // Its next number is checked by the writer against the log: 2, not 1.
+    assert_eq!(store.issue(&gone, None, None, None).await.unwrap(), 2);
+    // A fold (a prune folds the log) makes reads whole again.
+    store.prune(0).await.unwrap();
+    assert_eq!(store.lock().evicted_since_fold, 0);
 }

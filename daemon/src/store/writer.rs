@@ -318,6 +318,9 @@ impl Writer {
         for (key, ceiling) in &committed.ceilings {
             marks.learn_ceiling(key, *ceiling);
         }
+        if committed.folded_log {
+            marks.log_folded();
+        }
         // Closed: no number is journaled any more (each then waits for a
         // commit that never comes, and fails). What the journal holds is
         // replayed, to no effect, at the next start.
@@ -432,6 +435,7 @@ impl Writer {
             tx.commit()?;
             self.known.clear();
             self.logged = 0;
+            super::marks::lock(&self.marks).log_folded();
         }
         super::schema::load_dirty(&self.conn, &self.boot, after, limit)
     }
@@ -573,6 +577,7 @@ impl Writer {
             pruned,
             settled,
             ceilings,
+            folded_log,
         })
     }
 }
@@ -594,6 +599,8 @@ pub(super) struct Committed {
     settled: Vec<Settled>,
     /// The ceiling of every key written.
     ceilings: Vec<(Arc<str>, u64)>,
+    /// The mark log was folded into `marks`.
+    folded_log: bool,
 }
 
 impl Op {

@@ -96,12 +96,25 @@ fn an_increment_costs_redis_an_incr_and_the_script_runs_only_when_redis_lost_dat
     let redis = RedisServer::start();
     // The health check (a write check by script) runs once at start and
     // then not again during the test: the counts below are the requests'.
-    let seqd =
-        Seqd::start(SeqdOptions::redis(&redis).with_args(&["--health-interval-ms", "600000"]));
+    // (A timeout long enough that a busy machine cannot fail that check,
+    // which would make the breaker probe again during the test.)
+    let seqd = Seqd::start(SeqdOptions::redis(&redis).with_args(&[
+        "--health-interval-ms",
+        "600000",
+        "--redis-timeout-ms",
+        "5000",
+    ]));
+    // Checked, and closed: a breaker still proving Redis (half-open) would
+    // run write checks of its own during the test.
     wait_until(
-        "the first health check",
+        "the first health check, and the breaker closed",
         std::time::Duration::from_secs(10),
-        || calls(&info_commandstats(&redis), "evalsha") >= 1,
+        || {
+            let health = seqd.text().cmd("HEALTH");
+            calls(&info_commandstats(&redis), "evalsha") >= 1
+                && health.contains("redis=up")
+                && health.contains("breaker=closed")
+        },
     );
     redis.cmd(&["CONFIG", "RESETSTAT"]);
     let mut c = seqd.client();
