@@ -117,6 +117,37 @@ impl Conn {
         }
     }
 
+    /// `MULTI` / `INCR key` / `EXPIRE key ttl NX` / `EXEC`: the four
+    /// replies, or the redis crate's error for them (one per failed
+    /// command, as a pipeline of the crate reports them). On one server the
+    /// commands are written straight into the bytes the pipe sends, as for
+    /// [`Conn::incr`]; a reply that is an error is handed to the crate,
+    /// which builds the very error its own pipeline would have.
+    pub async fn incr_expire(&mut self, key: &str, ttl: u64) -> redis::RedisResult<Vec<Value>> {
+        let transaction = || {
+            let mut p = redis::pipe();
+            p.cmd("MULTI")
+                .cmd("INCR")
+                .arg(key)
+                .cmd("EXPIRE")
+                .arg(key)
+                .arg(ttl)
+                .arg("NX")
+                .cmd("EXEC");
+            p
+        };
+        match self {
+            Conn::Pipe(p) => {
+                let replies = p.incr_expire(key, ttl).await?;
+                if replies.iter().any(|v| matches!(v, Value::ServerError(_))) {
+                    return transaction().query_async(&mut Answered(replies)).await;
+                }
+                Ok(replies)
+            }
+            other => transaction().query_async(other).await,
+        }
+    }
+
     /// A health check: `PING` on one server or one node; on a whole
     /// cluster, that it reports `cluster_state:ok` (a `PING` would go to
     /// every node and fail while one failed replica is still listed).
@@ -256,6 +287,31 @@ async fn fenced_pipeline(
         return Err(not_acknowledged(acked, f));
     }
     Ok(values)
+}
+
+/// Replies already read, handed to the redis crate so that it sorts them
+/// (and their errors) exactly as it sorts those of its own pipelines.
+struct Answered(Vec<Value>);
+
+impl ConnectionLike for Answered {
+    fn req_packed_command<'a>(&'a mut self, _: &'a Cmd) -> RedisFuture<'a, Value> {
+        let value = self.0.pop().unwrap_or(Value::Nil);
+        Box::pin(async move { Ok(value) })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        _: &'a redis::Pipeline,
+        _: usize,
+        _: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let values = std::mem::take(&mut self.0);
+        Box::pin(async move { Ok(values) })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
 }
 
 impl ConnectionLike for Conn {

@@ -495,6 +495,22 @@ impl Pipe {
         Ok(redis::from_redis_value(value.extract_error()?)?)
     }
 
+    /// `MULTI` / `INCR key` / `EXPIRE key ttl NX` / `EXEC`, encoded here
+    /// like [`Pipe::incr`]: the four replies.
+    pub async fn incr_expire(&self, key: &str, ttl: u64) -> redis::RedisResult<Vec<Value>> {
+        use std::io::Write as _;
+        let ttl = ttl.to_string();
+        let mut bytes = Vec::with_capacity(2 * key.len() + ttl.len() + 96);
+        bytes.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        let _ = write!(bytes, "*2\r\n$4\r\nINCR\r\n${}\r\n", key.len());
+        bytes.extend_from_slice(key.as_bytes());
+        let _ = write!(bytes, "\r\n*4\r\n$6\r\nEXPIRE\r\n${}\r\n", key.len());
+        bytes.extend_from_slice(key.as_bytes());
+        let _ = write!(bytes, "\r\n${}\r\n{ttl}\r\n$2\r\nNX\r\n", ttl.len());
+        bytes.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        self.send(bytes, 4, 0).await
+    }
+
     async fn send(
         &self,
         bytes: Vec<u8>,

@@ -68,17 +68,7 @@ async fn increment(c: &mut crate::redis::Conn, key: &str, ttl: u64) -> redis::Re
     if ttl == 0 {
         return c.incr(key).await;
     }
-    let replies: Vec<redis::Value> = redis::pipe()
-        .cmd("MULTI")
-        .cmd("INCR")
-        .arg(key)
-        .cmd("EXPIRE")
-        .arg(key)
-        .arg(ttl)
-        .arg("NX")
-        .cmd("EXEC")
-        .query_async(c)
-        .await?;
+    let replies = c.incr_expire(key, ttl).await?;
     // The last reply is EXEC's: the transaction's replies, or its error.
     let exec = replies
         .into_iter()
