@@ -370,14 +370,22 @@ impl Writer {
         }
         // Folded into `marks`, as at every start: the keys pending
         // reconciliation are counted there.
+        self.fold_log()?;
+        Ok(replayed)
+    }
+
+    /// Folds the mark log into `marks` when it holds rows (memory learns
+    /// that a read of `marks` is whole again, see `marks.rs`).
+    fn fold_log(&mut self) -> rusqlite::Result<()> {
         if self.logged > 0 {
             let tx = self.conn.transaction()?;
             compact(&tx)?;
             tx.commit()?;
             self.known.clear();
             self.logged = 0;
+            super::marks::lock(&self.marks).log_folded();
         }
-        Ok(replayed)
+        Ok(())
     }
 
     /// What the writer knows of `key` on disk, read from `marks` the first
@@ -429,14 +437,7 @@ impl Writer {
         after: Option<&str>,
         limit: usize,
     ) -> rusqlite::Result<Vec<StoredMark>> {
-        if self.logged > 0 {
-            let tx = self.conn.transaction()?;
-            compact(&tx)?;
-            tx.commit()?;
-            self.known.clear();
-            self.logged = 0;
-            super::marks::lock(&self.marks).log_folded();
-        }
+        self.fold_log()?;
         super::schema::load_dirty(&self.conn, &self.boot, after, limit)
     }
 

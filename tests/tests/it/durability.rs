@@ -61,19 +61,30 @@ fn killed_at_random_moments(options: SeqdOptions) {
         .subsec_nanos() as u64;
     println!("kill moments seed {seed}");
     let mut moment = seed;
-    let mut all = LoadResult::default();
-    for round in 0..8 {
+    let rounds = (0..8).map(|_| {
         moment = moment
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        let answers = (moment >> 33) as usize % 400;
-        let load = Load::start(&seqd, 8, true);
+        (moment >> 33) as usize % 400
+    });
+    kill_after_each(&mut seqd, rounds);
+}
+
+/// For each count of answers: loads seqd from 8 clients until it has
+/// given that many more, kills it with SIGKILL and restarts it on the
+/// same store; then checks that the numbers go on after the last restart.
+/// Across all of it no number repeats, and every number is above those
+/// answered for its key before the kill that preceded it.
+fn kill_after_each(seqd: &mut Seqd, rounds: impl Iterator<Item = usize>) {
+    let mut all = LoadResult::default();
+    for (round, answers) in rounds.enumerate() {
+        let load = Load::start(seqd, 8, true);
         load.wait_for(answers, &format!("{answers} answers in round {round}"));
         seqd.kill9();
         add_round(&mut all, load.finish(), round);
         seqd.restart();
     }
-    let load = Load::start(&seqd, 8, false);
+    let load = Load::start(seqd, 8, false);
     load.wait_for(100, "100 answers after the last restart");
     assert_continues(&all, &load.finish());
 }
@@ -85,17 +96,7 @@ fn killed_at_random_moments(options: SeqdOptions) {
 #[test]
 fn kill_9_while_the_journal_changes_files_never_repeats_a_number() {
     let mut seqd = Seqd::start(SeqdOptions::local());
-    let mut all = LoadResult::default();
-    for (round, answers) in [80_000, 160_000].into_iter().enumerate() {
-        let load = Load::start(&seqd, 8, true);
-        load.wait_for(answers, &format!("{answers} answers in round {round}"));
-        seqd.kill9();
-        add_round(&mut all, load.finish(), round);
-        seqd.restart();
-    }
-    let load = Load::start(&seqd, 8, false);
-    load.wait_for(100, "100 answers after the last restart");
-    assert_continues(&all, &load.finish());
+    kill_after_each(&mut seqd, [80_000, 160_000].into_iter());
 }
 
 #[test]
