@@ -4,7 +4,8 @@
 //! # What it owns
 //!
 //! Two files in the data directory, `journal-0` and `journal-1`, of
-//! [`FILE_SIZE`] bytes each, mapped shared into memory. A number whose
+//! [`FILE_SIZE`] bytes each (a larger one is used whole, never shrunk),
+//! mapped shared into memory. A number whose
 //! mark memory has verified against the disk, and that is at or below
 //! its key's reserved ceiling, is made durable by a record stored into
 //! the mapping, and answered at once; the writer thread puts it in SQLite
@@ -122,7 +123,7 @@ impl Journal {
     pub(super) fn append(&mut self, e: &Entry<'_>) -> Option<u8> {
         let len = u16::try_from(e.key.len()).ok()?;
         let need = (FIXED + e.key.len()).next_multiple_of(8);
-        if self.files[self.active].end + need > FILE_SIZE {
+        if self.files[self.active].end + need > self.files[self.active].map.len() {
             let other = 1 - self.active;
             if self.files[other].appended != self.files[other].committed {
                 return None;
@@ -131,7 +132,7 @@ impl Journal {
             self.active = other;
         }
         let f = &mut self.files[self.active];
-        if f.end + need > FILE_SIZE {
+        if f.end + need > f.map.len() {
             return None;
         }
         let r = &mut f.map[f.end..f.end + need];
@@ -187,12 +188,18 @@ fn checksum(generation: u64, record: &[u8]) -> u32 {
 /// `records`. A file that is there but is not a journal is refused: the
 /// data directory holds something seqd did not write.
 fn open_file(path: &Path, records: &mut Vec<Record>) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Private, as the store is: it holds the same numbers.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     let len = file.metadata()?.len() as usize;
     let generation = if len >= HEADER {
         let mut head = [0u8; HEADER];
@@ -207,17 +214,16 @@ fn open_file(path: &Path, records: &mut Vec<Record>) -> io::Result<File> {
     } else {
         0
     };
-    if len != FILE_SIZE {
-        if len > HEADER {
-            read_records(&std::fs::read(path)?, generation, records);
-        }
+    // Grown to size, never shrunk: a larger file (another release's) keeps
+    // its records until they are replayed, and is used whole.
+    if len < FILE_SIZE {
         file.set_len(FILE_SIZE as u64)?;
     }
     // SAFETY: the file is in seqd's private data directory, which one seqd
     // holds at a time (the directory lock): nothing else resizes it while
     // it is mapped.
     let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
-    let end = if len == FILE_SIZE {
+    let end = if len > HEADER {
         read_records(&map, generation, records)
     } else {
         HEADER
@@ -380,6 +386,59 @@ mod tests {
         let (_, found) = Journal::open(dir.path()).unwrap();
         assert_eq!(found.len(), per_file + 1);
         assert_eq!(found.first(), Some(&record("k", 9)));
+    }
+
+    #[test]
+    fn a_short_or_long_file_keeps_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.restart();
+        j.append(&entry("k", 1)).unwrap();
+        j.append(&entry("k", 2)).unwrap();
+        let end = j.files[0].end;
+        std::mem::forget(j);
+        let path = dir.path().join("journal-0");
+        // Cut to its records (a short file), then grown past the size.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(end as u64)
+            .unwrap();
+        let (j, found) = Journal::open(dir.path()).unwrap();
+        assert_eq!(found, vec![record("k", 1), record("k", 2)]);
+        assert_eq!(j.files[0].map.len(), FILE_SIZE);
+        std::mem::forget(j);
+        let long = 2 * FILE_SIZE as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(long)
+            .unwrap();
+        let (j, found) = Journal::open(dir.path()).unwrap();
+        assert_eq!(found, vec![record("k", 1), record("k", 2)]);
+        assert_eq!(j.files[0].map.len() as u64, long, "never shrunk");
+    }
+
+    #[test]
+    fn the_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("journal-0"), b"").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("journal-0"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        Journal::open(dir.path()).unwrap();
+        for name in ["journal-0", "journal-1"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
     }
 
     #[test]
