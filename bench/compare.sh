@@ -21,24 +21,10 @@ cd "$(dirname "$0")/.."
 secs=${1:-5}
 
 cargo build --release -q -p seqd -p seqd-bench
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" --daemonize yes >/dev/null
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+SEQD=target/release/seqd
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
-start_seqd() { # name, extra env...
-  local name=$1; shift
-  env "$@" target/release/seqd --socket "$work/$name.sock" --data-dir "$work/$name" 2>"$work/$name.log" &
-  pids+=($!)
-  until [ -S "$work/$name.sock" ]; do sleep 0.05; done
-}
 # SEQD_ENV: more environment for both seqds (an experiment, e.g.
 # SEQD_ENV=TOKIO_WORKER_THREADS=1).
 start_seqd redis REDIS_URL="redis://127.0.0.1:$port/0" ${SEQD_ENV:-}
@@ -62,7 +48,6 @@ proc_cpu() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
 rb_rps() { awk -F'","' '{ gsub(/"/, "", $2); print $2 }' <<<"$1"; }
 rb_p99() { awk -F'","' '{ gsub(/"/, "", $7); print $7 }' <<<"$1"; }
 sb() { target/release/seqd-bench --socket "$work/$1.sock" --op daily-next --clients "$2" --seconds "$secs" | tail -n 1; }
-field() { sed -E "s/.*\"$1\":([0-9.]+).*/\1/" <<<"$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -92,29 +77,7 @@ echo PING | socat - "UNIX-CONNECT:$work/idle.sock" >/dev/null
 rss_idle=$(rss_kib "$idle_pid")
 rss_conns=$(hold_conns "$work/idle.sock" "$idle_pid")
 
-# Voluntary and involuntary context switches of every thread of a process.
-switches() { cat /proc/"$1"/task/*/status | awk '/^(non)?voluntary_ctxt_switches/ { s += $2 } END { print s }'; }
-# System calls of a process while seqd-bench runs (perf stat, when perf
-# may count them here; otherwise nothing is printed).
-can_perf=0
-if perf stat -e raw_syscalls:sys_enter -p "$idle_pid" -- sleep 0.1 >/dev/null 2>&1; then can_perf=1; fi
-perf_start() {
-  [ "$can_perf" = 1 ] || return 0
-  perf stat -x, -e raw_syscalls:sys_enter -p "$1" -o "$work/perf.out" &
-  perf_pid=$!
-  sleep 0.2
-}
-perf_stop() { # sets calls
-  calls=""
-  [ "$can_perf" = 1 ] || return 0
-  kill -INT "$perf_pid"; wait "$perf_pid" || true
-  calls=$(awk -F, '/raw_syscalls/ { print $1 }' "$work/perf.out")
-}
-
-# Redis CPU (user + sys, seconds) so far.
-redis_cpu() { redis-cli -p "$port" info cpu | awk -F: '/^used_cpu_(user|sys):/ { t += $2 } END { printf "%.6f", t }'; }
 cpu_delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 rbr() { # cold reference: INCR over a million keys
   local n=$(( $1 * 4000 ))
   redis-benchmark -p "$port" -t incr -r 1000000 -c "$1" -n "$n" -P 1 --csv 2>/dev/null | tail -n 1

@@ -24,55 +24,24 @@ else
   cargo build --release -q -p seqd-bench
 fi
 bench=target/release/seqd-bench
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" --daemonize yes >/dev/null
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
-
-start_seqd() { # name, env...
-  local name=$1; shift
-  # shellcheck disable=SC2086
-  env "$@" "$SEQD" --socket "$work/$name.sock" --data-dir "$work/$name" ${SEQD_ARGS:-} 2>"$work/$name.log" &
-  pids+=($!)
-  until [ -S "$work/$name.sock" ]; do sleep 0.05; done
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 start_seqd redis REDIS_URL="redis://127.0.0.1:$port/0"
 start_seqd local REDIS_URL= REDIS_HOST=
 redis_pid=${pids[0]}
 local_pid=${pids[1]}
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-switches() { cat /proc/"$1"/task/*/status | awk '/^(non)?voluntary_ctxt_switches/ { s += $2 } END { print s }'; }
-redis_cpu() { redis-cli -p "$port" info cpu | awk -F: '/^used_cpu_(user|sys):/ { t += $2 } END { printf "%.6f", t }'; }
-field() { sed -E "s/.*\"$1\":([0-9.]+).*/\1/" <<<"$2"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-can_perf=0
-if perf stat -e raw_syscalls:sys_enter -p "$redis_pid" -- sleep 0.1 >/dev/null 2>&1; then can_perf=1; fi
 
 # One run of seqd-bench against seqd $1 (pid $2): prints
 # "numbers/s cpu_us/number syscalls/number switches/number".
 measure() {
   local name=$1 pid=$2 t0 t1 s0 s1 out n sc=NA
-  t0=$(cpu_ticks "$pid"); s0=$(switches "$pid")
-  if [ "$can_perf" = 1 ]; then
-    perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$work/perf.$name" &
-    local perf_pid=$!
-    sleep 0.2
-  fi
+  t0=$(cpu_ticks "$pid"); s0=$(switches "$pid"); perf_start "$pid"
   out=$("$bench" --socket "$work/$name.sock" --op daily-next --clients 50 --seconds "$secs" | tail -n 1)
-  t1=$(cpu_ticks "$pid"); s1=$(switches "$pid")
+  t1=$(cpu_ticks "$pid"); s1=$(switches "$pid"); perf_stop
   n=$(field ops "$out")
-  if [ "$can_perf" = 1 ]; then
-    kill -INT "$perf_pid"; wait "$perf_pid" || true
-    sc=$(awk -F, -v n="$n" '/raw_syscalls/ { printf "%.2f", $1 / n }' "$work/perf.$name")
-  fi
+  if [ -n "$calls" ]; then sc=$(awk -v c="$calls" -v n="$n" 'BEGIN { printf "%.2f", c / n }'); fi
   awk -v r="$(field ops_per_sec "$out")" -v t=$((t1 - t0)) -v s=$((s1 - s0)) -v n="$n" -v sc="$sc" \
     'BEGIN { printf "%.0f %.2f %s %.3f\n", r, t * 10000 / n, sc, s / n }'
 }

@@ -330,15 +330,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             } => {
                 let mut values = Vec::with_capacity(replies);
                 while values.len() < replies {
-                    let next = tokio::select! {
-                        biased;
-                        r = next_value(&mut rd, &mut buf, &stop) => r,
-                        () = deadlines.passed(deadline) => {
-                            hung.store(true, Ordering::Relaxed);
-                            Err(timed_out())
-                        }
-                    };
-                    match next {
+                    let next =
+                        next_value_by(&mut rd, &mut buf, &stop, &mut deadlines, deadline, &hung);
+                    match next.await {
                         Ok(v) => values.push(v),
                         Err(e) => {
                             let _ = done.send(Err(e));
@@ -359,15 +353,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             Waiting::Wait(f) => {
                 let until = held_until.take();
-                let next = tokio::select! {
-                    biased;
-                    r = next_value(&mut rd, &mut buf, &stop) => r,
-                    () = deadlines.passed(until) => {
-                        hung.store(true, Ordering::Relaxed);
-                        Err(timed_out())
-                    }
-                };
-                let acked = match next {
+                let next = next_value_by(&mut rd, &mut buf, &stop, &mut deadlines, until, &hung);
+                let acked = match next.await {
                     Ok(Value::Int(n)) => n,
                     Ok(other) => {
                         // A Redis without WAIT (or refusing it) fences
@@ -422,6 +409,26 @@ fn closed_with(e: &RedisError) -> RedisError {
         std::io::ErrorKind::BrokenPipe,
         format!("Redis connection failed: {e}"),
     ))
+}
+
+/// [`next_value`], unless `deadline` passes first: then the connection is
+/// taken for hung (`hung` is set) and the reply fails as a timeout.
+async fn next_value_by<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut bytes::BytesMut,
+    stop: &CancellationToken,
+    deadlines: &mut Deadlines,
+    deadline: Option<Instant>,
+    hung: &AtomicBool,
+) -> redis::RedisResult<Value> {
+    tokio::select! {
+        biased;
+        r = next_value(rd, buf, stop) => r,
+        () = deadlines.passed(deadline) => {
+            hung.store(true, Ordering::Relaxed);
+            Err(timed_out())
+        }
+    }
 }
 
 /// Reads until one whole reply is buffered, then parses it.
