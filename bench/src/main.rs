@@ -30,7 +30,7 @@
 //! (`bench:{tag}:cache:{i}`, 64-byte values): every read is a hit.
 
 use clap::{Parser, ValueEnum};
-use seqd_client::seqd_protocol::Conversation;
+use seqd_client::seqd_protocol::{Conversation, DailyQuery, Request};
 use seqd_client::{gap_event, AsyncClient};
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,12 @@ struct Args {
     /// `daily-next`: every request for a user never seen before.
     #[arg(long)]
     cold: bool,
+    /// `daily-next`: requests each client sends in one write before it
+    /// waits for their answers (like `redis-benchmark -P`); with `--keys
+    /// 1`, the shape of many threads of one process drawing one user's
+    /// numbers over one multiplexed connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pipeline: u64,
     /// `gap-check`: open gaps each client's stream holds before the run.
     #[arg(long, default_value_t = 0)]
     holes: u64,
@@ -116,6 +122,18 @@ fn micros_since(started: Instant) -> u32 {
     started.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
+/// The user of a client's `sent`-th `daily-next`.
+fn daily_user(args: &Args, id: usize, sent: u64) -> String {
+    if args.cold {
+        format!("{}-c{id}-{sent}", args.tag)
+    } else {
+        format!(
+            "bench-u{}",
+            (id as u64 + sent * args.clients as u64) % args.keys
+        )
+    }
+}
+
 fn cache_key(tag: &str, i: usize) -> String {
     format!("bench:{tag}:cache:{}", i % CACHE_KEYS)
 }
@@ -129,7 +147,6 @@ async fn connect(args: &Args, id: usize) -> Result<AsyncClient, String> {
 async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientRun, String> {
     let mut c = connect(args, id).await?;
     let mut run = ClientRun::new();
-    let clients = args.clients as u64;
     let group = Conversation::Group {
         id: format!("{}-g{id}", args.tag),
     };
@@ -148,12 +165,24 @@ async fn run_client(args: &Args, id: usize, deadline: Instant) -> Result<ClientR
     while Instant::now() < deadline {
         let started = Instant::now();
         let (ok, n) = match args.op {
+            Op::DailyNext if args.pipeline > 1 => {
+                let requests: Vec<Request> = (0..args.pipeline)
+                    .map(|_| {
+                        sent += 1;
+                        Request::DailyNext(DailyQuery {
+                            user: daily_user(args, id, sent - 1),
+                            tz: Some("UTC".into()),
+                            at_ms: None,
+                        })
+                    })
+                    .collect();
+                match c.pipeline(&requests).await {
+                    Ok(answers) => (answers.iter().all(Result::is_ok), args.pipeline),
+                    Err(_) => (false, args.pipeline),
+                }
+            }
             Op::DailyNext => {
-                let user = if args.cold {
-                    format!("{}-c{id}-{sent}", args.tag)
-                } else {
-                    format!("bench-u{}", (id as u64 + sent * clients) % args.keys)
-                };
+                let user = daily_user(args, id, sent);
                 sent += 1;
                 (c.daily_next(&user, Some("UTC"), None).await.is_ok(), 1)
             }

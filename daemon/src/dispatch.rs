@@ -128,6 +128,40 @@ pub fn reply_may_be_large(request: &Request) -> bool {
     )
 }
 
+/// True for a draw: a request whose effect is the number it takes
+/// (`NEXT`). A connection's draws of one key are ordered by their numbers
+/// rather than run one after another (`transport::order`).
+pub fn draws(request: &Request) -> bool {
+    matches!(request, Request::DailyNext(_) | Request::ConvNext(_))
+}
+
+/// What a draw took: its counter's day (0 for counters without one) and
+/// its number. Draws of one key are compared on the same day only: a
+/// user's counters of two days are two counters.
+pub type Drawn = (u32, u64);
+
+/// The day (0 for a conversation) and number a draw's answer carries.
+pub fn drawn(response: &Response) -> Option<Drawn> {
+    match response {
+        Response::Daily { seq, day, .. } | Response::DailyNumber { seq, day, .. } => {
+            Some((*day, *seq))
+        }
+        Response::Conv { seq, .. } | Response::ConvNumber { seq, .. } => Some((0, *seq)),
+        _ => None,
+    }
+}
+
+/// True when a draw answered `result` after an earlier draw of its key
+/// on its connection took `before`, on the same counter (the same day),
+/// and did not come out above it: it must draw again so that the numbers
+/// rise in the order the requests were sent.
+pub fn drawn_too_low(before: Option<Drawn>, result: &Result<Response, WireError>) -> bool {
+    match (before, result.as_ref().ok().and_then(drawn)) {
+        (Some((day, earlier)), Some((this_day, seq))) => day == this_day && seq <= earlier,
+        _ => false,
+    }
+}
+
 /// Which keys `request` touches: a binary connection runs requests that
 /// touch a common key in the order they were sent (`transport::order`).
 /// Coarser than the real key where that is simpler and still correct: a

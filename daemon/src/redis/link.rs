@@ -18,7 +18,7 @@
 //! Transitions are logged once, where they happen, not per request.
 
 use super::breaker::{BreakerConfig, BreakerState, Transition, Trial};
-use super::breakers::{Breakers, Route, ONLY};
+use super::breakers::{slot_of, Breakers, Route, ONLY};
 use super::conn::{Conn, NodeAddr};
 use super::error::{LinkError, RedisFailure};
 use super::pool::RedisPool;
@@ -95,6 +95,10 @@ struct Ticket<'a> {
     link: &'a RedisLink,
     master: Option<Arc<str>>,
     trial: Option<Trial>,
+    /// The key's slot, for a keyed operation: it picks the connection,
+    /// so that the operations of one key leave on one connection, in the
+    /// order they were made (see `transport::order`'s draws).
+    affinity: Option<u16>,
 }
 
 impl Drop for Ticket<'_> {
@@ -242,6 +246,10 @@ impl RedisLink {
 
     /// Lets an operation through `route`'s breaker, or refuses it.
     fn admit(&self, route: Route<'_>, work: Work) -> Result<Ticket<'_>, LinkError> {
+        let affinity = match route {
+            Route::Key(k) => Some(slot_of(k)),
+            _ => None,
+        };
         let mut b = self.lock();
         let Some(i) = b.index(route) else {
             return match b.any_not_open() {
@@ -249,6 +257,7 @@ impl RedisLink {
                     link: self,
                     master: None,
                     trial: None,
+                    affinity,
                 }),
                 false => Err(LinkError::BreakerOpen("open")),
             };
@@ -267,6 +276,7 @@ impl RedisLink {
             link: self,
             master: Some(m.name.clone()),
             trial,
+            affinity,
         })
     }
 
@@ -395,8 +405,8 @@ impl RedisLink {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let result = match work {
-            Work::Bulk => self.bulk.run_until(deadline, op).await,
-            _ => self.pool.run_until(deadline, op).await,
+            Work::Bulk => self.bulk.run_until(deadline, ticket.affinity, op).await,
+            _ => self.pool.run_until(deadline, ticket.affinity, op).await,
         };
         let master = ticket.master.clone();
         match (&result, master) {

@@ -186,7 +186,8 @@ struct Slot {
     conn: tokio::sync::Mutex<Option<(u64, Conn)>>,
 }
 
-/// The connections of one thread, used round-robin. A connection's writer
+/// The connections of one thread, picked by key slot (or round robin for
+/// operations without a key). A connection's writer
 /// and reader tasks are spawned by the call that connects it, so on the
 /// thread of its lane: a shard's requests reach Redis and come back
 /// without waking another thread.
@@ -296,11 +297,19 @@ impl RedisPool {
         lane
     }
 
-    /// A connection from the calling thread's next slot, connecting if the
-    /// slot is empty.
-    async fn checkout(&self) -> Result<(Arc<Lane>, usize, u64, Conn), RedisFailure> {
+    /// A connection from the calling thread's lane, connecting if its slot
+    /// is empty: the one `affinity` picks (a key's slot: one key's
+    /// operations leave in the order made), else the next one round robin.
+    async fn checkout(
+        &self,
+        affinity: Option<u16>,
+    ) -> Result<(Arc<Lane>, usize, u64, Conn), RedisFailure> {
         let lane = self.lane();
-        let i = lane.next.fetch_add(1, Ordering::Relaxed) % lane.slots.len();
+        let pick = match affinity {
+            Some(a) => usize::from(a),
+            None => lane.next.fetch_add(1, Ordering::Relaxed),
+        };
+        let i = pick % lane.slots.len();
         let mut slot = lane.slots[i].conn.lock().await;
         if let Some((generation, conn)) = slot.as_ref() {
             let (generation, conn) = (*generation, conn.clone());
@@ -522,12 +531,19 @@ impl RedisPool {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.run_until(Instant::now() + self.timeout(), op).await
+        self.run_until(Instant::now() + self.timeout(), None, op)
+            .await
     }
 
     /// Like [`RedisPool::run`], ending at `deadline` (at most the timeout
     /// from now): a request that retries keeps within one timeout in all.
-    pub async fn run_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RedisFailure>
+    /// `affinity` picks the connection (see [`RedisPool::checkout`]).
+    pub async fn run_until<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        affinity: Option<u16>,
+        op: F,
+    ) -> Result<T, RedisFailure>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -537,7 +553,7 @@ impl RedisPool {
         // Connecting is bounded here; a connection that is there already
         // is ready at once, and no timer is armed for it.
         let (lane, i, generation, conn) =
-            match tokio::time::timeout_at(deadline, self.checkout()).await {
+            match tokio::time::timeout_at(deadline, self.checkout(affinity)).await {
                 Ok(Ok(checked_out)) => checked_out,
                 Ok(Err(RedisFailure::Timeout(_))) | Err(_) => {
                     return Err(RedisFailure::Timeout(timeout_ms))

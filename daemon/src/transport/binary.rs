@@ -231,8 +231,11 @@ pub async fn serve<R>(
                 };
                 match codec::decode_payload::<ClientMessage>(&payload, max) {
                     Ok(ClientMessage::Request { id, request }) => {
-                        let admitted = order.admit(dispatch::touches(&request));
+                        let draw = dispatch::draws(&request);
+                        let admitted = order.admit(dispatch::touches(&request), draw);
                         let large = dispatch::reply_may_be_large(&request);
+                        // A draw that follows another may have to draw again.
+                        let again = admitted.follow.is_some().then(|| request.clone());
                         inflight.push(async move {
                             for (_, earlier) in admitted.wait_for {
                                 let _ = earlier.await;
@@ -242,10 +245,21 @@ pub async fn serve<R>(
                                 true => bulky.acquire().await.ok(),
                                 false => None,
                             };
-                            let result = dispatch::serve(ctx, request).await;
+                            let mut result = dispatch::serve(ctx, request).await;
+                            if let (Some((_, earlier)), Some(again)) = (admitted.follow, again) {
+                                let before = earlier.await.ok().flatten();
+                                if dispatch::drawn_too_low(before, &result) {
+                                    ctx.metrics.numbers_redrawn.inc();
+                                    result = dispatch::serve(ctx, again).await;
+                                }
+                            }
                             // The frame's bytes count until its request is done.
                             drop(held);
-                            drop(admitted.end);
+                            let drawn = match (draw, &result) {
+                                (true, Ok(r)) => dispatch::drawn(r),
+                                _ => None,
+                            };
+                            let _ = admitted.end.send(drawn);
                             (admitted.seq, id, result)
                         });
                     }

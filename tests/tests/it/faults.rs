@@ -201,3 +201,137 @@ fn redis_failover_to_a_lagging_replica_never_repeats() {
     let result = load.finish();
     assert_recovered(&seqd, &redis, &result);
 }
+
+/// One connection that pipelines draws of one daily and one conversation
+/// counter, `ROUNDS` writes of `PER_ROUND` requests, keeping about two
+/// writes in flight; `fault(round)` runs after each write. Returns every
+/// answer by request id: the draw's day (0 for the conversation), number
+/// and source.
+fn pipelined_draws(
+    seqd: &Seqd,
+    user: &str,
+    at_ms: i64,
+    mut fault: impl FnMut(usize),
+) -> Vec<(u64, u32, u64, Source)> {
+    use seqd_client::seqd_protocol::codec::{encode_frame, read_frame};
+    use seqd_client::seqd_protocol::*;
+    use std::io::Write;
+    const ROUNDS: usize = 30;
+    const PER_ROUND: usize = 100;
+    const MAX: usize = DEFAULT_MAX_FRAME;
+    let mut s = std::os::unix::net::UnixStream::connect(seqd.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let hello = ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        client: "pipelined-draws".into(),
+    };
+    s.write_all(&encode_frame(&hello, MAX).unwrap()).unwrap();
+    assert!(matches!(
+        read_frame::<_, ServerMessage>(&mut s, MAX).unwrap(),
+        ServerMessage::Hello { .. }
+    ));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut rd = s.try_clone().unwrap();
+    let count = answered.clone();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < ROUNDS * PER_ROUND {
+            let (id, result) = match read_frame::<_, ServerMessage>(&mut rd, MAX).unwrap() {
+                ServerMessage::Response { id, result } => (id, result),
+                other => panic!("{other:?}"),
+            };
+            got.push(
+                match result.unwrap_or_else(|e| panic!("request {id}: {e}")) {
+                    Response::DailyNumber {
+                        seq, day, source, ..
+                    } => (id, day, seq, source),
+                    Response::ConvNumber { seq, source, .. } => (id, 0, seq, source),
+                    other => panic!("{other:?}"),
+                },
+            );
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        got
+    });
+    for round in 0..ROUNDS {
+        let mut burst = Vec::new();
+        for i in 0..PER_ROUND {
+            let id = (round * PER_ROUND + i) as u64;
+            let request = match i % 2 {
+                0 => Request::DailyNext(DailyQuery {
+                    user: user.into(),
+                    tz: Some("UTC".into()),
+                    at_ms: Some(at_ms),
+                }),
+                _ => Request::ConvNext(Conversation::Group { id: user.into() }),
+            };
+            burst.extend(encode_frame(&ClientMessage::Request { id, request }, MAX).unwrap());
+        }
+        s.write_all(&burst).unwrap();
+        fault(round);
+        let behind = round.saturating_sub(1) * PER_ROUND;
+        wait_until(
+            "the round before to be answered",
+            Duration::from_secs(20),
+            || answered.load(std::sync::atomic::Ordering::Relaxed) >= behind,
+        );
+    }
+    let mut got = reader.join().unwrap();
+    got.sort_unstable_by_key(|a| a.0);
+    got
+}
+
+#[test]
+fn pipelined_draws_on_one_connection_rise_in_the_order_sent_through_faults() {
+    let mut redis = RedisServer::start();
+    let seqd = Seqd::start(options(&redis));
+    let at_ms = chrono::Utc::now().timestamp_millis();
+    // A second connection draws the same counters meanwhile, as another
+    // process of the host would.
+    let other = {
+        let socket = seqd.socket();
+        std::thread::spawn(move || {
+            let mut c = seqd_client::Client::connect(&socket).unwrap();
+            (0..2000)
+                .map(|_| c.daily_next("piped", Some("UTC"), Some(at_ms)).unwrap().seq)
+                .collect::<Vec<u64>>()
+        })
+    };
+    let got = pipelined_draws(&seqd, "piped", at_ms, |round| match round {
+        6 => redis.hang(),
+        12 => redis.resume(),
+        18 => redis.kill9(),
+        24 => redis.restart(),
+        _ => {}
+    });
+    let others = other.join().unwrap();
+    // By request id, each counter's numbers rise: the order sent.
+    for kind in [0, 1] {
+        let numbers: Vec<u64> = got
+            .iter()
+            .filter(|a| (a.1 == 0) == (kind == 1))
+            .map(|a| a.2)
+            .collect();
+        assert_eq!(numbers.len(), got.len() / 2);
+        assert_strictly_increasing("one connection's pipelined draws", &numbers);
+        if kind == 0 {
+            let mut all = numbers.clone();
+            all.extend(&others);
+            assert_unique("both connections' daily numbers", &all);
+        }
+    }
+    // The faults were met: answers came from the store as well as Redis.
+    for source in [Source::Redis, Source::Local] {
+        assert!(
+            got.iter().any(|a| a.3 == source),
+            "no answer from {source:?}"
+        );
+    }
+    let days: std::collections::HashSet<u32> =
+        got.iter().filter(|a| a.1 != 0).map(|a| a.1).collect();
+    assert_eq!(days.len(), 1, "one day: {days:?}");
+    println!(
+        "numbers drawn again: {}",
+        seqd.metric("seqd_numbers_redrawn_total")
+    );
+}
