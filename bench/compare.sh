@@ -11,6 +11,7 @@
 # around each run) against per INCR, the CPU per number of every process
 # on each path (what bounds the 50-client ratio when the cores are busy),
 # seqd's system calls (perf stat) and context switches (/proc) per number,
+# one connection with 50 requests in flight for one user against 16,
 # gap-check in local mode, gap-batch, cache-get, the wakeup round trip of
 # two threads (no seqd: the machine's floor under every hop), and the RSS
 # of an idle seqd and of one holding 1000 idle connections.
@@ -123,6 +124,11 @@ for i in $(seq 1 "$pairs"); do
   add p99 "$(ratio "$(field p99_us "$s1")" "$(us "$(rb_p99 "$rb1")")")" "$(field p99_us "$s1")/$(us "$(rb_p99 "$rb1")")us"
   g1=$(target/release/seqd-bench --socket "$work/local.sock" --op gap-check --clients 1 --seconds "$secs" --tag "g$i" | tail -n 1)
   add gap1 "$(ratio "$(field ops_per_sec "$g1")" "$(rb_rps "$rb1")")" "$(field ops_per_sec "$g1")/$(rb_rps "$rb1")"
+  # One connection, 50 requests in flight (the shape of a process whose
+  # threads share one multiplexed client): one user against 16.
+  p1=$(target/release/seqd-bench --socket "$work/redis.sock" --op daily-next --clients 1 --pipeline 50 --keys 1 --seconds "$secs" --tag "p$i" | tail -n 1)
+  p16=$(target/release/seqd-bench --socket "$work/redis.sock" --op daily-next --clients 1 --pipeline 50 --keys 16 --seconds "$secs" --tag "q$i" | tail -n 1)
+  add piped "$(ratio "$(field ops_per_sec "$p1")" "$(field ops_per_sec "$p16")")" "$(field ops_per_sec "$p1")/$(field ops_per_sec "$p16")"
   rbc=$(rbr 50)
   sc=$(target/release/seqd-bench --socket "$work/redis.sock" --op daily-next --cold --clients 50 --seconds "$secs" --tag "r$i" | tail -n 1)
   lc=$(target/release/seqd-bench --socket "$work/local.sock" --op daily-next --cold --clients 50 --seconds "$secs" --tag "l$i" | tail -n 1)
@@ -149,6 +155,7 @@ row "daily-next p99, 1 client, Redis mode / INCR -c 1" "$(median ${R[p99]})" "<=
 row "daily-next ops/s, 50 clients, local mode / INCR -c 50" "$(median ${R[local50]})" ">= 1.2" "${F[local50]}"
 row "cold keys ops/s, 50 clients, Redis mode / INCR -r 1M" "$(median ${R[cold]})" ">= 0.7" "${F[cold]}"
 row "cold keys ops/s, 50 clients, local mode / INCR -r 1M" "$(median ${R[coldlocal]})" ">= 1.2" "${F[coldlocal]}"
+row "1 connection x 50 pipelined, Redis mode: 1 user / 16" "$(median ${R[piped]})" ">= 0.9" "${F[piped]}"
 row "Redis CPU per number / per INCR (INFO cpu)" "$(median ${R[cpu]})" "<= 0.4" "${F[cpu]}"
 row "seqd CPU per number, Redis mode, 50c / Redis per INCR" "$(median ${R[seqdcpu]})" "<= 1.2" "${F[seqdcpu]}"
 row "syscalls per number in seqd, Redis mode, 50 clients" "$(median ${R[sys]})" "<= 2.5" "calls: ${F[sys]}"

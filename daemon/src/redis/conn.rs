@@ -6,8 +6,14 @@
 //! or Sentinel) it is seqd's own auto-pipelined [`Pipe`]; on a Cluster it is
 //! the redis crate's cluster connection, which routes each command by its
 //! key's slot, follows `MOVED`/`ASK`, splits multi-key `MGET`/`UNLINK` by
-//! slot, and loads scripts on every master (no home-made router). What a
-//! capability still has to know about a cluster is said here:
+//! slot, and loads scripts on every master (no home-made router). The
+//! increments alone — what almost every number costs — go to the key's
+//! master (by the slot map the breakers keep) through a [`Pipe`] of the
+//! calling thread, so that concurrent increments share writes as on one
+//! server; one that master answers with `MOVED`, `ASK` or `TRYAGAIN` did
+//! not run, and goes through the crate's connection, which follows it (and
+//! the slot map is read again). What a capability still has to know about
+//! a cluster is said here:
 //!
 //! - [`Conn::masters`] + [`Conn::on`]: commands that see only one node's
 //!   keys (`SCAN`) run on every master in turn.
@@ -23,6 +29,8 @@ use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, RedisFuture, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A connection to run operations on.
 #[derive(Clone)]
@@ -30,11 +38,16 @@ pub enum Conn {
     /// One server: the master (single, or found through Sentinel).
     Pipe(Pipe),
     /// A Redis Cluster, routed by the redis crate; `fence` is set on a
-    /// handle whose writes must be acknowledged by replicas.
+    /// handle whose writes must be acknowledged by replicas. `direct`,
+    /// when the pool has one, is seqd's own pipe to the master of the
+    /// operation's key (by the slot map): the increments, which almost
+    /// every number is, go there, and to the crate's connection when that
+    /// master answers that the slot is elsewhere.
     Cluster {
         conn: ClusterConnection,
         fence: Option<Fence>,
         fenced: bool,
+        direct: Option<Direct>,
     },
     /// One node of a cluster (for `SCAN`).
     Node {
@@ -42,6 +55,14 @@ pub enum Conn {
         host: String,
         port: u16,
     },
+}
+
+/// seqd's own pipe to one cluster master, and the flag it raises when
+/// that master says a key's slot is elsewhere (the slot map is due).
+#[derive(Clone)]
+pub struct Direct {
+    pub pipe: Pipe,
+    pub moved: Arc<AtomicBool>,
 }
 
 /// A node of the deployment that holds keys.
@@ -59,10 +80,19 @@ impl Conn {
     pub fn fenced(&self) -> Conn {
         match self {
             Conn::Pipe(p) => Conn::Pipe(p.fenced()),
-            Conn::Cluster { conn, fence, .. } => Conn::Cluster {
+            Conn::Cluster {
+                conn,
+                fence,
+                direct,
+                ..
+            } => Conn::Cluster {
                 conn: conn.clone(),
                 fence: *fence,
                 fenced: fence.is_some(),
+                direct: direct.as_ref().map(|d| Direct {
+                    pipe: d.pipe.fenced(),
+                    moved: d.moved.clone(),
+                }),
             },
             other => other.clone(),
         }
@@ -113,7 +143,38 @@ impl Conn {
     pub async fn incr(&mut self, key: &str) -> redis::RedisResult<u64> {
         match self {
             Conn::Pipe(p) => p.incr(key).await,
+            Conn::Cluster {
+                direct: Some(d), ..
+            } => match d.pipe.incr(key).await {
+                Err(e) if elsewhere(&e) => {
+                    d.moved.store(true, Ordering::Relaxed);
+                    redis::cmd("INCR")
+                        .arg(key)
+                        .query_async(&mut self.crate_only())
+                        .await
+                }
+                other => other,
+            },
             other => redis::cmd("INCR").arg(key).query_async(other).await,
+        }
+    }
+
+    /// This cluster connection without its direct pipe: every command
+    /// through the crate's routing.
+    fn crate_only(&self) -> Conn {
+        match self {
+            Conn::Cluster {
+                conn,
+                fence,
+                fenced,
+                ..
+            } => Conn::Cluster {
+                conn: conn.clone(),
+                fence: *fence,
+                fenced: *fenced,
+                direct: None,
+            },
+            other => other.clone(),
         }
     }
 
@@ -136,15 +197,28 @@ impl Conn {
                 .cmd("EXEC");
             p
         };
-        match self {
-            Conn::Pipe(p) => {
-                let replies = p.incr_expire(key, ttl).await?;
-                if replies.iter().any(|v| matches!(v, Value::ServerError(_))) {
-                    return transaction().query_async(&mut Answered(replies)).await;
+        let (p, moved) = match self {
+            Conn::Pipe(p) => (&*p, None),
+            Conn::Cluster {
+                direct: Some(d), ..
+            } => (&d.pipe, Some(d.moved.clone())),
+            other => return transaction().query_async(other).await,
+        };
+        let replies = p.incr_expire(key, ttl).await?;
+        if !replies.iter().any(|v| matches!(v, Value::ServerError(_))) {
+            return Ok(replies);
+        }
+        match transaction().query_async(&mut Answered(replies)).await {
+            // A transaction on a slot this master no longer serves is
+            // refused whole (nothing ran): the crate's routing runs it
+            // where the slot is now.
+            Err(e) if moved.is_some() && elsewhere(&e) => {
+                if let Some(m) = moved {
+                    m.store(true, Ordering::Relaxed);
                 }
-                Ok(replies)
+                transaction().query_async(&mut self.crate_only()).await
             }
-            other => transaction().query_async(other).await,
+            other => other,
         }
     }
 
@@ -188,6 +262,20 @@ impl Conn {
             }
         }
     }
+}
+
+/// True for a cluster's answer that a key's slot is served elsewhere or
+/// is moving (`MOVED`, `ASK`, `TRYAGAIN`; in a transaction, for one of
+/// its commands): the command did not run, and the crate's routing, which
+/// follows redirections, takes it.
+fn elsewhere(e: &redis::RedisError) -> bool {
+    let moved = |code: Option<&str>| matches!(code, Some("MOVED" | "ASK" | "TRYAGAIN"));
+    if moved(e.code()) {
+        return true;
+    }
+    e.clone()
+        .into_server_errors()
+        .is_some_and(|items| items.iter().any(|(_, item)| moved(Some(item.code()))))
 }
 
 /// The masters of slot ranges, each once, in first-seen order.
@@ -361,6 +449,7 @@ impl ConnectionLike for Conn {
                 conn,
                 fence: Some(f),
                 fenced: true,
+                ..
             } => {
                 let f = *f;
                 Box::pin(fenced_pipeline(conn, pipeline, offset, count, f))

@@ -21,7 +21,7 @@ use super::breaker::{BreakerConfig, BreakerState, Transition, Trial};
 use super::breakers::{slot_of, Breakers, Route, ONLY};
 use super::conn::{Conn, NodeAddr};
 use super::error::{LinkError, RedisFailure};
-use super::pool::RedisPool;
+use super::pool::{Aim, RedisPool};
 use crate::metrics::{MasterLabels, Metrics, TransitionLabels};
 use futures_util::future::BoxFuture;
 use std::future::Future;
@@ -95,10 +95,11 @@ struct Ticket<'a> {
     link: &'a RedisLink,
     master: Option<Arc<str>>,
     trial: Option<Trial>,
-    /// The key's slot, for a keyed operation: it picks the connection,
-    /// so that the operations of one key leave on one connection, in the
-    /// order they were made (see `transport::order`'s draws).
-    affinity: Option<u16>,
+    /// For a keyed operation, the connection it prefers: by its key's
+    /// slot, so that the operations of one key leave on one connection
+    /// in the order they were made (see `transport::order`'s draws), and
+    /// on a cluster the slot's master.
+    aim: Aim,
 }
 
 impl Drop for Ticket<'_> {
@@ -246,9 +247,12 @@ impl RedisLink {
 
     /// Lets an operation through `route`'s breaker, or refuses it.
     fn admit(&self, route: Route<'_>, work: Work) -> Result<Ticket<'_>, LinkError> {
-        let affinity = match route {
-            Route::Key(k) => Some(slot_of(k)),
-            _ => None,
+        let mut aim = Aim {
+            slot: match route {
+                Route::Key(k) => Some(slot_of(k)),
+                _ => None,
+            },
+            master: None,
         };
         let mut b = self.lock();
         let Some(i) = b.index(route) else {
@@ -257,7 +261,7 @@ impl RedisLink {
                     link: self,
                     master: None,
                     trial: None,
-                    affinity,
+                    aim,
                 }),
                 false => Err(LinkError::BreakerOpen("open")),
             };
@@ -272,11 +276,14 @@ impl RedisLink {
             ),
             (state, _) => return Err(LinkError::BreakerOpen(state.as_str())),
         };
+        if self.is_cluster() && aim.slot.is_some() {
+            aim.master = Some(m.name.clone());
+        }
         Ok(Ticket {
             link: self,
             master: Some(m.name.clone()),
             trial,
-            affinity,
+            aim,
         })
     }
 
@@ -405,8 +412,8 @@ impl RedisLink {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let result = match work {
-            Work::Bulk => self.bulk.run_until(deadline, ticket.affinity, op).await,
-            _ => self.pool.run_until(deadline, ticket.affinity, op).await,
+            Work::Bulk => self.bulk.run_until(deadline, &ticket.aim, op).await,
+            _ => self.pool.run_until(deadline, &ticket.aim, op).await,
         };
         let master = ticket.master.clone();
         match (&result, master) {
@@ -581,6 +588,10 @@ impl RedisLink {
 
     /// True (once) when a redirect said the slot map is out of date.
     pub(super) fn take_map_stale(&self) -> bool {
+        if self.pool.take_moved() {
+            self.map_stale
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.map_stale
             .swap(false, std::sync::atomic::Ordering::Relaxed)
     }

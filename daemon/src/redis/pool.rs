@@ -1,5 +1,7 @@
 //! The Redis connection pool: where Redis is, and a fixed set of
-//! auto-pipelined connections to it for each thread that calls it.
+//! auto-pipelined connections to it for each thread that calls it (on a
+//! Cluster, cluster connections, and a pipe to each master the thread
+//! increments on).
 //!
 //! # What it guarantees
 //!
@@ -12,12 +14,12 @@
 //! ([`RedisPool::write_check`]): a `PING` is answered by a Redis that is
 //! out of memory, read-only, short of replicas or denies seqd its scripts.
 
-use super::conn::{Conn, NodeAddr};
+use super::conn::{Conn, Direct, NodeAddr};
 use super::error::RedisFailure;
-use super::pipe::{self, Fence, Login};
+use super::pipe::{self, Fence, Login, Pipe};
 use super::target::{Endpoint, RedisTarget, TlsSettings, Topology};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -180,6 +182,31 @@ impl Resolver {
     }
 }
 
+/// What an operation asks of the pool's choice of connection.
+#[derive(Debug, Default, Clone)]
+pub struct Aim {
+    /// The slot of its key: it picks the connection of the calling
+    /// thread's lane, so that one key's operations leave on one
+    /// connection, in the order made.
+    pub slot: Option<u16>,
+    /// On a cluster, the master of its key's slot (`host:port`), as the
+    /// slot map knows it: the direct pipe it may use (see `Conn::Cluster`).
+    pub master: Option<Arc<str>>,
+}
+
+/// A connection checked out for one operation, and where it came from
+/// (to drop it when it breaks).
+struct Checkout {
+    /// The lane, the slot in it, and the connection's generation.
+    slot: (Arc<Lane>, usize, u64),
+    /// A cluster master's direct pipe used too: its slot and generation.
+    direct: Option<(Arc<Slot>, u64)>,
+    conn: Conn,
+}
+
+/// Direct pipes to cluster masters kept per lane at most.
+const MAX_DIRECT: usize = 64;
+
 /// One pool slot: a connection (or none yet) and a generation, so that a
 /// task reporting a failure on an old connection cannot drop a newer one.
 struct Slot {
@@ -195,6 +222,9 @@ struct Lane {
     thread: std::thread::ThreadId,
     slots: Vec<Slot>,
     next: AtomicUsize,
+    /// On a cluster: a pipe to each master this thread wrote to, by
+    /// `host:port`.
+    direct: std::sync::Mutex<Vec<(Arc<str>, Arc<Slot>)>>,
 }
 
 /// Threads with connections of their own; others share the last lane.
@@ -219,6 +249,9 @@ pub struct RedisPool {
     timeout_ms: AtomicU64,
     /// [`WRITE_CHECK_SCRIPT`], hashed once.
     write_check: redis::Script,
+    /// Raised when a cluster master answered a direct pipe that a key's
+    /// slot is elsewhere.
+    moved: Arc<AtomicBool>,
 }
 
 impl RedisPool {
@@ -245,6 +278,7 @@ impl RedisPool {
             generation: AtomicU64::new(0),
             timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
             write_check: redis::Script::new(WRITE_CHECK_SCRIPT),
+            moved: Arc::default(),
         })
     }
 
@@ -292,6 +326,7 @@ impl RedisPool {
                 })
                 .collect(),
             next: AtomicUsize::new(0),
+            direct: Default::default(),
         });
         lanes.push(lane.clone());
         lane
@@ -300,32 +335,103 @@ impl RedisPool {
     /// A connection from the calling thread's lane, connecting if its slot
     /// is empty: the one `affinity` picks (a key's slot: one key's
     /// operations leave in the order made), else the next one round robin.
-    async fn checkout(
-        &self,
-        affinity: Option<u16>,
-    ) -> Result<(Arc<Lane>, usize, u64, Conn), RedisFailure> {
+    async fn checkout(&self, aim: &Aim) -> Result<Checkout, RedisFailure> {
         let lane = self.lane();
-        let pick = match affinity {
+        let pick = match aim.slot {
             Some(a) => usize::from(a),
             None => lane.next.fetch_add(1, Ordering::Relaxed),
         };
         let i = pick % lane.slots.len();
-        let mut slot = lane.slots[i].conn.lock().await;
-        if let Some((generation, conn)) = slot.as_ref() {
-            let (generation, conn) = (*generation, conn.clone());
-            drop(slot);
-            return Ok((lane, i, generation, conn));
+        let slot = &lane.slots[i];
+        let (generation, mut conn) = self.slot_conn(slot, || self.connect()).await?;
+        let mut direct = None;
+        if let (Conn::Cluster { direct: d, .. }, Some(master)) = (&mut conn, &aim.master) {
+            if let Some((slot, generation, pipe)) = self.direct(&lane, master).await {
+                *d = Some(Direct {
+                    pipe,
+                    moved: self.moved.clone(),
+                });
+                direct = Some((slot, generation));
+            }
         }
-        let (conn, change) = self.connect().await?;
+        Ok(Checkout {
+            slot: (lane.clone(), i, generation),
+            direct,
+            conn,
+        })
+    }
+
+    /// The connection in `slot`, made by `connect` if there is none.
+    async fn slot_conn<F, Fut>(&self, slot: &Slot, connect: F) -> Result<(u64, Conn), RedisFailure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(Conn, Option<MasterChange>), RedisFailure>>,
+    {
+        let mut held = slot.conn.lock().await;
+        if let Some((generation, conn)) = held.as_ref() {
+            return Ok((*generation, conn.clone()));
+        }
+        let (conn, change) = connect().await?;
         if let Some(change) = change {
             // Never write through a new master before recovery ran
             // against it: the link opens the breaker on this.
             return Err(RedisFailure::MasterChanged(change.to_string()));
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        *slot = Some((generation, conn.clone()));
-        drop(slot);
-        Ok((lane, i, generation, conn))
+        *held = Some((generation, conn.clone()));
+        Ok((generation, conn))
+    }
+
+    /// The calling thread's own pipe to cluster master `master`
+    /// (`host:port`), connected on first use; `None` when it cannot be
+    /// had (the crate's connection then takes the operation).
+    async fn direct(&self, lane: &Lane, master: &Arc<str>) -> Option<(Arc<Slot>, u64, Pipe)> {
+        let slot = {
+            let mut direct = lane.direct.lock().unwrap_or_else(|p| p.into_inner());
+            match direct.iter().find(|(m, _)| m == master) {
+                Some((_, slot)) => slot.clone(),
+                None => {
+                    // Masters come and go with failovers: the list is
+                    // bounded, and starts over when full.
+                    if direct.len() >= MAX_DIRECT {
+                        direct.clear();
+                    }
+                    let slot = Arc::new(Slot {
+                        conn: tokio::sync::Mutex::new(None),
+                    });
+                    direct.push((master.clone(), slot.clone()));
+                    slot
+                }
+            }
+        };
+        let (host, port) = master.rsplit_once(':')?;
+        let endpoint = Endpoint::Tcp {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: port.parse().ok()?,
+        };
+        let connect = || async {
+            let pipe = pipe::connect(&endpoint, self.tls.as_deref(), &self.login, self.fence)
+                .await
+                .map_err(|e| RedisFailure::classify(&e))?;
+            Ok((Conn::Pipe(pipe), None))
+        };
+        match self.slot_conn(&slot, connect).await {
+            Ok((generation, Conn::Pipe(pipe))) => Some((slot, generation, pipe)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(master = %master, error = %e, "no direct pipe to a cluster master");
+                None
+            }
+        }
+    }
+
+    /// Whether a cluster master answered a direct pipe that a key's slot
+    /// is elsewhere since the last call (the slot map is due).
+    pub fn take_moved(&self) -> bool {
+        self.moved.swap(false, Ordering::Relaxed)
     }
 
     /// Resolves the master, connects, logs in, and checks that the node
@@ -340,6 +446,7 @@ impl RedisPool {
                     conn,
                     fence: self.fence,
                     fenced: false,
+                    direct: None,
                 },
                 None,
             ));
@@ -424,9 +531,12 @@ impl RedisPool {
     /// when the breaker opens, so a hung connection is never reused.
     pub fn reset(&self) {
         let lanes = self.lanes.read().unwrap_or_else(|p| p.into_inner());
-        for slot in lanes.iter().flat_map(|l| &l.slots) {
-            if let Ok(mut conn) = slot.conn.try_lock() {
-                *conn = None;
+        for lane in lanes.iter() {
+            let direct = lane.direct.lock().unwrap_or_else(|p| p.into_inner());
+            for slot in lane.slots.iter().chain(direct.iter().map(|(_, s)| &**s)) {
+                if let Ok(mut conn) = slot.conn.try_lock() {
+                    *conn = None;
+                }
             }
         }
     }
@@ -517,8 +627,8 @@ impl RedisPool {
 
     /// Drops the connection of slot `i` of `lane` if it is still
     /// generation `gen`.
-    async fn discard(&self, lane: &Lane, i: usize, generation: u64) {
-        let mut slot = lane.slots[i].conn.lock().await;
+    async fn discard(slot: &Slot, generation: u64) {
+        let mut slot = slot.conn.lock().await;
         if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
             *slot = None;
         }
@@ -531,17 +641,17 @@ impl RedisPool {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.run_until(Instant::now() + self.timeout(), None, op)
+        self.run_until(Instant::now() + self.timeout(), &Aim::default(), op)
             .await
     }
 
     /// Like [`RedisPool::run`], ending at `deadline` (at most the timeout
     /// from now): a request that retries keeps within one timeout in all.
-    /// `affinity` picks the connection (see [`RedisPool::checkout`]).
+    /// `aim` picks the connection (see [`RedisPool::checkout`]).
     pub async fn run_until<T, F, Fut>(
         &self,
         deadline: Instant,
-        affinity: Option<u16>,
+        aim: &Aim,
         op: F,
     ) -> Result<T, RedisFailure>
     where
@@ -552,14 +662,17 @@ impl RedisPool {
         let timeout_ms = self.timeout().as_millis() as u64;
         // Connecting is bounded here; a connection that is there already
         // is ready at once, and no timer is armed for it.
-        let (lane, i, generation, conn) =
-            match tokio::time::timeout_at(deadline, self.checkout(affinity)).await {
-                Ok(Ok(checked_out)) => checked_out,
-                Ok(Err(RedisFailure::Timeout(_))) | Err(_) => {
-                    return Err(RedisFailure::Timeout(timeout_ms))
-                }
-                Ok(Err(e)) => return Err(e),
-            };
+        let Checkout {
+            slot: (lane, i, generation),
+            direct,
+            conn,
+        } = match tokio::time::timeout_at(deadline, self.checkout(aim)).await {
+            Ok(Ok(checked_out)) => checked_out,
+            Ok(Err(RedisFailure::Timeout(_))) | Err(_) => {
+                return Err(RedisFailure::Timeout(timeout_ms))
+            }
+            Ok(Err(e)) => return Err(e),
+        };
         let result = match conn {
             // The pipe enforces the deadline itself, with one timer per
             // connection rather than one per operation (see `pipe.rs`).
@@ -579,7 +692,10 @@ impl RedisPool {
             Err(e) => {
                 let failure = RedisFailure::classify(&e);
                 if failure.breaks_connection() {
-                    self.discard(&lane, i, generation).await;
+                    Self::discard(&lane.slots[i], generation).await;
+                    if let Some((slot, generation)) = direct {
+                        Self::discard(&slot, generation).await;
+                    }
                 }
                 match failure {
                     RedisFailure::Timeout(_) => Err(RedisFailure::Timeout(timeout_ms)),

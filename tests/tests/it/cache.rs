@@ -264,7 +264,10 @@ fn the_outbox_survives_a_kill_9_of_seqd() {
 
 #[test]
 fn concurrent_gets_of_a_cold_key_share_one_redis_get() {
-    let (redis, seqd) = redis_seqd(&["--redis-timeout-ms", "5000"]);
+    // Four shards: each connection is served by the least loaded one, so
+    // the readers below are spread over all four, and one GET for all of
+    // them shows that a read is shared across shards, not only within one.
+    let (redis, seqd) = redis_seqd(&["--redis-timeout-ms", "5000", "--shards", "4"]);
     let mut c = seqd.client();
     c.cache_set("user:9:cold", b"value", None).unwrap();
     let mut watcher = seqd.client();

@@ -217,6 +217,11 @@ fn a_slot_with_live_counters_migrates_under_load_without_a_duplicate() {
     };
     let (asks, moves) = (redirects("ASK"), redirects("MOVED"));
     assert!(asks + moves > 0, "no request met a redirect");
+    // A redirect is followed to where the slot is now, not answered from
+    // the local store as if Redis had failed.
+    for r in [&ra, &rb] {
+        assert_eq!(r.by_source.get("local"), None, "answers from the store");
+    }
     println!(
         "{moved} slot migrations under load ({asks} ASK and {moves} MOVED replies): \
          {redis_numbers} numbers from Redis, {} from the local stores, slowest reply {:?}",
