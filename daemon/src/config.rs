@@ -91,7 +91,8 @@ pub struct Config {
     /// pipelined write batch) before a NEXT is answered from Redis; when
     /// they do not in time, the request falls back (or is refused) per
     /// --fallback-*. 0 = off: a failover may then hand out again, to
-    /// another host, numbers this host already issued (see README).
+    /// another host, numbers this host already issued (see
+    /// docs/deployments.md, "What a failover can repeat").
     #[arg(long, env = "SEQD_REDIS_WAIT_REPLICAS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub redis_wait_replicas: u32,

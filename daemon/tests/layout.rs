@@ -227,3 +227,24 @@ fn the_graph_sees_the_imports_it_checks() {
     assert!(edge("crate::redis::link", "crate::redis::breakers"));
     assert!(edge("crate::dispatch", "crate::sequences"));
 }
+
+#[test]
+fn the_layout_page_names_every_file_of_the_daemon() {
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/layout.md"))
+            .unwrap();
+    let missing: Vec<String> = modules()
+        .values()
+        .chain(std::iter::once(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs"),
+        ))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            (!page.contains(&name)).then_some(name)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/layout.md does not name {missing:?}"
+    );
+}

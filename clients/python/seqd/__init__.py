@@ -7,7 +7,7 @@
         n = c.increment_daily_sequence(123, datetime.datetime.now(ZoneInfo("Asia/Kolkata")))
         print(seqd.format_order_id(n), n.source)   # the host is in it when issued locally
 
-See ``protocol/PROTOCOL.md`` for the wire format and README.md for the
+See ``protocol/PROTOCOL.md`` for the wire format and docs/guarantees.md for the
 guarantees.
 """
 

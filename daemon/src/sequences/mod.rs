@@ -12,7 +12,7 @@
 //!   high-water mark, and the store answering while Redis cannot).
 //! - [`daily`] and [`conv`]: a request, answered.
 //!
-//! # What it guarantees (docs: README, "What seqd guarantees")
+//! # What it guarantees (docs: docs/guarantees.md)
 //!
 //! Per key and per seqd, a number returned by [`Sequences::next`] is
 //! durable in the local store before it is returned, and greater than

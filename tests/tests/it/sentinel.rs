@@ -10,7 +10,7 @@
 //! either seqd issued. Across the two seqds, numbers that came from Redis
 //! never repeat **when `--redis-wait-replicas 1` fences them**; without it
 //! a failover can lose the last increments (asynchronous replication), and
-//! the count of such repeats is printed, not asserted (README: "What a
+//! the count of such repeats is printed, not asserted (docs/deployments.md: "What a
 //! failover can repeat").
 
 use seqd_tests::*;

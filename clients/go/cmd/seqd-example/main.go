@@ -1,6 +1,6 @@
 // seqd-example draws one number of a group chat through the Go client and
 // prints it as seqd's text protocol would (`seq=N source=…`): the example
-// of the README, and the Go side of the test that every client sees one
+// of docs/clients.md, and the Go side of the test that every client sees one
 // counter.
 package main
 
