@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs redis-server, socat, openssl,
-# python3, golang-go, systemd (for `systemd-analyze verify` of the units)
-# and prometheus (for `promtool`, which checks the alert rules) with
-# apt-get when they are missing (the integration tests start real
+# python3, golang-go, systemd (for `systemd-analyze verify` of the units),
+# prometheus (for `promtool`, which checks the alert rules) and lintian
+# (for the Debian package) with apt-get, and cargo-deb with cargo, when
+# they are missing (the integration tests start real
 # redis-server processes on free loopback ports, never 6379), builds the
 # binaries the tests start (seqd, seqctl), then runs every test: the Go
 # and Python clients' first, then the Rust suite.
@@ -23,6 +24,8 @@ command -v go >/dev/null 2>&1 || need+=(golang-go)
 # package itself (no node exporter and friends from its recommends).
 lean=()
 command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+# lintian checks the Debian package the package test builds.
+command -v lintian >/dev/null 2>&1 || lean+=(lintian)
 if ((${#need[@]} + ${#lean[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -37,6 +40,8 @@ if ((${#need[@]} + ${#lean[@]})); then
 fi
 
 cargo build --workspace --all-features --bins
+# cargo-deb builds the Debian package (scripts/package.sh) in its test.
+cargo deb --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb
 # The Go client: golden vectors, then against live seqd processes (local
 # and Redis mode) built above. Standard library only: no module proxy.
 export GOPROXY=off GOFLAGS=-mod=mod

@@ -7,12 +7,19 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `--version`: seqd's version and the protocol versions it speaks.
+fn version() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| seqd_protocol::version_text(env!("CARGO_PKG_VERSION")));
+    &TEXT
+}
+
 /// seqd: a per-host sidecar that hands out sequence numbers that never repeat.
 ///
 /// With no Redis configured (neither --redis-url/REDIS_URL nor REDIS_HOST)
 /// seqd runs in local mode from its SQLite store.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "seqd", version, about, long_about = None)]
+#[command(name = "seqd", version = version(), about, long_about = None)]
 pub struct Config {
     /// The Unix socket to listen on.
     #[arg(long, env = "SEQD_SOCKET", default_value = "/run/seqd/seqd.sock")]

@@ -41,6 +41,12 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest protocol version the daemon still speaks.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
+/// A program's `--version` text: its version and the binary protocol
+/// versions it speaks, e.g. `0.1.0 (protocol versions 1 to 2)`.
+pub fn version_text(program_version: &str) -> String {
+    format!("{program_version} (protocol versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION})")
+}
+
 /// True when a connection whose first byte is `b` speaks the binary
 /// protocol: only `0x00`, the high byte of the hello's length (a hello is a
 /// few dozen bytes, and every frame is far below the 16 MiB that would

@@ -12,8 +12,16 @@ use std::time::Duration;
 
 mod top;
 
+/// `--version`: seqctl's version and the protocol versions it speaks.
+fn version() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        seqd_client::seqd_protocol::version_text(env!("CARGO_PKG_VERSION"))
+    });
+    &TEXT
+}
+
 #[derive(Parser)]
-#[command(name = "seqctl", version, about = "Talk to seqd")]
+#[command(name = "seqctl", version = version(), about = "Talk to seqd")]
 struct Cli {
     /// seqd's socket.
     #[arg(long, env = "SEQD_SOCKET", default_value = DEFAULT_SOCKET)]
