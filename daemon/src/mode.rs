@@ -8,7 +8,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::redis::link::BULK_TIMEOUT_FACTOR;
-use crate::redis::{Recovery, RedisLink, RedisPool};
+use crate::redis::{Recovery, RedisLink, RedisPool, RedisTarget};
 use crate::sequences::local::LocalSequences;
 use crate::sequences::redis::RedisSequences;
 use crate::sequences::Sequences;
@@ -52,55 +52,45 @@ pub async fn build(
             .await?
             .context("loading gap-tracker streams")?
     };
-    let local_tracker = LocalTracker::new(
-        store.clone(),
-        streams,
-        config.max_streams as usize,
-        metrics.clone(),
-    );
-    let Some(target) = config.redis_target().map_err(anyhow::Error::msg)? else {
-        tracing::info!(
-            "mode: local (no Redis configured): numbers come from {} on this host only",
-            config.data_dir.join("seqd.db").display()
-        );
-        let cache = LocalCache::new(config.local_cache_bytes as usize, metrics.clone());
-        return Ok(Capabilities {
-            sequences: Arc::new(LocalSequences::new(store.clone())),
-            tracker: Arc::new(local_tracker),
-            cache: Arc::new(cache),
-            redis: None,
-        });
-    };
-    let pool = RedisPool::new(
-        &target,
-        config.redis_pool_size as usize,
-        config.redis_timeout(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let max_streams = config.max_streams as usize;
+    let local_tracker = LocalTracker::new(store.clone(), streams, max_streams, metrics.clone());
+    match config.redis_target().map_err(anyhow::Error::msg)? {
+        None => Ok(local(config, store, metrics, local_tracker)),
+        Some(target) => redis_mode(config, store, metrics, host, &target, local_tracker).await,
+    }
+}
+
+/// Local mode: numbers, streams and the cache on this host only.
+fn local(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    tracker: LocalTracker,
+) -> Capabilities {
     tracing::info!(
-        redis = %target.display(),
-        topology = target.topology.name(),
-        tls = target.tls.is_some(),
-        wait_replicas = target.wait_replicas,
-        pool = config.redis_pool_size,
-        timeout_ms = config.redis_timeout_ms,
-        breaker_threshold = config.breaker_threshold,
-        fallback_daily = %config.fallback_daily,
-        fallback_conv = %config.fallback_conv,
-        pending_reconciliation = store.pending(),
-        "mode: Redis at {} (topology={})", target.display(), target.topology.name()
+        "mode: local (no Redis configured): numbers come from {} on this host only",
+        config.data_dir.join("seqd.db").display()
     );
-    // One connection for bulk work, with a longer timeout (see
-    // `RedisLink::call_bulk`).
-    let bulk = RedisPool::new(&target, 1, config.redis_timeout() * BULK_TIMEOUT_FACTOR)
-        .map_err(anyhow::Error::msg)?;
-    let link = Arc::new(RedisLink::new(
-        pool,
-        bulk,
-        config.breaker(),
-        metrics.clone(),
-        target.topology.name(),
-    ));
+    let cache = LocalCache::new(config.local_cache_bytes as usize, metrics.clone());
+    Capabilities {
+        sequences: Arc::new(LocalSequences::new(store.clone())),
+        tracker: Arc::new(tracker),
+        cache: Arc::new(cache),
+        redis: None,
+    }
+}
+
+/// Redis mode on `target`: the link (the pools behind the breakers), and
+/// each capability on it with the store as its fallback.
+async fn redis_mode(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    host: u16,
+    target: &RedisTarget,
+    local_tracker: LocalTracker,
+) -> anyhow::Result<Capabilities> {
+    let link = Arc::new(redis_link(config, store, metrics, target)?);
     let sequences = Arc::new(RedisSequences::new(
         link.clone(),
         store.clone(),
@@ -121,13 +111,15 @@ pub async fn build(
             "cache invalidations left from an earlier run will be replayed"
         );
     }
-    let cache = Arc::new(RedisCache::new(
+    let max_outbox = config.max_outbox as usize;
+    let cache = RedisCache::new(
         link.clone(),
         store.clone(),
         outbox,
-        config.max_outbox as usize,
+        max_outbox,
         metrics.clone(),
-    ));
+    );
+    let cache = Arc::new(cache);
     Ok(Capabilities {
         redis: Some(RedisMode {
             link,
@@ -137,4 +129,41 @@ pub async fn build(
         tracker,
         cache,
     })
+}
+
+/// The pools to `target` (one per shard and a bulk one) behind the
+/// breakers.
+fn redis_link(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    target: &RedisTarget,
+) -> anyhow::Result<RedisLink> {
+    let pool_size = config.redis_pool_size as usize;
+    let pool =
+        RedisPool::new(target, pool_size, config.redis_timeout()).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        redis = %target.display(),
+        topology = target.topology.name(),
+        tls = target.tls.is_some(),
+        wait_replicas = target.wait_replicas,
+        pool = config.redis_pool_size,
+        timeout_ms = config.redis_timeout_ms,
+        breaker_threshold = config.breaker_threshold,
+        fallback_daily = %config.fallback_daily,
+        fallback_conv = %config.fallback_conv,
+        pending_reconciliation = store.pending(),
+        "mode: Redis at {} (topology={})", target.display(), target.topology.name()
+    );
+    // One connection for bulk work, with a longer timeout (see
+    // `RedisLink::call_bulk`).
+    let bulk = RedisPool::new(target, 1, config.redis_timeout() * BULK_TIMEOUT_FACTOR)
+        .map_err(anyhow::Error::msg)?;
+    Ok(RedisLink::new(
+        pool,
+        bulk,
+        config.breaker(),
+        metrics.clone(),
+        target.topology.name(),
+    ))
 }

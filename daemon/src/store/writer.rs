@@ -443,10 +443,51 @@ impl Writer {
 
     /// Writes one batch in one transaction, fsynced when it must be.
     fn commit(&mut self, batch: &[Op]) -> rusqlite::Result<Committed> {
-        // Unchecked numbers at or below the disk's mark are refused. The
-        // keys not known yet are read in one read transaction: outside
-        // one, every lookup takes and drops SQLite's file locks (a profile
-        // of a cold run had `fcntl` locking next to the B-tree search).
+        let settled = self.check(batch)?;
+        let (folded, reconciled, prune_before) = fold(batch, &settled);
+        let ceilings = self.ceilings(&folded);
+        let sync = !ceilings.raised.is_empty() || batch.iter().any(Op::must_sync);
+        if sync != self.full {
+            let level = if sync { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", level)?;
+            self.full = sync;
+        }
+        let (pruned, folded_log) =
+            self.write(batch, &folded, &ceilings, &reconciled, prune_before)?;
+        self.counters.commits.inc();
+        let unsynced = &self.counters.streams_unsynced;
+        if sync {
+            self.counters.fsyncs.inc();
+            unsynced.store(false, std::sync::atomic::Ordering::Relaxed);
+        } else if batch
+            .iter()
+            .any(|op| matches!(op, Op::SaveStreams { .. } | Op::StreamsSynced { .. }))
+        {
+            unsynced.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Only now are the new ceilings durable. (An implied one is the
+        // same whether or not it reached the disk.)
+        let Ceilings {
+            raised,
+            implied,
+            all,
+        } = ceilings;
+        self.remember(&folded, raised.into_iter().chain(implied), folded_log);
+        Ok(Committed {
+            pruned,
+            settled,
+            ceilings: all,
+            folded_log,
+        })
+    }
+
+    /// How each number of `batch` settles: an unchecked number at or
+    /// below the disk's mark (as it was before the first number of its
+    /// mark) is refused. The keys not known yet are read in one read
+    /// transaction: outside one, every lookup takes and drops SQLite's
+    /// file locks (a profile of a cold run had `fcntl` locking next to the
+    /// B-tree search).
+    fn check(&mut self, batch: &[Op]) -> rusqlite::Result<Vec<Settled>> {
         let unknown = batch.iter().any(|op| match op {
             Op::Raise { key, .. } => !self.known.contains_key(key),
             _ => false,
@@ -491,36 +532,50 @@ impl Writer {
                 };
             }
         }
-        let (folded, reconciled, prune_before) = fold(batch, &settled);
-        // New ceilings for the keys whose numbers pass theirs (fsynced),
-        // and the implied ceiling of new daily keys (written, not fsynced).
-        let mut raised: Vec<(Arc<str>, u64)> = Vec::new();
-        let mut implied: Vec<(Arc<str>, u64)> = Vec::new();
-        // Every written key's ceiling, for memory once this commit returned.
-        let mut ceilings: Vec<(Arc<str>, u64)> = Vec::with_capacity(folded.len());
-        for (key, row) in &folded {
+        Ok(settled)
+    }
+
+    /// The ceilings of the keys `folded` writes: new ones for the keys
+    /// whose numbers pass theirs (fsynced), the implied ceiling of new
+    /// daily keys (written, not fsynced), and every written key's, for
+    /// memory once the commit returned.
+    fn ceilings(&self, folded: &HashMap<&Arc<str>, Row>) -> Ceilings {
+        let mut c = Ceilings {
+            raised: Vec::new(),
+            implied: Vec::new(),
+            all: Vec::with_capacity(folded.len()),
+        };
+        for (key, row) in folded {
             let known = self.known.get(&***key).and_then(|k| k.ceiling);
             let daily = row.expires_at.is_some();
             let ceiling = known.unwrap_or(if daily { self.reserve } else { 0 });
             if row.value > ceiling {
                 let new = row.value.saturating_add(self.reserve).min(i64::MAX as u64);
-                raised.push(((*key).clone(), new));
-                ceilings.push(((*key).clone(), new));
+                c.raised.push(((*key).clone(), new));
+                c.all.push(((*key).clone(), new));
             } else {
                 if known.is_none() {
-                    implied.push(((*key).clone(), ceiling));
+                    c.implied.push(((*key).clone(), ceiling));
                 }
-                ceilings.push(((*key).clone(), ceiling));
+                c.all.push(((*key).clone(), ceiling));
             }
         }
-        let sync = !raised.is_empty() || batch.iter().any(Op::must_sync);
-        if sync != self.full {
-            let level = if sync { "FULL" } else { "NORMAL" };
-            self.conn.pragma_update(None, "synchronous", level)?;
-            self.full = sync;
-        }
+        c
+    }
+
+    /// Writes `batch` in one transaction. Returns the marks pruned and
+    /// whether the mark log was folded into `marks`.
+    fn write(
+        &mut self,
+        batch: &[Op],
+        folded: &HashMap<&Arc<str>, Row>,
+        ceilings: &Ceilings,
+        reconciled: &[(&str, u64)],
+        prune_before: Option<i64>,
+    ) -> rusqlite::Result<(usize, bool)> {
         let tx = self.conn.transaction()?;
-        write_marks(&tx, self.boot.gen, &folded, &raised, &implied, &reconciled)?;
+        let (raised, implied) = (&ceilings.raised, &ceilings.implied);
+        write_marks(&tx, self.boot.gen, folded, raised, implied, reconciled)?;
         // Prunes and a clean stop work on `marks` in place: fold the log in
         // (with this batch's rows), as for a log grown long.
         // Reconciliations fold it inside `write_marks`.
@@ -531,7 +586,6 @@ impl Writer {
         if fold {
             compact(&tx)?;
         }
-        let folded_log = fold || !reconciled.is_empty();
         write_others(&tx, batch)?;
         let pruned = match prune_before {
             Some(now) => prune(&tx, now)?,
@@ -544,43 +598,43 @@ impl Writer {
             tx.execute("UPDATE meta SET value = '1' WHERE name = 'clean'", [])?;
         }
         tx.commit()?;
-        self.counters.commits.inc();
-        let unsynced = &self.counters.streams_unsynced;
-        if sync {
-            self.counters.fsyncs.inc();
-            unsynced.store(false, std::sync::atomic::Ordering::Relaxed);
-        } else if batch
-            .iter()
-            .any(|op| matches!(op, Op::SaveStreams { .. } | Op::StreamsSynced { .. }))
-        {
-            unsynced.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        // Only now are the new ceilings durable. (An implied one is the
-        // same whether or not it reached the disk.)
+        Ok((pruned, fold || !reconciled.is_empty()))
+    }
+
+    /// What the writer knows of the disk after a commit of `folded` with
+    /// these new `ceilings`: everything again from the disk when the log
+    /// was folded, else these rows on top of what it knew.
+    fn remember(
+        &mut self,
+        folded: &HashMap<&Arc<str>, Row>,
+        ceilings: impl Iterator<Item = (Arc<str>, u64)>,
+        folded_log: bool,
+    ) {
         if folded_log {
             // Every row is in `marks` now: read again when needed.
             self.known.clear();
             self.logged = 0;
-        } else {
-            self.logged += folded.len();
-            for (key, row) in &folded {
-                let k = self.known.entry((*key).clone()).or_default();
-                k.value = k.value.max(row.value);
-                if row.dirty_from.is_some() && k.dirty.is_none() {
-                    k.dirty = Some(row.dirty_from);
-                }
-            }
-            for (key, ceiling) in raised.into_iter().chain(implied) {
-                self.known.entry(key).or_default().ceiling = Some(ceiling);
+            return;
+        }
+        self.logged += folded.len();
+        for (key, row) in folded {
+            let k = self.known.entry((*key).clone()).or_default();
+            k.value = k.value.max(row.value);
+            if row.dirty_from.is_some() && k.dirty.is_none() {
+                k.dirty = Some(row.dirty_from);
             }
         }
-        Ok(Committed {
-            pruned,
-            settled,
-            ceilings,
-            folded_log,
-        })
+        for (key, ceiling) in ceilings {
+            self.known.entry(key).or_default().ceiling = Some(ceiling);
+        }
     }
+}
+
+/// The ceilings a commit writes (see `Writer::ceilings`).
+struct Ceilings {
+    raised: Vec<(Arc<str>, u64)>,
+    implied: Vec<(Arc<str>, u64)>,
+    all: Vec<(Arc<str>, u64)>,
 }
 
 /// Moves what is queued into `batch`, up to [`MAX_BATCH`].

@@ -12,7 +12,7 @@
 //! one reply. Requests that touch a common key take
 //! effect in the order sent ([`super::order`]).
 
-use super::frames::{FrameError, FrameReader};
+use super::frames::{Frame, FrameError, FrameReader};
 use super::order::Order;
 use crate::context::Context;
 use crate::dispatch;
@@ -20,12 +20,14 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use seqd_protocol::codec;
 use seqd_protocol::{
-    ClientMessage, ErrorCode, Response, ServerMessage, WireError, MIN_PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, Request, Response, ServerMessage, WireError, MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
 };
+use std::future::Future;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -126,6 +128,13 @@ impl Out {
         }
     }
 
+    /// Appends the answer to request `id`, in the shape of the
+    /// connection's protocol version.
+    fn respond(&mut self, id: u64, result: Result<Response, WireError>, version: u32) {
+        let result = result.map(|r| r.for_version(version));
+        self.push(&ServerMessage::Response { id, result }, Some(id));
+    }
+
     /// A connection-level error; the caller then closes the connection.
     fn fatal(&mut self, error: WireError) {
         tracing::debug!(%error, "closing binary connection");
@@ -210,9 +219,7 @@ pub async fn serve<R>(
             Some((seq, id, result)) = inflight.next(), if !inflight.is_empty() && out.pending() < OUT_HIGH_WATER && !out.over => {
                 last_activity = Instant::now();
                 order.finished(seq);
-                let result: Result<Response, WireError> = result;
-                let result = result.map(|r| r.for_version(version));
-                out.push(&ServerMessage::Response { id, result }, Some(id));
+                out.respond(id, result, version);
             }
             alive = out.write_some(), if out.pending() > 0 => {
                 if !alive {
@@ -221,70 +228,12 @@ pub async fn serve<R>(
             }
             frame = frames.next(), if inflight.len() < max_inflight && out.pending() < OUT_HIGH_WATER => {
                 last_activity = Instant::now();
-                let (payload, held) = match frame {
-                    None => break,
-                    Some(Ok(frame)) => (frame.payload, frame.held),
-                    Some(Err(e)) => {
-                        out.fatal(framing_error(&e));
-                        break;
+                match read_request(frame, max, &mut out) {
+                    Read::Request { id, request, held } => {
+                        inflight.push(run_request(ctx, bulky, &mut order, id, request, held));
                     }
-                };
-                match codec::decode_payload::<ClientMessage>(&payload, max) {
-                    Ok(ClientMessage::Request { id, request }) => {
-                        let draw = dispatch::draws(&request);
-                        let admitted = order.admit(dispatch::touches(&request), draw);
-                        let large = dispatch::reply_may_be_large(&request);
-                        // A draw that follows another may have to draw again.
-                        let again = admitted.follow.is_some().then(|| request.clone());
-                        inflight.push(async move {
-                            for (_, earlier) in admitted.wait_for {
-                                let _ = earlier.await;
-                            }
-                            // Never closed, so acquiring cannot fail.
-                            let _permit = match large {
-                                true => bulky.acquire().await.ok(),
-                                false => None,
-                            };
-                            let mut result = dispatch::serve(ctx, request).await;
-                            if let (Some((_, earlier)), Some(again)) = (admitted.follow, again) {
-                                let before = earlier.await.ok().flatten();
-                                if dispatch::drawn_too_low(before, &result) {
-                                    ctx.metrics.numbers_redrawn.inc();
-                                    result = dispatch::serve(ctx, again).await;
-                                }
-                            }
-                            // The frame's bytes count until its request is done.
-                            drop(held);
-                            let drawn = match (draw, &result) {
-                                (true, Ok(r)) => dispatch::drawn(r),
-                                _ => None,
-                            };
-                            let _ = admitted.end.send(drawn);
-                            (admitted.seq, id, result)
-                        });
-                    }
-                    Ok(ClientMessage::Hello { .. }) => {
-                        out.fatal(WireError::new(ErrorCode::BadRequest, "hello sent twice"));
-                        break;
-                    }
-                    Err(e) => match request_id(&payload) {
-                        // The frame was intact and names its request: answer
-                        // that request with an error and keep the connection.
-                        Some(id) => {
-                            let error = WireError::new(
-                                ErrorCode::BadRequest,
-                                format!("undecodable request: {e}"),
-                            );
-                            out.push(&ServerMessage::Response { id, result: Err(error) }, None);
-                        }
-                        None => {
-                            out.fatal(WireError::new(
-                                ErrorCode::BadRequest,
-                                format!("undecodable frame: {e}"),
-                            ));
-                            break;
-                        }
-                    },
+                    Read::Answered => {}
+                    Read::Close => break,
                 }
             }
             // Idle: nothing received and nothing in flight for that long.
@@ -300,24 +249,133 @@ pub async fn serve<R>(
             () = &mut cancelled => break,
         }
     }
-    // Drain: every request in flight is still answered, within the same
-    // output limit (a client that stopped reading holds the drain, which
-    // the server bounds by its drain timeout).
+    if drain(&mut out, &mut inflight, version).await {
+        out.finish().await;
+    }
+}
+
+/// Answers every request still in flight, within the same output limit (a
+/// client that stopped reading holds the drain, which the server bounds
+/// by its drain timeout). False when the client is gone.
+async fn drain<F>(out: &mut Out, inflight: &mut FuturesUnordered<F>, version: u32) -> bool
+where
+    F: Future<Output = (u64, u64, Result<Response, WireError>)>,
+{
     loop {
         if out.pending() >= OUT_HIGH_WATER || out.over {
             if !out.write_some().await {
-                return;
+                return false;
             }
             continue;
         }
         let Some((_, id, result)) = inflight.next().await else {
-            break;
+            return true;
         };
-        let result: Result<Response, WireError> = result;
-        let result = result.map(|r| r.for_version(version));
-        out.push(&ServerMessage::Response { id, result }, Some(id));
+        out.respond(id, result, version);
     }
-    out.finish().await;
+}
+
+/// What a frame read from the client asks for.
+enum Read {
+    /// A request to run; `held` is the frame's share of the buffer
+    /// budget, given back when the request is done.
+    Request {
+        id: u64,
+        request: Request,
+        held: Option<OwnedSemaphorePermit>,
+    },
+    /// Nothing to run: an error answer is already in the output.
+    Answered,
+    /// The connection ends (end of input, or a fatal error is in the
+    /// output).
+    Close,
+}
+
+/// Decodes one frame (`None`: the client closed its side).
+fn read_request(frame: Option<Result<Frame, FrameError>>, max: usize, out: &mut Out) -> Read {
+    let (payload, held) = match frame {
+        None => return Read::Close,
+        Some(Ok(frame)) => (frame.payload, frame.held),
+        Some(Err(e)) => {
+            out.fatal(framing_error(&e));
+            return Read::Close;
+        }
+    };
+    match codec::decode_payload::<ClientMessage>(&payload, max) {
+        Ok(ClientMessage::Request { id, request }) => Read::Request { id, request, held },
+        Ok(ClientMessage::Hello { .. }) => {
+            out.fatal(WireError::new(ErrorCode::BadRequest, "hello sent twice"));
+            Read::Close
+        }
+        Err(e) => match request_id(&payload) {
+            // The frame was intact and names its request: answer that
+            // request with an error and keep the connection.
+            Some(id) => {
+                let error =
+                    WireError::new(ErrorCode::BadRequest, format!("undecodable request: {e}"));
+                out.push(
+                    &ServerMessage::Response {
+                        id,
+                        result: Err(error),
+                    },
+                    None,
+                );
+                Read::Answered
+            }
+            None => {
+                out.fatal(WireError::new(
+                    ErrorCode::BadRequest,
+                    format!("undecodable frame: {e}"),
+                ));
+                Read::Close
+            }
+        },
+    }
+}
+
+/// Admits `request` in the connection's effect order ([`super::order`])
+/// and returns the work of answering it: wait for the earlier requests it
+/// must follow, run it, and for a draw that follows another, draw again
+/// if its number came out below that one's.
+fn run_request<'a>(
+    ctx: &'a Context,
+    bulky: &'a tokio::sync::Semaphore,
+    order: &mut Order,
+    id: u64,
+    request: Request,
+    held: Option<OwnedSemaphorePermit>,
+) -> impl Future<Output = (u64, u64, Result<Response, WireError>)> + 'a {
+    let draw = dispatch::draws(&request);
+    let admitted = order.admit(dispatch::touches(&request), draw);
+    let large = dispatch::reply_may_be_large(&request);
+    // A draw that follows another may have to draw again.
+    let again = admitted.follow.is_some().then(|| request.clone());
+    async move {
+        for (_, earlier) in admitted.wait_for {
+            let _ = earlier.await;
+        }
+        // Never closed, so acquiring cannot fail.
+        let _permit = match large {
+            true => bulky.acquire().await.ok(),
+            false => None,
+        };
+        let mut result = dispatch::serve(ctx, request).await;
+        if let (Some((_, earlier)), Some(again)) = (admitted.follow, again) {
+            let before = earlier.await.ok().flatten();
+            if dispatch::drawn_too_low(before, &result) {
+                ctx.metrics.numbers_redrawn.inc();
+                result = dispatch::serve(ctx, again).await;
+            }
+        }
+        // The frame's bytes count until its request is done.
+        drop(held);
+        let drawn = match (draw, &result) {
+            (true, Ok(r)) => dispatch::drawn(r),
+            _ => None,
+        };
+        let _ = admitted.end.send(drawn);
+        (admitted.seq, id, result)
+    }
 }
 
 /// Reads and answers the hello: the protocol version the connection
