@@ -16,24 +16,48 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// The environment names of the settings a reload can change.
-pub const RELOADABLE: &[&str] = &[
-    "SEQD_LOG",
-    "SEQD_REDIS_TIMEOUT_MS",
-    "SEQD_BREAKER_THRESHOLD",
-    "SEQD_PROBE_BASE_MS",
-    "SEQD_PROBE_MAX_MS",
-    "SEQD_IDLE_TIMEOUT_MS",
-    "SEQD_HANDSHAKE_TIMEOUT_MS",
-    "SEQD_MAX_INFLIGHT",
-    "SEQD_MAX_LINE",
-    "SEQD_MAX_FRAME",
-    "SEQD_MAX_VALUE",
-    "SEQD_MAX_BATCH",
-    "SEQD_MAX_KEYS",
-    "SEQD_MAX_CONNECTIONS_PER_UID",
-    "SEQD_ALLOW_UIDS",
-    "SEQD_ALLOW_GIDS",
+/// The settings a reload can change: each environment name with its
+/// field, in one list, so that what is accepted and what is applied cannot
+/// differ.
+macro_rules! reloadable {
+    ($(($key:literal, $field:ident)),* $(,)?) => {
+        /// The environment names of the settings a reload can change.
+        pub const RELOADABLE: &[&str] = &[$($key),*];
+
+        /// Copies into `next` the settings `named` names that `parsed`
+        /// holds other values of; returns each change as `NAME=value`.
+        fn apply(next: &mut Config, parsed: &Config, named: &[&str]) -> Vec<String> {
+            let mut changed = Vec::new();
+            $(
+                if named.contains(&$key) && next.$field != parsed.$field {
+                    next.$field = parsed.$field.clone();
+                    changed.push(format!("{}={:?}", $key, next.$field));
+                }
+            )*
+            changed
+        }
+    };
+}
+
+reloadable![
+    ("SEQD_LOG", log),
+    ("SEQD_REDIS_TIMEOUT_MS", redis_timeout_ms),
+    ("SEQD_BREAKER_THRESHOLD", breaker_threshold),
+    ("SEQD_BREAKER_TRIALS", breaker_trials),
+    ("SEQD_PROBE_BASE_MS", probe_base_ms),
+    ("SEQD_PROBE_MAX_MS", probe_max_ms),
+    ("SEQD_IDLE_TIMEOUT_MS", idle_timeout_ms),
+    ("SEQD_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms),
+    ("SEQD_MAX_INFLIGHT", max_inflight),
+    ("SEQD_MAX_LINE", max_line),
+    ("SEQD_MAX_FRAME", max_frame),
+    ("SEQD_MAX_VALUE", max_value),
+    ("SEQD_MAX_BATCH", max_batch),
+    ("SEQD_MAX_KEYS", max_keys),
+    ("SEQD_MAX_CONNECTIONS_PER_UID", max_connections_per_uid),
+    ("SEQD_MAX_CONNECTIONS_PER_PID", max_connections_per_pid),
+    ("SEQD_ALLOW_UIDS", allow_uids),
+    ("SEQD_ALLOW_GIDS", allow_gids),
 ];
 
 /// Reads `KEY=VALUE` lines; blank lines and `#` comments are skipped, and
@@ -81,33 +105,7 @@ pub fn reloaded(
     }
     let parsed = Config::try_parse_from(&args).map_err(|e| e.to_string())?;
     let mut next = current.clone();
-    let mut changed = Vec::new();
-    macro_rules! take {
-        ($key:literal, $field:ident) => {
-            if named.contains(&$key) && next.$field != parsed.$field {
-                next.$field = parsed.$field.clone();
-                changed.push(format!("{}={:?}", $key, next.$field));
-            }
-        };
-    }
-    take!("SEQD_LOG", log);
-    take!("SEQD_REDIS_TIMEOUT_MS", redis_timeout_ms);
-    take!("SEQD_BREAKER_THRESHOLD", breaker_threshold);
-    take!("SEQD_BREAKER_TRIALS", breaker_trials);
-    take!("SEQD_PROBE_BASE_MS", probe_base_ms);
-    take!("SEQD_PROBE_MAX_MS", probe_max_ms);
-    take!("SEQD_IDLE_TIMEOUT_MS", idle_timeout_ms);
-    take!("SEQD_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms);
-    take!("SEQD_MAX_INFLIGHT", max_inflight);
-    take!("SEQD_MAX_LINE", max_line);
-    take!("SEQD_MAX_FRAME", max_frame);
-    take!("SEQD_MAX_VALUE", max_value);
-    take!("SEQD_MAX_BATCH", max_batch);
-    take!("SEQD_MAX_KEYS", max_keys);
-    take!("SEQD_MAX_CONNECTIONS_PER_UID", max_connections_per_uid);
-    take!("SEQD_MAX_CONNECTIONS_PER_PID", max_connections_per_pid);
-    take!("SEQD_ALLOW_UIDS", allow_uids);
-    take!("SEQD_ALLOW_GIDS", allow_gids);
+    let changed = apply(&mut next, &parsed, &named);
     Ok((next, changed))
 }
 
@@ -190,6 +188,77 @@ mod tests {
         assert_eq!(next.redis_timeout_ms, 100, "not in the file: kept");
         assert_eq!(next.redis_url, base().redis_url, "not reloadable");
         assert_eq!(changed.len(), 2, "{changed:?}");
+    }
+
+    #[test]
+    fn every_reloadable_setting_is_applied() {
+        // A value other than the default for each, as the file would give.
+        let values = [
+            ("SEQD_LOG", "debug"),
+            ("SEQD_REDIS_TIMEOUT_MS", "321"),
+            ("SEQD_BREAKER_THRESHOLD", "9"),
+            ("SEQD_BREAKER_TRIALS", "5"),
+            ("SEQD_PROBE_BASE_MS", "55"),
+            ("SEQD_PROBE_MAX_MS", "5555"),
+            ("SEQD_IDLE_TIMEOUT_MS", "12345"),
+            ("SEQD_HANDSHAKE_TIMEOUT_MS", "4321"),
+            ("SEQD_MAX_INFLIGHT", "77"),
+            ("SEQD_MAX_LINE", "7777"),
+            ("SEQD_MAX_FRAME", "777777"),
+            ("SEQD_MAX_VALUE", "77777"),
+            ("SEQD_MAX_BATCH", "777"),
+            ("SEQD_MAX_KEYS", "77"),
+            ("SEQD_MAX_CONNECTIONS_PER_UID", "777"),
+            ("SEQD_MAX_CONNECTIONS_PER_PID", "77"),
+            ("SEQD_ALLOW_UIDS", "0,1000"),
+            ("SEQD_ALLOW_GIDS", "0,1000"),
+        ];
+        assert_eq!(values.len(), RELOADABLE.len());
+        let file: Vec<(String, String)> = values
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (_, changed) = reloaded(&base(), &file).unwrap();
+        for key in RELOADABLE {
+            assert!(
+                changed.iter().any(|c| c.starts_with(&format!("{key}="))),
+                "{key} was not applied: {changed:?}"
+            );
+        }
+    }
+
+    /// `docs/configuration.md` has a row for every flag, with its
+    /// variable, and says `yes` under *reload* exactly for the settings a
+    /// reload applies.
+    #[test]
+    fn the_configuration_page_lists_every_flag_and_what_a_reload_changes() {
+        let page = include_str!("../../docs/configuration.md");
+        for arg in Config::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            // A row's first cell names its flags (one or two).
+            let named = |cell: &str| {
+                cell.split('`')
+                    .any(|f| f.split(' ').next() == Some(&format!("--{long}")))
+            };
+            let row = page
+                .lines()
+                .find(|l| l.starts_with("| ") && named(l.split(" | ").next().unwrap_or("")))
+                .unwrap_or_else(|| panic!("no row for --{long}"));
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            if let Some(env) = &env {
+                assert!(row.contains(&format!("`{env}`")), "--{long}: {env} missing");
+            }
+            let reload = env.as_deref().is_some_and(|e| RELOADABLE.contains(&e));
+            let column = row.split(" | ").nth(3).unwrap_or("");
+            assert_eq!(
+                column == "yes",
+                reload,
+                "--{long}: reload column {column:?}"
+            );
+        }
     }
 
     #[test]
