@@ -10,7 +10,7 @@
 //! - [`get`], [`get_many`], [`set`], [`del`], [`del_prefix`]: a request,
 //!   validated and answered.
 //!
-//! # What it guarantees (Redis mode)
+//! # What it guarantees (Redis mode; the promise to users: docs/cache.md)
 //!
 //! - **Zero staleness.** A write that cannot reach Redis deletes the key
 //!   instead; if that fails too, or the breaker is open, the invalidation

@@ -1,7 +1,7 @@
 //! Redis mode: numbers come from the shared Redis counter, and from the
 //! local store whenever Redis cannot answer.
 //!
-//! # What it guarantees
+//! # What it guarantees (the promise to users: docs/guarantees.md)
 //!
 //! - **Never twice, strictly increasing** per key from this seqd: every
 //!   number, from Redis or from the store, is committed to the store as the

@@ -13,7 +13,7 @@
 //! - [`check`], [`check_batch`], [`stats`], [`clear`], [`clear_all`]: a
 //!   request, validated ([`Checked`]) and answered.
 //!
-//! # What it guarantees
+//! # What it guarantees (the promise to users: docs/gap-tracking.md)
 //!
 //! - A batch is classified in the order given, with results identical to
 //!   checking its events one by one, also when a stream repeats in it: the
