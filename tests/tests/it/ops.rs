@@ -636,28 +636,26 @@ fn the_debian_package_holds_the_service_and_runs_from_its_files() {
             || contents.contains("./usr/lib/systemd/system/seqd.service"),
         "units where Debian expects them:\n{contents}"
     );
+    // `program option deb dir`: dpkg-deb --control, then dpkg -x.
+    let extract = |program: &str, option: &str, dir: &std::path::Path| {
+        let status = std::process::Command::new(program)
+            .arg(option)
+            .arg(&deb)
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{program} {option}");
+    };
     let scratch = tempfile::tempdir().unwrap();
     let control = scratch.path().join("control");
-    let out = std::process::Command::new("dpkg-deb")
-        .arg("--control")
-        .arg(&deb)
-        .arg(&control)
-        .status()
-        .unwrap();
-    assert!(out.success());
+    extract("dpkg-deb", "--control", &control);
     let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
     assert_eq!(conffiles.trim(), "/etc/seqd/seqd.env");
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
     assert!(postinst.contains("systemd-sysusers"), "{postinst}");
     // Unpacked as dpkg would, and run from there.
     let root = scratch.path().join("root");
-    let status = std::process::Command::new("dpkg")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    extract("dpkg", "-x", &root);
     for bin in ["seqd", "seqctl"] {
         let out = std::process::Command::new(root.join("usr/bin").join(bin))
             .arg("--version")
