@@ -25,6 +25,7 @@ use seqd_protocol::{
 };
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::OwnedSemaphorePermit;
@@ -184,11 +185,11 @@ pub async fn serve<R>(
     R: AsyncRead + Unpin,
 {
     // Limits are read once per connection; a reload applies to new ones.
-    let config = ctx.config();
-    let max = config.max_frame;
-    let max_inflight = config.max_inflight as usize;
-    let idle = config.idle_timeout();
-    drop(config);
+    let (max, max_inflight, idle) = {
+        let config = ctx.config();
+        let inflight = config.max_inflight as usize;
+        (config.max_frame, inflight, config.idle_timeout())
+    };
     let mut frames = FrameReader::new(reader, max, &ctx.buffer_budget);
     let mut out = Out::new(writer, max, ctx.buffer_budget.semaphore());
     let Some(version) = hello(&ctx, &mut frames, &mut out).await else {
@@ -236,16 +237,13 @@ pub async fn serve<R>(
                     Read::Close => break,
                 }
             }
-            // Idle: nothing received and nothing in flight for that long.
-            () = &mut idle_timer, if !idle.is_zero() => {
-                let due = last_activity + idle;
-                if quiet && Instant::now() >= due {
-                    let msg = format!("idle for {} ms; closing (reconnect to go on)", idle.as_millis());
-                    out.fatal(WireError::new(ErrorCode::Unavailable, msg));
+            () = &mut idle_timer, if !idle.is_zero() => match idle_check(quiet, last_activity, idle) {
+                Ok(next) => idle_timer.as_mut().reset(next),
+                Err(error) => {
+                    out.fatal(error);
                     break;
                 }
-                idle_timer.as_mut().reset(due.max(Instant::now() + idle / 8));
-            }
+            },
             () = &mut cancelled => break,
         }
     }
@@ -273,6 +271,22 @@ where
         };
         out.respond(id, result, version);
     }
+}
+
+/// When the idle timer fires: the connection closes (the error to send)
+/// when nothing was received and nothing is in flight or unsent for
+/// `idle`; otherwise the timer's next instant (pushed back rather than
+/// re-armed for every request).
+fn idle_check(quiet: bool, last_activity: Instant, idle: Duration) -> Result<Instant, WireError> {
+    let due = last_activity + idle;
+    if quiet && Instant::now() >= due {
+        let msg = format!(
+            "idle for {} ms; closing (reconnect to go on)",
+            idle.as_millis()
+        );
+        return Err(WireError::new(ErrorCode::Unavailable, msg));
+    }
+    Ok(due.max(Instant::now() + idle / 8))
 }
 
 /// What a frame read from the client asks for.
