@@ -188,6 +188,21 @@ impl Seqd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A binary connection that said hello with protocol `version`, by
+    /// hand (for tests that write frames themselves).
+    pub fn raw_binary(&self, version: u32, client: &str) -> UnixStream {
+        use seqd_client::seqd_protocol::{codec, ClientMessage, ServerMessage};
+        let mut s = UnixStream::connect(self.socket()).unwrap();
+        let hello = ClientMessage::Hello {
+            version,
+            client: client.into(),
+        };
+        codec::write_frame(&mut s, &hello, 1 << 20).unwrap();
+        let answer: ServerMessage = codec::read_frame(&mut s, 1 << 20).unwrap();
+        assert!(matches!(answer, ServerMessage::Hello { .. }), "{answer:?}");
+        s
+    }
+
     /// A binary-protocol client.
     pub fn client(&self) -> seqd_client::Client {
         seqd_client::Client::connect(self.socket()).expect("connecting to seqd")

@@ -404,15 +404,18 @@ impl RedisPool {
                 }
             }
         };
-        let (host, port) = master.rsplit_once(':')?;
-        let endpoint = Endpoint::Tcp {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port: port.parse().ok()?,
-        };
+        // Where to connect is worked out only when there is no pipe yet.
         let connect = || async {
+            let endpoint = master
+                .rsplit_once(':')
+                .and_then(|(host, port)| {
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    Some(Endpoint::Tcp {
+                        host: host.to_string(),
+                        port: port.parse().ok()?,
+                    })
+                })
+                .ok_or_else(|| RedisFailure::Logic(format!("no address in {master}")))?;
             let pipe = pipe::connect(&endpoint, self.tls.as_deref(), &self.login, self.fence)
                 .await
                 .map_err(|e| RedisFailure::classify(&e))?;

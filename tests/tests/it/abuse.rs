@@ -25,19 +25,6 @@ fn counter(seqd: &Seqd, line_start: &str) -> u64 {
     seqd.metric(line_start)
 }
 
-/// A binary connection that said hello, by hand.
-fn raw_binary(seqd: &Seqd) -> std::os::unix::net::UnixStream {
-    let mut s = std::os::unix::net::UnixStream::connect(seqd.socket()).unwrap();
-    let hello = ClientMessage::Hello {
-        version: 1,
-        client: "abuser".into(),
-    };
-    codec::write_frame(&mut s, &hello, 1 << 20).unwrap();
-    let answer: ServerMessage = codec::read_frame(&mut s, 1 << 20).unwrap();
-    assert!(matches!(answer, ServerMessage::Hello { .. }), "{answer:?}");
-    s
-}
-
 /// Waits up to `limit` for `cond`; true when it held. For effects that
 /// happen at once without a bound and never with one.
 fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -74,7 +61,7 @@ fn a_client_that_never_reads_holds_at_most_the_output_limit() {
     // away by the read-side limit alone (without a bound on running
     // reads, one per key starts at once).
     redis.hang();
-    let mut s = raw_binary(&seqd);
+    let mut s = seqd.raw_binary(1, "abuser");
     let mut burst = Vec::new();
     for id in 0..256u64 {
         let request = Request::CacheGet {
@@ -453,7 +440,7 @@ fn partial_frames_of_many_connections_stay_within_the_buffer_budget() {
     let mut conns = Vec::new();
     let mut writers = Vec::new();
     for _ in 0..64 {
-        let s = raw_binary(&seqd);
+        let s = seqd.raw_binary(1, "abuser");
         let mut w = s.try_clone().unwrap();
         // Blocks once seqd stops reading this connection (its bytes then
         // wait in the kernel); ends when the test closes the connection.
@@ -487,7 +474,7 @@ fn partial_frames_of_many_connections_stay_within_the_buffer_budget() {
     // Others are still served.
     assert_eq!(seqd.text().cmd("PING"), "OK pong");
     // A frame larger than the whole budget is refused at once.
-    let mut s = raw_binary(&seqd);
+    let mut s = seqd.raw_binary(1, "abuser");
     std::io::Write::write_all(&mut s, &(33 * MIB as u32).to_be_bytes()).unwrap();
     match codec::read_frame::<_, ServerMessage>(&mut s, 1 << 20).unwrap() {
         ServerMessage::Error { error } => {

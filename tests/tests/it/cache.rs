@@ -456,20 +456,6 @@ fn write_through_says_when_the_database_was_written_but_the_cache_was_not_invali
     assert_eq!(got, b"db");
 }
 
-/// Opens a binary connection and says hello, by hand.
-fn raw_binary(seqd: &Seqd) -> std::os::unix::net::UnixStream {
-    use seqd_client::seqd_protocol::{codec, ClientMessage, ServerMessage, PROTOCOL_VERSION};
-    let mut s = std::os::unix::net::UnixStream::connect(seqd.socket()).unwrap();
-    let hello = ClientMessage::Hello {
-        version: PROTOCOL_VERSION,
-        client: "vanishing".into(),
-    };
-    codec::write_frame(&mut s, &hello, 1 << 20).unwrap();
-    let answer: ServerMessage = codec::read_frame(&mut s, 1 << 20).unwrap();
-    assert!(matches!(answer, ServerMessage::Hello { .. }), "{answer:?}");
-    s
-}
-
 #[test]
 fn a_reader_that_vanishes_mid_read_never_freezes_the_key() {
     use seqd_client::seqd_protocol::{codec, ClientMessage, Request};
@@ -483,7 +469,7 @@ fn a_reader_that_vanishes_mid_read_never_freezes_the_key() {
     // A CacheGet stuck behind the hung Redis, then a Ping whose answer
     // cannot be delivered (the read side is shut): seqd drops the
     // connection with the read still in flight.
-    let mut s = raw_binary(&seqd);
+    let mut s = seqd.raw_binary(seqd_client::seqd_protocol::PROTOCOL_VERSION, "vanishing");
     let mut frames = Vec::new();
     for (id, request) in [
         (

@@ -219,17 +219,8 @@ fn pipelined_draws(
     const ROUNDS: usize = 30;
     const PER_ROUND: usize = 100;
     const MAX: usize = DEFAULT_MAX_FRAME;
-    let mut s = std::os::unix::net::UnixStream::connect(seqd.socket()).unwrap();
+    let mut s = seqd.raw_binary(PROTOCOL_VERSION, "pipelined-draws");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let hello = ClientMessage::Hello {
-        version: PROTOCOL_VERSION,
-        client: "pipelined-draws".into(),
-    };
-    s.write_all(&encode_frame(&hello, MAX).unwrap()).unwrap();
-    assert!(matches!(
-        read_frame::<_, ServerMessage>(&mut s, MAX).unwrap(),
-        ServerMessage::Hello { .. }
-    ));
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut rd = s.try_clone().unwrap();
     let count = answered.clone();
