@@ -8,8 +8,7 @@ use crate::error::Error;
 use crate::sequences::keys::DailyRules;
 use crate::{cache, sequences, tracker};
 use seqd_protocol::{Conversation, ErrorCode, Request, Response, Stream, WireError};
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::Instant;
 
 /// Answers one request: the outcome as it goes on the wire.
@@ -112,7 +111,9 @@ pub enum Touches {
 impl Touches {
     /// The hash of one key of a family (`"daily"`, `"gap"`, ...).
     pub fn key(family: &str, parts: &[&str]) -> u64 {
-        let mut h = DefaultHasher::new();
+        // The same hash for the same key on every connection and shard
+        // (fixed seed): it only orders one connection's requests.
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
         family.hash(&mut h);
         parts.hash(&mut h);
         h.finish()

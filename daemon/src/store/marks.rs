@@ -50,10 +50,12 @@
 //! No SQLite here: the store's handle (`super::Store`) makes every change
 //! durable before it returns; this file decides what the change is.
 
+use super::filter::RowFilter;
 use super::journal::{Entry, Journal};
 use super::reader::Row;
 use super::StoreError;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A Redis request for a key, in flight. Dropping it (answered, failed or
@@ -303,6 +305,8 @@ pub struct HighWaterMarks {
     /// a push under this lock, no channel and no wake-up. Bounded by the
     /// journal's room.
     pub(super) handed: Vec<Handed>,
+    /// Which keys may have a row on disk (see `filter.rs`).
+    pub(super) rows: RowFilter,
 }
 
 /// A journaled number on its way to SQLite.
@@ -330,6 +334,7 @@ impl Default for HighWaterMarks {
             epochs: 0,
             journal: None,
             handed: Vec::new(),
+            rows: RowFilter::default(),
             removals: 0,
             evicted_since_fold: 0,
             folds: 0,
@@ -514,6 +519,36 @@ impl HighWaterMarks {
         {
             return false;
         }
+        self.start_verified(key, row, expires_at, ttl, issuable_from);
+        true
+    }
+
+    /// Starts `key` verified without reading its row, when the filter of
+    /// keys on disk says it has none (and memory does not hold it).
+    /// Returns whether it did.
+    pub(super) fn start_absent(
+        &mut self,
+        key: &str,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+        issuable_from: Option<i64>,
+    ) -> bool {
+        if self.by_key.contains_key(key) || self.rows.may_have_row(key) {
+            return false;
+        }
+        self.start_verified(key, None, expires_at, ttl, issuable_from);
+        true
+    }
+
+    /// Puts `key` in memory, verified, from its row (`None`: no row).
+    fn start_verified(
+        &mut self,
+        key: &str,
+        row: Option<Row>,
+        expires_at: Option<i64>,
+        ttl: Option<u64>,
+        issuable_from: Option<i64>,
+    ) {
         let (value, ceiling) = match row {
             Some(r) if r.gen < self.suspect_below => (r.value.max(r.ceiling), r.ceiling),
             Some(r) => (r.value, r.ceiling),
@@ -536,7 +571,6 @@ impl HighWaterMarks {
             ..Mark::stored(value, expires_at, ttl)
         };
         self.by_key.insert(Arc::from(key), mark);
-        true
     }
 
     /// Puts marks of dirty keys read from disk in memory; a key memory
@@ -861,11 +895,14 @@ impl HighWaterMarks {
         self.by_key.get(key).and_then(|m| m.dirty_from)
     }
 
-    /// Drops marks that expired before `now`.
+    /// Drops marks that expired before `now`, but not while a write of
+    /// theirs is outstanding: until the writer committed it (and added the
+    /// key to the filter of keys on disk), memory is where the key's
+    /// numbers are known.
     pub(super) fn prune(&mut self, now: i64) {
         let before = self.by_key.len() as u64;
         self.by_key
-            .retain(|_, m| m.expires_at.is_none_or(|t| t > now));
+            .retain(|_, m| m.writing > 0 || m.expires_at.is_none_or(|t| t > now));
         self.removals += before - self.by_key.len() as u64;
         let HighWaterMarks { by_key, dirty, .. } = self;
         dirty.retain(|k| by_key.contains_key(k));

@@ -11,9 +11,11 @@
 //! (either survives a `kill -9`); memory holds those
 //! of the keys in use, at most `--marks-in-memory` of them, read on every
 //! request without blocking. A start loads only the keys pending
-//! reconciliation: a mark not in memory is checked against the disk inside
-//! the commit its number waits for anyway (see `marks.rs`), so a store of
-//! ten million keys starts at once and costs memory only for the keys used.
+//! reconciliation: a mark not in memory is read from the disk when its key
+//! is first used, or checked against the disk inside the commit its number
+//! waits for (see `marks.rs`), so a store of ten million keys starts at
+//! once and costs memory only for the keys used (and a filter of the keys
+//! on disk, 10 bits each, built in the background after the start).
 //!
 //! # What it guarantees
 //!
@@ -54,6 +56,9 @@
 //! - `journal.rs`: the mark journal (durable numbers without a commit).
 //! - `writer.rs`: the writer thread, group commit, fsync policy, the
 //!   journal's replay.
+//! - `reader.rs`: a key's row read on the thread that meets the key
+//!   first; `filter.rs`: which keys may have a row at all (a key with
+//!   none is not read), built by `scan.rs` on a thread of its own.
 //! - `streams.rs`, `outbox.rs`: the rows of the tracker and the cache, and
 //!   their SQL; `tables.rs`: the store's requests about them (ops of the
 //!   writer's queue).
@@ -61,11 +66,13 @@
 //!
 //! The store knows no capability: it stores keys, numbers and rows.
 
+mod filter;
 mod journal;
 mod lock;
 mod marks;
 mod outbox;
 mod reader;
+mod scan;
 mod schema;
 mod streams;
 mod tables;
@@ -187,7 +194,9 @@ impl Store {
         let marks = Arc::new(Mutex::new(marks));
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = StoreCounters::default();
+        let path = dir.join("seqd.db");
         let mut writer = Writer {
+            path: path.clone(),
             conn,
             reserve,
             known: Default::default(),
@@ -211,13 +220,17 @@ impl Store {
             .name("seqd-store".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
+        // Until it is built, a key met for the first time is read.
+        if marks::lock(&marks).rows.start() {
+            scan::build(&path, &marks);
+        }
         Ok(Store {
             marks,
             tx,
             counters,
             cursor: Arc::new(Mutex::new(None)),
             streams: Arc::default(),
-            readers: Arc::new(reader::Readers::new(dir.join("seqd.db"))),
+            readers: Arc::new(reader::Readers::new(path)),
             _thread: Arc::new(WriterThread(Mutex::new(Some(thread)))),
         })
     }
@@ -397,8 +410,11 @@ impl Store {
         issuable_from: Option<i64>,
     ) {
         let snap = {
-            let marks = self.lock();
-            if marks.by_key.contains_key(key) || marks.evicted_since_fold != 0 {
+            let mut marks = self.lock();
+            if marks.by_key.contains_key(key)
+                || marks.start_absent(key, expires_at, ttl, issuable_from)
+                || marks.evicted_since_fold != 0
+            {
                 return;
             }
             marks.snapshot()

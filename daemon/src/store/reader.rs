@@ -16,6 +16,7 @@
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
@@ -34,6 +35,8 @@ pub(super) struct Row {
 /// The read connections, one per thread.
 pub(super) struct Readers {
     path: PathBuf,
+    /// Rows read so far.
+    pub(super) reads: AtomicU64,
     conns: Mutex<Vec<(ThreadId, Arc<Mutex<Connection>>)>>,
 }
 
@@ -41,12 +44,14 @@ impl Readers {
     pub(super) fn new(path: PathBuf) -> Readers {
         Readers {
             path,
+            reads: AtomicU64::new(0),
             conns: Mutex::new(Vec::new()),
         }
     }
 
     /// The row of `key` in `marks` (`None`: no row).
     pub(super) fn row(&self, key: &str) -> rusqlite::Result<Option<Row>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let shared = self.conn()?;
         let conn = shared.lock().unwrap_or_else(|p| p.into_inner());
         let row = conn

@@ -1299,3 +1299,103 @@ async fn a_read_is_not_trusted_after_an_eviction_until_the_mark_log_is_folded() 
     store.prune(0).await.unwrap();
     assert_eq!(store.lock().evicted_since_fold, 0);
 }
+
+/// Waits until the filter of keys on disk has been built `n` times.
+async fn filter_built(store: &Store, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.lock().rows.builds < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the filter of keys on disk was not built {n} times"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_the_filter_has_not_seen_starts_verified_without_a_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    claim(&store, "old", 5).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    filter_built(&store, 1).await;
+    let reads = || {
+        store
+            .readers
+            .reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let m = |k: &str| store.lock().by_key.get(k).map(|m| (m.value, m.verified));
+    store.read_if_new("new", None, None, None);
+    assert_eq!(reads(), 0, "a key with no row is not read");
+    assert_eq!(m("new"), Some((0, true)));
+    store.read_if_new("old", None, None, None);
+    assert_eq!(reads(), 1, "a key on disk is read");
+    assert_eq!(m("old"), Some((5, true)));
+    assert_eq!(store.issue("old", None, None, None).await.unwrap(), 6);
+    assert_eq!(store.issue("new", None, None, None).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn keys_written_while_the_filter_is_rebuilt_are_never_taken_for_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 1000).unwrap();
+    // Marks leave memory all the time; the filter (sized for 64 keys in
+    // tests) is rebuilt again and again as keys are added.
+    store.limit_marks_in_memory(16);
+    let mut top: HashMap<String, u64> = HashMap::new();
+    for round in 0..40u64 {
+        let draws = (0..round * 16 + 16).map(|k| {
+            let store = store.clone();
+            let key = format!("k{k}");
+            let before = top.get(&key).copied().unwrap_or(0);
+            async move {
+                store.read_if_new(&key, None, None, None);
+                // Local numbers for some keys, Redis's (clean rows) for
+                // the others.
+                let n = if k % 3 == 0 {
+                    store.issue(&key, None, None, None).await.unwrap()
+                } else {
+                    // A Redis that lost the key answers the lowest
+                    // number the store may take; refused (memory had not
+                    // verified the key), it is asked again above the mark.
+                    let mut answer = None;
+                    for _ in 0..3 {
+                        let flight = store.begin(&key, None, None, None);
+                        let n = flight.floor + 1;
+                        match store.claim(&flight, n, None, None).await {
+                            Ok(()) => answer = Some(n),
+                            Err(Claim::Taken { .. }) => continue,
+                            Err(e) => panic!("{key}: {e:?}"),
+                        }
+                        break;
+                    }
+                    answer.expect("taken within three answers")
+                };
+                assert!(n > before, "{key}: {n} after {before}");
+                (key, n)
+            }
+        });
+        for (key, n) in futures_util::future::join_all(draws).await {
+            top.insert(key, n);
+        }
+        // Committed, then a new key: its mark's arrival sweeps the
+        // others out of memory.
+        written(&store).await;
+        store
+            .issue(&format!("pad{round}"), None, None, None)
+            .await
+            .unwrap();
+        assert!(store.len() <= 16, "marks left memory");
+    }
+    filter_built(&store, 3).await;
+    // Every key again, from the filter built last.
+    for (key, before) in &top {
+        store.read_if_new(key, None, None, None);
+        let n = store.issue(key, None, None, None).await.unwrap();
+        assert!(n > *before, "{key}: {n} after {before}");
+    }
+}

@@ -37,8 +37,8 @@ use super::outbox::{self, OutboxEntry};
 use super::schema::{compact, touch, Boot, EFFECTIVE};
 use super::streams::{self, StreamRow};
 use super::StoreCounters;
+use foldhash::{HashMap, HashMapExt};
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -171,6 +171,8 @@ pub(super) struct Known {
 /// The writer thread's state: the connection, and what it knows of the
 /// keys it wrote or read since the last fold of the mark log.
 pub(super) struct Writer {
+    /// The database's file (a scan of its keys opens it again).
+    pub(super) path: std::path::PathBuf,
     pub(super) conn: Connection,
     pub(super) reserve: u64,
     pub(super) known: HashMap<Arc<str>, Known>,
@@ -305,6 +307,13 @@ impl Writer {
     /// file is not reused.)
     fn settle_in_memory(&self, batch: &[Op], committed: &Committed) {
         let mut marks = super::marks::lock(&self.marks);
+        // Every key written (`ceilings` has one entry per key) is in the
+        // filter of keys on disk before its mark may leave memory (in
+        // this same hold of the lock; see `filter.rs`).
+        for (key, ceiling) in &committed.ceilings {
+            marks.rows.add(key);
+            marks.learn_ceiling(key, *ceiling);
+        }
         for op in batch {
             if let Op::Raise {
                 key,
@@ -315,9 +324,6 @@ impl Writer {
                 marks.settle_journaled(key, *file);
             }
         }
-        for (key, ceiling) in &committed.ceilings {
-            marks.learn_ceiling(key, *ceiling);
-        }
         if committed.folded_log {
             marks.log_folded();
         }
@@ -326,6 +332,12 @@ impl Writer {
         // replayed, to no effect, at the next start.
         if batch.iter().any(|op| matches!(op, Op::Close { .. })) {
             marks.journal = None;
+            return;
+        }
+        let due = marks.rows.start();
+        drop(marks);
+        if due {
+            super::scan::build(&self.path, &self.marks);
         }
     }
 
@@ -421,6 +433,21 @@ impl Writer {
         Ok(k)
     }
 
+    /// Puts in `known`, without a read, the keys of the batch's raises
+    /// that the filter of keys on disk says have no row: every row on
+    /// disk was read into it or committed by this thread, which added
+    /// the key then.
+    fn know_absent(&mut self, batch: &[Op]) {
+        let marks = super::marks::lock(&self.marks);
+        for op in batch {
+            if let Op::Raise { key, .. } = op {
+                if !self.known.contains_key(key) && !marks.rows.may_have_row(key) {
+                    self.known.insert(key.clone(), Known::default());
+                }
+            }
+        }
+    }
+
     /// Reads into `known` every key of the batch's raises it lacks.
     fn read_unknown(&mut self, batch: &[Op]) -> rusqlite::Result<()> {
         for op in batch {
@@ -488,11 +515,16 @@ impl Writer {
     /// file locks (a profile of a cold run had `fcntl` locking next to the
     /// B-tree search).
     fn check(&mut self, batch: &[Op]) -> rusqlite::Result<Vec<Settled>> {
-        let unknown = batch.iter().any(|op| match op {
-            Op::Raise { key, .. } => !self.known.contains_key(key),
-            _ => false,
-        });
-        if unknown {
+        let unknown = |known: &HashMap<Arc<str>, Known>| {
+            batch.iter().any(|op| match op {
+                Op::Raise { key, .. } => !known.contains_key(key),
+                _ => false,
+            })
+        };
+        if unknown(&self.known) {
+            self.know_absent(batch);
+        }
+        if unknown(&self.known) {
             self.conn.execute_batch("BEGIN")?;
             let read = self.read_unknown(batch);
             self.conn.execute_batch("COMMIT")?;

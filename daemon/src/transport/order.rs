@@ -36,8 +36,8 @@
 //! entry lives from a request's admission to its end.
 
 use crate::dispatch::{Drawn, Touches};
+use foldhash::HashMap;
 use futures_util::future::{FutureExt, Shared};
-use std::collections::HashMap;
 use tokio::sync::oneshot;
 
 /// Signals that a request ended (its sender sent or dropped), shared by
