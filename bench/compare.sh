@@ -12,11 +12,14 @@
 # on each path (what bounds the 50-client ratio when the cores are busy),
 # seqd's system calls (perf stat) and context switches (/proc) per number,
 # one connection with 50 requests in flight for one user against 16,
-# gap-check in local mode, gap-batch, cache-get, the wakeup round trip of
-# two threads (no seqd: the machine's floor under every hop), and the RSS
-# of an idle seqd and of one holding 1000 idle connections.
+# gap-check in local mode, gap-batch, gap checks on a stream with 64 holes
+# against one without and a fresh seqd's first second against the seconds
+# after, cache-get, the wakeup round trip of two threads (no seqd: the
+# machine's floor under every hop), the RSS of an idle seqd and of one
+# holding 1000 idle connections, and a start on a store of ten million
+# daily keys (KEYS; 0 skips it).
 #
-# Usage: [PAIRS=3] bench/compare.sh [seconds]   (default 5)
+# Usage: [PAIRS=3] [KEYS=10000000] bench/compare.sh [seconds]   (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -25,6 +28,8 @@ cargo build --release -q -p seqd -p seqd-bench
 SEQD=target/release/seqd
 # shellcheck source=bench/common.sh
 source bench/common.sh
+# shellcheck source=bench/fill.sh
+source bench/fill.sh
 
 # SEQD_ENV: more environment for both seqds (an experiment, e.g.
 # SEQD_ENV=TOKIO_WORKER_THREADS=1).
@@ -135,6 +140,20 @@ for i in $(seq 1 "$pairs"); do
   add cold "$(ratio "$(field ops_per_sec "$sc")" "$(rb_rps "$rbc")")" "$(field ops_per_sec "$sc")/$(rb_rps "$rbc")"
   add coldlocal "$(ratio "$(field ops_per_sec "$lc")" "$(rb_rps "$rbc")")" "$(field ops_per_sec "$lc")/$(rb_rps "$rbc")"
 done
+# The gap tracker, one connection: in-order checks on a stream with 64
+# open holes against one without (Redis mode); and a fresh local seqd's
+# checks in its first second against the seconds after.
+gap() { target/release/seqd-bench --socket "$work/$1.sock" --op gap-check --clients 1 "${@:2}" | tail -n 1; }
+for i in $(seq 1 "$pairs"); do
+  h0=$(gap redis --seconds "$secs" --tag "none$i")
+  h64=$(gap redis --holes 64 --seconds "$secs" --tag "holes$i")
+  add holes "$(ratio "$(field ops_per_sec "$h64")" "$(field ops_per_sec "$h0")")" "$(field ops_per_sec "$h64")/$(field ops_per_sec "$h0")"
+  start_seqd "fresh$i" REDIS_URL= REDIS_HOST=
+  first=$(gap "fresh$i" --seconds 1 --tag "first$i")
+  steady=$(gap "fresh$i" --seconds "$secs" --tag "then$i")
+  kill "${pids[-1]}"
+  add steady "$(ratio "$(field ops_per_sec "$steady")" "$(field ops_per_sec "$first")")" "$(field ops_per_sec "$steady")/$(field ops_per_sec "$first")"
+done
 rbget=$(redis-benchmark -p "$port" -t get -c 50 -n 200000 -P 1 --csv 2>/dev/null | tail -n 1)
 c50=$(target/release/seqd-bench --socket "$work/redis.sock" --op cache-get --clients 50 --seconds "$secs" | tail -n 1)
 # The machine's floor: a round trip between two threads that sleep in
@@ -144,6 +163,24 @@ wk=$(target/release/seqd-bench --op wakeup --seconds "$secs" | tail -n 1)
 g4=$(target/release/seqd-bench --socket "$work/local.sock" --op gap-batch --batch 1000 --clients 4 --seconds "$secs" | tail -n 1)
 commits=$(echo METRICS | socat - "UNIX-CONNECT:$work/local.sock" | awk '/^seqd_store_commits_total /{print $2}')
 fsyncs=$(echo METRICS | socat - "UNIX-CONNECT:$work/local.sock" | awk '/^seqd_store_fsyncs_total /{print $2}')
+
+# A day of KEYS users in local mode (ten million by default; 0 skips
+# it): the store they leave, then a start on it — the time from start to
+# the first answer, and the RSS then.
+keys=${KEYS:-10000000}
+if [ "$keys" -gt 0 ]; then
+  start_seqd big REDIS_URL= REDIS_HOST=
+  kill -TERM "${pids[-1]}"; wait "${pids[-1]}" || true
+  rm -f "$work/big.sock"
+  fill_daily_keys "$work/big/seqd.db" "$keys"
+  t0=$(date +%s.%N)
+  "$SEQD" --socket "$work/big.sock" --data-dir "$work/big" 2>"$work/big.log" &
+  pids+=($!)
+  until echo PING 2>/dev/null | socat - "UNIX-CONNECT:$work/big.sock" 2>/dev/null | grep -q OK; do sleep 0.01; done
+  t1=$(date +%s.%N)
+  big_start=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  big_rss=$(rss_kib "${pids[-1]}")
+fi
 
 row() { printf '%-52s %8s %8s   %s\n' "$@"; }
 echo
@@ -164,7 +201,13 @@ row "CPU per number, reference path / seqd path (bound)" "$(median ${R[pathcpu]}
 row "gap-check ops/s, 1 client, local mode / INCR -c 1" "$(median ${R[gap1]})" ">= 1.0" "${F[gap1]}"
 row "wakeup round trip p50 (no seqd; the machine's floor)" "$(field p50_us "$wk")us" "-" "p99 $(field p99_us "$wk")us"
 row "gap-batch events/s, 1000 x 4 clients, local" "$(ratio "$(field ops_per_sec "$g4")" 350000)" ">= 1.0" "$(field ops_per_sec "$g4")/350000"
+row "in-order gap checks, 1 conn, Redis: 64 holes / none" "$(median ${R[holes]})" ">= 0.9" "${F[holes]}"
+row "local gap checks, 1 conn: steady / first second" "$(median ${R[steady]})" ">= 0.9" "${F[steady]}"
 row "cache-get ops/s, 50 clients / GET -c 50" "$(ratio "$(field ops_per_sec "$c50")" "$(rb_rps "$rbget")")" "-" "$(field ops_per_sec "$c50")/$(rb_rps "$rbget")"
 row "RSS idle, MiB / 20" "$(ratio "$rss_idle" 20480)" "< 1.0" "$(awk -v k="$rss_idle" 'BEGIN{printf "%.1f", k/1024}')"
 row "RSS with 1000 idle connections, MiB / 64" "$(ratio "$rss_conns" 65536)" "< 1.0" "$(awk -v k="$rss_conns" 'BEGIN{printf "%.1f", k/1024}')"
+if [ "$keys" -gt 0 ]; then
+  row "$keys daily keys: start to first answer, s / 1" "$(ratio "$big_start" 1)" "< 1.0" "${big_start}s"
+  row "$keys daily keys: RSS when ready, MiB / 512" "$(ratio "$big_rss" 524288)" "< 1.0" "$(awk -v k="$big_rss" 'BEGIN{printf "%.1f", k/1024}')"
+fi
 echo "local store over the run: $commits commits, $fsyncs fsyncs"

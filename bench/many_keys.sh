@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 n=${1:-10000000}
 secs=${2:-30}
 cargo build --release -q -p seqd -p seqd-bench
+# shellcheck source=bench/fill.sh
+source bench/fill.sh
 work=$(mktemp -d)
 trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -26,22 +28,7 @@ pid=$!
 until [ -S "$work/s.sock" ]; do sleep 0.05; done
 kill -TERM "$pid"; wait "$pid" || true
 
-python3 - "$work/d/seqd.db" "$n" <<'PY'
-import sqlite3, sys, time
-db, n = sys.argv[1], int(sys.argv[2])
-day = time.strftime("%Y%m%d", time.gmtime())
-expires = int(time.time()) + 172800
-conn = sqlite3.connect(db)
-conn.execute("PRAGMA synchronous=OFF")
-# Dirty, as a day in local mode leaves them (pending reconciliation).
-rows = ((f"user:u{i}:sequence:{day}", 1 + i % 3, expires, 1, 172800, 1000, 0) for i in range(n))
-conn.executemany(
-    "INSERT INTO marks (key, value, expires_at, dirty, ttl, ceiling, dirty_from)"
-    " VALUES (?,?,?,?,?,?,?)", rows)
-conn.commit()
-conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-conn.close()
-PY
+fill_daily_keys "$work/d/seqd.db" "$n"
 size=$(du -sm "$work/d" | cut -f1)
 
 start=$(date +%s.%N)
