@@ -42,7 +42,9 @@ pub(super) const MIN_KEYS: usize = 1 << 21;
 pub(super) const MIN_KEYS: usize = 64;
 
 /// A split-block Bloom filter: each key sets one bit in each of the eight
-/// words of one 64-byte block, so a lookup reads one cache line.
+/// words of one 64-byte block, so a lookup reads one block (a cache line,
+/// or two: the blocks are zeroed memory from the allocator, aligned to 8
+/// bytes, so that untouched pages cost nothing).
 struct Bloom {
     blocks: Vec<[u64; 8]>,
     added: usize,
