@@ -42,12 +42,22 @@ fn health(seqd: &Seqd) -> String {
 /// closed and nothing left to reconcile.
 fn wait_serving_from(seqd: &Seqd, port: u16, what: &str) {
     let want = format!("127.0.0.1:{port}");
-    wait_until(what, FAILOVER_DEADLINE, || {
+    let start = Instant::now();
+    loop {
         let h = health(seqd);
-        field(&h, "master") == want
+        if field(&h, "master") == want
             && field(&h, "breaker") == "closed"
             && field(&h, "pending_reconciliation") == "0"
-    });
+        {
+            return;
+        }
+        // A timeout says what seqd reported last.
+        assert!(
+            start.elapsed() < FAILOVER_DEADLINE,
+            "timed out waiting for {what} (master {want}); HEALTH said: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// seqd connections open on a Redis (`CLIENT LIST`, by the name seqd
