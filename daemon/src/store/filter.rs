@@ -198,15 +198,21 @@ impl RowFilter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_filter_has_every_key_added_and_few_others() {
+    /// A filter sized for `min_keys`, built from an empty store.
+    fn built(min_keys: usize) -> RowFilter {
         let mut rows = RowFilter {
-            min_keys: 10_000,
+            min_keys,
             ..RowFilter::default()
         };
         assert!(rows.start());
         rows.begin(0);
         rows.finish();
+        rows
+    }
+
+    #[test]
+    fn a_filter_has_every_key_added_and_few_others() {
+        let mut rows = built(10_000);
         for i in 0..10_000 {
             rows.add(&format!("user:u{i}:sequence:20261204"));
         }
@@ -235,13 +241,7 @@ mod tests {
 
     #[test]
     fn keys_added_during_a_build_are_in_the_new_filter() {
-        let mut rows = RowFilter {
-            min_keys: 64,
-            ..RowFilter::default()
-        };
-        assert!(rows.start());
-        rows.begin(0);
-        rows.finish();
+        let mut rows = built(64);
         rows.add("before");
         assert!(!rows.start(), "not full yet");
         for i in 0..100 {
