@@ -22,6 +22,11 @@ pub(super) fn build(path: &Path, marks: &Arc<Mutex<HighWaterMarks>>) {
     let spawned = std::thread::Builder::new()
         .name("seqd-filter".into())
         .spawn(move || {
+            // Below the shards: a start on ten million keys drew 20% more
+            // cold numbers while the scan ran (5 s runs, alternating).
+            // SAFETY: setpriority only reads its arguments; a failure
+            // leaves the thread at the process's priority.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
             let began = std::time::Instant::now();
             let scanned = scan(&path, &weak);
             if let Some(m) = weak.upgrade() {
