@@ -12,11 +12,13 @@
 //!
 //! # What it guarantees
 //!
-//! "No row" ([`RowFilter::may_have_row`] false) is certain: for a key
-//! with a committed row, either the filter has it or its mark is in
-//! memory (a mark whose write is outstanding is neither evicted nor
-//! pruned). "Maybe" costs what it did without the filter: the row is read.
-//! Until the first scan ends, every answer is "maybe".
+//! "No row" ([`RowFilter::may_have_row`] false) is certain for every key
+//! a `NEXT` can name: for a key with a committed row, either the filter
+//! has it or its mark is in memory (a mark whose write is outstanding is
+//! not evicted; one that expired is pruned, but only after its day's
+//! window closed, when no `NEXT` can name its key). "Maybe" costs what
+//! it did without the filter: the row is read. Until the first scan
+//! ends, every answer is "maybe".
 //!
 //! A new filter is built when the current one holds more keys than it
 //! was sized for (false positives rise with them): it is created empty

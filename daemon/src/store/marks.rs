@@ -895,14 +895,12 @@ impl HighWaterMarks {
         self.by_key.get(key).and_then(|m| m.dirty_from)
     }
 
-    /// Drops marks that expired before `now`, but not while a write of
-    /// theirs is outstanding: until the writer committed it (and added the
-    /// key to the filter of keys on disk), memory is where the key's
-    /// numbers are known.
+    /// Drops marks that expired before `now` (a daily key's mark outlives
+    /// its window: no `NEXT` can name its key any more).
     pub(super) fn prune(&mut self, now: i64) {
         let before = self.by_key.len() as u64;
         self.by_key
-            .retain(|_, m| m.writing > 0 || m.expires_at.is_none_or(|t| t > now));
+            .retain(|_, m| m.expires_at.is_none_or(|t| t > now));
         self.removals += before - self.by_key.len() as u64;
         let HighWaterMarks { by_key, dirty, .. } = self;
         dirty.retain(|k| by_key.contains_key(k));
