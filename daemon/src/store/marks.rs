@@ -731,6 +731,17 @@ impl HighWaterMarks {
         }
     }
 
+    /// A write of `key`'s mark that was waited for is over: the writer
+    /// committed it or failed it, or it never reached the writer. (The
+    /// writer says so, not the request that waits: that request may be
+    /// dropped with its client, and the mark could then never leave
+    /// memory.)
+    pub(super) fn write_ended(&mut self, key: &str) {
+        if let Some(m) = self.by_key.get_mut(key) {
+            m.writing = m.writing.saturating_sub(1);
+        }
+    }
+
     /// The writer's answer to a write of `key` (`sent`: how it was to be
     /// checked): a commit of an unchecked number verifies the mark (memory
     /// is at or above the disk now); a refusal raises it to the disk's.
@@ -740,7 +751,6 @@ impl HighWaterMarks {
         };
         let k = k.clone();
         let m = self.by_key.get_mut(key).expect("present above");
-        m.writing = m.writing.saturating_sub(1);
         // Only an unchecked number's answer carries the disk's state.
         let (on_disk, stale) = match outcome {
             Some(Settled::Written(Some(d))) => (d, false),

@@ -148,6 +148,22 @@ pub struct Store {
     _thread: Arc<WriterThread>,
 }
 
+/// A write of a mark not handed to the writer yet: ends it when dropped
+/// armed (the request failed or was dropped before the writer had it).
+struct Unqueued<'a> {
+    store: &'a Store,
+    key: &'a str,
+    armed: bool,
+}
+
+impl Drop for Unqueued<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.store.lock().write_ended(self.key);
+        }
+    }
+}
+
 /// Joins the writer thread when dropped.
 struct WriterThread(Mutex<Option<std::thread::JoinHandle<()>>>);
 
@@ -511,7 +527,19 @@ impl Store {
             journaled: None,
             done: Some(done),
         };
-        let settled = self.send(op, wait).await;
+        // Until the writer has the write, ending it is this request's
+        // part, dropped or not; from then on the writer's.
+        let mut unqueued = Unqueued {
+            store: self,
+            key,
+            armed: true,
+        };
+        self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
+        unqueued.armed = false;
+        let settled = match wait.await {
+            Ok(r) => r.map_err(StoreError::Commit),
+            Err(_) => Err(StoreError::Stopped),
+        };
         self.lock()
             .settle(key, unchecked, settled.as_ref().ok().copied());
         settled

@@ -1399,3 +1399,24 @@ async fn keys_written_while_the_filter_is_rebuilt_are_never_taken_for_new() {
         assert!(n > *before, "{key}: {n} after {before}");
     }
 }
+
+#[tokio::test]
+async fn a_mark_whose_request_was_cancelled_while_it_waited_for_its_commit_can_leave_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0, 100).unwrap();
+    store.limit_marks_in_memory(4);
+    // A conversation key's first number waits for the commit that fsyncs
+    // its ceiling; each request is dropped while it waits (its client
+    // went away).
+    for k in 0..32 {
+        let key = format!("conv{k}");
+        store.read_if_new(&key, None, None, None);
+        // Polled once, then dropped.
+        let draw = futures_util::FutureExt::now_or_never(store.issue(&key, None, None, None));
+        assert!(draw.is_none(), "the draw of {key} waits for its commit");
+    }
+    written(&store).await;
+    // A new key's mark arrives: the sweep finds the others settled.
+    store.issue("last", None, None, None).await.unwrap();
+    assert!(store.len() <= 4, "{} marks in memory, cap 4", store.len());
+}

@@ -236,7 +236,18 @@ impl Writer {
             match &result {
                 Ok(committed) => self.settle_in_memory(&batch, committed),
                 Err(e) => {
-                    tracing::error!(error = %e, ops = batch.len(), "local store commit failed")
+                    tracing::error!(error = %e, ops = batch.len(), "local store commit failed");
+                    // Its waiters get the error; their writes are over.
+                    // (A journaled number stays outstanding, see above.)
+                    let mut marks = super::marks::lock(&self.marks);
+                    for op in &batch {
+                        if let Op::Raise {
+                            key, done: Some(_), ..
+                        } = op
+                        {
+                            marks.write_ended(key);
+                        }
+                    }
                 }
             }
             for (i, op) in batch.drain(..).enumerate() {
@@ -315,13 +326,16 @@ impl Writer {
             marks.learn_ceiling(key, *ceiling);
         }
         for op in batch {
-            if let Op::Raise {
-                key,
-                journaled: Some(file),
-                ..
-            } = op
-            {
-                marks.settle_journaled(key, *file);
+            match op {
+                Op::Raise {
+                    key,
+                    journaled: Some(file),
+                    ..
+                } => marks.settle_journaled(key, *file),
+                Op::Raise {
+                    key, done: Some(_), ..
+                } => marks.write_ended(key),
+                _ => {}
             }
         }
         if committed.folded_log {
