@@ -333,7 +333,7 @@ impl RedisPool {
     }
 
     /// A connection from the calling thread's lane, connecting if its slot
-    /// is empty: the one `affinity` picks (a key's slot: one key's
+    /// is empty: the one `aim.slot` picks (a key's slot: one key's
     /// operations leave in the order made), else the next one round robin.
     async fn checkout(&self, aim: &Aim) -> Result<Checkout, RedisFailure> {
         let lane = self.lane();

@@ -148,6 +148,14 @@ pub struct Store {
     _thread: Arc<WriterThread>,
 }
 
+/// The writer's answer to a queued operation.
+async fn answer<T>(wait: oneshot::Receiver<Result<T, String>>) -> Result<T, StoreError> {
+    match wait.await {
+        Ok(r) => r.map_err(StoreError::Commit),
+        Err(_) => Err(StoreError::Stopped),
+    }
+}
+
 /// A write of a mark not handed to the writer yet: ends it when dropped
 /// armed (the request failed or was dropped before the writer had it).
 struct Unqueued<'a> {
@@ -536,10 +544,7 @@ impl Store {
         };
         self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
         unqueued.armed = false;
-        let settled = match wait.await {
-            Ok(r) => r.map_err(StoreError::Commit),
-            Err(_) => Err(StoreError::Stopped),
-        };
+        let settled = answer(wait).await;
         self.lock()
             .settle(key, unchecked, settled.as_ref().ok().copied());
         settled
@@ -560,10 +565,7 @@ impl Store {
         wait: oneshot::Receiver<Result<T, String>>,
     ) -> Result<T, StoreError> {
         self.tx.send(op).await.map_err(|_| StoreError::Stopped)?;
-        match wait.await {
-            Ok(r) => r.map_err(StoreError::Commit),
-            Err(_) => Err(StoreError::Stopped),
-        }
+        answer(wait).await
     }
 
     /// Drops marks that expired before `now`, on disk and in memory.
