@@ -113,6 +113,8 @@ pub struct Metrics {
     pub cache_coalesced: Counter,
     pub cache_outbox_replayed: Counter,
     pub cache_outbox: Gauge,
+    pub store_state: Gauge,
+    pub store_journal: Gauge,
     /// Exchanges that have a label of their own.
     exchanges: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -162,6 +164,8 @@ impl Metrics {
             cache_redis_gets: reg(&mut r, "cache_redis_gets", "Redis GETs issued for cache reads (coalesced readers share one)", Counter::default()),
             cache_outbox_replayed: reg(&mut r, "cache_outbox_replayed", "Deferred invalidations replayed in Redis", Counter::default()),
             cache_outbox: reg(&mut r, "cache_outbox", "Invalidations waiting for Redis", Gauge::default()),
+            store_state: reg(&mut r, "store_state", "Whether the local store takes writes: 0 ok, 1 full (no space), 2 failing (another error)", Gauge::default()),
+            store_journal: reg(&mut r, "store_journal", "1 while the mark journal takes numbers; 0 when every number waits for a commit (no space for it at start, or a copy-on-write file system)", Gauge::default()),
             requests: reg(&mut r, "requests", "Requests answered, by operation and outcome", Family::<RequestLabels, Counter>::default()),
             latency: reg(&mut r, "request_duration_seconds", "Time from a request's arrival to its answer, by operation and source", Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
             issued: reg(&mut r, "sequence_numbers_issued", "Sequence numbers issued, by kind and source", Family::<IssuedLabels, Counter>::default()),
@@ -251,6 +255,11 @@ impl Metrics {
             "Local store commits that fsynced (a key crossed its reserved ceiling, or a stream or outbox write)",
             counters.fsyncs,
         );
+        self.registry.register(
+            "store_commit_failures",
+            "Local store commits that failed (a full or failing disk; each failed batch once)",
+            counters.commit_failures,
+        );
     }
 
     /// The Prometheus text exposition of every metric.
@@ -271,6 +280,10 @@ pub struct Levels {
     pub buffered: (usize, usize),
     pub pending_reconciliation: usize,
     pub cache_outbox: usize,
+    /// The store's state: 0 ok, 1 full, 2 failing.
+    pub store_state: i64,
+    /// The mark journal takes numbers.
+    pub store_journal: bool,
 }
 
 /// The Prometheus exposition, with the gauges read at scrape time updated
@@ -286,6 +299,8 @@ pub fn render(metrics: &Metrics, levels: Levels) -> String {
         .pending_reconciliation
         .set(levels.pending_reconciliation as i64);
     metrics.cache_outbox.set(levels.cache_outbox as i64);
+    metrics.store_state.set(levels.store_state);
+    metrics.store_journal.set(i64::from(levels.store_journal));
     metrics.encode()
 }
 

@@ -13,6 +13,12 @@ pub async fn health(ctx: &Context) -> Vec<(String, String)> {
     fields.extend(ctx.cache.health());
     fields.push(("mode".into(), ctx.sequences.mode().into()));
     fields.push(("host".into(), ctx.host_id.to_string()));
+    let store = ctx.store.condition();
+    fields.push(("store".into(), store.state().as_str().into()));
+    fields.push((
+        "journal".into(),
+        if store.journal() { "on" } else { "off" }.into(),
+    ));
     fields.push(("local_marks".into(), ctx.store.len().to_string()));
     fields.push(("version".into(), env!("CARGO_PKG_VERSION").into()));
     fields
@@ -65,6 +71,12 @@ pub fn metrics(ctx: &Context) -> String {
         ),
         pending_reconciliation: ctx.store.pending(),
         cache_outbox: ctx.cache.outbox_len(),
+        store_state: match ctx.store.condition().state() {
+            crate::store::StoreState::Ok => 0,
+            crate::store::StoreState::Full => 1,
+            crate::store::StoreState::Failing => 2,
+        },
+        store_journal: ctx.store.condition().journal(),
     };
     metrics::render(&ctx.metrics, levels)
 }

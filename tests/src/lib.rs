@@ -5,6 +5,7 @@
 //! - [`Seqd`] runs the `seqd` binary on a socket in a temp dir, and can kill
 //!   it with SIGKILL and restart it on the same store; [`redis_seqd`] starts
 //!   both.
+//! - [`SmallDisk`] is a tmpfs of a few MiB, to fill and free.
 //! - [`RedisCluster`] runs a three-master cluster and migrates slots.
 //! - [`SentinelGroup`] runs a master, a replica and three sentinels.
 //! - [`resp()`] is a minimal RESP client, so tests inspect Redis directly.
@@ -16,6 +17,7 @@
 
 mod assert;
 mod cluster;
+mod disk;
 mod load;
 mod process;
 mod proxy;
@@ -27,6 +29,7 @@ mod text;
 
 pub use assert::*;
 pub use cluster::RedisCluster;
+pub use disk::SmallDisk;
 pub use load::*;
 pub use process::{free_port, output_within_deadline, wait_until, workspace_bin, STARTUP_DEADLINE};
 pub use proxy::Proxy;

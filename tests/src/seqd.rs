@@ -35,6 +35,8 @@ pub struct SeqdOptions {
     pub env: Vec<(String, String)>,
     /// Extra flags.
     pub args: Vec<String>,
+    /// The data directory; `None` = `data` in the test's temp dir.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl SeqdOptions {
@@ -93,7 +95,10 @@ impl Seqd {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     fn spawn(&mut self) {
@@ -158,6 +163,13 @@ impl Seqd {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("seqd running").id()
+    }
+
+    /// How the process ended, when it has (`None` while it runs).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL: no drain, no flush, no socket cleanup.

@@ -28,6 +28,19 @@
 //! records are appended under one lock, one after the other, so only the
 //! last one can be cut short, and its number was never answered.
 //!
+//! # Never a fault
+//!
+//! A store into a mapping that the file system cannot back kills the
+//! process (SIGBUS). So every block of both files is reserved
+//! (`posix_fallocate`) before they are mapped, the records a start finds
+//! are read with `pread` (a page the disk cannot read is an error, not a
+//! signal), and the mapping is locked in memory where the system allows
+//! it, so no later store has to read a page back. When the blocks cannot
+//! be reserved (a full disk), or the file system writes every change to
+//! new blocks (btrfs, ZFS, bcachefs, F2FS, NILFS: a reservation there does
+//! not cover an overwrite), the journal is not used: every number waits
+//! for the store's commit, which fails as an error when the disk is full.
+//!
 //! # Rotation
 //!
 //! Records go to the active file. When it is full, the other file becomes
@@ -38,7 +51,8 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 /// Bytes of each journal file.
 pub(super) const FILE_SIZE: usize = 4 << 20;
@@ -91,26 +105,31 @@ pub(super) struct Journal {
     active: usize,
 }
 
+/// The journal files as a start finds them: read, not mapped yet.
+pub(super) struct Found {
+    files: [Unmapped; 2],
+}
+
+struct Unmapped {
+    file: std::fs::File,
+    path: PathBuf,
+    generation: u64,
+}
+
 impl Journal {
     /// Opens (or creates) the journal files in `dir` and returns the
     /// records they hold, to be put in SQLite (or discarded) before
-    /// [`Journal::restart`].
-    pub(super) fn open(dir: &Path) -> io::Result<(Journal, Vec<Record>)> {
+    /// [`Found::map`] starts both files afresh.
+    pub(super) fn open(dir: &Path) -> io::Result<(Found, Vec<Record>)> {
         let mut records = Vec::new();
         let a = open_file(&dir.join("journal-0"), &mut records)?;
         let b = open_file(&dir.join("journal-1"), &mut records)?;
-        Ok((
-            Journal {
-                files: [a, b],
-                active: 0,
-            },
-            records,
-        ))
+        Ok((Found { files: [a, b] }, records))
     }
 
     /// Starts both files afresh, in new generations: their records are in
     /// SQLite, or were not to be read.
-    pub(super) fn restart(&mut self) {
+    fn restart(&mut self) {
         for f in &mut self.files {
             f.restart();
         }
@@ -164,6 +183,107 @@ impl Journal {
     }
 }
 
+impl Found {
+    /// Reserves every block of both files, maps them and starts both in
+    /// new generations: their records are in SQLite, or were not to be
+    /// read. An error says why the journal cannot be used in this run.
+    pub(super) fn map(&self) -> io::Result<Journal> {
+        let [a, b] = &self.files;
+        let mut journal = Journal {
+            files: [a.map()?, b.map()?],
+            active: 0,
+        };
+        journal.restart();
+        Ok(journal)
+    }
+
+    /// Gives the files' blocks back (the journal is not used in this run):
+    /// their records are in SQLite, or were not to be read.
+    pub(super) fn discard(self) {
+        for f in self.files {
+            if let Err(e) = f.file.set_len(0) {
+                tracing::debug!(error = %e, path = %f.path.display(), "emptying a journal file failed");
+            }
+        }
+    }
+}
+
+impl Unmapped {
+    fn map(&self) -> io::Result<File> {
+        copy_on_write(&self.file).map_or(Ok(()), |fs| {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "the data directory is on {fs}, which writes every change to new blocks: \
+                     a reservation cannot cover a store into a mapped file there"
+                ),
+            ))
+        })?;
+        // Grown to size, never shrunk: a larger file (another release's)
+        // is used whole.
+        let len = (self.file.metadata()?.len() as usize).max(FILE_SIZE);
+        reserve(&self.file, len).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("reserving {len} bytes for {}: {e}", self.path.display()),
+            )
+        })?;
+        // SAFETY: the file is in seqd's private data directory, which one
+        // seqd holds at a time (the directory lock): nothing else resizes
+        // it while it is mapped.
+        let map = unsafe { memmap2::MmapMut::map_mut(&self.file)? };
+        // Kept in memory where the system allows it: a page the kernel
+        // wrote back and dropped would be read again by the next store
+        // into it, and a read that fails there is a signal, not an error.
+        if let Err(e) = map.lock() {
+            tracing::debug!(error = %e, path = %self.path.display(), "the journal's pages are not locked in memory");
+        }
+        Ok(File {
+            map,
+            generation: self.generation,
+            end: HEADER,
+            appended: 0,
+            committed: 0,
+        })
+    }
+}
+
+/// Allocates every block of `file`'s first `len` bytes, growing it to
+/// `len` when shorter: a store into those bytes never needs a block.
+fn reserve(file: &std::fs::File, len: usize) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: the descriptor is open for the call's duration;
+        // posix_fallocate reads nothing else. It returns the error number.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// The name of `file`'s file system when it never overwrites a block in
+/// place (a store into a reserved block may then need a new one).
+fn copy_on_write(file: &std::fs::File) -> Option<&'static str> {
+    // SAFETY: statfs is plain data, written whole by fstatfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open and `st` is a valid statfs.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    match st.f_type as u64 {
+        0x9123_683e => Some("btrfs"),
+        0x2fc1_2fc1 => Some("ZFS"),
+        0xca45_1a4e => Some("bcachefs"),
+        0xf2f5_2010 => Some("F2FS"),
+        0x3434 => Some("NILFS"),
+        _ => None,
+    }
+}
+
 impl File {
     fn restart(&mut self) {
         self.generation += 1;
@@ -184,13 +304,15 @@ fn checksum(generation: u64, record: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Opens one journal file (sized and mapped), reading its records into
-/// `records`. A file that is there but is not a journal is refused: the
-/// data directory holds something seqd did not write.
-fn open_file(path: &Path, records: &mut Vec<Record>) -> io::Result<File> {
+/// Opens one journal file, reading its records into `records` with
+/// `pread`, not through a mapping. A file that is there but is not a
+/// journal is refused: the data directory holds something seqd did not
+/// write.
+fn open_file(path: &Path, records: &mut Vec<Record>) -> io::Result<Unmapped> {
+    use std::io::Read;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     // Private, as the store is: it holds the same numbers.
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -200,44 +322,25 @@ fn open_file(path: &Path, records: &mut Vec<Record>) -> io::Result<File> {
     if file.metadata()?.permissions().mode() & 0o077 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
-    let len = file.metadata()?.len() as usize;
-    let generation = if len >= HEADER {
-        let mut head = [0u8; HEADER];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0)?;
-        if &head[..8] != MAGIC && head.iter().any(|b| *b != 0) {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let generation = if bytes.len() >= HEADER {
+        if &bytes[..8] != MAGIC && bytes[..HEADER].iter().any(|b| *b != 0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{} is not a seqd journal", path.display()),
             ));
         }
-        u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"))
+        let generation = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        read_records(&bytes, generation, records);
+        generation
     } else {
         0
     };
-    // Grown to size, never shrunk: a larger file (another release's) keeps
-    // its records until they are replayed, and is used whole.
-    if len < FILE_SIZE {
-        file.set_len(FILE_SIZE as u64)?;
-    }
-    // SAFETY: the file is in seqd's private data directory, which one seqd
-    // holds at a time (the directory lock): nothing else resizes it while
-    // it is mapped.
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
-    let end = if len > HEADER {
-        read_records(&map, generation, records)
-    } else {
-        HEADER
-    };
-    if len < HEADER {
-        map[..8].copy_from_slice(MAGIC);
-        map[8..16].copy_from_slice(&generation.to_le_bytes());
-    }
-    Ok(File {
-        map,
+    Ok(Unmapped {
+        file,
+        path: path.to_path_buf(),
         generation,
-        end,
-        appended: 0,
-        committed: 0,
     })
 }
 
@@ -301,9 +404,9 @@ mod tests {
     #[test]
     fn records_are_read_back_after_the_process_is_gone_and_not_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, found) = Journal::open(dir.path()).unwrap();
+        let (files, found) = Journal::open(dir.path()).unwrap();
         assert!(found.is_empty());
-        j.restart();
+        let mut j = files.map().unwrap();
         for (k, v) in [("a", 1), ("user:u1:sequence:2026-12-04", 2), ("", 3)] {
             assert_eq!(j.append(&entry(k, v)), Some(0));
         }
@@ -317,7 +420,7 @@ mod tests {
         j.append(&conv).unwrap();
         // No flush, no unmap in order: a kill leaves the pages as they are.
         std::mem::forget(j);
-        let (mut j, found) = Journal::open(dir.path()).unwrap();
+        let (files, found) = Journal::open(dir.path()).unwrap();
         let mut want = vec![
             record("a", 1),
             record("user:u1:sequence:2026-12-04", 2),
@@ -331,8 +434,7 @@ mod tests {
             dirty_from: None,
         });
         assert_eq!(found, want);
-        j.restart();
-        drop(j);
+        drop(files.map().unwrap());
         let (_, found) = Journal::open(dir.path()).unwrap();
         assert!(found.is_empty(), "a new generation reads none of the old");
     }
@@ -340,8 +442,7 @@ mod tests {
     #[test]
     fn a_record_cut_short_ends_the_journal_and_hides_nothing_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path()).unwrap();
-        j.restart();
+        let mut j = Journal::open(dir.path()).unwrap().0.map().unwrap();
         for v in 1..=3 {
             j.append(&entry("k", v)).unwrap();
         }
@@ -364,8 +465,7 @@ mod tests {
     #[test]
     fn a_full_file_gives_way_to_the_other_only_once_its_records_are_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path()).unwrap();
-        j.restart();
+        let mut j = Journal::open(dir.path()).unwrap().0.map().unwrap();
         let per_file = (FILE_SIZE - HEADER) / 48;
         for v in 0..per_file as u64 {
             assert_eq!(j.append(&entry("k", v + 1)), Some(0));
@@ -389,36 +489,68 @@ mod tests {
     }
 
     #[test]
-    fn a_short_or_long_file_keeps_its_records() {
+    fn a_short_or_long_file_keeps_its_records_and_is_used_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path()).unwrap();
-        j.restart();
+        let mut j = Journal::open(dir.path()).unwrap().0.map().unwrap();
         j.append(&entry("k", 1)).unwrap();
         j.append(&entry("k", 2)).unwrap();
         let end = j.files[0].end;
         std::mem::forget(j);
         let path = dir.path().join("journal-0");
+        let resize = |len: u64| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(len)
+                .unwrap()
+        };
         // Cut to its records (a short file), then grown past the size.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(end as u64)
-            .unwrap();
-        let (j, found) = Journal::open(dir.path()).unwrap();
+        resize(end as u64);
+        let (_, found) = Journal::open(dir.path()).unwrap();
         assert_eq!(found, vec![record("k", 1), record("k", 2)]);
-        assert_eq!(j.files[0].map.len(), FILE_SIZE);
-        std::mem::forget(j);
         let long = 2 * FILE_SIZE as u64;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(long)
-            .unwrap();
-        let (j, found) = Journal::open(dir.path()).unwrap();
+        resize(long);
+        let (files, found) = Journal::open(dir.path()).unwrap();
         assert_eq!(found, vec![record("k", 1), record("k", 2)]);
+        let j = files.map().unwrap();
         assert_eq!(j.files[0].map.len() as u64, long, "never shrunk");
+        assert_eq!(j.files[1].map.len(), FILE_SIZE, "grown to size");
+    }
+
+    #[test]
+    fn every_block_is_reserved_before_the_files_are_mapped() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap().0.map().unwrap();
+        for name in ["journal-0", "journal-1"] {
+            let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+            assert_eq!(meta.len(), FILE_SIZE as u64, "{name}");
+            // st_blocks counts 512-byte units: a sparse file has fewer.
+            assert!(
+                meta.blocks() * 512 >= FILE_SIZE as u64,
+                "{name}: {} blocks",
+                meta.blocks()
+            );
+        }
+        drop(j);
+    }
+
+    #[test]
+    fn discarded_files_give_their_blocks_back_and_keep_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap().0.map().unwrap();
+        j.append(&entry("k", 1)).unwrap();
+        std::mem::forget(j);
+        let (files, found) = Journal::open(dir.path()).unwrap();
+        assert_eq!(found, vec![record("k", 1)]);
+        files.discard();
+        for name in ["journal-0", "journal-1"] {
+            assert_eq!(std::fs::metadata(dir.path().join(name)).unwrap().len(), 0);
+        }
+        let (files, found) = Journal::open(dir.path()).unwrap();
+        assert!(found.is_empty());
+        assert!(files.map().is_ok(), "used again at the next start");
     }
 
     #[test]

@@ -192,9 +192,91 @@ pub struct StoreCounters {
     pub commits: Counter,
     /// Commits that fsynced.
     pub fsyncs: Counter,
+    /// Commits that failed (`seqd_store_commit_failures_total`).
+    pub commit_failures: Counter,
+    /// Whether the store takes writes now, and whether the journal is in
+    /// use (`HEALTH`'s `store` and `journal`).
+    pub condition: Arc<Condition>,
     /// Gap-tracker state was committed without an fsync since the last
     /// one: [`Store::sync_every`] fsyncs it soon.
     pub(crate) streams_unsynced: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What the store can do now, as `HEALTH` says it. The writer sets it
+/// after every commit; it ends by itself when a commit succeeds again.
+#[derive(Default)]
+pub struct Condition {
+    /// [`StoreState`] as a `u8`.
+    state: std::sync::atomic::AtomicU8,
+    /// The journal is mapped and takes numbers.
+    journal: std::sync::atomic::AtomicBool,
+}
+
+/// Whether the store takes writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreState {
+    /// The last commit succeeded.
+    Ok,
+    /// The last commit failed for want of space: numbers that must be
+    /// committed are answered `unavailable` until space is freed.
+    Full,
+    /// The last commit failed otherwise (an I/O error, a read-only file
+    /// system).
+    Failing,
+}
+
+impl StoreState {
+    /// The word `HEALTH` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Ok => "ok",
+            StoreState::Full => "full",
+            StoreState::Failing => "failing",
+        }
+    }
+
+    /// The state a commit error puts the store in.
+    fn of(error: &rusqlite::Error) -> StoreState {
+        let full = match error {
+            rusqlite::Error::SqliteFailure(e, _) => e.code == rusqlite::ErrorCode::DiskFull,
+            _ => false,
+        };
+        if full {
+            StoreState::Full
+        } else {
+            StoreState::Failing
+        }
+    }
+}
+
+impl Condition {
+    pub fn state(&self) -> StoreState {
+        match self.state.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => StoreState::Ok,
+            1 => StoreState::Full,
+            _ => StoreState::Failing,
+        }
+    }
+
+    /// Sets the state; returns the one it replaced.
+    fn set(&self, state: StoreState) -> StoreState {
+        let code = match state {
+            StoreState::Ok => 0,
+            StoreState::Full => 1,
+            StoreState::Failing => 2,
+        };
+        let was = self.state.swap(code, std::sync::atomic::Ordering::Relaxed);
+        match was {
+            0 => StoreState::Ok,
+            1 => StoreState::Full,
+            _ => StoreState::Failing,
+        }
+    }
+
+    /// True while numbers can be made durable by the journal.
+    pub fn journal(&self) -> bool {
+        self.journal.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Store {
@@ -203,7 +285,7 @@ impl Store {
     pub fn open(dir: &Path, now: i64, reserve: u64) -> Result<Store, StoreError> {
         let mut conn = schema::open(dir)?;
         let boot = schema::start_boot(&mut conn, schema::current_boot_id().as_deref(), now)?;
-        let (mut journal, records) = journal::Journal::open(dir)
+        let (found, records) = journal::Journal::open(dir)
             .map_err(|e| StoreError::Commit(format!("opening the mark journal: {e}")))?;
         let mut marks = HighWaterMarks::default();
         marks.implied = boot
@@ -234,11 +316,27 @@ impl Store {
             let replayed = writer.replay(records)?;
             tracing::info!(keys = replayed, "marks replayed from the journal");
         }
-        journal.restart();
+        let journal = match found.map() {
+            Ok(journal) => Some(journal),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the mark journal is not used: every number waits for the store's commit"
+                );
+                // Replayed or not to be read: its blocks go back to the
+                // disk that may be short of them.
+                found.discard();
+                None
+            }
+        };
+        counters
+            .condition
+            .journal
+            .store(journal.is_some(), std::sync::atomic::Ordering::Relaxed);
         {
             let mut m = marks::lock(&marks);
             m.unloaded = schema::count_dirty(&writer.conn)?;
-            m.journal = Some(journal);
+            m.journal = journal;
         }
         let thread = std::thread::Builder::new()
             .name("seqd-store".into())
@@ -262,6 +360,11 @@ impl Store {
     /// The writer's commit and fsync counters, for the metrics.
     pub fn counters(&self) -> StoreCounters {
         self.counters.clone()
+    }
+
+    /// Whether the store takes writes and the journal is in use.
+    pub fn condition(&self) -> Arc<Condition> {
+        self.counters.condition.clone()
     }
 
     /// Keeps at most `cap` marks in memory (`--marks-in-memory`).

@@ -1121,8 +1121,7 @@ fn requests_in_flight_across_commits_that_teach_memory_the_disk() {
 /// Numbers a killed seqd left in the journal only (answered, not yet
 /// committed): written as a record would be after the store's last open.
 fn leave_in_journal(dir: &Path, records: &[(&str, u64, Option<u64>)]) {
-    let (mut j, _) = journal::Journal::open(dir).unwrap();
-    j.restart();
+    let mut j = journal::Journal::open(dir).unwrap().0.map().unwrap();
     for (key, value, dirty_from) in records {
         j.append(&journal::Entry {
             key,

@@ -142,6 +142,11 @@ pub(super) enum Op {
 /// cuts it short.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// How long journaled numbers whose commit failed wait before they are
+/// tried again when no other write comes (a full disk is freed by
+/// someone else: nothing announces it).
+const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A key and its mark as read from disk.
 pub(super) type StoredMark = (Arc<str>, Mark);
 
@@ -207,10 +212,22 @@ impl Writer {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut closing = false;
         let mut open = true;
+        // Journaled numbers whose commit failed: in every batch until one
+        // commits (their journal file is not reused before), tried again
+        // after RETRY when nothing else comes.
+        let mut retry: Vec<Op> = Vec::new();
         while open {
-            match runtime.block_on(rx.recv()) {
-                Some(first) => batch.push(first),
-                None => open = false,
+            if retry.is_empty() {
+                match runtime.block_on(rx.recv()) {
+                    Some(first) => batch.push(first),
+                    None => open = false,
+                }
+            } else {
+                match runtime.block_on(async { tokio::time::timeout(RETRY, rx.recv()).await }) {
+                    Ok(Some(first)) => batch.push(first),
+                    Ok(None) => open = false,
+                    Err(_) => {}
+                }
             }
             drain(&mut rx, &mut batch);
             if open && batch.iter().all(|op| matches!(op, Op::Wake)) {
@@ -228,17 +245,21 @@ impl Writer {
             // over is committed with it or after it.
             self.take_handed(&mut batch);
             batch.retain(|op| !matches!(op, Op::Wake));
+            batch.append(&mut retry);
             if batch.is_empty() {
                 continue;
             }
             closing = batch.iter().any(|op| matches!(op, Op::Close { .. }));
-            let result = self.commit(&batch).map_err(|e| e.to_string());
+            let result = self.commit(&batch);
+            self.tell_condition(result.as_ref().err());
+            let result = result.map_err(|e| e.to_string());
             match &result {
                 Ok(committed) => self.settle_in_memory(&batch, committed),
-                Err(e) => {
-                    tracing::error!(error = %e, ops = batch.len(), "local store commit failed");
-                    // Its waiters get the error; their writes are over.
-                    // (A journaled number stays outstanding, see above.)
+                Err(_) => {
+                    // Its waiters get the error; their writes are over. A
+                    // journaled number stays outstanding (its mark in
+                    // memory, its journal file not reused) and is
+                    // committed with a later batch.
                     let mut marks = super::marks::lock(&self.marks);
                     for op in &batch {
                         if let Op::Raise {
@@ -248,6 +269,19 @@ impl Writer {
                             marks.write_ended(key);
                         }
                     }
+                    drop(marks);
+                    let (journaled, rest) =
+                        std::mem::take(&mut batch).into_iter().partition(|op| {
+                            matches!(
+                                op,
+                                Op::Raise {
+                                    journaled: Some(_),
+                                    ..
+                                }
+                            )
+                        });
+                    retry = journaled;
+                    batch = rest;
                 }
             }
             for (i, op) in batch.drain(..).enumerate() {
@@ -293,6 +327,32 @@ impl Writer {
             // make what was written durable, without claiming a clean stop.
             let _ = self.conn.pragma_update(None, "synchronous", "FULL");
             let _ = touch(&self.conn);
+        }
+    }
+
+    /// Keeps the store's condition (`HEALTH`'s `store`) after a commit,
+    /// and logs when it changes: a failing disk fails every batch, and one
+    /// line per batch would add to what fills it.
+    fn tell_condition(&self, error: Option<&rusqlite::Error>) {
+        let now = error.map_or(super::StoreState::Ok, super::StoreState::of);
+        if error.is_some() {
+            self.counters.commit_failures.inc();
+        }
+        let was = self.counters.condition.set(now);
+        match (was, error) {
+            (super::StoreState::Ok, Some(e)) => tracing::error!(
+                error = %e,
+                state = now.as_str(),
+                "local store commits fail: numbers that need a commit are answered \
+                 unavailable until one succeeds"
+            ),
+            (was, None) if was != super::StoreState::Ok => {
+                tracing::warn!(was = was.as_str(), "local store commits succeed again")
+            }
+            (was, Some(e)) if was != now => {
+                tracing::error!(error = %e, state = now.as_str(), "local store commits fail")
+            }
+            _ => {}
         }
     }
 

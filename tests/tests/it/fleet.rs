@@ -21,6 +21,7 @@ fn host_seqd(url: String, host: u16, extra: &[&str]) -> Seqd {
         redis_url: Some(url),
         env: vec![("SEQD_HOST_ID".into(), host.to_string())],
         args,
+        data_dir: None,
     })
 }
 

@@ -10,6 +10,7 @@ mod clients;
 mod cluster;
 mod config;
 mod datadir;
+mod disk;
 mod durability;
 mod faults;
 mod fencing;
