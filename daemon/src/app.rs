@@ -170,6 +170,7 @@ async fn spawn_upkeep(
     ctx: &Arc<Context>,
     store: &Store,
 ) -> anyhow::Result<()> {
+    tasks.spawn(ctx.failures.clone().sweep_every_second(stop.clone()));
     tasks.spawn(store.clone().sync_every(STREAM_SYNC_INTERVAL, stop.clone()));
     let ttl = Duration::from_secs(STREAM_TTL_SECS);
     tasks.spawn(store.clone().prune_every(PRUNE_INTERVAL, ttl, stop.clone()));

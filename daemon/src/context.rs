@@ -5,6 +5,7 @@
 use crate::budget::Budget;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::failures::FailureLog;
 use crate::metrics::Metrics;
 use crate::sequences::Sequences;
 use crate::store::Store;
@@ -27,6 +28,8 @@ pub struct Context {
     pub cache: Arc<dyn Cache>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// Failures logged by class, never a line per request.
+    pub failures: Arc<FailureLog>,
 }
 
 impl Context {
@@ -52,6 +55,7 @@ impl Context {
             cache,
             store,
             metrics,
+            failures: Arc::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::failures::{Class, Level};
 use crate::sequences::keys::DailyRules;
 use crate::{cache, sequences, tracker};
 use seqd_protocol::{Conversation, ErrorCode, Request, Response, Stream, WireError};
@@ -17,12 +18,15 @@ pub async fn serve(ctx: &Context, request: Request) -> Result<Response, WireErro
     let started = Instant::now();
     let result = handle(ctx, request).await.map_err(|e| {
         let wire = e.to_wire();
-        match wire.code {
-            ErrorCode::Internal | ErrorCode::Unavailable => {
-                tracing::warn!(op, error = %e, "request failed")
-            }
-            _ => tracing::debug!(op, error = %e, "request refused"),
-        }
+        let level = match wire.code {
+            ErrorCode::Internal | ErrorCode::Unavailable => Level::Warn,
+            _ => Level::Debug,
+        };
+        let class = Class {
+            what: op,
+            why: e.kind(),
+        };
+        ctx.failures.failed(class, level, &e);
         wire
     });
     let outcome = match &result {

@@ -48,6 +48,20 @@ impl Error {
         };
         WireError::new(code, self.to_string())
     }
+
+    /// What kind of failure this is, for the failure log's classes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::Redis(f) => f.class(),
+            Error::Store(StoreError::Exhausted(_)) => "exhausted",
+            Error::Store(_) => "store",
+            Error::Internal(_) => "internal",
+            Error::Unavailable(_) => "unavailable",
+            Error::Forbidden(_) => "forbidden",
+            Error::TooLarge(_) => "too_large",
+        }
+    }
 }
 
 /// A Redis operation that did not happen, as a request's error: breaker

@@ -31,7 +31,8 @@
 //! Around them: [`app`] (start, serve, stop), [`mode`] (the one place that
 //! chooses local or Redis mode and builds the capabilities), [`config`]
 //! (flags and environment), [`context`] (the shared state, passed as an
-//! `Arc`; there are no globals), [`status`] (`HEALTH`, `INFO`, `METRICS`), [`budget`] (the memory budget for
+//! `Arc`; there are no globals), [`failures`] (failure logs by class,
+//! never a line per request), [`status`] (`HEALTH`, `INFO`, `METRICS`), [`budget`] (the memory budget for
 //! buffered frames), [`reload`] (SIGHUP), [`systemd`] (readiness,
 //! watchdog, status), [`metrics`] and [`metrics_http`].
 //!
@@ -52,6 +53,7 @@ pub mod config;
 pub mod context;
 pub mod dispatch;
 pub mod error;
+pub mod failures;
 pub mod metrics;
 pub mod metrics_http;
 pub mod mode;

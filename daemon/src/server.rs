@@ -15,6 +15,7 @@
 //! waits, the loop accepts nothing else.
 
 use crate::context::Context;
+use crate::failures::{Class, Level};
 use crate::shards::Shards;
 use crate::transport;
 use std::future::Future;
@@ -230,19 +231,26 @@ pub async fn run(
             _ => config.allow_uids.is_empty() && config.allow_gids.is_empty(),
         };
         if !allowed {
-            tracing::info!(?uid, "connection refused: peer not in the allow-list");
+            let class = Class {
+                what: "connection",
+                why: "not_allowed",
+            };
+            let why = format!("peer uid {uid:?} is not in the allow-list");
+            ctx.failures.failed(class, Level::Info, &why);
             refuse(&tracker, &refusing, stream, transport::Refusal::NotAllowed);
             continue;
         }
         let slots = match take_peer_slots(&per_pid, &per_uid, pid, uid, &config) {
             Ok(slots) => slots,
             Err((why, who, limit)) => {
-                tracing::info!(
-                    ?pid,
-                    ?uid,
-                    limit,
-                    "connection refused: the {who} holds its limit of connections"
+                let class = Class {
+                    what: "connection",
+                    why: "peer_limit",
+                };
+                let because = format!(
+                    "the {who} (pid {pid:?}, uid {uid:?}) holds its limit of {limit} connections"
                 );
+                ctx.failures.failed(class, Level::Info, &because);
                 refuse(&tracker, &refusing, stream, why);
                 continue;
             }

@@ -15,6 +15,7 @@ mod durability;
 mod faults;
 mod fencing;
 mod fleet;
+mod logs;
 mod monitoring;
 mod ops;
 mod protocol;
