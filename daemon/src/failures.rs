@@ -47,6 +47,8 @@ struct Ongoing {
     /// Failures since the last line.
     unlogged: u64,
     total: u64,
+    /// Lines written for it so far.
+    lines: u64,
     last_error: String,
 }
 
@@ -80,6 +82,7 @@ impl FailureLog {
                         last_line: now,
                         unlogged: 0,
                         total: 1,
+                        lines: 1,
                         last_error: error,
                     },
                 );
@@ -98,6 +101,7 @@ impl FailureLog {
                         )
                     });
                     o.unlogged = 0;
+                    o.lines += 1;
                     o.last_line = now;
                     o.last_error = error;
                 }
@@ -177,7 +181,9 @@ mod tests {
         let o = &o[&DOWN];
         assert_eq!(o.total, 1_000_000);
         // Lines at 0, 5 and 10 s: the failures since 10 s are unlogged.
-        assert_eq!(o.last_line, t0 + Duration::from_secs(10));
+        assert_eq!(o.lines, 3);
+        let last = o.last_line.duration_since(t0);
+        assert!(last >= Duration::from_secs(10) && last < Duration::from_millis(10_001));
         assert!(o.unlogged > 0 && o.unlogged < 200_000, "{}", o.unlogged);
     }
 
