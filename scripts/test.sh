@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs redis-server, socat, openssl,
 # python3, golang-go, systemd (for `systemd-analyze verify` of the units),
-# prometheus (for `promtool`, which checks the alert rules) and lintian
-# (for the Debian package) with apt-get, and cargo-deb with cargo, when
-# they are missing (the integration tests start real
+# prometheus (for `promtool`, which checks the alert rules), lintian
+# (for the Debian package), systemd-container and debootstrap (to boot
+# the package under systemd in a container) with apt-get, and cargo-deb
+# with cargo, when they are missing (the integration tests start real
 # redis-server processes on free loopback ports, never 6379), builds the
 # binaries the tests start (seqd, seqctl), then runs every test: the Go
 # and Python clients' first, then the Rust suite.
@@ -26,6 +27,10 @@ lean=()
 command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
 # lintian checks the Debian package the package test builds.
 command -v lintian >/dev/null 2>&1 || lean+=(lintian)
+# The package under a real systemd: a container booted by systemd-nspawn
+# from a root debootstrap makes.
+command -v systemd-nspawn >/dev/null 2>&1 || lean+=(systemd-container)
+command -v debootstrap >/dev/null 2>&1 || lean+=(debootstrap)
 if ((${#need[@]} + ${#lean[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -60,6 +65,9 @@ if python3 -m mypy --version >/dev/null 2>&1; then
   (cd clients/python && python3 -m mypy --strict --cache-dir=/dev/null seqd)
 fi
 (cd clients/python && SEQD_GO_EXAMPLE="$PWD/../../target/seqd-go-example" python3 -m unittest discover -s tests)
+# The package installed and run under systemd as PID 1 (says so when
+# this machine cannot boot a container).
+tests/container/run.sh
 if cargo nextest --version >/dev/null 2>&1; then
   # Doc tests first: nextest does not run them, and its summary line
   # should close the output.

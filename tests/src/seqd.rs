@@ -196,6 +196,12 @@ impl Seqd {
         c.wait().expect("waiting for seqd")
     }
 
+    /// Waits for the process to end by itself; its exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("seqd running");
+        c.wait().expect("waiting for seqd")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

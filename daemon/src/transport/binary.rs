@@ -204,6 +204,8 @@ pub async fn serve<R>(
     let mut order = Order::default();
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
+    // Set once shutdown began: requests are still read until then.
+    let mut last_call: Option<Instant> = None;
     // One idle timer per connection, pushed back when it fires early
     // rather than re-armed for every request.
     let mut last_activity = Instant::now();
@@ -237,14 +239,28 @@ pub async fn serve<R>(
                     Read::Close => break,
                 }
             }
-            () = &mut idle_timer, if !idle.is_zero() => match idle_check(quiet, last_activity, idle) {
-                Ok(next) => idle_timer.as_mut().reset(next),
-                Err(error) => {
-                    out.fatal(error);
+            () = &mut idle_timer, if !idle.is_zero() || last_call.is_some() => {
+                if last_call.is_some_and(|at| Instant::now() >= at) {
                     break;
                 }
-            },
-            () = &mut cancelled => break,
+                let next = if idle.is_zero() {
+                    Ok(Instant::now() + super::LAST_CALL)
+                } else {
+                    idle_check(quiet, last_activity, idle)
+                };
+                match next {
+                    Ok(next) => idle_timer.as_mut().reset(last_call.map_or(next, |at| at.min(next))),
+                    Err(error) => {
+                        out.fatal(error);
+                        break;
+                    }
+                }
+            }
+            () = &mut cancelled, if last_call.is_none() => {
+                let at = Instant::now() + super::LAST_CALL;
+                last_call = Some(at);
+                idle_timer.as_mut().reset(at);
+            }
         }
     }
     if drain(&mut out, &mut inflight, version).await {

@@ -18,15 +18,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
+/// How long a connection still takes requests once shutdown began: a
+/// client that connected just before (its hello or request on the way)
+/// is answered, not cut off; a busy one is closed after it, so that the
+/// next seqd, which takes the socket's backlog, is not held up.
+pub const LAST_CALL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Serves one connection until the client leaves, a fatal protocol error,
-/// or `shutdown` (then requests in flight are still answered). The peer
-/// was let in by the server (credentials, slots).
+/// or [`LAST_CALL`] after `shutdown` (then requests in flight are still
+/// answered). The peer was let in by the server (credentials, slots).
 pub async fn serve_connection(ctx: Arc<Context>, stream: UnixStream, shutdown: CancellationToken) {
     let (mut rd, mut wr) = stream.into_split();
     let mut first = [0u8; 1];
+    let handshake = ctx.config().handshake_timeout();
     let read = tokio::select! {
-        r = tokio::time::timeout(ctx.config().handshake_timeout(), rd.read(&mut first)) => r,
-        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(handshake, rd.read(&mut first)) => r,
+        _ = shutdown.cancelled() => {
+            match tokio::time::timeout(LAST_CALL, rd.read(&mut first)).await {
+                Ok(r) => Ok(r),
+                Err(_) => return,
+            }
+        }
     };
     match read {
         Ok(Ok(1)) => {}

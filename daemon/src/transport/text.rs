@@ -23,6 +23,8 @@ pub async fn serve<R>(
     let max_line = ctx.config().max_line as usize;
     let mut lines = FramedRead::new(reader, LineDecoder::new(max_line));
     let mut out = BufWriter::new(writer);
+    // Set once shutdown began: lines are still answered until then.
+    let mut last_call: Option<tokio::time::Instant> = None;
     loop {
         let idle = ctx.config().idle_timeout();
         let item = tokio::select! {
@@ -31,7 +33,11 @@ pub async fn serve<R>(
                 let _ = out.write_all(idle_notice(idle).as_bytes()).await;
                 break;
             }
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled(), if last_call.is_none() => {
+                last_call = Some(tokio::time::Instant::now() + super::LAST_CALL);
+                continue;
+            }
+            _ = tokio::time::sleep_until(last_call.unwrap_or_else(tokio::time::Instant::now)), if last_call.is_some() => break,
         };
         let mut quit = false;
         let reply = match item {

@@ -713,3 +713,36 @@ fn the_debian_package_holds_the_service_and_runs_from_its_files() {
         println!("lintian is not installed: not run");
     }
 }
+
+/// A restart loses no request: a client that connected before SIGTERM and
+/// sends its request just after it is answered (its request was on the
+/// way), not cut off; seqd then stops by itself.
+#[test]
+fn requests_that_arrive_just_after_sigterm_on_open_connections_are_answered() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    let mut talked = seqd.text();
+    assert_eq!(talked.cmd("CONV NEXT group g"), "OK seq=1 source=local");
+    // Connected, nothing sent yet (a one-shot client between its connect
+    // and its request).
+    let silent = std::os::unix::net::UnixStream::connect(seqd.socket()).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Both accepted, and the scrape's own connection.
+    wait_until("both connections accepted", Duration::from_secs(10), || {
+        seqd.metric("seqd_connections_open ") == 3
+    });
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(seqd.pid() as i32, libc::SIGTERM) };
+    wait_until("seqd drains", Duration::from_secs(10), || {
+        seqd.log_text().contains("SIGTERM: draining")
+    });
+    assert_eq!(talked.cmd("CONV NEXT group g"), "OK seq=2 source=local");
+    (&silent).write_all(b"PING\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&silent).read_line(&mut line).unwrap();
+    assert_eq!(line, "OK pong\n");
+    let status = seqd.wait();
+    assert!(status.success(), "{status}");
+}
