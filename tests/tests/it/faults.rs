@@ -326,3 +326,109 @@ fn pipelined_draws_on_one_connection_rise_in_the_order_sent_through_faults() {
         seqd.metric("seqd_numbers_redrawn_total")
     );
 }
+
+/// One answer, with when its request left and its reply came back.
+struct Timed {
+    sent: std::time::Instant,
+    answered: std::time::Instant,
+    seq: u64,
+}
+
+/// Real-time order on one host: when an answer for a key came back
+/// before another request for it was sent (from any connection), the
+/// later request's number is higher.
+fn assert_real_time_order(key: &str, answers: &mut [Timed]) {
+    // By the time each request left: every answer that came back before
+    // it must be lower. Answers sorted by arrival, swept once.
+    let mut by_answer: Vec<(std::time::Instant, u64)> =
+        answers.iter().map(|a| (a.answered, a.seq)).collect();
+    by_answer.sort();
+    answers.sort_by_key(|a| a.sent);
+    let (mut i, mut highest) = (0, 0);
+    for a in answers.iter() {
+        while i < by_answer.len() && by_answer[i].0 < a.sent {
+            highest = highest.max(by_answer[i].1);
+            i += 1;
+        }
+        assert!(
+            a.seq > highest,
+            "{key}: {} was sent after {highest} had been answered",
+            a.seq
+        );
+    }
+}
+
+/// Twelve connections draw numbers of three keys (a daily key, a group,
+/// a private chat) while Redis hangs, is killed, comes back empty and
+/// is restarted again: every number that was sent for after another one
+/// was answered is higher than it, whichever connections they were on.
+#[test]
+fn numbers_keep_real_time_order_across_connections_through_faults() {
+    let mut redis = RedisServer::start();
+    let seqd = Seqd::start(options(&redis));
+    let keys = [
+        "DAILY NEXT rt1",
+        "CONV NEXT group rt",
+        "CONV NEXT private ra rb",
+    ];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..12)
+        .map(|c| {
+            let (mut conn, stop) = (seqd.text(), stop.clone());
+            let key = keys[c % keys.len()];
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent = std::time::Instant::now();
+                    let reply = conn.cmd(key);
+                    let answered = std::time::Instant::now();
+                    assert!(reply.starts_with("OK seq="), "{key}: {reply}");
+                    got.push(Timed {
+                        sent,
+                        answered,
+                        seq: seq_of(&reply),
+                    });
+                }
+                (key, got)
+            })
+        })
+        .collect();
+    let local =
+        |s: &Seqd| s.metric("seqd_sequence_numbers_issued_total{kind=\"conv\",source=\"local\"} ");
+    let closed = |s: &Seqd| health_field(s, "breaker") == "closed";
+    // Each fault lasts until numbers came from the store, then Redis is
+    // back and the breaker closed again; the three, twice.
+    for name in ["hang", "kill", "restart empty"].repeat(2) {
+        let before = local(&seqd);
+        match name {
+            "hang" => redis.hang(),
+            "kill" => redis.kill9(),
+            _ => redis.restart(),
+        }
+        if name != "restart empty" {
+            wait_until(name, Duration::from_secs(20), || {
+                local(&seqd) > before + 500
+            });
+        }
+        match name {
+            "hang" => redis.resume(),
+            "kill" => redis.restart(),
+            _ => {}
+        }
+        wait_until("the breaker closes again", Duration::from_secs(30), || {
+            closed(&seqd)
+        });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut per_key: std::collections::HashMap<&str, Vec<Timed>> = Default::default();
+    for c in clients {
+        let (key, got) = c.join().unwrap();
+        per_key.entry(key).or_default().extend(got);
+    }
+    for (key, answers) in &mut per_key {
+        assert!(answers.len() > 100, "{key}: {} answers", answers.len());
+        let numbers: Vec<u64> = answers.iter().map(|a| a.seq).collect();
+        assert_unique(key, &numbers);
+        assert_real_time_order(key, answers);
+    }
+}
