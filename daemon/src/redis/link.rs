@@ -61,6 +61,15 @@ pub trait Recovery: Send + Sync {
     /// How many items are pending.
     fn pending(&self) -> usize;
 
+    /// True when a master may close only after this work is done (the
+    /// cache's outbox: a reader must never see a value superseded during
+    /// the outage). False when requests stay right while it is pending,
+    /// so that it runs beside serving: a closed breaker then does not
+    /// wait for it, however much of it an outage left.
+    fn before_closing(&self) -> bool {
+        true
+    }
+
     /// Works through what is pending now, talking to Redis with
     /// [`RedisLink::call_recovering`]. An item whose master's breaker is
     /// open (the call is refused at once) or whose master fails stays

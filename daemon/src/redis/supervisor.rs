@@ -16,6 +16,26 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Runs each recovery's pass; false when one could not run at all.
+async fn recover_all(link: &RedisLink, recoveries: &[&Arc<dyn Recovery>], tell: bool) -> bool {
+    let mut ok = true;
+    for r in recoveries {
+        let pending = r.pending();
+        if let Err(e) = r.recover(link).await {
+            tracing::warn!(recovery = r.name(), pending, error = %e, "recovery could not run");
+            ok = false;
+        } else if pending > 0 && tell {
+            tracing::info!(
+                recovery = r.name(),
+                pending,
+                left = r.pending(),
+                "recovery pass done"
+            );
+        }
+    }
+    ok
+}
+
 /// Drives the breakers until `stop`: health checks while closed (every
 /// `health_interval`), probes with backoff while open, recovery and then
 /// trials while half-open. Pending recovery work is also done while
@@ -91,21 +111,11 @@ pub async fn supervise(
             && recoveries.iter().any(|r| r.pending() > 0);
         if !recover_for.is_empty() || background {
             next_background = Instant::now() + pause;
-            let mut ok = true;
-            for r in &recoveries {
-                let pending = r.pending();
-                if let Err(e) = r.recover(&link).await {
-                    tracing::warn!(recovery = r.name(), pending, error = %e, "recovery could not run");
-                    ok = false;
-                } else if pending > 0 && !recover_for.is_empty() {
-                    tracing::info!(
-                        recovery = r.name(),
-                        pending,
-                        left = r.pending(),
-                        "recovery pass done"
-                    );
-                }
-            }
+            // What a master must finish before it closes, first; then the
+            // rest, beside serving (see `Recovery::before_closing`).
+            let (first, beside): (Vec<_>, Vec<_>) =
+                recoveries.iter().partition(|r| r.before_closing());
+            let ok = recover_all(&link, &first, !recover_for.is_empty()).await;
             // A master whose recovery failed was reopened by the failure;
             // the others may try real requests now.
             if ok {
@@ -113,6 +123,7 @@ pub async fn supervise(
                     link.recovery_done(name);
                 }
             }
+            recover_all(&link, &beside, !recover_for.is_empty()).await;
         }
         // Sleep until the next thing due: a probe, a health check, a
         // trial or recovery step, the slot map.

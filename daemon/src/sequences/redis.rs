@@ -292,6 +292,7 @@ impl RedisSequences {
             }
             budget = budget.saturating_sub(batch.len());
             let results = join_all(batch.iter().map(|p| self.raise(link, p))).await;
+            let mut done = Vec::with_capacity(batch.len());
             for (p, r) in batch.iter().zip(results) {
                 match r {
                     Ok((raised, cur)) => {
@@ -299,9 +300,7 @@ impl RedisSequences {
                             self.metrics.reconciled_keys.inc();
                         }
                         self.report_overlap(&p.key, p.dirty_from, p.value, cur);
-                        if let Err(e) = self.store.reconciled(&p.key, p.value).await {
-                            tracing::warn!(key = %p.key, error = %e, "cannot record a reconciliation");
-                        }
+                        done.push(p);
                     }
                     // Its master failed (recorded in its breaker) or is
                     // open now: the key stays pending for the next pass.
@@ -314,6 +313,15 @@ impl RedisSequences {
                         // the others; it stays pending and is logged.
                         tracing::error!(key = %p.key, error = %e, "cannot reconcile key; it stays pending");
                     }
+                }
+            }
+            // Recorded together: the writer commits them as one batch,
+            // not one commit per key.
+            let recorded =
+                join_all(done.iter().map(|p| self.store.reconciled(&p.key, p.value))).await;
+            for (p, r) in done.iter().zip(recorded) {
+                if let Err(e) = r {
+                    tracing::warn!(key = %p.key, error = %e, "cannot record a reconciliation");
                 }
             }
         }
@@ -493,6 +501,15 @@ impl Sequences for RedisSequences {
 impl Recovery for RedisSequences {
     fn name(&self) -> &'static str {
         "sequence reconciliation"
+    }
+
+    /// A pending key is right from Redis in any state: its requests take
+    /// the script that raises the counter past the mark first, and an
+    /// answer at or below a mark memory does not hold is refused by the
+    /// store and asked again through the script. So the breaker closes
+    /// without waiting, and keys are raised beside serving.
+    fn before_closing(&self) -> bool {
+        false
     }
 
     fn pending(&self) -> usize {
