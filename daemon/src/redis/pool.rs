@@ -530,6 +530,11 @@ impl RedisPool {
         })
     }
 
+    /// True on a Redis Cluster.
+    fn is_cluster(&self) -> bool {
+        matches!(self.resolver, Resolver::Cluster(_))
+    }
+
     /// Drops every connection; the next operations connect afresh. Called
     /// when the breaker opens, so a hung connection is never reused.
     pub fn reset(&self) {
@@ -683,9 +688,14 @@ impl RedisPool {
             other => match tokio::time::timeout_at(deadline, op(other)).await {
                 Ok(r) => r,
                 Err(_) => {
-                    // Which node hung is unknown here; drop every
-                    // connection so that the next operations start afresh.
-                    self.reset();
+                    // A Cluster: the node that hung is the aimed master's.
+                    // Only the pipe to it goes; the crate's connection,
+                    // shared by every master, drops and remakes a node's
+                    // connection by itself (remaking it whole would wait
+                    // on every node, the hung one too).
+                    if let Some((slot, generation)) = direct {
+                        Self::discard(&slot, generation).await;
+                    }
                     return Err(RedisFailure::Timeout(timeout_ms));
                 }
             },
@@ -695,9 +705,14 @@ impl RedisPool {
             Err(e) => {
                 let failure = RedisFailure::classify(&e);
                 if failure.breaks_connection() {
-                    Self::discard(&lane.slots[i], generation).await;
-                    if let Some((slot, generation)) = direct {
-                        Self::discard(&slot, generation).await;
+                    match direct {
+                        // The aimed master's pipe broke: it alone goes.
+                        Some((slot, generation)) => Self::discard(&slot, generation).await,
+                        // The crate's connection of a Cluster is kept for
+                        // a timeout (one node's, see above).
+                        None if self.is_cluster()
+                            && matches!(failure, RedisFailure::Timeout(_)) => {}
+                        None => Self::discard(&lane.slots[i], generation).await,
                     }
                 }
                 match failure {

@@ -521,3 +521,145 @@ fn a_master_without_its_fencing_replica_sends_only_its_own_slots_to_the_local_st
         assert_strictly_increasing(g, numbers);
     }
 }
+
+/// Answers for groups on the healthy masters and on the hung one: from
+/// Redis, and in all.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    healthy_redis: usize,
+    healthy: usize,
+    hung_redis: usize,
+    hung: usize,
+}
+
+#[test]
+fn a_hung_master_sends_only_its_own_slots_to_the_local_store() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let cluster = RedisCluster::start();
+    for n in &cluster.nodes {
+        n.cmd(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    }
+    let seqd = quick_cluster_seqd(&cluster, "250", &[]);
+    let mut t = seqd.text();
+    wait_until("a breaker per master", Duration::from_secs(10), || {
+        breakers(&mut t).len() == 3
+    });
+    let groups = Arc::new(groups_by_owner(&cluster, 60));
+    let hung = 1;
+    let hung_name = format!("127.0.0.1:{}", cluster.nodes[hung].port);
+    // Three connections draw for every group, round after round; while
+    // `counting`, their answers are tallied.
+    let (stop, counting) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (mut c, groups) = (seqd.text(), groups.clone());
+            let (stop, counting, tally) = (stop.clone(), counting.clone(), tally.clone());
+            std::thread::spawn(move || {
+                let mut got: HashMap<String, Vec<u64>> = HashMap::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for (g, owner) in groups.iter() {
+                        let reply = c.cmd(&format!("CONV NEXT group {g}"));
+                        assert!(reply.starts_with("OK "), "{g}: {reply}");
+                        got.entry(g.clone()).or_default().push(seq_of(&reply));
+                        if counting.load(Ordering::Relaxed) {
+                            let redis = usize::from(field(&reply, "source") == "redis");
+                            let mut t = tally.lock().unwrap();
+                            if *owner == hung {
+                                (t.hung_redis, t.hung) = (t.hung_redis + redis, t.hung + 1);
+                            } else {
+                                (t.healthy_redis, t.healthy) =
+                                    (t.healthy_redis + redis, t.healthy + 1);
+                            }
+                        }
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    wait_until("numbers for every group", Duration::from_secs(10), || {
+        seqd.metric("seqd_sequence_numbers_issued_total{kind=\"conv\",source=\"redis\"} ") > 360
+    });
+
+    // One master hangs for 6 s (stalled by a fork, swapping, a slow
+    // command): every call to it times out.
+    cluster.nodes[hung].hang();
+    let hung_at = std::time::Instant::now();
+    counting.store(true, Ordering::Relaxed);
+    wait_until(
+        "the hung master's breaker opens",
+        Duration::from_secs(5),
+        || breakers(&mut t).get(&hung_name).map(String::as_str) == Some("open"),
+    );
+    let mut worst_open = 0;
+    while hung_at.elapsed() < Duration::from_secs(6) {
+        let h = t.cmd("HEALTH");
+        worst_open = worst_open.max(field(&h, "masters_not_closed").parse::<usize>().unwrap());
+    }
+    counting.store(false, Ordering::Relaxed);
+    let during = *tally.lock().unwrap();
+    let states = breakers(&mut t);
+    cluster.nodes[hung].resume();
+    wait_until(
+        "every breaker closed, nothing pending",
+        Duration::from_secs(30),
+        || {
+            let h = t.cmd("HEALTH");
+            field(&h, "breaker") == "closed" && field(&h, "pending_reconciliation") == "0"
+        },
+    );
+    // Back on Redis, every group.
+    *tally.lock().unwrap() = Tally::default();
+    counting.store(true, Ordering::Relaxed);
+    let before = seqd.metric("seqd_sequence_numbers_issued_total{kind=\"conv\",source=\"redis\"} ");
+    wait_until(
+        "a few rounds after the return",
+        Duration::from_secs(10),
+        || {
+            seqd.metric("seqd_sequence_numbers_issued_total{kind=\"conv\",source=\"redis\"} ")
+                > before + 360
+        },
+    );
+    counting.store(false, Ordering::Relaxed);
+    let after = *tally.lock().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut all: HashMap<String, Vec<u64>> = HashMap::new();
+    for c in clients {
+        for (g, numbers) in c.join().unwrap() {
+            all.entry(g).or_default().extend(numbers);
+        }
+    }
+    println!(
+        "one of three masters hung for 6 s: {} of {} answers for groups on the healthy masters \
+         came from Redis, {} of {} on the hung one; at most {worst_open} breakers not closed",
+        during.healthy_redis, during.healthy, during.hung_redis, during.hung
+    );
+    for (g, numbers) in &all {
+        assert_unique(g, numbers);
+    }
+    assert!(
+        during.healthy_redis * 10 >= during.healthy * 9,
+        "{} of {} healthy answers from Redis while one master hung",
+        during.healthy_redis,
+        during.healthy
+    );
+    assert_eq!(
+        worst_open, 1,
+        "only the hung master's breaker opens: {states:?}"
+    );
+    assert_eq!(
+        states.values().filter(|s| *s == "closed").count(),
+        2,
+        "{states:?}"
+    );
+    assert_eq!(
+        (after.healthy_redis + after.hung_redis),
+        (after.healthy + after.hung),
+        "all from Redis after the hung master resumed"
+    );
+}

@@ -96,6 +96,9 @@ enum How {
     Command,
     /// `kill -9` of the master; it comes back later as a replica.
     Kill,
+    /// The master hangs (SIGSTOP): every call to it times out until
+    /// Sentinel promotes the replica; it resumes only after seqd follows.
+    Hang,
 }
 
 /// Runs 8 clients on two seqds through a failover; returns the two loads'
@@ -139,6 +142,7 @@ fn through_failover(how: How, extra: &[&str]) -> (LoadResult, LoadResult, Durati
             let (_, deferred) = a.client().cache_del(&["cfg:failover"]).unwrap();
             assert!(deferred, "the delete waits for Redis");
         }
+        How::Hang => group.nodes[old_index].hang(),
     }
     let new = group.wait_for_new_master(old);
     let elected = Instant::now();
@@ -152,6 +156,11 @@ fn through_failover(how: How, extra: &[&str]) -> (LoadResult, LoadResult, Durati
         wait_serving_from(s, new, "seqd to follow the new master");
     }
     let followed = elected.elapsed();
+    if matches!(how, How::Hang) {
+        // Followed while the old master was still hung; it comes back
+        // and Sentinel makes it a replica of the new one.
+        group.nodes[old_index].resume();
+    }
     if matches!(how, How::Kill) {
         assert_eq!(field(&health(&a), "outbox"), "0");
         assert_eq!(group.nodes[replica].get_bytes("cfg:failover"), None);
@@ -214,6 +223,16 @@ fn seqd_follows_sentinel_failover_command() {
 fn seqd_follows_a_killed_master() {
     let (a, b, followed) = through_failover(How::Kill, &[]);
     report("kill -9 of the master", &a, &b, followed);
+}
+
+#[test]
+fn seqd_follows_a_hung_master_replaced_by_sentinel_while_it_still_hangs() {
+    let (a, b, followed) = through_failover(How::Hang, &[]);
+    report("SIGSTOP of the master", &a, &b, followed);
+    assert!(
+        followed < Duration::from_secs(10),
+        "both seqds served from the new master {followed:?} after its election"
+    );
 }
 
 #[test]
