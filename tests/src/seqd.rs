@@ -51,6 +51,12 @@ impl SeqdOptions {
         }
     }
 
+    /// These options with the data directory in `dir` (`data` below it).
+    pub fn on_disk(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.join("data"));
+        self
+    }
+
     /// These options with more flags.
     pub fn with_args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));

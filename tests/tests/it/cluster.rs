@@ -315,6 +315,22 @@ fn quick_cluster_seqd(cluster: &RedisCluster, timeout_ms: &str, extra: &[&str]) 
     )
 }
 
+/// A cluster that serves the slots of the masters that answer
+/// (`cluster-require-full-coverage no`), and a seqd with a breaker for
+/// each of its three masters.
+fn cluster_serving_without_full_coverage() -> (RedisCluster, Seqd, TextConn) {
+    let cluster = RedisCluster::start();
+    for n in &cluster.nodes {
+        n.cmd(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    }
+    let seqd = quick_cluster_seqd(&cluster, "250", &[]);
+    let mut t = seqd.text();
+    wait_until("a breaker per master", Duration::from_secs(10), || {
+        breakers(&mut t).len() == 3
+    });
+    (cluster, seqd, t)
+}
+
 /// Group names with the cluster node that holds each one's counter.
 fn groups_by_owner(cluster: &RedisCluster, n: usize) -> Vec<(String, usize)> {
     (0..n)
@@ -363,15 +379,7 @@ fn round(
 
 #[test]
 fn a_dead_master_sends_only_its_own_slots_to_the_local_store() {
-    let mut cluster = RedisCluster::start();
-    for n in &cluster.nodes {
-        n.cmd(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
-    }
-    let seqd = quick_cluster_seqd(&cluster, "250", &[]);
-    let mut t = seqd.text();
-    wait_until("a breaker per master", Duration::from_secs(10), || {
-        breakers(&mut t).len() == 3
-    });
+    let (mut cluster, seqd, mut t) = cluster_serving_without_full_coverage();
     let groups = groups_by_owner(&cluster, 30);
     let down = 2;
     assert!(groups.iter().any(|(_, o)| *o == down) && groups.iter().any(|(_, o)| *o != down));
@@ -536,15 +544,7 @@ struct Tally {
 fn a_hung_master_sends_only_its_own_slots_to_the_local_store() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    let cluster = RedisCluster::start();
-    for n in &cluster.nodes {
-        n.cmd(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
-    }
-    let seqd = quick_cluster_seqd(&cluster, "250", &[]);
-    let mut t = seqd.text();
-    wait_until("a breaker per master", Duration::from_secs(10), || {
-        breakers(&mut t).len() == 3
-    });
+    let (cluster, seqd, mut t) = cluster_serving_without_full_coverage();
     let groups = Arc::new(groups_by_owner(&cluster, 60));
     let hung = 1;
     let hung_name = format!("127.0.0.1:{}", cluster.nodes[hung].port);

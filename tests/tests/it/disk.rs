@@ -55,10 +55,7 @@ fn assert_never_twice(answers: &Answers) {
 /// fills it again, kills seqd, frees it and starts seqd again.
 fn fill_free_kill_restart(options: SeqdOptions) {
     let disk = SmallDisk::mount(12);
-    let mut seqd = Seqd::start(SeqdOptions {
-        data_dir: Some(disk.path().join("data")),
-        ..options
-    });
+    let mut seqd = Seqd::start(options.on_disk(disk.path()));
     let h = health(&seqd);
     assert_eq!(
         (field(&h, "store"), field(&h, "journal")),
@@ -142,10 +139,7 @@ fn a_full_disk_in_redis_mode_is_an_error_never_a_death_nor_a_repeat() {
 #[test]
 fn a_start_without_room_for_the_journal_serves_without_it() {
     let disk = SmallDisk::mount(6);
-    let seqd = Seqd::start(SeqdOptions {
-        data_dir: Some(disk.path().join("data")),
-        ..SeqdOptions::local()
-    });
+    let seqd = Seqd::start(SeqdOptions::local().on_disk(disk.path()));
     let h = health(&seqd);
     assert_eq!(
         (field(&h, "store"), field(&h, "journal")),

@@ -97,10 +97,7 @@ fn a_hundred_thousand_failures_of_each_kind_are_a_few_log_lines() {
 #[test]
 fn a_full_disk_under_a_flood_of_requests_is_a_few_log_lines() {
     let disk = SmallDisk::mount(12);
-    let seqd = Seqd::start(SeqdOptions {
-        data_dir: Some(disk.path().join("data")),
-        ..SeqdOptions::local()
-    });
+    let seqd = Seqd::start(SeqdOptions::local().on_disk(disk.path()));
     disk.fill();
     // A conversation's first number needs a commit (its reserved ceiling
     // is fsynced): all are refused.
