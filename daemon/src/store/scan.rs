@@ -58,9 +58,10 @@ fn lower_priority() {
     // SAFETY: setpriority only reads its arguments.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
     if r != 0 {
-        tracing::debug!(
+        tracing::warn!(
             error = %std::io::Error::last_os_error(),
-            "the scan of keys on disk runs at the shards' priority"
+            "cannot lower the priority of the scan of keys on disk (a sandbox refused \
+             setpriority): it runs at the shards' priority"
         );
     }
 }
