@@ -134,11 +134,20 @@ async fn open_store(config: &Config) -> anyhow::Result<(DataDirLock, Store)> {
     let dir_lock = store::lock_data_dir(&config.data_dir)?;
     let data_dir = config.data_dir.clone();
     let reserve = config.mark_reserve;
-    let store = tokio::task::spawn_blocking(move || {
+    let opened = tokio::task::spawn_blocking(move || {
         Store::open(&data_dir, chrono::Utc::now().timestamp(), reserve)
     })
-    .await?
-    .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    .await?;
+    let dir = config.data_dir.display();
+    let store = match opened {
+        Err(e) if e.is_disk_full() => anyhow::bail!(
+            "no space left in {dir} for the store's first write: free space or grow its file \
+             system (seqd needs 8 MiB for its mark journal, about 4 MiB for SQLite's \
+             write-ahead log, and room for its keys; see docs/guarantees.md, \
+             \"A full or failing disk\")"
+        ),
+        r => r.with_context(|| format!("opening the store in {dir}"))?,
+    };
     store.limit_marks_in_memory(config.marks_in_memory as usize);
     Ok((dir_lock, store))
 }

@@ -124,8 +124,10 @@ impl FailureLog {
             let last = &o.last_error;
             log(o.level, *class, |c| {
                 format!(
-                    "{} failures ({}) ended: {total} in {secs} s ({n} since the last line); the last: {last}",
-                    c.what, c.why
+                    "{} failures ({}) stopped, none for {} s: {total} in {secs} s ({n} since the last line); the last: {last}",
+                    c.what,
+                    c.why,
+                    QUIET.as_secs()
                 )
             });
             false

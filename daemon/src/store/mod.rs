@@ -122,6 +122,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when the disk had no room for the write.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) => StoreState::of(e) == StoreState::Full,
+            StoreError::Commit(m) => m.contains("database or disk is full"),
+            _ => false,
+        }
+    }
+}
+
 /// Draws of one number from memory before [`Store::issue`] gives up (see
 /// there).
 const ISSUE_ATTEMPTS: usize = 8;
