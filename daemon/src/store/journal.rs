@@ -90,6 +90,9 @@ pub(super) struct Entry<'a> {
 
 struct File {
     map: memmap2::MmapMut,
+    /// The mapped file, and its path: [`Journal::intact`] compares them.
+    file: std::fs::File,
+    path: PathBuf,
     generation: u64,
     /// Where the next record goes.
     end: usize,
@@ -175,6 +178,32 @@ impl Journal {
         Some(self.active as u8)
     }
 
+    /// Whether both files are still the ones mapped, whole: another
+    /// process (root) that removes, replaces or truncates one makes the
+    /// journal unfit (a record in a replaced file would not be read at the
+    /// next start; a store past a truncated end is a signal), and the
+    /// caller stops using it.
+    pub(super) fn intact(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        for f in &self.files {
+            let mapped = f.file.metadata().map_err(|e| e.to_string())?;
+            let at_path = std::fs::metadata(&f.path);
+            let why = if mapped.nlink() == 0 {
+                Some("was removed or replaced".to_string())
+            } else if !at_path.is_ok_and(|m| m.ino() == mapped.ino() && m.dev() == mapped.dev()) {
+                Some("was replaced".to_string())
+            } else if (mapped.len() as usize) < f.map.len() {
+                Some(format!("was cut to {} bytes", mapped.len()))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(format!("{} {why} while mapped", f.path.display()));
+            }
+        }
+        Ok(())
+    }
+
     /// The writer committed one record of `file` to SQLite.
     pub(super) fn committed(&mut self, file: u8) {
         if let Some(f) = self.files.get_mut(file as usize) {
@@ -240,6 +269,8 @@ impl Unmapped {
         }
         Ok(File {
             map,
+            file: self.file.try_clone()?,
+            path: self.path.clone(),
             generation: self.generation,
             end: HEADER,
             appended: 0,
@@ -551,6 +582,45 @@ mod tests {
         let (files, found) = Journal::open(dir.path()).unwrap();
         assert!(found.is_empty());
         assert!(files.map().is_ok(), "used again at the next start");
+    }
+
+    #[test]
+    fn a_file_removed_replaced_or_cut_under_the_mapping_is_noticed() {
+        let check = |damage: &dyn Fn(&Path)| {
+            let dir = tempfile::tempdir().unwrap();
+            let j = Journal::open(dir.path()).unwrap().0.map().unwrap();
+            assert_eq!(j.intact(), Ok(()));
+            damage(&dir.path().join("journal-1"));
+            let err = j.intact().unwrap_err();
+            drop(j);
+            err
+        };
+        let removed = check(&|p| std::fs::remove_file(p).unwrap());
+        assert!(
+            removed.ends_with("journal-1 was removed or replaced while mapped"),
+            "{removed}"
+        );
+        let replaced = check(&|p| {
+            let other = p.with_extension("new");
+            std::fs::write(&other, vec![0u8; FILE_SIZE]).unwrap();
+            std::fs::rename(&other, p).unwrap();
+        });
+        assert!(
+            replaced.ends_with("journal-1 was removed or replaced while mapped"),
+            "{replaced}"
+        );
+        let cut = check(&|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(4096)
+                .unwrap()
+        });
+        assert!(
+            cut.ends_with("journal-1 was cut to 4096 bytes while mapped"),
+            "{cut}"
+        );
     }
 
     #[test]

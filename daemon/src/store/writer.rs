@@ -330,6 +330,26 @@ impl Writer {
         }
     }
 
+    /// Stops using the journal when its files are no longer the ones
+    /// mapped (see `Journal::intact`); checked after every commit, in the
+    /// lock that appends take. Its numbers still waiting for a commit are
+    /// in memory and go to SQLite as before.
+    fn check_journal(&self, marks: &mut HighWaterMarks) {
+        let Some(Err(why)) = marks.journal.as_ref().map(|j| j.intact()) else {
+            return;
+        };
+        tracing::error!(
+            error = %why,
+            "the mark journal is not used any more: every number waits for the store's commit \
+             until seqd is restarted"
+        );
+        marks.journal = None;
+        self.counters
+            .condition
+            .journal
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Keeps the store's condition (`HEALTH`'s `store`) after a commit,
     /// and logs when it changes: a failing disk fails every batch, and one
     /// line per batch would add to what fills it.
@@ -378,6 +398,7 @@ impl Writer {
     /// file is not reused.)
     fn settle_in_memory(&self, batch: &[Op], committed: &Committed) {
         let mut marks = super::marks::lock(&self.marks);
+        self.check_journal(&mut marks);
         // Every key written (`ceilings` has one entry per key) is in the
         // filter of keys on disk before its mark may leave memory (in
         // this same hold of the lock; see `filter.rs`).

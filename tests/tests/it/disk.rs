@@ -158,3 +158,32 @@ fn a_start_without_room_for_the_journal_serves_without_it() {
         disk.available()
     );
 }
+
+/// A journal file removed from under a running seqd (by root, by
+/// mistake): seqd stops using the journal, says so, and repeats nothing
+/// across a `kill -9` and a restart.
+#[test]
+fn a_journal_file_removed_while_mapped_is_left_for_commits() {
+    let mut seqd = Seqd::start(SeqdOptions::local());
+    let mut conn = seqd.text();
+    let mut answers = Answers::new();
+    let mut fresh = 0;
+    draw(&mut conn, &mut answers, &mut fresh, 20);
+    std::fs::remove_file(seqd.data_dir().join("journal-0")).unwrap();
+    wait_until("the journal is left", Duration::from_secs(10), || {
+        draw(&mut conn, &mut answers, &mut fresh, 1);
+        field(&health(&seqd), "journal") == "off"
+    });
+    assert!(seqd.log_text().contains("journal-0 was removed or replaced while mapped"));
+    draw(&mut conn, &mut answers, &mut fresh, 20);
+    drop(conn);
+    seqd.kill9();
+    seqd.start_again();
+    let mut conn = seqd.text();
+    let keys: Vec<String> = answers.keys().cloned().collect();
+    for key in keys {
+        let n = seq_of(&conn.cmd(&key));
+        answers.get_mut(&key).unwrap().push(n);
+    }
+    assert_never_twice(&answers);
+}
