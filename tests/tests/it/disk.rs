@@ -174,7 +174,9 @@ fn a_journal_file_removed_while_mapped_is_left_for_commits() {
         draw(&mut conn, &mut answers, &mut fresh, 1);
         field(&health(&seqd), "journal") == "off"
     });
-    assert!(seqd.log_text().contains("journal-0 was removed or replaced while mapped"));
+    assert!(seqd
+        .log_text()
+        .contains("journal-0 was removed or replaced while mapped"));
     draw(&mut conn, &mut answers, &mut fresh, 20);
     drop(conn);
     seqd.kill9();
