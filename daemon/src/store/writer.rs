@@ -358,6 +358,9 @@ impl Writer {
         if error.is_some() {
             self.counters.commit_failures.inc();
         }
+        if now == super::StoreState::Full {
+            self.counters.condition.found_full();
+        }
         let was = self.counters.condition.set(now);
         match (was, error) {
             (super::StoreState::Ok, Some(e)) => tracing::error!(

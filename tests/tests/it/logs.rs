@@ -102,7 +102,12 @@ fn a_full_disk_under_a_flood_of_requests_is_a_few_log_lines() {
     // A conversation's first number needs a commit (its reserved ceiling
     // is fsynced): all are refused.
     let refused = std::sync::atomic::AtomicUsize::new(0);
+    // Refused at once, without a commit, right after one found no space.
+    let untried = std::sync::atomic::AtomicUsize::new(0);
     let added = lines_for(&seqd, "CONV NEXT group g{i}", |r| {
+        if r.contains("(a commit is tried again within 250 ms)") {
+            untried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if r.starts_with("ERR ") {
             refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             r.starts_with("ERR unavailable ") && r.contains("full")
@@ -111,6 +116,10 @@ fn a_full_disk_under_a_flood_of_requests_is_a_few_log_lines() {
         }
     });
     assert_eq!(refused.into_inner(), 100_000);
+    assert!(
+        untried.into_inner() > 0,
+        "every refusal waited for a failing commit"
+    );
     assert!(
         added < 24,
         "{added} log lines for 100,000 requests on a full disk"
