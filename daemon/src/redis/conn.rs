@@ -122,16 +122,24 @@ impl Conn {
     }
 
     /// The slot map of a cluster, from `CLUSTER SLOTS`: `(first slot, last
-    /// slot, master)` per range. Empty on one server.
+    /// slot, master)` per range, asked of the node this connection is
+    /// aimed at ([`Conn::on`]), or of any node. Empty on one server.
     pub async fn slot_map(&mut self) -> redis::RedisResult<Vec<(u16, u16, NodeAddr)>> {
-        let conn = match self {
+        let (conn, routing) = match self {
             Conn::Pipe(_) => return Ok(Vec::new()),
-            Conn::Cluster { conn, .. } | Conn::Node { conn, .. } => conn,
+            Conn::Cluster { conn, .. } => (conn, SingleNodeRoutingInfo::Random),
+            Conn::Node { conn, host, port } => (
+                conn,
+                SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                },
+            ),
         };
         let slots = conn
             .route_command(
                 redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                RoutingInfo::SingleNode(routing),
             )
             .await?;
         Ok(ranges_of(&slots))

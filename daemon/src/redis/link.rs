@@ -622,9 +622,24 @@ impl RedisLink {
         if !self.is_cluster() {
             return;
         }
+        // Asked of a master whose breaker is closed, when there is one: a
+        // hung node would hold the supervisor, and every master's checks
+        // with it, for a whole timeout.
+        let healthy = {
+            let b = self.lock();
+            b.masters()
+                .iter()
+                .find(|m| m.breaker.state() == BreakerState::Closed)
+                .map(|m| m.node.clone())
+        };
         let ranges = self
             .pool
-            .run(|mut c| async move { c.slot_map().await })
+            .run(|c| async move {
+                match &healthy {
+                    Some(node) => c.on(node).slot_map().await,
+                    None => c.clone().slot_map().await,
+                }
+            })
             .await;
         let ranges = match ranges {
             Ok(r) => r,
