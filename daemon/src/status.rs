@@ -71,11 +71,7 @@ pub fn metrics(ctx: &Context) -> String {
         ),
         pending_reconciliation: ctx.store.pending(),
         cache_outbox: ctx.cache.outbox_len(),
-        store_state: match ctx.store.condition().state() {
-            crate::store::StoreState::Ok => 0,
-            crate::store::StoreState::Full => 1,
-            crate::store::StoreState::Failing => 2,
-        },
+        store_state: ctx.store.condition().state().code().into(),
         store_journal: ctx.store.condition().journal(),
     };
     metrics::render(&ctx.metrics, levels)

@@ -123,13 +123,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the disk had no room for the write.
+    /// True when SQLite had no room for the write.
     pub fn is_disk_full(&self) -> bool {
-        match self {
-            StoreError::Sqlite(e) => StoreState::of(e) == StoreState::Full,
-            StoreError::Commit(m) => m.contains("database or disk is full"),
-            _ => false,
-        }
+        matches!(self, StoreError::Sqlite(e) if StoreState::of(e) == StoreState::Full)
     }
 }
 
@@ -257,6 +253,23 @@ pub enum StoreState {
 }
 
 impl StoreState {
+    /// The number `seqd_store_state` shows (and [`Condition`] keeps).
+    pub fn code(self) -> u8 {
+        match self {
+            StoreState::Ok => 0,
+            StoreState::Full => 1,
+            StoreState::Failing => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> StoreState {
+        match code {
+            0 => StoreState::Ok,
+            1 => StoreState::Full,
+            _ => StoreState::Failing,
+        }
+    }
+
     /// The word `HEALTH` shows.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -282,26 +295,15 @@ impl StoreState {
 
 impl Condition {
     pub fn state(&self) -> StoreState {
-        match self.state.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => StoreState::Ok,
-            1 => StoreState::Full,
-            _ => StoreState::Failing,
-        }
+        StoreState::from_code(self.state.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Sets the state; returns the one it replaced.
     fn set(&self, state: StoreState) -> StoreState {
-        let code = match state {
-            StoreState::Ok => 0,
-            StoreState::Full => 1,
-            StoreState::Failing => 2,
-        };
-        let was = self.state.swap(code, std::sync::atomic::Ordering::Relaxed);
-        match was {
-            0 => StoreState::Ok,
-            1 => StoreState::Full,
-            _ => StoreState::Failing,
-        }
+        StoreState::from_code(
+            self.state
+                .swap(state.code(), std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// True while numbers can be made durable by the journal.

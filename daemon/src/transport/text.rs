@@ -27,17 +27,24 @@ pub async fn serve<R>(
     let mut last_call: Option<tokio::time::Instant> = None;
     loop {
         let idle = ctx.config().idle_timeout();
+        // One timer: the idle limit, or the end of the last call if sooner.
+        let idle_at = (!idle.is_zero()).then(|| tokio::time::Instant::now() + idle);
+        let wake = match (idle_at, last_call) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let item = tokio::select! {
             item = lines.next() => item,
-            _ = tokio::time::sleep(idle), if !idle.is_zero() => {
-                let _ = out.write_all(idle_notice(idle).as_bytes()).await;
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
+                if last_call.is_none() {
+                    let _ = out.write_all(idle_notice(idle).as_bytes()).await;
+                }
                 break;
             }
             _ = shutdown.cancelled(), if last_call.is_none() => {
                 last_call = Some(tokio::time::Instant::now() + super::LAST_CALL);
                 continue;
             }
-            _ = tokio::time::sleep_until(last_call.unwrap_or_else(tokio::time::Instant::now)), if last_call.is_some() => break,
         };
         let mut quit = false;
         let reply = match item {
